@@ -1,0 +1,108 @@
+"""Where cau keeps things, and the clusters it knows (a TOML file).
+
+    [clusters.prod-db]
+    provider = "ssh"                       # an entry point of `cau.providers`
+    plugins = ["apt"]                      # default plug-ins when the profile names none
+    profile = "profiles/db.toml"           # default run profile (relative to this file)
+    [clusters.prod-db.options]             # the provider's own options, validated by it
+    ...
+
+The cluster `sandbox` exists without any configuration (the built-in simulated cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from cau.domain.profile import PluginSpec, plugin_shorthand
+from cau.errors import ConfigError, NotFound
+
+BUILTIN_SANDBOX = "sandbox"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("CAU_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("cau"))
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("CAU_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("cau")) / "clusters.toml"
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    options: dict[str, Any] = {}
+    plugins: list[PluginSpec] | None = None
+    profile: Path | None = None
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_shorthand(cls, value: Any) -> Any:
+        return plugin_shorthand(value)
+
+
+class CauConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clusters: dict[str, ClusterConfig] = {}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: CauConfig
+    path: Path | None  # None when no file exists (only the built-in sandbox)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.path.parent if self.path else None
+
+    def cluster(self, name: str) -> ClusterConfig:
+        found = self.config.clusters.get(name)
+        if found is not None:
+            return found
+        if name == BUILTIN_SANDBOX:
+            return ClusterConfig(provider="sandbox")
+        known = sorted({*self.config.clusters, BUILTIN_SANDBOX})
+        where = f" in {self.path}" if self.path else f" (no config file at {default_config_path()})"
+        raise NotFound(
+            f"unknown cluster '{name}'{where}; known clusters: {', '.join(known)}",
+            hint="declare it under [clusters.NAME] in the config file (--config)",
+        )
+
+    def names(self) -> list[str]:
+        return sorted({*self.config.clusters, BUILTIN_SANDBOX})
+
+
+def load_config(path: Path | None) -> LoadedConfig:
+    """Load the config file. An explicit path must exist; the default one may be absent."""
+    explicit = path is not None
+    target = path or default_config_path()
+    if not target.exists():
+        if explicit:
+            raise ConfigError(f"{target}: no such config file")
+        return LoadedConfig(CauConfig(), None)
+    try:
+        data = tomllib.loads(target.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{target}: not valid TOML: {exc}") from exc
+    try:
+        return LoadedConfig(CauConfig.model_validate(data), target)
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors():
+            loc = ".".join(str(p) for p in item["loc"])
+            msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(f"{target}: " + "; ".join(problems)) from exc

@@ -1,0 +1,40 @@
+"""The domain: pure data and rules (cluster, node, role, update, profile, results, plan). No I/O."""
+
+from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState, Role, RoleKind
+from cau.domain.profile import (
+    DrainPolicy,
+    FailbackMode,
+    MoveMethod,
+    PluginSpec,
+    ProfileError,
+    RunProfile,
+    build_profile,
+    default_max_failed_nodes,
+)
+from cau.domain.results import ErrorId, RunState, Status
+from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
+
+__all__ = [
+    "Capacity",
+    "ClusterSnapshot",
+    "DrainPolicy",
+    "ErrorId",
+    "FailbackMode",
+    "MoveMethod",
+    "Node",
+    "NodeState",
+    "PluginSpec",
+    "ProfileError",
+    "Role",
+    "RoleKind",
+    "RunProfile",
+    "RunState",
+    "ScanResult",
+    "StagingResult",
+    "Status",
+    "Update",
+    "UpdateOutcome",
+    "UpdateResult",
+    "build_profile",
+    "default_max_failed_nodes",
+]

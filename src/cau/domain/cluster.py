@@ -1,0 +1,131 @@
+"""What cau sees of a cluster: nodes, clustered roles, capacity and quorum votes.
+
+Pure data with no I/O. A provider observes the real (or simulated) cluster and returns a
+`ClusterSnapshot`; the engine's decisions are made on snapshots only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class NodeState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class RoleKind(StrEnum):
+    """How a clustered role can leave a node."""
+
+    LIVE = "live"  # live migration: no interruption
+    FAILOVER = "failover"  # planned stop here, start elsewhere: a transient interruption
+    CLONE = "clone"  # runs on several nodes; losing one instance is no interruption
+    PINNED = "pinned"  # cannot move: stopped while its node is in maintenance
+
+
+@dataclass(frozen=True, order=True)
+class Capacity:
+    cpu: float = 0.0
+    memory_gb: float = 0.0
+
+    def __add__(self, other: Capacity) -> Capacity:
+        return Capacity(self.cpu + other.cpu, self.memory_gb + other.memory_gb)
+
+    def __sub__(self, other: Capacity) -> Capacity:
+        return Capacity(self.cpu - other.cpu, self.memory_gb - other.memory_gb)
+
+    def covers(self, need: Capacity) -> bool:
+        # A small tolerance keeps float sums (0.1 + 0.2) from refusing an exact fit.
+        return self.cpu + 1e-9 >= need.cpu and self.memory_gb + 1e-9 >= need.memory_gb
+
+    @staticmethod
+    def total(items: Iterable[Capacity]) -> Capacity:
+        out = Capacity()
+        for item in items:
+            out = out + item
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.cpu:g} cpu / {self.memory_gb:g} GB"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    state: NodeState = NodeState.UP
+    in_maintenance: bool = False
+    capacity: Capacity = field(default_factory=Capacity)
+    votes: int = 1
+    boot_id: str | None = None
+    failure_domain: str | None = None
+
+    @property
+    def is_up(self) -> bool:
+        return self.state is NodeState.UP
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    kind: RoleKind
+    needs: Capacity = field(default_factory=Capacity)
+    # The node running a live/failover/pinned role; None when it is stopped. Unused for clones.
+    owner: str | None = None
+    # Nodes running an instance of a clone role.
+    instances: tuple[str, ...] = ()
+    preferred_owners: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.instances) if self.kind is RoleKind.CLONE else self.owner is not None
+
+    def hosted_on(self, node: str) -> bool:
+        if self.kind is RoleKind.CLONE:
+            return node in self.instances
+        return self.owner == node
+
+    @property
+    def movable(self) -> bool:
+        """True when draining its node means finding it another home (and capacity there)."""
+        return self.kind in (RoleKind.LIVE, RoleKind.FAILOVER)
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    name: str
+    nodes: tuple[Node, ...]
+    roles: tuple[Role, ...] = ()
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes)
+
+    def roles_on(self, node: str) -> tuple[Role, ...]:
+        return tuple(r for r in self.roles if r.hosted_on(node))
+
+    def used(self, node: str) -> Capacity:
+        return Capacity.total(r.needs for r in self.roles_on(node))
+
+    def free(self, node: str) -> Capacity:
+        return self.node(node).capacity - self.used(node)
+
+    @property
+    def expected_votes(self) -> int:
+        return sum(n.votes for n in self.nodes)
+
+    @property
+    def online_votes(self) -> int:
+        return sum(n.votes for n in self.nodes if n.is_up)
+
+    @property
+    def has_quorum(self) -> bool:
+        return self.online_votes * 2 > self.expected_votes

@@ -1,0 +1,96 @@
+"""Pure decisions of the Updating Run: node order and who may go into maintenance now.
+
+Three limits decide whether one more node may be worked on:
+  * the failure budget and `max_parallel_nodes` decide whether a node may *start*;
+  * quorum and capacity decide whether a started node may *enter maintenance*.
+Nodes holding a maintenance slot are counted as possibly down (they may be restarting), which is
+what keeps quorum safe whatever order the restarts happen in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cau.domain.cluster import ClusterSnapshot
+from cau.domain.placement import place_roles
+from cau.domain.profile import MoveMethod
+from cau.domain.results import ErrorId
+
+
+class Block(StrEnum):
+    PARALLEL_LIMIT = "parallel-limit"
+    FAILURE_BUDGET = "failure-budget"
+    QUORUM = "quorum"
+    CAPACITY = "capacity"
+
+    @property
+    def error_id(self) -> ErrorId:
+        return ErrorId.QUORUM_AT_RISK if self is Block.QUORUM else ErrorId.INSUFFICIENT_CAPACITY
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    block: Block | None = None
+    reason: str = ""
+
+    @staticmethod
+    def ok() -> Admission:
+        return Admission(True)
+
+
+def unknown_nodes(snapshot: ClusterSnapshot, names: Sequence[str]) -> list[str]:
+    known = set(snapshot.node_names)
+    return [n for n in names if n not in known]
+
+
+def order_nodes(snapshot: ClusterSnapshot, explicit: Sequence[str] | None = None) -> list[str]:
+    """CAU's order: the node hosting the fewest roles first. An explicit order comes first;
+    nodes it does not name follow in the default order."""
+    default = sorted(snapshot.node_names, key=lambda n: (len(snapshot.roles_on(n)), n))
+    if not explicit:
+        return default
+    head = [n for n in explicit if n in default]
+    return head + [n for n in default if n not in head]
+
+
+def may_start(*, in_flight: int, failed: int, max_parallel: int | None, max_failed: int) -> Admission:
+    """May one more node start? `max_parallel` None means no fixed cap ("auto").
+
+    The budget rule: even if every node in flight failed, the run must stop at max_failed + 1
+    failures, never beyond. So a node starts only while failed + in_flight <= max_failed.
+    """
+    if max_parallel is not None and in_flight >= max_parallel:
+        return Admission(False, Block.PARALLEL_LIMIT, f"{in_flight} node(s) already in progress")
+    if failed + in_flight > max_failed:
+        return Admission(
+            False,
+            Block.FAILURE_BUDGET,
+            f"{failed} failed + {in_flight} in progress would risk more than {max_failed + 1} failures",
+        )
+    return Admission.ok()
+
+
+def admit_to_maintenance(
+    snapshot: ClusterSnapshot,
+    candidate: str,
+    holders: Collection[str],
+    move: MoveMethod,
+) -> Admission:
+    """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?"""
+    busy = set(holders) | {candidate}
+    expected = snapshot.expected_votes
+    remaining = sum(n.votes for n in snapshot.nodes if n.is_up and n.name not in busy)
+    if remaining * 2 <= expected:
+        return Admission(
+            False,
+            Block.QUORUM,
+            f"taking {candidate} down would leave {remaining} of {expected} votes, not a majority",
+        )
+    if move is MoveMethod.LIVE:
+        placement = place_roles(snapshot, busy)
+        if not placement.feasible:
+            return Admission(False, Block.CAPACITY, placement.explain())
+    return Admission.ok()

@@ -1,0 +1,207 @@
+"""The Updating Run Profile: every run option, with CAU's defaults and meaning.
+
+A profile holds no credentials and no schedule, so one file can serve a whole class of clusters.
+Profiles are TOML files; command-line flags override them. Unknown keys and bad values are errors
+that name the key and the file, and nothing starts.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cau.domain.durations import Duration
+
+MAX_RETRIES_LIMIT = 64  # CAU's documented maximum for MaxRetriesPerNode
+
+# Profiles are shared between clusters and often kept on a share: they must never carry secrets.
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?$|secret|token|credential|private[_-]?key|api[_-]?key", re.I)
+
+
+class FailbackMode(StrEnum):
+    IMMEDIATE = "immediate"  # move the roles that left the node back as soon as it returns
+    POLICY = "policy"  # let each role's preferred owners decide
+    NONE = "none"  # leave roles where they are
+
+
+class DrainPolicy(StrEnum):
+    ALWAYS = "always"  # enter maintenance before installing (CAU's -ForcePauseAndDrain)
+    WHEN_RESTART_NEEDED = "when-restart-needed"  # install first; drain only to restart
+
+
+class MoveMethod(StrEnum):
+    LIVE = "live"  # live-migrate what can migrate, fail over the rest
+    SAVE = "save"  # do not migrate: stop roles on the node and start them there afterwards
+
+
+class PluginSpec(BaseModel):
+    """One plug-in of the run, with its arguments (validated later by the plug-in's own model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("args")
+    @classmethod
+    def _no_secrets(cls, args: dict[str, Any]) -> dict[str, Any]:
+        for key in args:
+            if _SECRET_KEY.search(key):
+                raise ValueError(
+                    f"'{key}' looks like a credential; a profile holds no credentials "
+                    "(put them in the cluster configuration or an agent)"
+                )
+        return args
+
+
+def plugin_shorthand(value: Any) -> Any:
+    """`plugins = ["apt", "hotfix"]` is shorthand for [[plugins]] tables without args."""
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+class RunProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_retries_per_node: int = Field(3, ge=0, le=MAX_RETRIES_LIMIT)
+    # None: about a third of the nodes, computed when the run starts (range 0 .. nodes-1).
+    max_failed_nodes: int | None = Field(None, ge=0)
+    require_all_nodes_online: bool = False
+    reboot_timeout: Duration = timedelta(minutes=15)
+    stop_after: Duration | None = None
+    warn_after: Duration | None = None
+    pre_update_script: str | None = None
+    post_update_script: str | None = None
+    script_timeout: Duration = timedelta(minutes=30)
+    # None: the plug-ins the cluster's configuration (or provider) names.
+    plugins: list[PluginSpec] | None = None
+    run_plugins_serially: bool = False
+    stop_on_plugin_failure: bool = False
+    separate_reboots: bool = False
+    node_order: list[str] | None = None
+    failback_mode: FailbackMode = FailbackMode.IMMEDIATE
+    # 1 is CAU's serial behaviour; "auto" lets quorum, capacity and the failure budget decide.
+    max_parallel_nodes: int | Literal["auto"] = 1
+    drain: DrainPolicy = DrainPolicy.ALWAYS
+    move: MoveMethod = MoveMethod.LIVE
+    no_restart: bool = False
+    allow_nodes_in_maintenance: bool = False
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_shorthand(cls, value: Any) -> Any:
+        return plugin_shorthand(value)
+
+    @field_validator("plugins")
+    @classmethod
+    def _unique_plugins(cls, value: list[PluginSpec] | None) -> list[PluginSpec] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("at least one plug-in is needed (or leave 'plugins' out)")
+            names = [p.name for p in value]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"plug-in listed twice: {', '.join(dupes)}")
+        return value
+
+    @field_validator("max_parallel_nodes")
+    @classmethod
+    def _parallel_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or \"auto\"")
+        return value
+
+    @field_validator("node_order")
+    @classmethod
+    def _order_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            dupes = sorted({n for n in value if value.count(n) > 1})
+            if dupes:
+                raise ValueError(f"node listed twice: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _warn_before_stop(self) -> RunProfile:
+        if self.warn_after is not None and self.stop_after is not None and self.warn_after >= self.stop_after:
+            raise ValueError("warn_after must be shorter than stop_after (otherwise no warning is ever given)")
+        return self
+
+    def effective_max_failed(self, node_count: int) -> int:
+        if self.max_failed_nodes is not None:
+            return self.max_failed_nodes
+        return default_max_failed_nodes(node_count)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Only the options that differ from the defaults, ready to write as TOML."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+def default_max_failed_nodes(node_count: int) -> int:
+    """CAU: 'for most clusters, approximately one-third of the number of cluster nodes'."""
+    return max(0, min(node_count // 3, node_count - 1))
+
+
+class ProfileError(Exception):
+    """A profile (file plus overrides) that cannot be used. `problems` are 'key: message' lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _format_errors(error: ValidationError, origin: dict[str, str]) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"]]
+        key = ".".join(loc) if loc else "(profile)"
+        top = loc[0] if loc else ""
+        where = origin.get(top)
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown option"
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        problems.append(f"{key}: {msg}" + (f" [from {where}]" if where else ""))
+    return problems
+
+
+def read_profile_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(str(path), [f"not valid TOML: {exc}"]) from exc
+
+
+def build_profile(
+    file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunProfile:
+    """Profile = base (e.g. a stored profile) < file < command-line overrides, validated as a whole."""
+    data: dict[str, Any] = dict(base or {})
+    origin: dict[str, str] = {}
+    if file is not None:
+        from_file = read_profile_file(file)
+        data.update(from_file)
+        origin.update({k: str(file) for k in from_file})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+            origin[key] = "--" + key.replace("_", "-")
+    try:
+        return RunProfile.model_validate(data)
+    except ValidationError as exc:
+        source = str(file) if file is not None else "profile"
+        raise ProfileError(source, _format_errors(exc, origin)) from exc

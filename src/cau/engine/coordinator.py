@@ -1,0 +1,258 @@
+"""The Update Coordinator: drives one Updating Run, resumable at any point.
+
+It replays the run's journal, resumes the nodes that were in progress, then starts the others in
+order while the failure budget and `max_parallel_nodes` allow; each node enters maintenance only
+when the maintenance gate (quorum, capacity) admits it. A stop request (`cau stop`, StopAfter, the
+failure budget) lets the nodes in hand finish or come back out of maintenance, and cancels the
+rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cau.domain.planning import Admission, may_start
+from cau.domain.profile import RunProfile
+from cau.domain.results import ErrorId, RunState, Status, run_status
+from cau.engine.gate import MaintenanceGate
+from cau.engine.node import NodeRun, PluginBinding
+from cau.engine.replay import NodeProgress, apply, replay
+from cau.ports import Clock, ClusterProvider, ReportsAvailability
+from cau.reports.build import build_report
+from cau.reports.model import RunReport
+from cau.store.base import EventKind, JournalEvent, Store
+
+EventListener = Callable[[JournalEvent], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    state: RunState
+    status: Status | None
+    error_id: str | None
+    message: str | None
+    report: RunReport | None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        run_id: str,
+        provider: ClusterProvider,
+        plugins: list[PluginBinding],
+        profile: RunProfile,
+        clock: Clock,
+        owner: str,
+        data_dir: Path,
+        on_event: EventListener | None = None,
+        poll_seconds: float = 1.0,
+        gate_recheck_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.provider = provider
+        self.cluster = provider.cluster
+        self.plugins = plugins
+        self.profile = profile
+        self.clock = clock
+        self.owner = owner
+        self.data_dir = data_dir
+        self._on_event = on_event
+        self._poll = poll_seconds
+        self.progress = replay(store.events(run_id))
+        self.max_failed: int = int(self.progress.created["max_failed"])
+        self.gate = MaintenanceGate(provider, profile.move, self._on_gate_wait, gate_recheck_seconds)
+        self._stop: tuple[ErrorId, str] | None = None
+        self._warned = False
+        self._runs: dict[str, NodeRun] = {}
+
+    # --- the context the node pipelines use ------------------------------------------------------
+
+    def journal(
+        self,
+        kind: EventKind,
+        *,
+        node: str | None = None,
+        step: str | None = None,
+        key: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> JournalEvent:
+        event = self.store.append(self.run_id, kind, self.clock.now(), node=node, step=step, key=key, data=data)
+        apply(self.progress, event)
+        if self._on_event is not None:
+            self._on_event(event)
+        return event
+
+    @property
+    def stop_reason(self) -> ErrorId | None:
+        return self._stop[0] if self._stop else None
+
+    def node_progress(self, node: str) -> NodeProgress:
+        return self.progress.nodes.setdefault(node, NodeProgress(node))
+
+    def _on_gate_wait(self, node: str, admission: Admission) -> None:
+        run = self._runs.get(node)
+        if run is not None:
+            run._on_wait(admission)
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def request_stop(self, reason: ErrorId, message: str, *, by: str = "coordinator") -> None:
+        if self._stop is None:
+            self._stop = (reason, message)
+            self.journal(EventKind.STOP_REQUESTED, data={"error_id": reason.value, "message": message, "by": by})
+
+    def _check_limits(self) -> None:
+        record = self.store.get_run(self.run_id)
+        if record is not None and record.stop_requested and self._stop is None:
+            by = record.stop_requested_by or "an operator"
+            self.request_stop(ErrorId.STOPPED_BY_OPERATOR, f"stopped by {by}: {record.stop_reason or ''}".strip(), by=by)
+        started = self.progress.created_at
+        if started is None:
+            return
+        elapsed = self.clock.now() - started
+        if self.profile.warn_after is not None and elapsed >= self.profile.warn_after and not self._warned:
+            self._warned = True
+            if not any("has not completed after" in m for _, m in self.progress.warnings):
+                self.journal(
+                    EventKind.WARNING,
+                    data={"message": f"the run has not completed after {self.profile.warn_after} (warn_after)"},
+                )
+        if self.profile.stop_after is not None and elapsed >= self.profile.stop_after:
+            self.request_stop(
+                ErrorId.STOP_AFTER_EXCEEDED, f"the run did not complete within {self.profile.stop_after} (stop_after)"
+            )
+        failed = self.progress.count(Status.FAILED)
+        if failed > self.max_failed:
+            self.request_stop(
+                ErrorId.MAX_FAILED_NODES_EXCEEDED,
+                f"{failed} node(s) failed, more than max_failed_nodes = {self.max_failed}",
+            )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    async def execute(self) -> RunOutcome:
+        resumed = any(n.started for n in self.progress.nodes.values())
+        self.journal(EventKind.COORDINATOR, data={"owner": self.owner, "resumed": resumed})
+        self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
+        tasks: dict[asyncio.Task[Status], str] = {}
+        try:
+            await self._schedule(tasks)
+        except asyncio.CancelledError:
+            # Killed or lost the lock: do nothing more. The journal says where each node is,
+            # and the next coordinator resumes from there.
+            await self._cancel(tasks)
+            raise
+        except Exception as exc:
+            await self._cancel(tasks)
+            message = f"{type(exc).__name__}: {exc}"
+            self.journal(
+                EventKind.RUN_PAUSED,
+                data={
+                    "error_id": ErrorId.INTERNAL_ERROR.value,
+                    "message": message,
+                    "traceback": traceback.format_exc(limit=8)[-4000:],
+                },
+            )
+            self.store.set_run_state(
+                self.run_id, RunState.PAUSED, error_id=ErrorId.INTERNAL_ERROR.value, message=message
+            )
+            return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.INTERNAL_ERROR.value, message, None)
+        return await self._finish()
+
+    async def _cancel(self, tasks: dict[asyncio.Task[Status], str]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _schedule(self, tasks: dict[asyncio.Task[Status], str]) -> None:
+        order = self.progress.order
+        # Resume first what was in progress; a node that held maintenance still holds it.
+        for name in order:
+            node = self.progress.nodes[name]
+            if node.in_flight:
+                if node.maintenance_intended:
+                    self.gate.hold(name)
+                self._start(name, tasks)
+        pending = [n for n in order if self.progress.nodes[n].started is None]
+        max_parallel = None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
+        while True:
+            self._check_limits()
+            while self._stop is None and pending:
+                admission = may_start(
+                    in_flight=len(tasks),
+                    failed=self.progress.count(Status.FAILED),
+                    max_parallel=max_parallel,
+                    max_failed=self.max_failed,
+                )
+                if not admission.admitted:
+                    break
+                self._start(pending.pop(0), tasks)
+            if not tasks:
+                break
+            tick = asyncio.ensure_future(self.clock.sleep(self._poll))
+            done, _ = await asyncio.wait({*tasks, tick}, return_when=asyncio.FIRST_COMPLETED)
+            if not tick.done():
+                tick.cancel()
+            for task in done:
+                if task is tick:
+                    continue
+                tasks.pop(task)  # type: ignore[call-overload]
+                task.result()  # a bug in a node's pipeline surfaces here and pauses the run
+        # Nodes never started: canceled before operations began.
+        reason = self._stop
+        for name in pending:
+            self.journal(
+                EventKind.NODE_FINISHED,
+                node=name,
+                data={
+                    "status": Status.CANCELED.value,
+                    "error_id": reason[0].value if reason else None,
+                    "message": "not started: " + (reason[1] if reason else "the run ended"),
+                },
+            )
+
+    def _start(self, name: str, tasks: dict[asyncio.Task[Status], str]) -> None:
+        run = NodeRun(self, name)
+        self._runs[name] = run
+        tasks[asyncio.ensure_future(run.run())] = name
+
+    async def _finish(self) -> RunOutcome:
+        statuses = [n.status for n in self.progress.nodes.values() if n.status is not None]
+        reason = self._stop
+        status = run_status(statuses, reason[0] if reason else None)
+        error_id = reason[0].value if reason else None
+        message = reason[1] if reason else None
+        if error_id is None and status is not Status.SUCCEEDED:
+            failed = [n.name for n in self.progress.nodes.values() if n.status is not Status.SUCCEEDED]
+            message = f"not every node succeeded: {', '.join(failed)}"
+        left = [n.name for n in self.progress.nodes.values() if n.result.get("left_in_maintenance")]
+        if left:
+            message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
+        self.journal(
+            EventKind.RUN_FINISHED,
+            data={"status": status.value, "error_id": error_id, "message": message, "left_in_maintenance": left},
+        )
+        now = self.clock.now()
+        self.store.set_run_state(
+            self.run_id, RunState.FINISHED, status=status, finished=now, error_id=error_id, message=message
+        )
+        record = self.store.get_run(self.run_id)
+        assert record is not None
+        outages = []
+        if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
+            outages = await self.provider.role_outages(self.progress.created_at, now)
+        report = build_report(record, self.progress, now=now, outages=outages)
+        self.store.save_report(self.run_id, report.model_dump(mode="json"))
+        return RunOutcome(self.run_id, RunState.FINISHED, status, error_id, message, report)

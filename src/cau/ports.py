@@ -1,0 +1,187 @@
+"""The small protocols the engine works through. Adapters implement them; the engine imports
+nothing else of theirs.
+
+  Clock            now / monotonic / sleep: injected, so tests can run hours in seconds
+  Transport        run a command on a node, put a file
+  ClusterProvider  observe the cluster, maintenance in/out, failback, restart, wait for return
+  UpdaterPlugin    (registered under `cau.plugins`) makes one NodeUpdater per node
+  NodeUpdater      scan / stage / install on one node
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from cau.domain.cluster import ClusterSnapshot
+from cau.domain.profile import FailbackMode, MoveMethod
+from cau.domain.updates import ScanResult, StagingResult, Update, UpdateResult
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class Transport(Protocol):
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult: ...
+
+    async def put(self, local: Path, remote: str, *, mode: int | None = None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NodeSession(Protocol):
+    """What a plug-in gets to work on one node."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+
+@dataclass(frozen=True)
+class MaintenancePrior:
+    """A node's state before cau put it into maintenance, recorded before acting, so that exit
+    undoes only what cau did."""
+
+    node: str
+    was_in_maintenance: bool
+    role_owners: dict[str, str | None] = field(default_factory=dict)  # movable roles it hosted
+    extra: dict[str, Any] = field(default_factory=dict)  # provider-specific (e.g. LB weight)
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    cluster: str
+    clock: Clock
+    data_dir: Path
+    config_dir: Path | None = None
+
+
+class ClusterProvider(Protocol):
+    """One cluster, reached through its cluster software (or simulated)."""
+
+    @property
+    def cluster(self) -> str: ...
+
+    # Plug-ins used when neither the profile nor the cluster configuration names any.
+    default_plugins: tuple[str, ...]
+
+    async def discover(self) -> ClusterSnapshot: ...
+
+    async def session(self, node: str) -> NodeSession: ...
+
+    async def maintenance_prior(self, node: str) -> MaintenancePrior: ...
+
+    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
+        """Put the node in maintenance and move its roles off (or save them, for `save`).
+        Idempotent: a node already in maintenance by cau is left as it is."""
+        ...
+
+    async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
+        """Leave maintenance, unless the node was already in maintenance before cau."""
+        ...
+
+    async def failback(self, node: str, prior: MaintenancePrior, mode: FailbackMode) -> list[str]:
+        """Move roles back per `mode`; returns the roles moved."""
+        ...
+
+    async def boot_id(self, node: str) -> str | None:
+        """The node's boot identity, or None when it is down or unreachable."""
+        ...
+
+    async def restart(self, node: str) -> None: ...
+
+    async def wait_ready(self, node: str, *, previous_boot_id: str | None, timeout: float) -> str:
+        """Wait until the node is back with a new boot identity and its services up; returns the
+        new boot id. Raises NodeUnreachable when `timeout` seconds pass first."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoleOutage:
+    role: str
+    started: datetime
+    ended: datetime | None
+    node: str | None
+    reason: str
+
+
+@runtime_checkable
+class ReportsAvailability(Protocol):
+    """Optional provider capability: measured role downtime, for the run report."""
+
+    async def role_outages(self, since: datetime, until: datetime | None) -> list[RoleOutage]: ...
+
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    run_id: str | None
+    cluster: str
+    clock: Clock
+    data_dir: Path
+
+
+class NodeUpdater(Protocol):
+    async def scan(self) -> ScanResult: ...
+
+    async def stage(self, updates: Sequence[Update]) -> list[StagingResult]: ...
+
+    async def install(self, updates: Sequence[Update], progress: ProgressCallback) -> list[UpdateResult]:
+        """Install; a failed update is a result, an exception means the plug-in itself failed.
+        The plug-in never restarts the node: it reports `restart_required` and cau restarts."""
+        ...
+
+
+class UpdaterPlugin(Protocol):
+    """The class registered under the `cau.plugins` entry point."""
+
+    name: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+
+    def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater: ...
+
+
+class ProviderFactory(Protocol):
+    """The class registered under the `cau.providers` entry point."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def create(cls, options: BaseModel, ctx: ProviderContext) -> ClusterProvider: ...

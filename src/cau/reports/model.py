@@ -1,0 +1,116 @@
+"""The run report: what a person or a script reads after (or during) an Updating Run.
+
+Versioned, because reports are kept and exported: `schema_version` changes when a field's meaning
+changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+REPORT_SCHEMA_VERSION = 1
+
+
+class UpdateReport(BaseModel):
+    id: str
+    title: str
+    plugin: str
+    status: str  # Succeeded | Failed | Canceled
+    restart_required: bool = False
+    error_code: int | None = None
+    message: str = ""
+    attempts: int = 1
+    started: datetime | None = None
+    finished: datetime | None = None
+    details: dict[str, str] = {}
+
+
+class StepReport(BaseModel):
+    step: str
+    key: str
+    started: datetime
+    finished: datetime | None = None
+    ok: bool | None = None  # None: still running, or interrupted
+    message: str = ""
+
+
+class NodeReport(BaseModel):
+    name: str
+    status: str | None  # None while the node is pending or in progress
+    state: str  # pending | running | done
+    current_step: str | None = None
+    detail: str = ""
+    waiting: str | None = None
+    error_id: str | None = None
+    message: str = ""
+    started: datetime | None = None
+    finished: datetime | None = None
+    maintenance_started: datetime | None = None
+    maintenance_seconds: float = 0.0
+    restarts: int = 0
+    boot_ids: list[str] = []
+    succeeded_count: int = 0
+    failed_count: int = 0
+    updates: list[UpdateReport] = []
+    remaining_updates: list[str] = []
+    roles_failed_back: list[str] = []
+    transient_errors: list[str] = []
+    left_in_maintenance: bool = False
+    pending_restart: bool = False
+    steps: list[StepReport] = []
+
+
+class OutageReport(BaseModel):
+    role: str
+    node: str | None
+    reason: str
+    started: datetime
+    ended: datetime | None
+    seconds: float
+
+
+class RoleAvailability(BaseModel):
+    role: str
+    downtime_seconds: float
+    outages: int
+    availability_percent: float
+
+
+class RunReport(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    run_id: str
+    cluster: str
+    provider: str
+    status: str | None  # None until the run finishes
+    state: str  # Running | Paused | Finished
+    error_id: str | None = None
+    message: str | None = None
+    started: datetime
+    finished: datetime | None = None
+    duration_seconds: float = 0.0
+    coordinators: list[dict[str, Any]] = []
+    profile: dict[str, Any] = {}
+    plugins: list[str] = []
+    max_failed_nodes: int = 0
+    nodes: list[NodeReport] = []
+    warnings: list[str] = []
+    outages: list[OutageReport] = []
+    availability: list[RoleAvailability] = []
+
+    def count(self, status: str) -> int:
+        return sum(1 for n in self.nodes if n.status == status)
+
+    @property
+    def updates_installed(self) -> int:
+        return sum(n.succeeded_count for n in self.nodes)
+
+    @property
+    def updates_failed(self) -> int:
+        return sum(n.failed_count for n in self.nodes)
+
+    @property
+    def maintenance_seconds(self) -> float:
+        return sum(n.maintenance_seconds for n in self.nodes)

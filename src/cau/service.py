@@ -1,0 +1,363 @@
+"""The service layer: what the CLI (and later the API) do, wired from config, registries and store.
+
+Everything user-facing goes through here, so the CLI and the API can never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from cau.clock import SystemClock
+from cau.config import LoadedConfig, load_config
+from cau.domain.profile import PluginSpec, RunProfile, build_profile
+from cau.domain.results import RunState
+from cau.domain.updates import Update
+from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
+from cau.engine.node import PluginBinding
+from cau.engine.replay import replay
+from cau.engine.start import preflight, run_created_data
+from cau.errors import CauError, ConfigError, NotFound, PreflightError
+from cau.ports import Clock, ClusterProvider, PluginContext, ProviderContext, ReportsAvailability
+from cau.registry import Registry
+from cau.reports.build import build_report
+from cau.reports.model import RunReport
+from cau.store.base import EventKind, LockInfo, LockOwner, ReportQuery, RunRecord
+from cau.store.sqlite import SqliteStore
+
+LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _validation_problems(exc: ValidationError) -> str:
+    parts = []
+    for item in exc.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+class LockLost(CauError):
+    pass
+
+
+@dataclass
+class NodeScan:
+    node: str
+    updates: list[Update] = field(default_factory=list)
+    restart_pending: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+    reachable: bool = True
+
+
+@dataclass
+class ClusterStatus:
+    cluster: str
+    run: RunRecord | None  # the active run, or else the last one
+    report: RunReport | None
+    lock: LockInfo | None
+    active: bool
+
+
+class Service:
+    def __init__(
+        self,
+        data_dir: Path,
+        config_path: Path | None = None,
+        *,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.data_dir = data_dir
+        self._config_path = config_path
+        self._config: LoadedConfig | None = None
+        self.registry = registry or Registry.discover()
+        self.clock: Clock = clock or SystemClock()
+        self.lease_seconds = lease_seconds
+        self._store: SqliteStore | None = None
+
+    # --- wiring --------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> LoadedConfig:
+        if self._config is None:
+            self._config = load_config(self._config_path)
+        return self._config
+
+    @property
+    def store(self) -> SqliteStore:
+        if self._store is None:
+            self._store = SqliteStore(self.data_dir / "cau.db")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def open_provider(self, cluster: str, *, overrides: dict[str, Any] | None = None) -> ClusterProvider:
+        cfg = self.config.cluster(cluster)
+        factory = self.registry.provider(cfg.provider)
+        options = {**cfg.options, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        try:
+            parsed = factory.Options.model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"cluster '{cluster}': options of the {cfg.provider} provider: {_validation_problems(exc)}"
+            ) from exc
+        ctx = ProviderContext(cluster=cluster, clock=self.clock, data_dir=self.data_dir, config_dir=self.config.base_dir)
+        provider: ClusterProvider = factory.create(parsed, ctx)
+        return provider
+
+    def profile(self, cluster: str, file: Path | None, overrides: dict[str, Any] | None = None) -> RunProfile:
+        """The run profile: the cluster's default profile file, or `file`, then the overrides."""
+        cfg = self.config.cluster(cluster)
+        if file is None and cfg.profile is not None:
+            base = self.config.base_dir
+            file = cfg.profile if cfg.profile.is_absolute() or base is None else base / cfg.profile
+        return build_profile(file, overrides)
+
+    def plugin_specs(self, cluster: str, profile: RunProfile, provider: ClusterProvider) -> list[PluginSpec]:
+        if profile.plugins:
+            return list(profile.plugins)
+        cfg = self.config.cluster(cluster)
+        if cfg.plugins:
+            return list(cfg.plugins)
+        return [PluginSpec(name=name) for name in provider.default_plugins]
+
+    def bind_plugins(self, specs: list[PluginSpec]) -> list[PluginBinding]:
+        bindings = []
+        for spec in specs:
+            plugin = self.registry.plugin(spec.name)
+            try:
+                args: BaseModel = plugin.Args.model_validate(spec.args)
+            except ValidationError as exc:
+                raise ConfigError(f"arguments of the {spec.name} plug-in: {_validation_problems(exc)}") from exc
+            bindings.append(PluginBinding(spec.name, plugin(), args))
+        return bindings
+
+    # --- scan (Invoke-CauScan) -----------------------------------------------------------------
+
+    async def scan(self, cluster: str, profile: RunProfile) -> list[NodeScan]:
+        provider = self.open_provider(cluster)
+        try:
+            bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
+            snapshot = await provider.discover()
+
+            async def scan_node(name: str) -> NodeScan:
+                result = NodeScan(name)
+                if not snapshot.node(name).is_up:
+                    result.reachable = False
+                    result.errors["node"] = f"{name} is down"
+                    return result
+                session = await provider.session(name)
+                ctx = PluginContext(None, cluster, self.clock, self.data_dir)
+                for binding in bindings:
+                    try:
+                        found = await binding.plugin.create_updater(session, binding.args, ctx).scan()
+                    except CauError as exc:
+                        result.errors[binding.name] = str(exc)
+                        if profile.stop_on_plugin_failure:
+                            break
+                        continue
+                    result.updates.extend(found.updates)
+                    result.restart_pending = result.restart_pending or found.restart_pending
+                return result
+
+            return list(await asyncio.gather(*(scan_node(n) for n in snapshot.node_names)))
+        finally:
+            await provider.close()
+
+    # --- run (Invoke-CauRun) -------------------------------------------------------------------
+
+    async def run(
+        self,
+        cluster: str,
+        profile: RunProfile,
+        *,
+        force_recovery: bool = False,
+        provider_overrides: dict[str, Any] | None = None,
+        on_event: EventListener | None = None,
+        on_coordinator: Callable[[Coordinator], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
+        profile_given: bool = False,
+    ) -> RunOutcome:
+        notice = on_notice or (lambda _msg: None)
+        store = self.store
+        provider = self.open_provider(cluster, overrides=provider_overrides)
+        owner = LockOwner.this_process()
+        try:
+            lock = store.acquire_lock(
+                cluster, owner, run_id=None, now=_utcnow(), lease_seconds=self.lease_seconds, force=force_recovery
+            )
+            try:
+                if lock.recovered_from:
+                    notice(f"took over the cluster lock from {lock.recovered_from}")
+                active = store.active_run(cluster)
+                if active is not None:
+                    run_id = active.run_id
+                    profile = RunProfile.model_validate(active.profile)
+                    bindings = self.bind_plugins(
+                        [PluginSpec.model_validate(p) for p in replay(store.events(run_id)).created["plugins"]]
+                    )
+                    notice(f"resuming run {run_id} (started {active.created:%Y-%m-%d %H:%M:%S} UTC)")
+                    if profile_given:
+                        notice("the run keeps the options it started with; the profile and flags given now are ignored")
+                else:
+                    bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
+                    run_id = await self._create_run(cluster, provider, profile, bindings)
+                store.set_lock_run(cluster, owner, run_id)
+                if lock.recovered_from:
+                    store.append(
+                        run_id, EventKind.WARNING, self.clock.now(),
+                        data={"message": f"cluster lock taken over from {lock.recovered_from}"},
+                    )
+                coordinator = Coordinator(
+                    store=store,
+                    run_id=run_id,
+                    provider=provider,
+                    plugins=bindings,
+                    profile=profile,
+                    clock=self.clock,
+                    owner=str(owner),
+                    data_dir=self.data_dir,
+                    on_event=on_event,
+                )
+                if on_coordinator is not None:
+                    on_coordinator(coordinator)
+                return await self._execute_with_lease(cluster, owner, coordinator)
+            finally:
+                store.release_lock(cluster, owner)
+        finally:
+            await provider.close()
+
+    async def _create_run(
+        self, cluster: str, provider: ClusterProvider, profile: RunProfile, bindings: list[PluginBinding]
+    ) -> str:
+        snapshot = await provider.discover()
+        problems = preflight(snapshot, profile, in_maintenance_by_cau=set())
+        if problems:
+            raise PreflightError(
+                f"the run on '{cluster}' did not start: " + "; ".join(problems),
+                hint="nothing was changed",
+            )
+        now = self.clock.now()
+        run_id = new_run_id(now)
+        specs = [{"name": b.name, "args": b.args.model_dump(mode="json")} for b in bindings]
+        provider_name = self.config.cluster(cluster).provider
+        self.store.create_run(
+            RunRecord(
+                run_id=run_id,
+                cluster=cluster,
+                provider=provider_name,
+                state=RunState.RUNNING,
+                created=now,
+                profile=profile.model_dump(mode="json"),
+            )
+        )
+        data = run_created_data(snapshot, profile, [b.name for b in bindings], provider_name)
+        data["plugins"] = specs
+        self.store.append(run_id, EventKind.RUN_CREATED, now, data=data)
+        return run_id
+
+    async def _execute_with_lease(self, cluster: str, owner: LockOwner, coordinator: Coordinator) -> RunOutcome:
+        work = asyncio.ensure_future(coordinator.execute())
+        lost = False
+
+        async def keep_lease() -> None:
+            nonlocal lost
+            while True:
+                await asyncio.sleep(self.lease_seconds / 10)
+                if not self.store.renew_lock(cluster, owner, now=_utcnow(), lease_seconds=self.lease_seconds):
+                    lost = True
+                    work.cancel()  # another coordinator owns the cluster now: do nothing more
+                    return
+
+        lease = asyncio.ensure_future(keep_lease())
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if lost:
+                raise LockLost(
+                    f"lost the lock on '{cluster}' to another coordinator; this one stopped acting",
+                    hint=f"`cau status {cluster}` shows who holds it",
+                ) from None
+            raise
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+
+    # --- stop, status, reports -------------------------------------------------------------------
+
+    def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
+        self.config.cluster(cluster)
+        active = self.store.active_run(cluster)
+        if active is None or active.state is not RunState.RUNNING:
+            raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
+        self.store.request_stop(active.run_id, by=by, reason=reason)
+        record = self.store.get_run(active.run_id)
+        assert record is not None
+        return record
+
+    def run_report(self, run: RunRecord) -> RunReport:
+        """The saved report of a finished run, or one built now from the journal."""
+        saved = self.store.get_report(run.run_id)
+        if saved is not None and run.state is RunState.FINISHED:
+            return RunReport.model_validate(saved)
+        return build_report(run, replay(self.store.events(run.run_id)), now=self.clock.now())
+
+    def status(self, cluster: str) -> ClusterStatus:
+        self.config.cluster(cluster)
+        active = self.store.active_run(cluster)
+        run = active
+        if run is None:
+            last = self.store.list_runs(ReportQuery(cluster=cluster, last=1))
+            run = last[0] if last else None
+        report = self.run_report(run) if run is not None else None
+        return ClusterStatus(cluster, run, report, self.store.get_lock(cluster), active is not None)
+
+    def runs(self, query: ReportQuery) -> list[RunRecord]:
+        return self.store.list_runs(query)
+
+    def find_run(self, run_id: str) -> RunRecord:
+        matches = self.store.find_runs(run_id)
+        if not matches:
+            raise NotFound(f"no run '{run_id}'")
+        if len(matches) > 1 and not any(m.run_id == run_id for m in matches):
+            raise NotFound(f"'{run_id}' matches several runs: {', '.join(m.run_id for m in matches)}")
+        return next((m for m in matches if m.run_id == run_id), matches[0])
+
+    async def role_outages(self, cluster: str, run: RunRecord) -> RunReport:
+        """A report with measured availability, for runs still in progress."""
+        report = self.run_report(run)
+        provider = self.open_provider(cluster)
+        try:
+            if isinstance(provider, ReportsAvailability) and run.state is not RunState.FINISHED:
+                progress = replay(self.store.events(run.run_id))
+                outages = await provider.role_outages(report.started, None)
+                return build_report(run, progress, now=self.clock.now(), outages=outages)
+        finally:
+            await provider.close()
+        return report

@@ -1,0 +1,1 @@
+"""Transports: how cau runs commands on a node."""
