@@ -6,7 +6,7 @@ by name with its error, and the others still work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
 
@@ -43,21 +43,21 @@ class Entry:
 
 def _load(ep: metadata.EntryPoint, group: str) -> Entry:
     dist = getattr(ep, "dist", None)
-    base = {
-        "group": group,
-        "name": ep.name,
-        "target": ep.value,
-        "distribution": dist.name if dist else None,
-        "version": dist.version if dist else None,
-    }
+    base = Entry(
+        group=group,
+        name=ep.name,
+        target=ep.value,
+        distribution=dist.name if dist else None,
+        version=dist.version if dist else None,
+    )
     try:
         obj = ep.load()
     except Exception as exc:  # a broken third-party package must not break cau
-        return Entry(**base, error=f"{type(exc).__name__}: {exc}")
+        return replace(base, error=f"{type(exc).__name__}: {exc}")
     missing = [attr for attr in _REQUIRED[group] if not hasattr(obj, attr)]
     if missing:
-        return Entry(**base, obj=obj, error=f"does not implement the protocol (missing {', '.join(missing)})")
-    return Entry(**base, obj=obj)
+        return replace(base, obj=obj, error=f"does not implement the protocol (missing {', '.join(missing)})")
+    return replace(base, obj=obj)
 
 
 @dataclass
@@ -78,8 +78,10 @@ class Registry:
         entry = table.get(name)
         if entry is None:
             known = ", ".join(sorted(n for n, e in table.items() if e.ok)) or "none"
-            raise NotFound(f"no {kind} named '{name}' is installed (installed: {known})",
-                           hint="`cau plugins` lists what is installed and what failed to load")
+            raise NotFound(
+                f"no {kind} named '{name}' is installed (installed: {known})",
+                hint="`cau plugins` lists what is installed and what failed to load",
+            )
         if entry.error is not None:
             raise NotFound(f"the {kind} '{name}' failed to load: {entry.error}")
         return entry.obj

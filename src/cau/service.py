@@ -122,7 +122,9 @@ class Service:
             raise ConfigError(
                 f"cluster '{cluster}': options of the {cfg.provider} provider: {_validation_problems(exc)}"
             ) from exc
-        ctx = ProviderContext(cluster=cluster, clock=self.clock, data_dir=self.data_dir, config_dir=self.config.base_dir)
+        ctx = ProviderContext(
+            cluster=cluster, clock=self.clock, data_dir=self.data_dir, config_dir=self.config.base_dir
+        )
         provider: ClusterProvider = factory.create(parsed, ctx)
         return provider
 
@@ -149,7 +151,9 @@ class Service:
             try:
                 args: BaseModel = plugin.Args.model_validate(spec.args)
             except ValidationError as exc:
-                raise ConfigError(f"arguments of the {spec.name} plug-in: {_validation_problems(exc)}") from exc
+                raise ConfigError(
+                    f"arguments of the {spec.name} plug-in: {_validation_problems(exc)}"
+                ) from exc
             bindings.append(PluginBinding(spec.name, plugin(), args))
         return bindings
 
@@ -205,7 +209,12 @@ class Service:
         owner = LockOwner.this_process()
         try:
             lock = store.acquire_lock(
-                cluster, owner, run_id=None, now=_utcnow(), lease_seconds=self.lease_seconds, force=force_recovery
+                cluster,
+                owner,
+                run_id=None,
+                now=_utcnow(),
+                lease_seconds=self.lease_seconds,
+                force=force_recovery,
             )
             try:
                 if lock.recovered_from:
@@ -215,18 +224,26 @@ class Service:
                     run_id = active.run_id
                     profile = RunProfile.model_validate(active.profile)
                     bindings = self.bind_plugins(
-                        [PluginSpec.model_validate(p) for p in replay(store.events(run_id)).created["plugins"]]
+                        [
+                            PluginSpec.model_validate(p)
+                            for p in replay(store.events(run_id)).created["plugins"]
+                        ]
                     )
                     notice(f"resuming run {run_id} (started {active.created:%Y-%m-%d %H:%M:%S} UTC)")
                     if profile_given:
-                        notice("the run keeps the options it started with; the profile and flags given now are ignored")
+                        notice(
+                            "the run keeps the options it started with; "
+                            "the profile and flags given now are ignored"
+                        )
                 else:
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
                     run_id = await self._create_run(cluster, provider, profile, bindings)
                 store.set_lock_run(cluster, owner, run_id)
                 if lock.recovered_from:
                     store.append(
-                        run_id, EventKind.WARNING, self.clock.now(),
+                        run_id,
+                        EventKind.WARNING,
+                        self.clock.now(),
                         data={"message": f"cluster lock taken over from {lock.recovered_from}"},
                     )
                 coordinator = Coordinator(
@@ -277,7 +294,9 @@ class Service:
         self.store.append(run_id, EventKind.RUN_CREATED, now, data=data)
         return run_id
 
-    async def _execute_with_lease(self, cluster: str, owner: LockOwner, coordinator: Coordinator) -> RunOutcome:
+    async def _execute_with_lease(
+        self, cluster: str, owner: LockOwner, coordinator: Coordinator
+    ) -> RunOutcome:
         work = asyncio.ensure_future(coordinator.execute())
         lost = False
 

@@ -45,9 +45,7 @@ def place_roles(
     """
     draining_set = set(draining)
     excluded = draining_set | set(unavailable)
-    targets = [
-        n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance and n.name not in excluded
-    ]
+    targets = [n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance and n.name not in excluded]
     free = {name: snapshot.free(name) for name in targets}
     to_move = sorted(
         (r for r in snapshot.roles if r.movable and r.owner in draining_set),

@@ -115,7 +115,7 @@ class RunProfile(BaseModel):
     @classmethod
     def _parallel_positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1, or \"auto\"")
+            raise ValueError('must be at least 1, or "auto"')
         return value
 
     @field_validator("node_order")
@@ -130,7 +130,9 @@ class RunProfile(BaseModel):
     @model_validator(mode="after")
     def _warn_before_stop(self) -> RunProfile:
         if self.warn_after is not None and self.stop_after is not None and self.warn_after >= self.stop_after:
-            raise ValueError("warn_after must be shorter than stop_after (otherwise no warning is ever given)")
+            raise ValueError(
+                "warn_after must be shorter than stop_after (otherwise no warning is ever given)"
+            )
         return self
 
     def effective_max_failed(self, node_count: int) -> int:

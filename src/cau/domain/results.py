@@ -68,9 +68,7 @@ CANCEL_ERRORS = frozenset(
 )
 
 
-def node_status(
-    succeeded: int, failed: int, error: ErrorId | None, *, work_started: bool
-) -> Status:
+def node_status(succeeded: int, failed: int, error: ErrorId | None, *, work_started: bool) -> Status:
     """Derive a node's status the way CAU's SummaryStatus defines it.
 
     `work_started` is False when the node was never touched (canceled before maintenance or

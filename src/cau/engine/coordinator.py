@@ -86,7 +86,9 @@ class Coordinator:
         key: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> JournalEvent:
-        event = self.store.append(self.run_id, kind, self.clock.now(), node=node, step=step, key=key, data=data)
+        event = self.store.append(
+            self.run_id, kind, self.clock.now(), node=node, step=step, key=key, data=data
+        )
         apply(self.progress, event)
         if self._on_event is not None:
             self._on_event(event)
@@ -109,13 +111,17 @@ class Coordinator:
     def request_stop(self, reason: ErrorId, message: str, *, by: str = "coordinator") -> None:
         if self._stop is None:
             self._stop = (reason, message)
-            self.journal(EventKind.STOP_REQUESTED, data={"error_id": reason.value, "message": message, "by": by})
+            self.journal(
+                EventKind.STOP_REQUESTED, data={"error_id": reason.value, "message": message, "by": by}
+            )
 
     def _check_limits(self) -> None:
         record = self.store.get_run(self.run_id)
         if record is not None and record.stop_requested and self._stop is None:
             by = record.stop_requested_by or "an operator"
-            self.request_stop(ErrorId.STOPPED_BY_OPERATOR, f"stopped by {by}: {record.stop_reason or ''}".strip(), by=by)
+            self.request_stop(
+                ErrorId.STOPPED_BY_OPERATOR, f"stopped by {by}: {record.stop_reason or ''}".strip(), by=by
+            )
         started = self.progress.created_at
         if started is None:
             return
@@ -125,11 +131,14 @@ class Coordinator:
             if not any("has not completed after" in m for _, m in self.progress.warnings):
                 self.journal(
                     EventKind.WARNING,
-                    data={"message": f"the run has not completed after {self.profile.warn_after} (warn_after)"},
+                    data={
+                        "message": f"the run has not completed after {self.profile.warn_after} (warn_after)"
+                    },
                 )
         if self.profile.stop_after is not None and elapsed >= self.profile.stop_after:
             self.request_stop(
-                ErrorId.STOP_AFTER_EXCEEDED, f"the run did not complete within {self.profile.stop_after} (stop_after)"
+                ErrorId.STOP_AFTER_EXCEEDED,
+                f"the run did not complete within {self.profile.stop_after} (stop_after)",
             )
         failed = self.progress.count(Status.FAILED)
         if failed > self.max_failed:
@@ -144,7 +153,7 @@ class Coordinator:
         resumed = any(n.started for n in self.progress.nodes.values())
         self.journal(EventKind.COORDINATOR, data={"owner": self.owner, "resumed": resumed})
         self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
-        tasks: dict[asyncio.Task[Status], str] = {}
+        tasks: dict[asyncio.Future[Any], str] = {}
         try:
             await self._schedule(tasks)
         except asyncio.CancelledError:
@@ -169,14 +178,14 @@ class Coordinator:
             return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.INTERNAL_ERROR.value, message, None)
         return await self._finish()
 
-    async def _cancel(self, tasks: dict[asyncio.Task[Status], str]) -> None:
+    async def _cancel(self, tasks: dict[asyncio.Future[Any], str]) -> None:
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _schedule(self, tasks: dict[asyncio.Task[Status], str]) -> None:
+    async def _schedule(self, tasks: dict[asyncio.Future[Any], str]) -> None:
         order = self.progress.order
         # Resume first what was in progress; a node that held maintenance still holds it.
         for name in order:
@@ -186,7 +195,9 @@ class Coordinator:
                     self.gate.hold(name)
                 self._start(name, tasks)
         pending = [n for n in order if self.progress.nodes[n].started is None]
-        max_parallel = None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
+        max_parallel = (
+            None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
+        )
         while True:
             self._check_limits()
             while self._stop is None and pending:
@@ -208,7 +219,7 @@ class Coordinator:
             for task in done:
                 if task is tick:
                     continue
-                tasks.pop(task)  # type: ignore[call-overload]
+                tasks.pop(task)
                 task.result()  # a bug in a node's pipeline surfaces here and pauses the run
         # Nodes never started: canceled before operations began.
         reason = self._stop
@@ -223,7 +234,7 @@ class Coordinator:
                 },
             )
 
-    def _start(self, name: str, tasks: dict[asyncio.Task[Status], str]) -> None:
+    def _start(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> None:
         run = NodeRun(self, name)
         self._runs[name] = run
         tasks[asyncio.ensure_future(run.run())] = name
@@ -242,7 +253,12 @@ class Coordinator:
             message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
         self.journal(
             EventKind.RUN_FINISHED,
-            data={"status": status.value, "error_id": error_id, "message": message, "left_in_maintenance": left},
+            data={
+                "status": status.value,
+                "error_id": error_id,
+                "message": message,
+                "left_in_maintenance": left,
+            },
         )
         now = self.clock.now()
         self.store.set_run_state(

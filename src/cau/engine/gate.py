@@ -8,6 +8,7 @@ nothing else holds maintenance that could free room, is refused at once with the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
@@ -59,11 +60,9 @@ class MaintenanceGate:
                 if not others:
                     raise NeverAdmitted(admission)
                 self._on_wait(node, admission)
-                try:
-                    # Woken when a holder leaves; the timeout also catches changes made outside cau.
+                # Woken when a holder leaves; the timeout also catches changes made outside cau.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), self._recheck)
-                except TimeoutError:
-                    pass
 
     async def release(self, node: str) -> None:
         if node not in self.holders:

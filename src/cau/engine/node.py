@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -195,7 +196,9 @@ class NodeRun:
     async def updater(self, binding: PluginBinding) -> NodeUpdater:
         if binding.name not in self._updaters:
             ctx = PluginContext(self.ctx.run_id, self.ctx.cluster, self.ctx.clock, self.ctx.data_dir)
-            self._updaters[binding.name] = binding.plugin.create_updater(await self.session(), binding.args, ctx)
+            self._updaters[binding.name] = binding.plugin.create_updater(
+                await self.session(), binding.args, ctx
+            )
         return self._updaters[binding.name]
 
     # --- the pipeline --------------------------------------------------------------------------
@@ -344,7 +347,10 @@ class NodeRun:
             return
         out = await self._retrying_script("post_script", script)
         if not out.get("ok") and self.exit_error is None:
-            self.exit_error = (ErrorId.POST_UPDATE_SCRIPT_FAILED, f"post-update script failed: {_script_failure(out)}")
+            self.exit_error = (
+                ErrorId.POST_UPDATE_SCRIPT_FAILED,
+                f"post-update script failed: {_script_failure(out)}",
+            )
 
     # --- scan and stage --------------------------------------------------------------------------
 
@@ -422,7 +428,10 @@ class NodeRun:
             self._last_wait = admission.reason
             self._journal(
                 EventKind.WAITING,
-                data={"reason": admission.reason, "block": admission.block.value if admission.block else None},
+                data={
+                    "reason": admission.reason,
+                    "block": admission.block.value if admission.block else None,
+                },
             )
 
     async def _enter_maintenance(self) -> None:
@@ -451,11 +460,17 @@ class NodeRun:
             }
 
         async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            self.progress(f"entering maintenance ({'moving roles off' if move.value == 'live' else 'saving roles'})")
+            self.progress(
+                f"entering maintenance ({'moving roles off' if move.value == 'live' else 'saving roles'})"
+            )
             try:
                 await provider.enter_maintenance(self.name, move)
             except CauError as exc:
-                return {"ok": False, "error_id": ErrorId.MAINTENANCE_ENTER_FAILED.value, "message": redact(str(exc))}
+                return {
+                    "ok": False,
+                    "error_id": ErrorId.MAINTENANCE_ENTER_FAILED.value,
+                    "message": redact(str(exc)),
+                }
             return {"ok": True}
 
         attempts = self.profile.max_retries_per_node + 1
@@ -473,7 +488,9 @@ class NodeRun:
                 await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
         await self._leave_maintenance()
-        raise NodeFinished(ErrorId.MAINTENANCE_ENTER_FAILED, f"could not enter maintenance: {out.get('message')}")
+        raise NodeFinished(
+            ErrorId.MAINTENANCE_ENTER_FAILED, f"could not enter maintenance: {out.get('message')}"
+        )
 
     async def _leave_maintenance(self) -> None:
         if not self.holds_maintenance or self.left_in_maintenance:
@@ -493,7 +510,11 @@ class NodeRun:
             try:
                 await provider.exit_maintenance(self.name, prior)
             except CauError as exc:
-                return {"ok": False, "error_id": ErrorId.MAINTENANCE_EXIT_FAILED.value, "message": redact(str(exc))}
+                return {
+                    "ok": False,
+                    "error_id": ErrorId.MAINTENANCE_EXIT_FAILED.value,
+                    "message": redact(str(exc)),
+                }
             return {"ok": True, "left_as_before": prior.was_in_maintenance}
 
         out: Outcome = {}
@@ -506,8 +527,14 @@ class NodeRun:
                 await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
         if not out.get("ok"):
             self.left_in_maintenance = True
-            self.exit_error = (ErrorId.MAINTENANCE_EXIT_FAILED, f"could not leave maintenance: {out.get('message')}")
-            self.warn(f"stays in maintenance: {out.get('message')}; `cau node resume {self.ctx.cluster} {self.name}` retries")
+            self.exit_error = (
+                ErrorId.MAINTENANCE_EXIT_FAILED,
+                f"could not leave maintenance: {out.get('message')}",
+            )
+            self.warn(
+                f"stays in maintenance: {out.get('message')}; "
+                f"`cau node resume {self.ctx.cluster} {self.name}` retries"
+            )
             return
         await self.ctx.gate.release(self.name)
 
@@ -521,8 +548,12 @@ class NodeRun:
                 return {"ok": False, "error_id": ErrorId.FAILBACK_FAILED.value, "message": redact(str(exc))}
             return {"ok": True, "moved": moved}
 
-        fb = await self.step("failback", "failback", failback_act, prepare=lambda: _const(
-            {"mode": self.profile.failback_mode.value}))
+        fb = await self.step(
+            "failback",
+            "failback",
+            failback_act,
+            prepare=lambda: _const({"mode": self.profile.failback_mode.value}),
+        )
         if not fb.get("ok"):
             self.transient.append(f"failback: {fb.get('message')}")
             self.warn(f"roles were not failed back: {fb.get('message')}")
@@ -570,20 +601,16 @@ class NodeRun:
             if not ups:
                 continue
             key = f"install/{pass_no}/{binding.name}"
-            out = await self.step(
-                key,
-                "install",
-                self._install_act(binding),
-                prepare=lambda ups=ups, binding=binding: _const(
-                    {"plugin": binding.name, "pass": pass_no, "updates": dump_updates(ups)}
-                ),
-            )
+            intent = {"plugin": binding.name, "pass": pass_no, "updates": dump_updates(ups)}
+            out = await self.step(key, "install", self._install_act(binding), prepare=partial(_const, intent))
             results = load_results(out.get("results"))
             for r in results:
                 self.results[r.update_id] = r
                 self.attempts[r.update_id] = self.attempts.get(r.update_id, 0) + 1
                 if r.outcome is UpdateOutcome.FAILED and pass_no <= self.profile.max_retries_per_node:
-                    self.transient.append(f"{r.title}: {r.message or f'code {r.error_code}'} (pass {pass_no})")
+                    self.transient.append(
+                        f"{r.title}: {r.message or f'code {r.error_code}'} (pass {pass_no})"
+                    )
             plugin_failed = out.get("error_id") == ErrorId.PLUGIN_FAILED.value
             if plugin_failed:
                 self.transient.append(f"{binding.name} plug-in: {out.get('message')}")
@@ -595,7 +622,9 @@ class NodeRun:
             else:
                 needs_restart = needs_restart or restart_here
             if self.profile.stop_on_plugin_failure and (plugin_failed or not out.get("ok")):
-                self.warn(f"stop_on_plugin_failure: the plug-ins after {binding.name} are skipped on this node")
+                self.warn(
+                    f"stop_on_plugin_failure: the plug-ins after {binding.name} are skipped on this node"
+                )
                 break
         return needs_restart
 
@@ -610,20 +639,33 @@ class NodeRun:
                     still = {u.id for u in (await updater.scan()).updates}
                     now = self.ctx.clock.now()
                     observed = [
-                        UpdateResult(u.id, u.title, u.plugin, UpdateOutcome.SUCCEEDED,
-                                     restart_required=u.needs_restart,
-                                     message="installed (observed after the coordinator restarted)",
-                                     started=now, finished=now)
+                        UpdateResult(
+                            u.id,
+                            u.title,
+                            u.plugin,
+                            UpdateOutcome.SUCCEEDED,
+                            restart_required=u.needs_restart,
+                            message="installed (observed after the coordinator restarted)",
+                            started=now,
+                            finished=now,
+                        )
                         for u in updates
                         if u.id not in still
                     ]
                     updates = [u for u in updates if u.id in still]
                 results = await updater.install(updates, self.progress) if updates else []
             except (PluginError, NodeUnreachable, CauError) as exc:
-                return {"ok": False, "error_id": ErrorId.PLUGIN_FAILED.value, "message": redact(str(exc)),
-                        "results": dump_results(observed)}
+                return {
+                    "ok": False,
+                    "error_id": ErrorId.PLUGIN_FAILED.value,
+                    "message": redact(str(exc)),
+                    "results": dump_results(observed),
+                }
             every = observed + list(results)
-            return {"ok": all(r.outcome is UpdateOutcome.SUCCEEDED for r in every), "results": dump_results(every)}
+            return {
+                "ok": all(r.outcome is UpdateOutcome.SUCCEEDED for r in every),
+                "results": dump_results(every),
+            }
 
         return act
 
@@ -654,7 +696,11 @@ class NodeRun:
             try:
                 new = await provider.wait_ready(self.name, previous_boot_id=old, timeout=left)
             except NodeUnreachable as exc:
-                return {"ok": False, "error_id": ErrorId.NODE_DID_NOT_RETURN.value, "message": redact(str(exc))}
+                return {
+                    "ok": False,
+                    "error_id": ErrorId.NODE_DID_NOT_RETURN.value,
+                    "message": redact(str(exc)),
+                }
             return {"ok": True, "boot_id": new, "previous_boot_id": old}
 
         out = await self.step(key, "restart", act, prepare=prepare)

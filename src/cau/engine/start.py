@@ -9,7 +9,9 @@ from cau.domain.planning import order_nodes, unknown_nodes
 from cau.domain.profile import RunProfile
 
 
-def preflight(snapshot: ClusterSnapshot, profile: RunProfile, *, in_maintenance_by_cau: set[str]) -> list[str]:
+def preflight(
+    snapshot: ClusterSnapshot, profile: RunProfile, *, in_maintenance_by_cau: set[str]
+) -> list[str]:
     """Why this run must not start; empty when it may. Nothing has been changed when it refuses."""
     problems: list[str] = []
     n = len(snapshot.nodes)
@@ -21,7 +23,9 @@ def preflight(snapshot: ClusterSnapshot, profile: RunProfile, *, in_maintenance_
                 f"(cluster {snapshot.name} has {', '.join(snapshot.node_names)})"
             )
     if profile.max_failed_nodes is not None and profile.max_failed_nodes > max(n - 1, 0):
-        problems.append(f"max_failed_nodes = {profile.max_failed_nodes} is out of range 0..{max(n - 1, 0)} for {n} nodes")
+        problems.append(
+            f"max_failed_nodes = {profile.max_failed_nodes} is out of range 0..{max(n - 1, 0)} for {n} nodes"
+        )
     down = [node.name for node in snapshot.nodes if not node.is_up]
     if profile.require_all_nodes_online and down:
         problems.append(f"require_all_nodes_online: node(s) {', '.join(down)} are not online")
@@ -35,7 +39,8 @@ def preflight(snapshot: ClusterSnapshot, profile: RunProfile, *, in_maintenance_
     if already and not profile.allow_nodes_in_maintenance:
         problems.append(
             f"node(s) {', '.join(already)} already in maintenance (not put there by cau); "
-            "allow_nodes_in_maintenance (--allow-nodes-in-maintenance) updates them and leaves them in maintenance"
+            "allow_nodes_in_maintenance (--allow-nodes-in-maintenance) updates them "
+            "and leaves them in maintenance"
         )
     return problems
 

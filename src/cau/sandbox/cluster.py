@@ -26,7 +26,7 @@ from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState, Role,
 from cau.domain.placement import place_roles
 from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
-from cau.errors import MaintenanceError, NodeUnreachable, PluginError
+from cau.errors import MaintenanceError, NodeUnreachable
 from cau.ports import Clock, MaintenancePrior, ProgressCallback, RoleOutage
 from cau.sandbox.spec import SandboxSpec
 
@@ -318,8 +318,10 @@ class SandboxCluster:
 
     def prior(self, node: str) -> MaintenancePrior:
         snap = self.snapshot()
-        owners = {r.name: r.owner for r in snap.roles if r.movable and r.owner == node}
-        return MaintenancePrior(node=node, was_in_maintenance=self.nodes[node].in_maintenance, role_owners=owners)
+        owners: dict[str, str | None] = {r.name: r.owner for r in snap.roles if r.movable and r.owner == node}
+        return MaintenancePrior(
+            node=node, was_in_maintenance=self.nodes[node].in_maintenance, role_owners=owners
+        )
 
     async def _move(self, role: str, target: str) -> None:
         spec = self.spec.role(role)
@@ -417,10 +419,14 @@ class SandboxCluster:
         sim.up = False
         sim.boot_id = None
         sim.restarts += 1
-        sim.back_at = None if spec.never_returns else now + timedelta(seconds=self._scaled(spec.restart_seconds))
+        sim.back_at = (
+            None if spec.never_returns else now + timedelta(seconds=self._scaled(spec.restart_seconds))
+        )
         if not self._has_quorum():
             self._violation("quorum", f"restarting {node} left the cluster without quorum")
-        hosted = [n for n, r in self.roles.items() if r.owner == node and self.spec.role(n).kind is RoleKind.LIVE]
+        hosted = [
+            n for n, r in self.roles.items() if r.owner == node and self.spec.role(n).kind is RoleKind.LIVE
+        ]
         if hosted and not sim.in_maintenance:
             self._violation("drain", f"{node} restarted while hosting {', '.join(hosted)}")
         self._refresh_availability(now)
@@ -476,7 +482,9 @@ class SandboxCluster:
         self._save()
         return results
 
-    async def install(self, node: str, updates: Sequence[Update], progress: ProgressCallback) -> list[UpdateResult]:
+    async def install(
+        self, node: str, updates: Sequence[Update], progress: ProgressCallback
+    ) -> list[UpdateResult]:
         results = []
         for i, update in enumerate(updates, 1):
             sim = self._require_up(node, "install updates")
@@ -484,8 +492,15 @@ class SandboxCluster:
             started = self.clock.now()
             if update.id in sim.installed:
                 results.append(
-                    UpdateResult(update.id, update.title, PLUGIN, UpdateOutcome.SUCCEEDED,
-                                 message="already installed", started=started, finished=started)
+                    UpdateResult(
+                        update.id,
+                        update.title,
+                        PLUGIN,
+                        UpdateOutcome.SUCCEEDED,
+                        message="already installed",
+                        started=started,
+                        finished=started,
+                    )
                 )
                 continue
             progress(f"installing {i}/{len(updates)}: {update.title}")
@@ -497,10 +512,16 @@ class SandboxCluster:
                 self.install_failures_left[key] -= 1
                 self._save()
                 results.append(
-                    UpdateResult(update.id, update.title, PLUGIN, UpdateOutcome.FAILED,
-                                 error_code=INJECTED_FAILURE_CODE,
-                                 message=f"installer exited with {INJECTED_FAILURE_CODE} (injected fault)",
-                                 started=started, finished=self.clock.now())
+                    UpdateResult(
+                        update.id,
+                        update.title,
+                        PLUGIN,
+                        UpdateOutcome.FAILED,
+                        error_code=INJECTED_FAILURE_CODE,
+                        message=f"installer exited with {INJECTED_FAILURE_CODE} (injected fault)",
+                        started=started,
+                        finished=self.clock.now(),
+                    )
                 )
                 continue
             sim.installed.add(update.id)
@@ -510,8 +531,15 @@ class SandboxCluster:
                 sim.active.add(update.id)
             self._save()
             results.append(
-                UpdateResult(update.id, update.title, PLUGIN, UpdateOutcome.SUCCEEDED,
-                             restart_required=spec.restart, started=started, finished=self.clock.now())
+                UpdateResult(
+                    update.id,
+                    update.title,
+                    PLUGIN,
+                    UpdateOutcome.SUCCEEDED,
+                    restart_required=spec.restart,
+                    started=started,
+                    finished=self.clock.now(),
+                )
             )
         return results
 

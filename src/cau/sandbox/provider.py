@@ -60,7 +60,9 @@ class SandboxProvider:
             spec = default_spec()
         if options.speed is not None:
             spec = spec.model_copy(update={"speed": options.speed})
-        return cls(ctx.cluster, SandboxCluster(ctx.cluster, spec, ctx.clock, state_file(ctx.data_dir, ctx.cluster)))
+        return cls(
+            ctx.cluster, SandboxCluster(ctx.cluster, spec, ctx.clock, state_file(ctx.data_dir, ctx.cluster))
+        )
 
     @property
     def cluster(self) -> str:

@@ -1,31 +1,31 @@
 """The description of a sandbox cluster (TOML): nodes, roles, capacity, updates, and injected faults.
 
-    speed = 30                       # the cluster runs 30x faster than its nominal durations
-    [[nodes]]
-    name = "node1"
-    cpu = 12
-    memory_gb = 48
-    restart_seconds = 45
-    never_returns = false            # fault: does not come back after a restart
-    in_maintenance = false           # fault: already in maintenance before the run
-    online = true                    # fault: down from the start
-    [[roles]]
-    name = "web"
-    kind = "live"                    # live | failover | clone | pinned
-    owner = "node1"
-    preferred_owners = ["node1", "node2"]
-    cpu = 4
-    memory_gb = 16
-    move_seconds = 6
-    fail_migrations = 0              # fault: the first N moves of this role fail
-    [[updates]]
-    id = "linux-image-6.1.0-41"
-    title = "Linux kernel 6.1.158-1"
-    nodes = ["*"]                    # fnmatch patterns
-    restart = true
-    install_seconds = 40
-    after = []                       # second-order: applicable once these are in effect
-    fail_installs = { node2 = 2 }    # fault: fails N times on a node ("*" = every node)
+speed = 30                       # the cluster runs 30x faster than its nominal durations
+[[nodes]]
+name = "node1"
+cpu = 12
+memory_gb = 48
+restart_seconds = 45
+never_returns = false            # fault: does not come back after a restart
+in_maintenance = false           # fault: already in maintenance before the run
+online = true                    # fault: down from the start
+[[roles]]
+name = "web"
+kind = "live"                    # live | failover | clone | pinned
+owner = "node1"
+preferred_owners = ["node1", "node2"]
+cpu = 4
+memory_gb = 16
+move_seconds = 6
+fail_migrations = 0              # fault: the first N moves of this role fail
+[[updates]]
+id = "linux-image-6.1.0-41"
+title = "Linux kernel 6.1.158-1"
+nodes = ["*"]                    # fnmatch patterns
+restart = true
+install_seconds = 40
+after = []                       # second-order: applicable once these are in effect
+fail_installs = { node2 = 2 }    # fault: fails N times on a node ("*" = every node)
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping
@@ -42,11 +43,9 @@ class LocalTransport:
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError:
-                try:
-                    # The command runs in its own session: end its whole process group by id.
+                # The command runs in its own session: end its whole process group by id.
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, 9)
-                except ProcessLookupError:
-                    pass
                 await proc.wait()
                 raise CommandTimeout(f"'{command}' did not finish within {timeout:g}s") from None
         return CommandResult(
@@ -61,7 +60,7 @@ class LocalTransport:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, target)
         if mode is not None:
-            target.chmod(mode)
+            target.chmod(mode)  # noqa: ASYNC240 - a local chmod does not block in any way that matters
 
     async def close(self) -> None:
         return None
