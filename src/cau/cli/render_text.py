@@ -1,0 +1,159 @@
+"""Text views of runs, reports and scans for the terminal (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cau.domain.durations import format_duration
+from cau.reports.model import NodeReport, RunReport
+
+STATUS_STYLE = {
+    "Succeeded": "bold green",
+    "PartiallyFailed": "bold yellow",
+    "Failed": "bold red",
+    "Canceled": "bold bright_black",
+}
+
+STEP_LABEL = {
+    "pre_script": "pre-update script",
+    "scan": "scanning",
+    "stage": "downloading",
+    "enter_maintenance": "entering maintenance",
+    "install": "installing",
+    "restart": "restarting",
+    "rescan": "rescanning",
+    "exit_maintenance": "leaving maintenance",
+    "failback": "failing back",
+    "post_script": "post-update script",
+    "done": "done",
+}
+
+
+def status_text(status: str | None, state: str = "") -> Text:
+    if status:
+        return Text(status, style=STATUS_STYLE.get(status, ""))
+    if state == "running":
+        return Text("Running", style="bold cyan")
+    if state == "Paused":
+        return Text("Paused", style="bold magenta")
+    return Text("Pending", style="dim")
+
+
+def when(ts: datetime | None) -> str:
+    return "-" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def node_flags(node: NodeReport) -> str:
+    flags = []
+    if node.left_in_maintenance:
+        flags.append("LEFT IN MAINTENANCE")
+    if node.pending_restart:
+        flags.append("pending restart")
+    return ", ".join(flags)
+
+
+def nodes_table(report: RunReport, *, live: bool = False) -> Table:
+    table = Table(show_edge=False, pad_edge=False, expand=False, header_style="bold")
+    table.add_column("node")
+    table.add_column("status")
+    table.add_column("step" if live else "restarts", justify="left" if live else "right")
+    table.add_column("updates ok/failed", justify="right")
+    table.add_column("in maintenance", justify="right")
+    table.add_column("detail", overflow="fold", max_width=70)
+    for node in report.nodes:
+        if live:
+            step = "" if node.state == "done" else STEP_LABEL.get(node.current_step or "", node.current_step or "")
+            detail = node.waiting and f"waiting: {node.waiting}" or node.detail
+            if node.state == "done":
+                detail = node.message or node.detail
+        else:
+            step = str(node.restarts)
+            detail = node.message
+        flags = node_flags(node)
+        if flags:
+            detail = f"{flags}; {detail}" if detail else flags
+        table.add_row(
+            node.name,
+            status_text(node.status, node.state),
+            step,
+            f"{node.succeeded_count}/{node.failed_count}",
+            format_duration(node.maintenance_seconds) if node.maintenance_started else "-",
+            detail or "",
+        )
+    return table
+
+
+def run_headline(report: RunReport) -> Text:
+    line = Text()
+    line.append(f"Run {report.run_id} on {report.cluster}: ")
+    line.append_text(status_text(report.status, report.state if report.status is None else ""))
+    if report.status is None and report.state == "Paused":
+        line.append(" (paused)", style="magenta")
+    line.append(f"  {format_duration(report.duration_seconds)}")
+    if report.status is not None:
+        parts = [f"{report.count(s)} {s}" for s in ("Succeeded", "PartiallyFailed", "Failed", "Canceled")
+                 if report.count(s)]
+        line.append("  " + ", ".join(parts))
+        line.append(f"; {report.updates_installed} update(s) installed")
+        if report.updates_failed:
+            line.append(f", {report.updates_failed} failed", style="red")
+        restarts = sum(n.restarts for n in report.nodes)
+        line.append(f", {restarts} restart(s)")
+    return line
+
+
+def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
+    parts: list[RenderableType] = [run_headline(report)]
+    if report.error_id or report.message:
+        parts.append(Text(f"  {report.error_id or ''}{': ' if report.error_id and report.message else ''}"
+                          f"{report.message or ''}", style="red" if report.status != "Succeeded" else ""))
+    parts.append(nodes_table(report))
+    if report.availability:
+        avail = Table(show_edge=False, pad_edge=False, header_style="bold", title_justify="left")
+        avail.add_column("role")
+        avail.add_column("outages", justify="right")
+        avail.add_column("downtime", justify="right")
+        avail.add_column("available", justify="right")
+        for a in report.availability:
+            style = "" if a.outages == 0 else "yellow"
+            avail.add_row(a.role, str(a.outages), format_duration(a.downtime_seconds),
+                          f"{a.availability_percent:.2f}%", style=style)
+        parts.append(Text("Workload availability during the run:", style="bold"))
+        parts.append(avail)
+    for warning in report.warnings:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
+    if detailed:
+        for node in report.nodes:
+            parts.append(Text(f"\n{node.name}: {node.status or node.state}"
+                              f"{' - ' + node.message if node.message else ''}", style="bold"))
+            if node.updates:
+                t = Table(show_edge=False, pad_edge=False, header_style="bold")
+                for col in ("update", "title", "plug-in", "status", "attempts", "restart", "message"):
+                    t.add_column(col, overflow="fold")
+                for u in node.updates:
+                    t.add_row(u.id, u.title, u.plugin, status_text(u.status), str(u.attempts),
+                              "yes" if u.restart_required else "", u.message)
+                parts.append(t)
+            for err in node.transient_errors:
+                parts.append(Text(f"  transient: {err}", style="yellow"))
+            if node.roles_failed_back:
+                parts.append(Text(f"  roles failed back: {', '.join(node.roles_failed_back)}"))
+    return Group(*parts)
+
+
+def runs_table(reports: Sequence[RunReport]) -> Table:
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for col in ("run", "cluster", "status", "started (UTC)", "duration", "nodes ok", "updates", "error"):
+        table.add_column(col)
+    for r in reports:
+        ok = sum(1 for n in r.nodes if n.status == "Succeeded")
+        table.add_row(r.run_id, r.cluster, status_text(r.status, r.state), when(r.started),
+                      format_duration(r.duration_seconds), f"{ok}/{len(r.nodes)}",
+                      f"{r.updates_installed}" + (f" (+{r.updates_failed} failed)" if r.updates_failed else ""),
+                      r.error_id or "")
+    return table
