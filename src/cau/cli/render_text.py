@@ -70,7 +70,7 @@ def nodes_table(report: RunReport, *, live: bool = False) -> Table:
             step = "" if node.state == "done" else STEP_LABEL.get(node.current_step or "", node.current_step or "")
             detail = node.waiting and f"waiting: {node.waiting}" or node.detail
             if node.state == "done":
-                detail = node.message or node.detail
+                detail = node.message
         else:
             step = str(node.restarts)
             detail = node.message

@@ -36,30 +36,30 @@ _NODE_STATUSES = ("Succeeded", "PartiallyFailed", "Failed", "Canceled")
 @dataclass(frozen=True)
 class Badge:
     label: str
-    css: str  # ok | warn | bad | muted | run
-
-
-def run_badge(report: RunReport) -> Badge:
-    if report.status is not None:
-        return Badge(_STATUS_LABEL.get(report.status, report.status), _STATUS_CLASS.get(report.status, "muted"))
-    if report.state == "Paused":
-        return Badge("Paused", "run")
-    return Badge("In progress", "run")
-
-
-def node_badge(node: NodeReport) -> Badge:
-    if node.status is not None:
-        return Badge(_STATUS_LABEL.get(node.status, node.status), _STATUS_CLASS.get(node.status, "muted"))
-    if node.state == "running":
-        label = f"Running: {node.current_step}" if node.current_step else "Running"
-        return Badge(label, "run")
-    return Badge("Pending", "muted")
+    css: str  # ok | warn | bad | muted | prog
 
 
 def status_badge(status: str | None) -> Badge:
     if status is None:
         return Badge("-", "muted")
     return Badge(_STATUS_LABEL.get(status, status), _STATUS_CLASS.get(status, "muted"))
+
+
+def run_badge(report: RunReport) -> Badge:
+    if report.status is not None:
+        return status_badge(report.status)
+    if report.state == "Paused":
+        return Badge("Paused", "prog")
+    return Badge("In progress", "prog")
+
+
+def node_badge(node: NodeReport) -> Badge:
+    if node.status is not None:
+        return status_badge(node.status)
+    if node.state == "running":
+        label = f"Running: {node.current_step}" if node.current_step else "Running"
+        return Badge(label, "prog")
+    return Badge("Pending", "muted")
 
 
 # --- time ------------------------------------------------------------------------------------------
@@ -89,6 +89,10 @@ def format_offset(seconds: float, *, hours: bool = False) -> str:
     if hours or h:
         return f"+{h}:{m:02d}:{s:02d}"
     return f"+{m}:{s:02d}"
+
+
+def since(value: datetime, start: datetime) -> str:
+    return format_offset((_utc(value) - _utc(start)).total_seconds())
 
 
 def _dur(value: timedelta | float | None) -> str:
@@ -264,6 +268,7 @@ def build_timeline(report: RunReport) -> Timeline | None:
             lane.bars.append(
                 bar(bar_y, _BAR_H, s.started, s_end, kind.color, css, _step_tip(node.name, s, seconds))
             )
+        lane.bars.sort(key=lambda b: -b.w)  # short steps (an instant exit_maintenance) drawn on top
         lanes.append(lane)
         y += _LANE_H
 
@@ -324,6 +329,8 @@ class RunView:
     timeline: Timeline | None
     open_updates: bool  # expand every node's update table (few enough rows)
     profile: list[tuple[str, str]]
+    show_error_code: bool  # the update tables only get these columns when some update has one
+    show_update_message: bool
 
 
 def _node_counts(report: RunReport) -> list[Count]:
@@ -335,7 +342,7 @@ def _node_counts(report: RunReport) -> list[Count]:
     running = sum(1 for n in report.nodes if n.status is None and n.state == "running")
     pending = sum(1 for n in report.nodes if n.status is None and n.state != "running")
     if running:
-        counts.append(Count("Running", running, "run"))
+        counts.append(Count("Running", running, "prog"))
     if pending:
         counts.append(Count("Pending", pending, "muted"))
     return counts
@@ -371,6 +378,8 @@ def _view(report: RunReport, index: int) -> RunView:
         timeline=build_timeline(report),
         open_updates=rows <= 80,
         profile=_profile_rows(report.profile),
+        show_error_code=any(u.error_code is not None for n in report.nodes for u in n.updates),
+        show_update_message=any(u.message for n in report.nodes for u in n.updates),
     )
 
 
@@ -388,6 +397,7 @@ def _environment() -> Environment:
     env.filters["utc"] = format_utc
     env.filters["clock"] = format_clock
     env.filters["offset"] = format_offset
+    env.globals["since"] = since
     env.globals["node_badge"] = node_badge
     env.globals["status_badge"] = status_badge
     env.globals["step_kinds"] = STEP_KINDS
@@ -397,7 +407,7 @@ def _environment() -> Environment:
 def _default_title(reports: Iterable[RunReport]) -> str:
     items = list(reports)
     if len(items) == 1:
-        return f"Updating run {items[0].run_id} on {items[0].cluster}"
+        return f"Cluster-Aware Updating: {items[0].cluster}, {format_utc(items[0].started)[:10]}"
     clusters = sorted({r.cluster for r in items})
     where = f" on {', '.join(clusters)}" if clusters else ""
     return f"{len(items)} updating runs{where}"
