@@ -72,7 +72,7 @@ def _in_progress(report: RunReport) -> RunReport:
 
 
 def _svg(html: str) -> str:
-    svgs = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
+    svgs: list[str] = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
     assert len(svgs) == 1
     return svgs[0]
 

@@ -213,8 +213,9 @@ class Coordinator:
             if not tasks:
                 break
             tick = asyncio.ensure_future(self.clock.sleep(self._poll))
-            done, _ = await asyncio.wait({*tasks, tick}, return_when=asyncio.FIRST_COMPLETED)
-            if not tick.done():
+            try:
+                done, _ = await asyncio.wait({*tasks, tick}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
                 tick.cancel()
             for task in done:
                 if task is tick:
@@ -251,6 +252,11 @@ class Coordinator:
         left = [n.name for n in self.progress.nodes.values() if n.result.get("left_in_maintenance")]
         if left:
             message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
+        # The one await of the finish comes first: from here on nothing can interrupt, so a run is
+        # never marked finished without its report.
+        outages = []
+        if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
+            outages = await self.provider.role_outages(self.progress.created_at, self.clock.now())
         self.journal(
             EventKind.RUN_FINISHED,
             data={
@@ -266,9 +272,6 @@ class Coordinator:
         )
         record = self.store.get_run(self.run_id)
         assert record is not None
-        outages = []
-        if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
-            outages = await self.provider.role_outages(self.progress.created_at, now)
         report = build_report(record, self.progress, now=now, outages=outages)
         self.store.save_report(self.run_id, report.model_dump(mode="json"))
         return RunOutcome(self.run_id, RunState.FINISHED, status, error_id, message, report)

@@ -95,6 +95,11 @@ def since(value: datetime, start: datetime) -> str:
     return format_offset((_utc(value) - _utc(start)).total_seconds())
 
 
+def fold(text: str, limit: int = 300, lines: int = 4) -> str:
+    """The head of a long message (script output): at most `limit` characters and `lines` lines."""
+    return "\n".join(text.split("\n")[:lines])[:limit]
+
+
 def _dur(value: timedelta | float | None) -> str:
     return format_duration(value)
 
@@ -142,7 +147,7 @@ _BOTTOM_PAD = 10.0
 _MIN_BAR_W = 2.0
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _MAX_TICKS = 8
-_LABEL_CHARS = 18
+_LABEL_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -398,6 +403,7 @@ def _environment() -> Environment:
     env.filters["clock"] = format_clock
     env.filters["offset"] = format_offset
     env.globals["since"] = since
+    env.globals["fold"] = fold
     env.globals["node_badge"] = node_badge
     env.globals["status_badge"] = status_badge
     env.globals["step_kinds"] = STEP_KINDS

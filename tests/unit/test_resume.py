@@ -1,0 +1,154 @@
+"""A coordinator stopped at any point resumes by replaying its journal and observing the cluster:
+no update installed twice, no node restarted twice, nothing left in maintenance, roles back home."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cau.clock import VirtualClock, run_virtual
+from cau.domain.profile import build_profile
+from cau.service import Service
+from cau.store.base import EventKind
+from tests.support import finished, installs, spec, write_cluster
+
+ROLES = [
+    {"name": "vm", "kind": "live", "owner": "n1", "preferred_owners": ["n1"], "cpu": 2, "memory_gb": 2},
+    {"name": "sql", "kind": "failover", "owner": "n2", "preferred_owners": ["n2"], "cpu": 2, "memory_gb": 2},
+    {"name": "pin", "kind": "pinned", "owner": "n3", "cpu": 1, "memory_gb": 1},
+]
+UPDATES = [
+    {"id": "kernel", "restart": True, "install_seconds": 40},
+    {"id": "libc", "install_seconds": 20},
+    {"id": "agent", "after": ["libc"], "install_seconds": 5},  # second-order
+]
+
+
+def _svc(home: Path, config: Path, hour: int) -> Service:
+    return Service(home, config, clock=VirtualClock(datetime(2026, 11, 1, hour, 0, tzinfo=UTC)))
+
+
+def _interrupted_run(home: Path, config: Path, cut: int) -> str | None:
+    """Start a run and cancel its coordinator right after journal event number `cut`.
+    Returns the run id, or None if the run finished first."""
+
+    async def main() -> str | None:
+        svc = _svc(home, config, 2)
+        me = asyncio.current_task()
+        seen = 0
+        run_ids: list[str] = []
+
+        def on_event(ev: Any) -> None:
+            nonlocal seen
+            seen += 1
+            run_ids.append(ev.run_id)
+            if seen == cut and me is not None:
+                me.cancel()
+
+        try:
+            await svc.run("c1", build_profile(None, {}), on_event=on_event)
+        except asyncio.CancelledError:
+            return run_ids[0]
+        finally:
+            svc.close()
+        return None
+
+    return run_virtual(main())
+
+
+def _resume(home: Path, config: Path):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        svc = _svc(home, config, 3)  # the next coordinator comes an hour later
+        try:
+            return await svc.run("c1", build_profile(None, {}))
+        finally:
+            svc.close()
+
+    return finished(home, "c1", run_virtual(main()))
+
+
+def _event_count(tmp: Path, config: Path) -> int:
+    async def main() -> int:
+        svc = _svc(tmp, config, 2)
+        out = await svc.run("c1", build_profile(None, {}))
+        n = len(svc.store.events(out.run_id))
+        svc.close()
+        return n
+
+    return run_virtual(main())
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_at_every_journal_event(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+    total = _event_count(tmp_path / "probe", config)
+    assert total > 60
+    for cut in range(2, total):
+        home = tmp_path / f"cut{cut}"
+        first = _interrupted_run(home, config, cut)
+        if first is None:
+            continue
+        done = _resume(home, config)
+        report = done.report
+        where = f"interrupted after event {cut}"
+        assert report.status == "Succeeded", (where, report.message)
+        # every node has every update, each installed exactly once
+        got = installs(done.events)
+        assert sorted(got) == sorted(set(got)), where
+        for name in ("n1", "n2", "n3"):
+            assert sorted(done.state["nodes"][name]["installed"]) == ["agent", "kernel", "libc"], where
+            assert done.state["nodes"][name]["restarts"] == 1, where  # never restarted twice
+            assert not done.state["nodes"][name]["in_maintenance"], where
+        assert {r: v["owner"] for r, v in done.state["roles"].items()} == {"vm": "n1", "sql": "n2", "pin": "n3"}
+        assert done.state["violations"] == [], where
+        if done.outcome.run_id == first:
+            coordinators = [e for e in done.events if e.kind is EventKind.COORDINATOR]
+            assert len(coordinators) == 2, where
+        else:
+            # interrupted after it had finished: that run is complete, with its report
+            svc = Service(home)
+            record = svc.store.get_run(first)
+            assert record is not None and record.status is not None, where
+            assert svc.store.get_report(first) is not None, where
+            svc.close()
+
+
+@pytest.mark.parametrize("cut", [30, 45])
+def test_resumed_run_keeps_its_original_options(tmp_path: Path, cut: int) -> None:
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+
+    async def first() -> None:
+        svc = _svc(tmp_path, config, 2)
+        me = asyncio.current_task()
+        seen = 0
+
+        def on_event(_ev: object) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == cut and me is not None:
+                me.cancel()
+
+        try:
+            await svc.run("c1", build_profile(None, {"failback_mode": "none"}), on_event=on_event)
+        except asyncio.CancelledError:
+            pass
+        svc.close()
+
+    run_virtual(first())
+    notices: list[str] = []
+
+    async def second():  # type: ignore[no-untyped-def]
+        svc = _svc(tmp_path, config, 3)
+        out = await svc.run("c1", build_profile(None, {"failback_mode": "immediate"}), on_notice=notices.append,
+                            profile_given=True)
+        svc.close()
+        return out
+
+    out = run_virtual(second())
+    assert out.report.profile["failback_mode"] == "none"
+    assert any("resuming run" in n for n in notices)
+    assert any("ignored" in n for n in notices)
