@@ -26,7 +26,14 @@ from cau.engine.node import PluginBinding
 from cau.engine.replay import replay
 from cau.engine.start import preflight, run_created_data
 from cau.errors import CauError, ConfigError, NotFound, PreflightError
-from cau.ports import Clock, ClusterProvider, PluginContext, ProviderContext, ReportsAvailability
+from cau.ports import (
+    Clock,
+    ClusterProvider,
+    MaintenancePrior,
+    PluginContext,
+    ProviderContext,
+    ReportsAvailability,
+)
 from cau.registry import Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
@@ -367,6 +374,94 @@ class Service:
         if len(matches) > 1 and not any(m.run_id == run_id for m in matches):
             raise NotFound(f"'{run_id}' matches several runs: {', '.join(m.run_id for m in matches)}")
         return next((m for m in matches if m.run_id == run_id), matches[0])
+
+    async def resume_node(self, cluster: str, node: str, *, by: str) -> tuple[str, list[str]]:
+        """Take a node out of the maintenance cau left it in (a node that did not come back in
+        time), using the prior state recorded before cau put it there. Returns (run id, roles
+        failed back). Refuses when cau has no such record: it only undoes what it did."""
+        store = self.store
+        runs = store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=50))
+        found: tuple[RunRecord, Any] | None = None
+        for record in reversed(runs):
+            progress = replay(store.events(record.run_id))
+            entry = progress.nodes.get(node)
+            if entry is not None and entry.result.get("left_in_maintenance"):
+                found = (record, entry)
+                break
+        if found is None:
+            raise NotFound(
+                f"cau has no record of leaving '{node}' of '{cluster}' in maintenance; nothing to undo",
+                hint="a node put in maintenance by someone else is theirs to take out",
+            )
+        record, entry = found
+        prior_data = entry.prior or {}
+        prior = MaintenancePrior(
+            node=node,
+            was_in_maintenance=bool(prior_data.get("was_in_maintenance")),
+            role_owners=dict(prior_data.get("role_owners", {})),
+            extra=dict(prior_data.get("extra", {})),
+        )
+        mode = RunProfile.model_validate(record.profile).failback_mode
+        provider = self.open_provider(cluster)
+        owner = LockOwner.this_process("cau node resume")
+        try:
+            store.acquire_lock(
+                cluster, owner, run_id=record.run_id, now=_utcnow(), lease_seconds=self.lease_seconds
+            )
+            try:
+                if await provider.boot_id(node) is None:
+                    raise PreflightError(f"'{node}' is still down; once it is back, run this again")
+                now = self.clock.now()
+                key = f"exit_maintenance/manual-{now:%Y%m%dT%H%M%S}"
+                store.append(
+                    record.run_id,
+                    EventKind.INTENT,
+                    now,
+                    node=node,
+                    step="exit_maintenance",
+                    key=key,
+                    data={"by": by},
+                )
+                await provider.exit_maintenance(node, prior)
+                store.append(
+                    record.run_id,
+                    EventKind.OUTCOME,
+                    self.clock.now(),
+                    node=node,
+                    step="exit_maintenance",
+                    key=key,
+                    data={"ok": True},
+                )
+                moved = await provider.failback(node, prior, mode)
+                result = {**entry.result, "left_in_maintenance": False}
+                store.append(record.run_id, EventKind.NODE_FINISHED, self.clock.now(), node=node, data=result)
+                store.append(
+                    record.run_id,
+                    EventKind.WARNING,
+                    self.clock.now(),
+                    node=node,
+                    data={
+                        "message": f"{node}: taken out of maintenance by {by} (`cau node resume`); "
+                        f"roles failed back: {', '.join(moved) or 'none'}"
+                    },
+                )
+                fresh = store.get_run(record.run_id)
+                assert fresh is not None
+                report = build_report(fresh, replay(store.events(record.run_id)), now=self.clock.now())
+                saved = store.get_report(record.run_id)
+                if saved is not None:  # keep the measured outages of the original report
+                    report = report.model_copy(
+                        update={
+                            "outages": RunReport.model_validate(saved).outages,
+                            "availability": RunReport.model_validate(saved).availability,
+                        }
+                    )
+                store.save_report(record.run_id, report.model_dump(mode="json"))
+                return record.run_id, moved
+            finally:
+                store.release_lock(cluster, owner)
+        finally:
+            await provider.close()
 
     async def role_outages(self, cluster: str, run: RunRecord) -> RunReport:
         """A report with measured availability, for runs still in progress."""

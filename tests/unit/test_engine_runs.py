@@ -361,3 +361,40 @@ def test_journal_has_an_intent_before_every_outcome(tmp_path: Path) -> None:
             open_keys.discard((e.node, e.key))
     assert not open_keys
     assert sorted(installs(done.events)) == sorted(set(installs(done.events)))
+
+
+def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cau.clock import VirtualClock
+    from cau.errors import NotFound
+    from cau.service import Service
+
+    nodes = [node("n1", restart_seconds=1200), node("n2"), node("n3")]
+    config = write_cluster(tmp_path, spec(nodes, roles=ROLES))
+    done = run_cluster(tmp_path, config, reboot_timeout="5m", node_order=["n1"])
+    n1 = done.node("n1")
+    assert n1.status == "Failed" and n1.left_in_maintenance
+    assert done.state["nodes"]["n1"]["in_maintenance"] and done.state["roles"]["web"]["owner"] != "n1"
+    assert any("cau node resume c1 n1" in w for w in done.report.warnings)
+
+    async def later() -> tuple[str, list[str]]:
+        svc = Service(tmp_path, config, clock=VirtualClock(datetime(2026, 11, 1, 5, 0, tzinfo=UTC)))
+        try:
+            with pytest.raises(NotFound, match="no record"):
+                await svc.resume_node("c1", "n2", by="tester")  # cau never left n2 in maintenance
+            return await svc.resume_node("c1", "n1", by="tester")
+        finally:
+            svc.close()
+
+    run_id, moved = run_virtual(later())
+    assert run_id == done.outcome.run_id and moved == ["web"]
+    svc = Service(tmp_path, config)
+    report = svc.run_report(svc.find_run(run_id))
+    svc.close()
+    assert not next(n for n in report.nodes if n.name == "n1").left_in_maintenance
+    assert any("taken out of maintenance by tester" in w for w in report.warnings)
+    import json
+
+    state = json.loads((tmp_path / "sandbox" / "c1.json").read_text())
+    assert state["nodes"]["n1"]["in_maintenance"] is False and state["roles"]["web"]["owner"] == "n1"

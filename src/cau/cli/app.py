@@ -1,7 +1,7 @@
 """The `cau` command line. Its commands mirror CAU's cmdlets:
 
-    cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
-    cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
+cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
+cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", envvar="CAU_HOME", help="Where runs, journals and reports are kept.")
+        Path | None,
+        typer.Option("--data-dir", envvar="CAU_HOME", help="Where runs, journals and reports are kept."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", envvar="CAU_CONFIG", help="The clusters config file (TOML).")
@@ -112,7 +113,9 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _plugin_overrides(plugins: list[str] | None, plugin_args: list[str] | None) -> list[dict[str, Any]] | None:
+def _plugin_overrides(
+    plugins: list[str] | None, plugin_args: list[str] | None
+) -> list[dict[str, Any]] | None:
     if not plugins and not plugin_args:
         return None
     specs: dict[str, dict[str, Any]] = {name: {} for name in plugins or []}
@@ -120,7 +123,9 @@ def _plugin_overrides(plugins: list[str] | None, plugin_args: list[str] | None) 
         target, sep, value = item.partition("=")
         name, dot, key = target.partition(".")
         if not sep or not dot or not key:
-            raise ConfigError(f"--plugin-arg '{item}': expected PLUGIN.KEY=VALUE, e.g. apt.exclude=[\"linux-*\"]")
+            raise ConfigError(
+                f"--plugin-arg '{item}': expected PLUGIN.KEY=VALUE, e.g. apt.exclude=[\"linux-*\"]"
+            )
         specs.setdefault(name, {})[key] = _parse_value(value)
     return [{"name": name, "args": args} for name, args in specs.items()]
 
@@ -133,16 +138,28 @@ def run(
     ctx: typer.Context,
     cluster: ClusterArg,
     profile: Annotated[Path | None, typer.Option("--profile", help="An Updating Run Profile (TOML).")] = None,
-    max_retries_per_node: Annotated[int | None, typer.Option(help="Retries per node (CAU default 3, max 64).")] = None,
-    max_failed_nodes: Annotated[int | None, typer.Option(help="Failed nodes tolerated (default about a third).")] = None,
-    max_parallel_nodes: Annotated[str | None, typer.Option(help="Nodes updated at once: a number or 'auto'.")] = None,
+    max_retries_per_node: Annotated[
+        int | None, typer.Option(help="Retries per node (CAU default 3, max 64).")
+    ] = None,
+    max_failed_nodes: Annotated[
+        int | None, typer.Option(help="Failed nodes tolerated (default about a third).")
+    ] = None,
+    max_parallel_nodes: Annotated[
+        str | None, typer.Option(help="Nodes updated at once: a number or 'auto'.")
+    ] = None,
     require_all_nodes_online: Annotated[bool | None, typer.Option("--require-all-nodes-online")] = None,
     reboot_timeout: Annotated[str | None, typer.Option(help="e.g. 15m")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Cancel the run after this long, e.g. 4h.")] = None,
     warn_after: Annotated[str | None, typer.Option(help="Warn when the run takes longer, e.g. 2h.")] = None,
-    pre_update_script: Annotated[str | None, typer.Option(help="Run on each node before it is updated.")] = None,
-    post_update_script: Annotated[str | None, typer.Option(help="Run on each node after it is updated.")] = None,
-    plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Plug-in to use (repeat, in order).")] = None,
+    pre_update_script: Annotated[
+        str | None, typer.Option(help="Run on each node before it is updated.")
+    ] = None,
+    post_update_script: Annotated[
+        str | None, typer.Option(help="Run on each node after it is updated.")
+    ] = None,
+    plugin: Annotated[
+        list[str] | None, typer.Option("--plugin", help="Plug-in to use (repeat, in order).")
+    ] = None,
     plugin_arg: Annotated[list[str] | None, typer.Option("--plugin-arg", help="PLUGIN.KEY=VALUE")] = None,
     run_plugins_serially: Annotated[bool | None, typer.Option("--run-plugins-serially")] = None,
     stop_on_plugin_failure: Annotated[bool | None, typer.Option("--stop-on-plugin-failure")] = None,
@@ -151,13 +168,19 @@ def run(
     failback_mode: Annotated[str | None, typer.Option(help="immediate | policy | none")] = None,
     drain: Annotated[str | None, typer.Option(help="always | when-restart-needed")] = None,
     move: Annotated[str | None, typer.Option(help="live (migrate) | save (stop in place)")] = None,
-    no_restart: Annotated[bool | None, typer.Option("--no-restart", help="Never restart; nodes end pending restart.")]
-    = None,
+    no_restart: Annotated[
+        bool | None, typer.Option("--no-restart", help="Never restart; nodes end pending restart.")
+    ] = None,
     allow_nodes_in_maintenance: Annotated[bool | None, typer.Option("--allow-nodes-in-maintenance")] = None,
     force_recovery: Annotated[
-        bool, typer.Option("--force-recovery", help="Take over the cluster lock of a coordinator known to be dead.")
+        bool,
+        typer.Option(
+            "--force-recovery", help="Take over the cluster lock of a coordinator known to be dead."
+        ),
     ] = False,
-    speed: Annotated[float | None, typer.Option(help="Sandbox clusters only: simulation speed factor.")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Sandbox clusters only: simulation speed factor.")
+    ] = None,
     output: OutputOpt = OutputFormat.TEXT,
 ) -> None:
     """Run an Updating Run on a cluster (or resume its unfinished one)."""
@@ -166,7 +189,8 @@ def run(
         "max_retries_per_node": max_retries_per_node,
         "max_failed_nodes": max_failed_nodes,
         "max_parallel_nodes": (
-            None if max_parallel_nodes is None
+            None
+            if max_parallel_nodes is None
             else (max_parallel_nodes if max_parallel_nodes == "auto" else _parse_value(max_parallel_nodes))
         ),
         "require_all_nodes_online": require_all_nodes_online,
@@ -194,14 +218,19 @@ def run(
         provider_overrides = {"speed": speed} if speed is not None else None
         if speed is not None and svc.config.cluster(cluster).provider != "sandbox":
             raise ConfigError("--speed only applies to sandbox clusters")
-        outcome = _run_with_signals(svc, cluster, run_profile, console, json_out, force_recovery,
-                                    provider_overrides, given)
+        outcome = _run_with_signals(
+            svc, cluster, run_profile, console, json_out, force_recovery, provider_overrides, given
+        )
     if outcome is None:
         raise typer.Exit(Exit.INTERRUPTED)
     if outcome.state is RunState.PAUSED:
-        raise fail(f"run {outcome.run_id} paused: {outcome.error_id}: {outcome.message}",
-                   hint=f"fix the cause, then `cau run {cluster}` resumes it", code="run_paused",
-                   exit_code=Exit.PAUSED, json_output=json_out)
+        raise fail(
+            f"run {outcome.run_id} paused: {outcome.error_id}: {outcome.message}",
+            hint=f"fix the cause, then `cau run {cluster}` resumes it",
+            code="run_paused",
+            exit_code=Exit.PAUSED,
+            json_output=json_out,
+        )
     report = outcome.report
     assert report is not None and outcome.status is not None
     if json_out:
@@ -209,8 +238,10 @@ def run(
     else:
         console.print()
         console.print(run_summary(report))
-        console.print(f"[dim]Full report: cau report {cluster} --last --detailed "
-                      "(--format html -o report.html for a picture)[/]")
+        console.print(
+            f"[dim]Full report: cau report {cluster} --last --detailed "
+            "(--format html -o report.html for a picture)[/]"
+        )
     raise typer.Exit(STATUS_EXIT[outcome.status])
 
 
@@ -246,9 +277,13 @@ def _run_with_signals(
             nonlocal presses
             presses += 1
             if presses == 1 and coordinators:
-                console.print(f"[yellow]{signame}: stopping gracefully; the node in hand is finished or brought "
-                              "back out of maintenance. Press Ctrl-C again to abandon now (resumable).[/]")
-                coordinators[0].request_stop(ErrorId.STOPPED_BY_OPERATOR, f"interrupted ({signame})", by="operator")
+                console.print(
+                    f"[yellow]{signame}: stopping gracefully; the node in hand is finished or brought "
+                    "back out of maintenance. Press Ctrl-C again to abandon now (resumable).[/]"
+                )
+                coordinators[0].request_stop(
+                    ErrorId.STOPPED_BY_OPERATOR, f"interrupted ({signame})", by="operator"
+                )
             elif task is not None:
                 task.cancel()
 
@@ -256,12 +291,19 @@ def _run_with_signals(
             loop.add_signal_handler(sig, on_signal, name)
         try:
             return await svc.run(
-                cluster, profile, force_recovery=force_recovery, provider_overrides=provider_overrides,
-                on_event=on_event, on_coordinator=coordinators.append, on_notice=notice, profile_given=profile_given,
+                cluster,
+                profile,
+                force_recovery=force_recovery,
+                provider_overrides=provider_overrides,
+                on_event=on_event,
+                on_coordinator=coordinators.append,
+                on_notice=notice,
+                profile_given=profile_given,
             )
         except asyncio.CancelledError:
-            console.print(f"[yellow]abandoned: the run stays as it is in the journal; `cau run {cluster}` "
-                          "resumes it[/]")
+            console.print(
+                f"[yellow]abandoned: the run stays as it is in the journal; `cau run {cluster}` resumes it[/]"
+            )
             return None
 
     with watcher:
@@ -287,23 +329,31 @@ def scan(
         run_profile = svc.profile(cluster, profile, {"plugins": _plugin_overrides(plugin, plugin_arg)})
         scans = asyncio.run(svc.scan(cluster, run_profile))
     if json_out:
-        _print_json({
-            "cluster": cluster,
-            "nodes": [
-                {
-                    "node": s.node,
-                    "reachable": s.reachable,
-                    "restart_pending": s.restart_pending,
-                    "errors": s.errors,
-                    "updates": [
-                        {"id": u.id, "title": u.title, "plugin": u.plugin, "needs_restart": u.needs_restart,
-                         "size_bytes": u.size_bytes, "details": u.details}
-                        for u in s.updates
-                    ],
-                }
-                for s in scans
-            ],
-        })
+        _print_json(
+            {
+                "cluster": cluster,
+                "nodes": [
+                    {
+                        "node": s.node,
+                        "reachable": s.reachable,
+                        "restart_pending": s.restart_pending,
+                        "errors": s.errors,
+                        "updates": [
+                            {
+                                "id": u.id,
+                                "title": u.title,
+                                "plugin": u.plugin,
+                                "needs_restart": u.needs_restart,
+                                "size_bytes": u.size_bytes,
+                                "details": u.details,
+                            }
+                            for u in s.updates
+                        ],
+                    }
+                    for s in scans
+                ],
+            }
+        )
         return
     console = Console(highlight=False)
     total = 0
@@ -321,8 +371,10 @@ def scan(
         for name, err in s.errors.items():
             console.print(f"  [red]{name}: {err}[/]")
         total += len(s.updates)
-    console.print(f"[dim]{total} update(s) on {len(scans)} node(s); first-order only: second-order updates "
-                  "appear after these are installed.[/]")
+    console.print(
+        f"[dim]{total} update(s) on {len(scans)} node(s); first-order only: second-order updates "
+        "appear after these are installed.[/]"
+    )
 
 
 # --- status and stop --------------------------------------------------------------------------------
@@ -342,42 +394,55 @@ def status(
         st = svc.status(cluster)
     if json_out:
         lock = st.lock
-        _print_json({
-            "cluster": cluster,
-            "active": st.active,
-            "lock": None if lock is None else {
-                "owner": str(lock.owner), "run_id": lock.run_id, "acquired": lock.acquired.isoformat(),
-                "lease_expires": lock.lease_expires.isoformat(),
-            },
-            "run": st.report.model_dump(mode="json") if (st.report and st.active) else None,
-            "last_run": st.report.model_dump(mode="json") if (st.report and not st.active) else None,
-        })
+        _print_json(
+            {
+                "cluster": cluster,
+                "active": st.active,
+                "lock": None
+                if lock is None
+                else {
+                    "owner": str(lock.owner),
+                    "run_id": lock.run_id,
+                    "acquired": lock.acquired.isoformat(),
+                    "lease_expires": lock.lease_expires.isoformat(),
+                },
+                "run": st.report.model_dump(mode="json") if (st.report and st.active) else None,
+                "last_run": st.report.model_dump(mode="json") if (st.report and not st.active) else None,
+            }
+        )
         return
     console = Console(highlight=False)
     if not st.active:
         console.print(f"No Updating Run is in progress on cluster '{cluster}'.")
         if st.report is not None:
-            console.print(Console().render_str("Last run: ") + status_text(st.report.status),
-                          f"{st.report.run_id}, finished {when(st.report.finished)} UTC")
+            console.print(
+                Console().render_str("Last run: ") + status_text(st.report.status),
+                f"{st.report.run_id}, finished {when(st.report.finished)} UTC",
+            )
         return
     assert st.run is not None and st.report is not None
     if st.lock is not None:
         console.print(f"[dim]coordinator: {st.lock.owner}, lease until {when(st.lock.lease_expires)} UTC[/]")
     elif st.run.state is RunState.RUNNING:
-        console.print("[yellow]no coordinator holds the cluster: the run was interrupted; "
-                      f"`cau run {cluster}` resumes it[/]")
+        console.print(
+            "[yellow]no coordinator holds the cluster: the run was interrupted; "
+            f"`cau run {cluster}` resumes it[/]"
+        )
     if not watch:
         console.print(run_summary(st.report))
         if st.run.state is RunState.PAUSED:
-            console.print(f"[magenta]paused: {st.report.error_id}: {st.report.message}; "
-                          f"`cau run {cluster}` resumes it[/]")
+            console.print(
+                f"[magenta]paused: {st.report.error_id}: {st.report.message}; "
+                f"`cau run {cluster}` resumes it[/]"
+            )
         return
     _watch(svc, st.run.run_id, console)
 
 
 def _watch(svc: Service, run_id: str, console: Console) -> None:
-    watcher = RunWatcher(console, load_record=svc.store.get_run, load_events=svc.store.events,
-                         live=console.is_terminal)
+    watcher = RunWatcher(
+        console, load_record=svc.store.get_run, load_events=svc.store.events, live=console.is_terminal
+    )
     seen = 0
     try:
         with watcher:
@@ -424,17 +489,26 @@ def stop(
                 break  # no coordinator: nothing will act on the request until `cau run` resumes
             time.sleep(0.5)
     if json_out:
-        _print_json({"run_id": record.run_id, "stop_requested": True,
-                     "state": final.state.value if final else None,
-                     "status": final.status.value if final and final.status else None})
+        _print_json(
+            {
+                "run_id": record.run_id,
+                "stop_requested": True,
+                "state": final.state.value if final else None,
+                "status": final.status.value if final and final.status else None,
+            }
+        )
         return
     console = Console(highlight=False)
-    console.print(f"Stop requested for run {record.run_id} on '{cluster}': the node in hand is finished or "
-                  "brought back out of maintenance, the others are canceled.")
+    console.print(
+        f"Stop requested for run {record.run_id} on '{cluster}': the node in hand is finished or "
+        "brought back out of maintenance, the others are canceled."
+    )
     if final is not None and final.status is not None:
         console.print(Console().render_str("The run ended: ") + status_text(final.status.value))
     elif wait:
-        console.print(f"[yellow]no coordinator is running this run; `cau run {cluster}` resumes it and then stops[/]")
+        console.print(
+            f"[yellow]no coordinator is running this run; `cau run {cluster}` resumes it and then stops[/]"
+        )
 
 
 # --- reports --------------------------------------------------------------------------------------
@@ -459,7 +533,9 @@ def report(
     until: Annotated[str | None, typer.Option(help="Runs started at or before this date (UTC).")] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="One run, by id (or a unique prefix).")] = None,
     detailed: Annotated[bool, typer.Option("--detailed", help="Per-node and per-update results.")] = False,
-    fmt: Annotated[ReportFormat, typer.Option("--format", help="text, json, csv or html.")] = ReportFormat.TEXT,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="text, json, csv or html.")
+    ] = ReportFormat.TEXT,
     out_file: Annotated[Path | None, typer.Option("-o", "--out", help="Write to this file.")] = None,
     output: OutputOpt = OutputFormat.TEXT,
 ) -> None:
@@ -473,8 +549,12 @@ def report(
         if run_id:
             records = [svc.find_run(run_id)]
         else:
-            query = ReportQuery(cluster=cluster, since=_parse_date(since, "--since"),
-                                until=_parse_date(until, "--until"), last=1 if last else None)
+            query = ReportQuery(
+                cluster=cluster,
+                since=_parse_date(since, "--since"),
+                until=_parse_date(until, "--until"),
+                last=1 if last else None,
+            )
             records = svc.runs(query)
         reports = [svc.run_report(r) for r in records]
     text = _render_reports(reports, fmt, detailed)
@@ -523,9 +603,15 @@ def _summary(r: RunReport) -> dict[str, Any]:
         "duration_seconds": r.duration_seconds,
         "error_id": r.error_id,
         "message": r.message,
-        "nodes": [{"name": n.name, "status": n.status, "maintenance_seconds": n.maintenance_seconds,
-                   "updates": [{"id": u.id, "title": u.title, "status": u.status} for u in n.updates]}
-                  for n in r.nodes],
+        "nodes": [
+            {
+                "name": n.name,
+                "status": n.status,
+                "maintenance_seconds": n.maintenance_seconds,
+                "updates": [{"id": u.id, "title": u.title, "status": u.status} for u in n.updates],
+            }
+            for n in r.nodes
+        ],
     }
 
 
@@ -540,9 +626,21 @@ def plugins(ctx: typer.Context, output: OutputOpt = OutputFormat.TEXT) -> None:
     reg = Registry.discover()
     rows = [("plug-in", e) for e in reg.plugins.values()] + [("provider", e) for e in reg.providers.values()]
     if output is OutputFormat.JSON:
-        _print_json([{"kind": kind, "name": e.name, "target": e.target, "distribution": e.distribution,
-                      "version": e.version, "ok": e.ok, "error": e.error, "summary": e.summary}
-                     for kind, e in rows])
+        _print_json(
+            [
+                {
+                    "kind": kind,
+                    "name": e.name,
+                    "target": e.target,
+                    "distribution": e.distribution,
+                    "version": e.version,
+                    "ok": e.ok,
+                    "error": e.error,
+                    "summary": e.summary,
+                }
+                for kind, e in rows
+            ]
+        )
         return
     from rich.table import Table
 
@@ -577,6 +675,38 @@ def profile_validate(path: Path, output: OutputOpt = OutputFormat.TEXT) -> None:
     sys.stdout.write(tomli_w.dumps({k: v for k, v in prof.model_dump(mode="json").items() if v is not None}))
 
 
+# --- nodes ----------------------------------------------------------------------------------------
+
+node_app = typer.Typer(help="One node of a cluster.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("resume")
+def node_resume(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    node: Annotated[str, typer.Argument(help="The node.")],
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """Take a node out of the maintenance cau left it in (e.g. it came back after the reboot timeout)."""
+    import getpass
+    import socket
+
+    json_out = output is OutputFormat.JSON
+    svc = _state(ctx).service()
+    with reported(json_out):
+        run_id, moved = asyncio.run(
+            svc.resume_node(cluster, node, by=f"{getpass.getuser()}@{socket.gethostname()}")
+        )
+    if json_out:
+        _print_json({"node": node, "run_id": run_id, "roles_failed_back": moved})
+        return
+    Console(highlight=False).print(
+        f"{node} is out of maintenance (recorded in run {run_id}); "
+        f"roles failed back: {', '.join(moved) or 'none'}"
+    )
+
+
 # --- the sandbox ----------------------------------------------------------------------------------
 
 
@@ -597,15 +727,19 @@ def sandbox_reset(ctx: typer.Context, cluster: Annotated[str, typer.Argument()] 
         _sandbox(svc, cluster)
         active = svc.store.active_run(cluster)
         if active is not None:
-            raise CauError(f"run {active.run_id} is not finished on '{cluster}'",
-                           hint=f"finish it with `cau run {cluster}` (or `cau stop {cluster}` then `cau run`)")
+            raise CauError(
+                f"run {active.run_id} is not finished on '{cluster}'",
+                hint=f"finish it with `cau run {cluster}` (or `cau stop {cluster}` then `cau run`)",
+            )
         state_file(svc.data_dir, cluster).unlink(missing_ok=True)
     Console().print(f"sandbox cluster '{cluster}' reset")
 
 
 @sandbox_app.command("show")
 def sandbox_show(
-    ctx: typer.Context, cluster: Annotated[str, typer.Argument()] = "sandbox", output: OutputOpt = OutputFormat.TEXT
+    ctx: typer.Context,
+    cluster: Annotated[str, typer.Argument()] = "sandbox",
+    output: OutputOpt = OutputFormat.TEXT,
 ) -> None:
     """Show a sandbox cluster: nodes, where roles run, installed updates, outages."""
     svc = _state(ctx).service()
@@ -613,29 +747,70 @@ def sandbox_show(
         provider = _sandbox(svc, cluster)
         snap = asyncio.run(provider.discover())
     sim = provider.sim
-    nodes = [{"name": n.name, "state": n.state.value, "in_maintenance": n.in_maintenance, "boot_id": n.boot_id,
-              "roles": [r.name for r in snap.roles_on(n.name)], "installed": sorted(sim.nodes[n.name].installed),
-              "pending_restart": sim.nodes[n.name].pending_restart, "restarts": sim.nodes[n.name].restarts}
-             for n in snap.nodes]
-    roles = [{"name": r.name, "kind": r.kind.value, "owner": r.owner, "instances": list(r.instances),
-              "available": sim._down_reason(r.name) is None} for r in snap.roles]
+    nodes = [
+        {
+            "name": n.name,
+            "state": n.state.value,
+            "in_maintenance": n.in_maintenance,
+            "boot_id": n.boot_id,
+            "roles": [r.name for r in snap.roles_on(n.name)],
+            "installed": sorted(sim.nodes[n.name].installed),
+            "pending_restart": sim.nodes[n.name].pending_restart,
+            "restarts": sim.nodes[n.name].restarts,
+        }
+        for n in snap.nodes
+    ]
+    roles = [
+        {
+            "name": r.name,
+            "kind": r.kind.value,
+            "owner": r.owner,
+            "instances": list(r.instances),
+            "available": sim._down_reason(r.name) is None,
+        }
+        for r in snap.roles
+    ]
     if output is OutputFormat.JSON:
-        _print_json({"cluster": cluster, "nodes": nodes, "roles": roles, "violations": sim.violations,
-                     "outages": [{"role": o.role, "node": o.node, "reason": o.reason,
-                                  "started": o.started.isoformat(), "ended": o.ended.isoformat() if o.ended else None}
-                                 for o in sim.outages]})
+        _print_json(
+            {
+                "cluster": cluster,
+                "nodes": nodes,
+                "roles": roles,
+                "violations": sim.violations,
+                "outages": [
+                    {
+                        "role": o.role,
+                        "node": o.node,
+                        "reason": o.reason,
+                        "started": o.started.isoformat(),
+                        "ended": o.ended.isoformat() if o.ended else None,
+                    }
+                    for o in sim.outages
+                ],
+            }
+        )
         return
     from rich.table import Table
 
     console = Console(highlight=False)
-    t = Table(show_edge=False, pad_edge=False, header_style="bold", title=f"sandbox cluster '{cluster}'",
-              title_justify="left")
+    t = Table(
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+        title=f"sandbox cluster '{cluster}'",
+        title_justify="left",
+    )
     for col in ("node", "state", "maintenance", "roles", "installed", "restarts"):
         t.add_column(col, overflow="fold")
     for n in nodes:
-        t.add_row(n["name"], n["state"] + (" (restart pending)" if n["pending_restart"] else ""),
-                  "yes" if n["in_maintenance"] else "", ", ".join(n["roles"]), str(len(n["installed"])),
-                  str(n["restarts"]))
+        t.add_row(
+            n["name"],
+            n["state"] + (" (restart pending)" if n["pending_restart"] else ""),
+            "yes" if n["in_maintenance"] else "",
+            ", ".join(n["roles"]),
+            str(len(n["installed"])),
+            str(n["restarts"]),
+        )
     console.print(t)
     for v in sim.violations:
         console.print(f"[red]violation: {v['kind']}: {v['detail']}[/]")

@@ -51,8 +51,14 @@ def error_code(exc: Exception) -> str:
     return "error"
 
 
-def fail(message: str, *, hint: str | None = None, code: str = "error", exit_code: int = Exit.ERROR,
-         json_output: bool = False) -> typer.Exit:
+def fail(
+    message: str,
+    *,
+    hint: str | None = None,
+    code: str = "error",
+    exit_code: int = Exit.ERROR,
+    json_output: bool = False,
+) -> typer.Exit:
     if json_output:
         payload = {"error": {"code": code, "message": message, "hint": hint}}
         sys.stdout.write(json.dumps(payload) + "\n")
@@ -71,10 +77,15 @@ def reported(json_output: bool = False) -> Iterator[None]:
         yield
     except ProfileError as exc:
         lines = "\n  ".join(exc.problems)
-        raise fail(f"{exc.source}: invalid profile:\n  {lines}" if len(exc.problems) > 1 else str(exc),
-                   hint="nothing was started", code="invalid_profile", json_output=json_output) from None
+        raise fail(
+            f"{exc.source}: invalid profile:\n  {lines}" if len(exc.problems) > 1 else str(exc),
+            hint="nothing was started",
+            code="invalid_profile",
+            json_output=json_output,
+        ) from None
     except LockHeld as exc:
-        raise fail(exc.message, hint=exc.hint, code="cluster_locked", exit_code=Exit.LOCKED,
-                   json_output=json_output) from None
+        raise fail(
+            exc.message, hint=exc.hint, code="cluster_locked", exit_code=Exit.LOCKED, json_output=json_output
+        ) from None
     except CauError as exc:
         raise fail(exc.message, hint=exc.hint, code=error_code(exc), json_output=json_output) from None

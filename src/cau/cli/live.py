@@ -39,7 +39,8 @@ def describe(ev: JournalEvent) -> str | None:
             return f"{node}{STEP_LABEL.get(ev.step or '', ev.step or '')} failed: {msg}"
         if ev.step in ("scan", "rescan"):
             return f"{node}{d.get('count', 0)} applicable update(s)" + (
-                ", restart pending" if d.get("restart_pending") else "")
+                ", restart pending" if d.get("restart_pending") else ""
+            )
         if ev.step == "restart":
             return f"{node}back (boot id {str(d.get('boot_id'))[:8]})"
         if ev.step == "failback" and d.get("moved"):
@@ -83,8 +84,14 @@ class RunWatcher:
 
     def __enter__(self) -> RunWatcher:
         if self._live_mode:
-            self._live = Live(console=self.console, get_renderable=self.render, refresh_per_second=6,
-                              transient=False, redirect_stdout=False, redirect_stderr=False)
+            self._live = Live(
+                console=self.console,
+                get_renderable=self.render,
+                refresh_per_second=6,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.__enter__()
         return self
 

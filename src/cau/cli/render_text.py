@@ -67,8 +67,12 @@ def nodes_table(report: RunReport, *, live: bool = False) -> Table:
     table.add_column("detail", overflow="fold", max_width=70)
     for node in report.nodes:
         if live:
-            step = "" if node.state == "done" else STEP_LABEL.get(node.current_step or "", node.current_step or "")
-            detail = node.waiting and f"waiting: {node.waiting}" or node.detail
+            step = (
+                ""
+                if node.state == "done"
+                else STEP_LABEL.get(node.current_step or "", node.current_step or "")
+            )
+            detail = (node.waiting and f"waiting: {node.waiting}") or node.detail
             if node.state == "done":
                 detail = node.message
         else:
@@ -96,8 +100,11 @@ def run_headline(report: RunReport) -> Text:
         line.append(" (paused)", style="magenta")
     line.append(f"  {format_duration(report.duration_seconds)}")
     if report.status is not None:
-        parts = [f"{report.count(s)} {s}" for s in ("Succeeded", "PartiallyFailed", "Failed", "Canceled")
-                 if report.count(s)]
+        parts = [
+            f"{report.count(s)} {s}"
+            for s in ("Succeeded", "PartiallyFailed", "Failed", "Canceled")
+            if report.count(s)
+        ]
         line.append("  " + ", ".join(parts))
         line.append(f"; {report.updates_installed} update(s) installed")
         if report.updates_failed:
@@ -110,8 +117,13 @@ def run_headline(report: RunReport) -> Text:
 def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     parts: list[RenderableType] = [run_headline(report)]
     if report.error_id or report.message:
-        parts.append(Text(f"  {report.error_id or ''}{': ' if report.error_id and report.message else ''}"
-                          f"{report.message or ''}", style="red" if report.status != "Succeeded" else ""))
+        parts.append(
+            Text(
+                f"  {report.error_id or ''}{': ' if report.error_id and report.message else ''}"
+                f"{report.message or ''}",
+                style="red" if report.status != "Succeeded" else "",
+            )
+        )
     parts.append(nodes_table(report))
     if report.availability:
         avail = Table(show_edge=False, pad_edge=False, header_style="bold", title_justify="left")
@@ -121,23 +133,40 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
         avail.add_column("available", justify="right")
         for a in report.availability:
             style = "" if a.outages == 0 else "yellow"
-            avail.add_row(a.role, str(a.outages), format_duration(a.downtime_seconds),
-                          f"{a.availability_percent:.2f}%", style=style)
+            avail.add_row(
+                a.role,
+                str(a.outages),
+                format_duration(a.downtime_seconds),
+                f"{a.availability_percent:.2f}%",
+                style=style,
+            )
         parts.append(Text("Workload availability during the run:", style="bold"))
         parts.append(avail)
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     if detailed:
         for node in report.nodes:
-            parts.append(Text(f"\n{node.name}: {node.status or node.state}"
-                              f"{' - ' + node.message if node.message else ''}", style="bold"))
+            parts.append(
+                Text(
+                    f"\n{node.name}: {node.status or node.state}"
+                    f"{' - ' + node.message if node.message else ''}",
+                    style="bold",
+                )
+            )
             if node.updates:
                 t = Table(show_edge=False, pad_edge=False, header_style="bold")
                 for col in ("update", "title", "plug-in", "status", "attempts", "restart", "message"):
                     t.add_column(col, overflow="fold")
                 for u in node.updates:
-                    t.add_row(u.id, u.title, u.plugin, status_text(u.status), str(u.attempts),
-                              "yes" if u.restart_required else "", u.message)
+                    t.add_row(
+                        u.id,
+                        u.title,
+                        u.plugin,
+                        status_text(u.status),
+                        str(u.attempts),
+                        "yes" if u.restart_required else "",
+                        u.message,
+                    )
                 parts.append(t)
             for err in node.transient_errors:
                 parts.append(Text(f"  transient: {err}", style="yellow"))
@@ -152,8 +181,14 @@ def runs_table(reports: Sequence[RunReport]) -> Table:
         table.add_column(col)
     for r in reports:
         ok = sum(1 for n in r.nodes if n.status == "Succeeded")
-        table.add_row(r.run_id, r.cluster, status_text(r.status, r.state), when(r.started),
-                      format_duration(r.duration_seconds), f"{ok}/{len(r.nodes)}",
-                      f"{r.updates_installed}" + (f" (+{r.updates_failed} failed)" if r.updates_failed else ""),
-                      r.error_id or "")
+        table.add_row(
+            r.run_id,
+            r.cluster,
+            status_text(r.status, r.state),
+            when(r.started),
+            format_duration(r.duration_seconds),
+            f"{ok}/{len(r.nodes)}",
+            f"{r.updates_installed}" + (f" (+{r.updates_failed} failed)" if r.updates_failed else ""),
+            r.error_id or "",
+        )
     return table
