@@ -153,4 +153,5 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
         node.status = Status(ev.data["status"])
         node.result = ev.data
         node.current = "done"
+        node.detail = str(ev.data.get("message") or "")
         node.waiting = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from cau.engine.codec import load_results
 from cau.engine.replay import NodeProgress, RunProgress
@@ -19,13 +20,16 @@ from cau.reports.model import (
 from cau.store.base import RunRecord
 
 
-def _step_message(outcome: dict[str, object] | None) -> str:
+def _step_message(outcome: dict[str, Any] | None) -> str:
     if not outcome:
         return ""
     for key in ("message", "stderr"):
         value = outcome.get(key)
         if value:
             return str(value)
+    failed = [r for r in outcome.get("results") or [] if r.get("outcome") == "Failed"]
+    if failed:  # an install step: say which updates failed and why
+        return "; ".join(f"{r.get('title') or r.get('update_id')}: {r.get('message') or 'failed'}" for r in failed)
     return ""
 
 

@@ -333,11 +333,18 @@ class SandboxCluster:
             raise MaintenanceError(f"{verb} of {role} from {r.owner} to {target} failed (injected fault)")
         duration = self._scaled(spec.move_seconds)
         r.moving_from, r.owner = r.owner, target
-        r.moving_until = self.clock.now() + timedelta(seconds=duration)
+        done_at = self.clock.now() + timedelta(seconds=duration)
+        r.moving_until = done_at
         self._refresh_availability(self.clock.now())
         self._save()
         await self.clock.sleep(duration)
         self._settle()
+        if r.moving_until == done_at:
+            # Complete our own move explicitly: a clock a hair short of `done_at` must not leave
+            # the role half-moved (it would stay "failing over" until someone else looked).
+            r.moving_until = None
+            r.moving_from = None
+            self._refresh_availability(done_at)
         self._save()
 
     async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
@@ -359,7 +366,17 @@ class SandboxCluster:
         sim.in_maintenance = True
         self._refresh_availability(self.clock.now())
         self._save()
-        for role, target in placement.moves.items():
+        # One role at a time, each placed on the cluster as it is now: other nodes may have
+        # entered maintenance (or filled up) while the previous role was moving.
+        while True:
+            placement = place_roles(self.snapshot(), [node])
+            if not placement.moves and not placement.unplaced:
+                return
+            if not placement.moves:
+                self._violation("capacity", f"draining {node}: {placement.explain()}")
+                self._save()
+                raise MaintenanceError(f"cannot finish draining {node}: {placement.explain()}")
+            role, target = next(iter(placement.moves.items()))
             await self._move(role, target)
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
