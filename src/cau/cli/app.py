@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cau import __version__
 from cau.cli.errors import STATUS_EXIT, Exit, fail, reported
@@ -266,7 +267,7 @@ def _run_with_signals(
             watcher.feed(ev)
 
     def notice(message: str) -> None:
-        console.print(f"[cyan]{message}[/]", highlight=False)
+        console.print(f"[cyan]{escape(message)}[/]", highlight=False)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -359,7 +360,7 @@ def scan(
     total = 0
     for s in scans:
         restart = sum(1 for u in s.updates if u.needs_restart)
-        head = f"[bold]{s.node}[/]: {len(s.updates)} update(s)"
+        head = f"[bold]{escape(s.node)}[/]: {len(s.updates)} update(s)"
         if restart:
             head += f", {restart} need a restart"
         if s.restart_pending:
@@ -367,9 +368,9 @@ def scan(
         console.print(head)
         for u in s.updates:
             flag = " [yellow](restart)[/]" if u.needs_restart else ""
-            console.print(f"  {u.id:<36} {u.title}{flag}", highlight=False)
+            console.print(f"  {escape(f'{u.id:<36}')} {escape(u.title)}{flag}", highlight=False)
         for name, err in s.errors.items():
-            console.print(f"  [red]{name}: {err}[/]")
+            console.print(f"  [red]{escape(name)}: {escape(err)}[/]")
         total += len(s.updates)
     console.print(
         f"[dim]{total} update(s) on {len(scans)} node(s); first-order only: second-order updates "
@@ -422,7 +423,7 @@ def status(
         return
     assert st.run is not None and st.report is not None
     if st.lock is not None:
-        console.print(f"[dim]coordinator: {st.lock.owner}, lease until {when(st.lock.lease_expires)} UTC[/]")
+        console.print(f"[dim]coordinator: {escape(str(st.lock.owner))}, lease until {when(st.lock.lease_expires)} UTC[/]")
     elif st.run.state is RunState.RUNNING:
         console.print(
             "[yellow]no coordinator holds the cluster: the run was interrupted; "
@@ -560,7 +561,7 @@ def report(
     text = _render_reports(reports, fmt, detailed)
     if out_file is not None:
         out_file.write_text(text if isinstance(text, str) else "", encoding="utf-8")
-        Console(stderr=True).print(f"[dim]wrote {len(reports)} report(s) to {out_file}[/]")
+        Console(stderr=True).print(f"[dim]wrote {len(reports)} report(s) to {escape(str(out_file))}[/]")
         return
     if isinstance(text, str):
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -671,7 +672,7 @@ def profile_validate(path: Path, output: OutputOpt = OutputFormat.TEXT) -> None:
         return
     import tomli_w
 
-    Console(stderr=True).print(f"[green]{path}: valid[/]")
+    Console(stderr=True).print(f"[green]{escape(str(path))}: valid[/]")
     sys.stdout.write(tomli_w.dumps({k: v for k, v in prof.model_dump(mode="json").items() if v is not None}))
 
 
@@ -813,10 +814,10 @@ def sandbox_show(
         )
     console.print(t)
     for v in sim.violations:
-        console.print(f"[red]violation: {v['kind']}: {v['detail']}[/]")
+        console.print(f"[red]violation: {escape(v['kind'])}: {escape(v['detail'])}[/]")
     down = [o for o in sim.outages if o.ended is None]
     for o in down:
-        console.print(f"[yellow]{o.role} is down: {o.reason} (since {when(o.started)})[/]")
+        console.print(f"[yellow]{escape(o.role)} is down: {escape(o.reason)} (since {when(o.started)})[/]")
     total = sum(((o.ended or datetime.now(UTC)) - o.started).total_seconds() for o in sim.outages)
     console.print(f"[dim]{len(sim.outages)} recorded outage(s), {format_duration(total)} of role downtime[/]")
 

@@ -10,6 +10,7 @@ from enum import IntEnum
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cau.domain.profile import ProfileError
 from cau.domain.results import Status
@@ -64,9 +65,9 @@ def fail(
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
         err = Console(stderr=True, highlight=False, soft_wrap=True)
-        err.print(f"[bold red]error:[/] {message}", markup=True, emoji=False)
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True, emoji=False)
         if hint:
-            err.print(f"[dim]hint: {hint}[/]", markup=True, emoji=False)
+            err.print(f"[dim]hint: {escape(hint)}[/]", markup=True, emoji=False)
     return typer.Exit(exit_code)
 
 

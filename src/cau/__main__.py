@@ -1,0 +1,3 @@
+from cau.cli.app import main
+
+main()

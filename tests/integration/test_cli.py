@@ -1,0 +1,208 @@
+"""The `cau` command as an operator uses it: real processes, real signals, one shared store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Cau
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def journal(cau: Cau) -> list[dict[str, Any]]:
+    db = sqlite3.connect(cau.home / "data" / "cau.db")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
+    db.close()
+    for r in rows:
+        r["data"] = json.loads(r["data"])
+    return rows
+
+
+def test_run_sandbox_and_its_json_report(cau: Cau) -> None:
+    out = cau("run", "sandbox", "--speed", "300", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for key in ("run_id", "cluster", "status", "started", "finished", "nodes"):
+        assert key in report
+    assert report["cluster"] == "sandbox" and report["status"] == "Succeeded"
+    assert len(report["nodes"]) == 4
+    for node in report["nodes"]:
+        assert node["status"] == "Succeeded" and node["maintenance_seconds"] > 0
+        assert {"id", "title", "status"} <= set(node["updates"][0])
+        assert all(u["status"] == "Succeeded" for u in node["updates"])
+
+
+def test_text_run_shows_progress_and_summary(cau: Cau) -> None:
+    out = cau("run", "sandbox", "--speed", "300")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for fragment in ("node3: entering maintenance", "node3: restarting", "node3: Succeeded", "run finished: Succeeded",
+                     "Workload availability"):
+        assert fragment in text, fragment
+    # second-order updates: a second pass happens after the first install and restart
+    assert "installing 1 update(s) with sandbox (pass 2)" in text
+
+
+def test_reports_in_every_format(cau: Cau, tmp_path: Path) -> None:
+    assert cau("run", "sandbox", "--speed", "300").returncode == 0
+    summaries = cau.json("report", "sandbox")
+    assert len(summaries) == 1 and summaries[0]["status"] == "Succeeded"
+    detailed = json.loads(cau("report", "sandbox", "--last", "--detailed", "--format", "json").stdout)
+    assert detailed[0]["nodes"][0]["steps"]
+    rows = list(csv.DictReader(io.StringIO(cau("report", "sandbox", "--format", "csv", "--detailed").stdout)))
+    assert {r["node"] for r in rows} == {"node1", "node2", "node3", "node4"}
+    assert all(r["update_status"] == "Succeeded" for r in rows)
+    html = tmp_path / "r.html"
+    out = cau("report", "sandbox", "--last", "--format", "html", "-o", str(html))
+    assert out.returncode == 0 and "<svg" in html.read_text()
+    text = cau("report", "sandbox", "--last", "--detailed").stdout
+    assert "cau-node-agent-1.1" in text and "Succeeded" in text
+    assert cau.json("report", "sandbox", "--since", "2999-01-01") == []
+    bad = cau("report", "sandbox", "--since", "yesterday")
+    assert bad.returncode == 1 and "--since" in bad.stderr
+
+
+def test_invalid_profile_names_key_and_file_and_starts_nothing(cau: Cau, tmp_path: Path) -> None:
+    profile = tmp_path / "bad.toml"
+    profile.write_text("max_retries_per_node = 99\nfailback = 'immediate'\n")
+    out = cau("run", "sandbox", "--profile", str(profile))
+    assert out.returncode == 1
+    assert str(profile) in out.stderr
+    assert "max_retries_per_node" in out.stderr and "failback: unknown option" in out.stderr
+    assert cau.json("report", "sandbox") == []
+    assert not (cau.home / "data" / "sandbox" / "sandbox.json").exists() or cau.json("sandbox", "show")
+    flag = cau("run", "sandbox", "--failback-mode", "later")
+    assert flag.returncode == 1 and "--failback-mode" in flag.stderr
+
+
+def test_unknown_cluster_and_json_errors(cau: Cau) -> None:
+    out = cau("run", "prod")
+    assert out.returncode == 1 and "unknown cluster 'prod'" in out.stderr and "sandbox" in out.stderr
+    err = cau("status", "prod", "--output", "json")
+    assert err.returncode == 1 and json.loads(err.stdout)["error"]["code"] == "not_found"
+
+
+def test_scan_lists_updates_and_changes_nothing(cau: Cau) -> None:
+    scan = cau.json("scan", "sandbox")
+    by_node = {n["node"]: n for n in scan["nodes"]}
+    assert set(by_node) == {"node1", "node2", "node3", "node4"}
+    assert "bmc-firmware-2.14" in {u["id"] for u in by_node["node3"]["updates"]}
+    # first-order only: the second-order update is not applicable yet
+    assert "cau-node-agent-1.1" not in {u["id"] for n in scan["nodes"] for u in n["updates"]}
+    shown = cau.json("sandbox", "show")
+    assert all(n["installed"] == [] and not n["in_maintenance"] for n in shown["nodes"])
+    assert cau.json("report", "sandbox") == []
+
+
+def test_status_and_stop_without_a_run(cau: Cau) -> None:
+    out = cau("status", "sandbox")
+    assert out.returncode == 0 and "No Updating Run is in progress on cluster 'sandbox'" in out.stdout
+    stop = cau("stop", "sandbox")
+    assert stop.returncode == 1 and "no Updating Run is in progress" in stop.stderr
+
+
+def test_plugins_lists_builtins_and_survives_a_broken_plugin(cau: Cau, tmp_path: Path) -> None:
+    listed = cau.json("plugins")
+    names = {(p["kind"], p["name"]) for p in listed}
+    assert {("plug-in", "sandbox"), ("provider", "sandbox")} <= names
+    assert all(p["ok"] for p in listed)
+    # a third-party distribution whose plug-in cannot be imported
+    site = tmp_path / "site"
+    dist = site / "broken_cau_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cau-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[cau.plugins]\nbroken = no_such_module:Plugin\n")
+    env_path = cau.env.get("PYTHONPATH", "")
+    import os
+    import subprocess
+    import sys
+
+    env = {**cau.env, "PYTHONPATH": f"{site}{os.pathsep}{env_path}"}
+    out = subprocess.run([sys.executable, "-m", "cau", "plugins"], env=env, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 1
+    assert "broken" in out.stdout and "ModuleNotFoundError" in out.stdout and "no_such_module" in out.stdout
+    run = subprocess.run([sys.executable, "-m", "cau", "run", "sandbox", "--speed", "300"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+
+
+def test_profile_validate(cau: Cau, tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('max_parallel_nodes = "auto"\nreboot_timeout = "20m"\n')
+    out = cau("profile", "validate", str(good))
+    assert out.returncode == 0 and 'reboot_timeout = "20m"' in out.stdout and "max_retries_per_node = 3" in out.stdout
+
+
+@pytest.mark.slow
+def test_second_coordinator_is_refused_and_stop_is_graceful(cau: Cau) -> None:
+    first = cau.start("run", "sandbox", "--speed", "4")
+    wait_for(lambda: cau.json("status", "sandbox")["active"], what="the run to start")
+    second = cau("run", "sandbox")
+    assert second.returncode == 6
+    assert f"pid {first.pid}" in second.stderr and "cau stop sandbox" in second.stderr
+    # wait until the first node is being worked on, then stop from "another terminal"
+    wait_for(lambda: any(r["kind"] == "intent" and r["step"] == "enter_maintenance" for r in journal(cau)),
+             what="a node entering maintenance")
+    stop = cau("stop", "sandbox", "--wait", "--reason", "change freeze")
+    assert stop.returncode == 0, stop.stderr
+    assert first.wait(timeout=120) == 5  # Canceled
+    report = cau.json("report", "sandbox", "--last", "--detailed")[0]
+    assert report["status"] == "Canceled" and "change freeze" in report["message"]
+    statuses = [n["status"] for n in report["nodes"]]
+    assert statuses[0] in ("Succeeded", "Canceled") and statuses[1:] == ["Canceled"] * 3
+    shown = cau.json("sandbox", "show")
+    assert not any(n["in_maintenance"] for n in shown["nodes"])
+    assert cau.json("status", "sandbox")["lock"] is None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(cau: Cau) -> None:
+    proc = cau.start("run", "sandbox", "--speed", "10")
+
+    def second_node_busy() -> bool:
+        rows = journal(cau)
+        finished = [r for r in rows if r["kind"] == "node_finished"]
+        return bool(finished) and any(r["kind"] == "intent" and r["node"] != finished[0]["node"]
+                                      and r["step"] in ("install", "restart") for r in rows)
+
+    wait_for(second_node_busy, timeout=90, what="the second node to be installing or restarting")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    status = cau("status", "sandbox")
+    assert "interrupted" in status.stdout  # no coordinator, the run is unfinished
+    before = cau.json("sandbox", "show")
+    assert any(n["in_maintenance"] or n["state"] == "down" for n in before["nodes"])
+
+    resumed = cau("run", "sandbox", "--speed", "100")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming run" in resumed.stdout
+    report = cau.json("report", "sandbox", "--detailed")
+    assert len(report) == 1 and report[0]["status"] == "Succeeded"  # one run, finished by its resume
+    shown = cau.json("sandbox", "show")
+    for n in shown["nodes"]:
+        assert n["restarts"] == 1 and not n["in_maintenance"] and n["state"] == "up", n
+        assert len(n["installed"]) >= 4
+    installed = [(r["node"], res["update_id"]) for r in journal(cau) if r["kind"] == "outcome"
+                 and r["step"] == "install" for res in r["data"]["results"]
+                 if res["outcome"] == "Succeeded" and "observed" not in res["message"]]
+    assert len(installed) == len(set(installed))  # nothing installed twice
