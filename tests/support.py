@@ -23,15 +23,22 @@ def node(name: str, **kw: Any) -> dict[str, Any]:
     return {"name": name, "cpu": 16, "memory_gb": 64, "restart_seconds": 60, **kw}
 
 
-def spec(nodes: int | list[dict[str, Any]] = 4, *, roles: list[dict[str, Any]] | None = None,
-         updates: list[dict[str, Any]] | None = None, **kw: Any) -> dict[str, Any]:
+def spec(
+    nodes: int | list[dict[str, Any]] = 4,
+    *,
+    roles: list[dict[str, Any]] | None = None,
+    updates: list[dict[str, Any]] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
     node_list = [node(f"n{i}") for i in range(1, nodes + 1)] if isinstance(nodes, int) else nodes
     return {
         "speed": 1,
         "scan_seconds": 5,
         "nodes": node_list,
         "roles": roles if roles is not None else [],
-        "updates": updates if updates is not None else [
+        "updates": updates
+        if updates is not None
+        else [
             {"id": "kernel", "title": "Linux kernel", "restart": True, "install_seconds": 60},
             {"id": "openssl", "title": "OpenSSL", "install_seconds": 20},
         ],
@@ -44,8 +51,10 @@ def write_cluster(tmp: Path, spec_data: dict[str, Any], name: str = "c1") -> Pat
     (tmp / f"{name}.toml").write_text(tomli_w.dumps(spec_data))
     config = tmp / "clusters.toml"
     existing = config.read_text() if config.exists() else ""
-    config.write_text(existing + f'\n[clusters.{name}]\nprovider = "sandbox"\n[clusters.{name}.options]\n'
-                      f'spec = "{name}.toml"\n')
+    config.write_text(
+        existing + f'\n[clusters.{name}]\nprovider = "sandbox"\n[clusters.{name}.options]\n'
+        f'spec = "{name}.toml"\n'
+    )
     return config
 
 
@@ -68,7 +77,9 @@ class Done:
 
 
 def service(home: Path, config: Path | None = None, registry: Registry | None = None) -> Service:
-    return Service(home, config, clock=VirtualClock(datetime(2026, 11, 1, 2, 0, tzinfo=UTC)), registry=registry)
+    return Service(
+        home, config, clock=VirtualClock(datetime(2026, 11, 1, 2, 0, tzinfo=UTC)), registry=registry
+    )
 
 
 def run_cluster(
@@ -86,8 +97,9 @@ def run_cluster(
     async def main() -> RunOutcome:
         svc = service(home, config, registry)
         try:
-            return await svc.run(cluster, build_profile(None, profile), on_event=on_event,
-                                 on_coordinator=on_coordinator)
+            return await svc.run(
+                cluster, build_profile(None, profile), on_event=on_event, on_coordinator=on_coordinator
+            )
         finally:
             svc.close()
 

@@ -29,8 +29,14 @@ class Cau:
         return env
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cau", *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "cau", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def json(self, *args: str) -> Any:
         out = self(*args, "--output", "json")
@@ -41,8 +47,13 @@ class Cau:
         """Start `cau` in the background; its output goes to a log file (a pipe could fill up)."""
         log = self.home / f"bg-{len(self.procs)}.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "cau", *args], env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cau", *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         self.procs.append(proc)
         return proc
 

@@ -28,7 +28,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "con
 
 
 def journal(cau: Cau) -> list[dict[str, Any]]:
-    db = sqlite3.connect(cau.home / "data" / "cau.db")
+    path = cau.home / "data" / "cau.db"
+    if not path.exists():  # the coordinator has not created its store yet
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     rows = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
     db.close()
@@ -55,8 +58,13 @@ def test_text_run_shows_progress_and_summary(cau: Cau) -> None:
     out = cau("run", "sandbox", "--speed", "300")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for fragment in ("node3: entering maintenance", "node3: restarting", "node3: Succeeded", "run finished: Succeeded",
-                     "Workload availability"):
+    for fragment in (
+        "node3: entering maintenance",
+        "node3: restarting",
+        "node3: Succeeded",
+        "run finished: Succeeded",
+        "Workload availability",
+    ):
         assert fragment in text, fragment
     # second-order updates: a second pass happens after the first install and restart
     assert "installing 1 update(s) with sandbox (pass 2)" in text
@@ -137,12 +145,18 @@ def test_plugins_lists_builtins_and_survives_a_broken_plugin(cau: Cau, tmp_path:
     import sys
 
     env = {**cau.env, "PYTHONPATH": f"{site}{os.pathsep}{env_path}"}
-    out = subprocess.run([sys.executable, "-m", "cau", "plugins"], env=env, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "cau", "plugins"], env=env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 1
     assert "broken" in out.stdout and "ModuleNotFoundError" in out.stdout and "no_such_module" in out.stdout
-    run = subprocess.run([sys.executable, "-m", "cau", "run", "sandbox", "--speed", "300"], env=env,
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "cau", "run", "sandbox", "--speed", "300"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -150,7 +164,11 @@ def test_profile_validate(cau: Cau, tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text('max_parallel_nodes = "auto"\nreboot_timeout = "20m"\n')
     out = cau("profile", "validate", str(good))
-    assert out.returncode == 0 and 'reboot_timeout = "20m"' in out.stdout and "max_retries_per_node = 3" in out.stdout
+    assert (
+        out.returncode == 0
+        and 'reboot_timeout = "20m"' in out.stdout
+        and "max_retries_per_node = 3" in out.stdout
+    )
 
 
 @pytest.mark.slow
@@ -161,8 +179,10 @@ def test_second_coordinator_is_refused_and_stop_is_graceful(cau: Cau) -> None:
     assert second.returncode == 6
     assert f"pid {first.pid}" in second.stderr and "cau stop sandbox" in second.stderr
     # wait until the first node is being worked on, then stop from "another terminal"
-    wait_for(lambda: any(r["kind"] == "intent" and r["step"] == "enter_maintenance" for r in journal(cau)),
-             what="a node entering maintenance")
+    wait_for(
+        lambda: any(r["kind"] == "intent" and r["step"] == "enter_maintenance" for r in journal(cau)),
+        what="a node entering maintenance",
+    )
     stop = cau("stop", "sandbox", "--wait", "--reason", "change freeze")
     assert stop.returncode == 0, stop.stderr
     assert first.wait(timeout=120) == 5  # Canceled
@@ -182,8 +202,10 @@ def test_sigkill_mid_run_then_resume(cau: Cau) -> None:
     def second_node_busy() -> bool:
         rows = journal(cau)
         finished = [r for r in rows if r["kind"] == "node_finished"]
-        return bool(finished) and any(r["kind"] == "intent" and r["node"] != finished[0]["node"]
-                                      and r["step"] in ("install", "restart") for r in rows)
+        return bool(finished) and any(
+            r["kind"] == "intent" and r["node"] != finished[0]["node"] and r["step"] in ("install", "restart")
+            for r in rows
+        )
 
     wait_for(second_node_busy, timeout=90, what="the second node to be installing or restarting")
     proc.send_signal(signal.SIGKILL)
@@ -202,7 +224,11 @@ def test_sigkill_mid_run_then_resume(cau: Cau) -> None:
     for n in shown["nodes"]:
         assert n["restarts"] == 1 and not n["in_maintenance"] and n["state"] == "up", n
         assert len(n["installed"]) >= 4
-    installed = [(r["node"], res["update_id"]) for r in journal(cau) if r["kind"] == "outcome"
-                 and r["step"] == "install" for res in r["data"]["results"]
-                 if res["outcome"] == "Succeeded" and "observed" not in res["message"]]
+    installed = [
+        (r["node"], res["update_id"])
+        for r in journal(cau)
+        if r["kind"] == "outcome" and r["step"] == "install"
+        for res in r["data"]["results"]
+        if res["outcome"] == "Succeeded" and "observed" not in res["message"]
+    ]
     assert len(installed) == len(set(installed))  # nothing installed twice

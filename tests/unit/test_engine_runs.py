@@ -23,7 +23,14 @@ from tests.support import (
 
 ROLES = [
     {"name": "web", "kind": "live", "owner": "n1", "preferred_owners": ["n1"], "cpu": 4, "memory_gb": 8},
-    {"name": "db", "kind": "failover", "owner": "n2", "preferred_owners": ["n2", "n3"], "cpu": 4, "memory_gb": 8},
+    {
+        "name": "db",
+        "kind": "failover",
+        "owner": "n2",
+        "preferred_owners": ["n2", "n3"],
+        "cpu": 4,
+        "memory_gb": 8,
+    },
     {"name": "dns", "kind": "clone", "cpu": 1, "memory_gb": 1},
     {"name": "licence", "kind": "pinned", "owner": "n3", "cpu": 1, "memory_gb": 1},
 ]
@@ -44,7 +51,7 @@ def test_builtin_sandbox_run_updates_every_node(tmp_path: Path) -> None:
     assert "bmc-firmware-2.14" in {u.id for u in done.node("node3").updates}
     assert done.state["violations"] == []
     # CAU's default order: the node with the fewest roles first
-    assert [n.name for n in report.nodes][0] == "node3"
+    assert next(n.name for n in report.nodes) == "node3"
     # failback immediate: every role is back where it started
     start = next(e for e in done.events if e.kind is EventKind.RUN_CREATED).data["roles"]
     for role, info in done.state["roles"].items():
@@ -69,7 +76,8 @@ def test_node_that_never_returns_fails_and_budget_stops_the_run(tmp_path: Path) 
     assert done.report.status == "Failed" and done.report.error_id == "MaxFailedNodesExceeded"
     # nothing else was started after the budget was exceeded
     assert {n.name: n.status for n in done.report.nodes if n.name != "n2"} == dict.fromkeys(
-        ["n1", "n3", "n4"], "Canceled")
+        ["n1", "n3", "n4"], "Canceled"
+    )
     assert not any(e.kind is EventKind.NODE_STARTED and e.node != "n2" for e in done.events)
     # the reboot timeout was respected: the restart step took ~10 minutes of cluster time
     restart = next(s for s in n2.steps if s.step == "restart")
@@ -220,7 +228,9 @@ def test_capacity_limits_parallel_drains(tmp_path: Path) -> None:
     # 6 nodes of 10 cpu; n1..n5 each run a 7-cpu VM, n6 is the spare. Quorum would allow two nodes
     # down at once (4 of 6 votes left), but only one 7-cpu VM has somewhere to go at a time.
     nodes = [node(f"n{i}", cpu=10, memory_gb=100) for i in range(1, 7)]
-    roles = [{"name": f"vm{i}", "kind": "live", "owner": f"n{i}", "cpu": 7, "memory_gb": 1} for i in range(1, 6)]
+    roles = [
+        {"name": f"vm{i}", "kind": "live", "owner": f"n{i}", "cpu": 7, "memory_gb": 1} for i in range(1, 6)
+    ]
     config = write_cluster(tmp_path, spec(nodes, roles=roles))
     done = run_cluster(tmp_path, config, max_parallel_nodes="auto")
     assert done.report.status == "Succeeded"
@@ -323,7 +333,8 @@ def test_pre_update_script_failure_leaves_the_node_untouched(tmp_path: Path) -> 
     log = tmp_path / "scripts.log"
     config = write_cluster(tmp_path, spec(3, roles=ROLES))
     done = run_cluster(
-        tmp_path, config,
+        tmp_path,
+        config,
         pre_update_script=f'echo "pre $CAU_NODE" >> {log}; test "$CAU_NODE" != n2',
         post_update_script=f'echo "post $CAU_NODE" >> {log}',
         max_retries_per_node=1,

@@ -11,7 +11,9 @@ from cau.domain.profile import MoveMethod
 from cau.domain.results import ErrorId, Status, node_status, run_status
 
 
-def cluster(n: int = 4, cpu: float = 10, down: tuple[str, ...] = (), roles: tuple[Role, ...] = ()) -> ClusterSnapshot:
+def cluster(
+    n: int = 4, cpu: float = 10, down: tuple[str, ...] = (), roles: tuple[Role, ...] = ()
+) -> ClusterSnapshot:
     nodes = tuple(
         Node(f"n{i}", NodeState.DOWN if f"n{i}" in down else NodeState.UP, capacity=Capacity(cpu, 100))
         for i in range(1, n + 1)
@@ -19,7 +21,9 @@ def cluster(n: int = 4, cpu: float = 10, down: tuple[str, ...] = (), roles: tupl
     return ClusterSnapshot("c", nodes, roles)
 
 
-def vm(name: str, owner: str, cpu: float, kind: RoleKind = RoleKind.LIVE, prefer: tuple[str, ...] = ()) -> Role:
+def vm(
+    name: str, owner: str, cpu: float, kind: RoleKind = RoleKind.LIVE, prefer: tuple[str, ...] = ()
+) -> Role:
     return Role(name, kind, Capacity(cpu, 1), owner=owner, preferred_owners=prefer)
 
 
@@ -73,7 +77,7 @@ def test_a_down_node_counts_against_quorum() -> None:
 
 
 def test_capacity_blocks_unless_roles_are_saved_in_place() -> None:
-    roles = tuple(vm(f"vm{i}", f"n{i}", 6) for i in range(1, 5)) + (vm("small", "n5", 3),)
+    roles = (*tuple(vm(f"vm{i}", f"n{i}", 6) for i in range(1, 5)), vm("small", "n5", 3))
     snap = cluster(5, cpu=10, roles=roles)  # n1..n4 have 4 cpu free, n5 has 7
     assert admit_to_maintenance(snap, "n1", set(), MoveMethod.LIVE).admitted  # vm1 fits on n5
     both = admit_to_maintenance(snap, "n2", {"n1"}, MoveMethod.LIVE)  # vm1 and vm2 cannot both go to n5
@@ -102,7 +106,9 @@ def test_may_start_keeps_the_failure_budget() -> None:
         (2, 0, ErrorId.POST_UPDATE_SCRIPT_FAILED, True, Status.PARTIALLY_FAILED),
     ],
 )
-def test_node_status(succeeded: int, failed: int, error: ErrorId | None, started: bool, expected: Status) -> None:
+def test_node_status(
+    succeeded: int, failed: int, error: ErrorId | None, started: bool, expected: Status
+) -> None:
     assert node_status(succeeded, failed, error, work_started=started) is expected
 
 

@@ -104,7 +104,9 @@ def test_plugins_shorthand() -> None:
         ('node_order = ["a", "a"]', "node_order", "listed twice"),
     ],
 )
-def test_bad_profile_names_the_key_and_the_file(tmp_path: Path, content: str, key: str, fragment: str) -> None:
+def test_bad_profile_names_the_key_and_the_file(
+    tmp_path: Path, content: str, key: str, fragment: str
+) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(content + "\n")
     with pytest.raises(ProfileError) as err:
@@ -130,7 +132,16 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2d", 172800), ("PT15M", 900), ("45", 45), (30, 30), ("1.5h", 5400)],
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("PT15M", 900),
+        ("45", 45),
+        (30, 30),
+        ("1.5h", 5400),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds

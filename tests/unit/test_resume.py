@@ -4,6 +4,7 @@ no update installed twice, no node restarted twice, nothing left in maintenance,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,11 @@ def test_resume_after_interruption_at_every_journal_event(tmp_path: Path) -> Non
             assert sorted(done.state["nodes"][name]["installed"]) == ["agent", "kernel", "libc"], where
             assert done.state["nodes"][name]["restarts"] == 1, where  # never restarted twice
             assert not done.state["nodes"][name]["in_maintenance"], where
-        assert {r: v["owner"] for r, v in done.state["roles"].items()} == {"vm": "n1", "sql": "n2", "pin": "n3"}
+        assert {r: v["owner"] for r, v in done.state["roles"].items()} == {
+            "vm": "n1",
+            "sql": "n2",
+            "pin": "n3",
+        }
         assert done.state["violations"] == [], where
         if done.outcome.run_id == first:
             coordinators = [e for e in done.events if e.kind is EventKind.COORDINATOR]
@@ -132,10 +137,8 @@ def test_resumed_run_keeps_its_original_options(tmp_path: Path, cut: int) -> Non
             if seen == cut and me is not None:
                 me.cancel()
 
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await svc.run("c1", build_profile(None, {"failback_mode": "none"}), on_event=on_event)
-        except asyncio.CancelledError:
-            pass
         svc.close()
 
     run_virtual(first())
@@ -143,8 +146,12 @@ def test_resumed_run_keeps_its_original_options(tmp_path: Path, cut: int) -> Non
 
     async def second():  # type: ignore[no-untyped-def]
         svc = _svc(tmp_path, config, 3)
-        out = await svc.run("c1", build_profile(None, {"failback_mode": "immediate"}), on_notice=notices.append,
-                            profile_given=True)
+        out = await svc.run(
+            "c1",
+            build_profile(None, {"failback_mode": "immediate"}),
+            on_notice=notices.append,
+            profile_given=True,
+        )
         svc.close()
         return out
 

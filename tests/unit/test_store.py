@@ -21,7 +21,9 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def _run(store: SqliteStore, run_id: str, cluster: str = "c", created: datetime = NOW) -> None:
-    store.create_run(RunRecord(run_id, cluster, "sandbox", RunState.RUNNING, created, {"max_retries_per_node": 3}))
+    store.create_run(
+        RunRecord(run_id, cluster, "sandbox", RunState.RUNNING, created, {"max_retries_per_node": 3})
+    )
 
 
 def test_journal_is_ordered_and_readable_from_a_second_connection(tmp_path: Path) -> None:

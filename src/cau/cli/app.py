@@ -406,6 +406,7 @@ def status(
                     "run_id": lock.run_id,
                     "acquired": lock.acquired.isoformat(),
                     "lease_expires": lock.lease_expires.isoformat(),
+                    "owner_alive": not lock.owner.provably_dead(),
                 },
                 "run": st.report.model_dump(mode="json") if (st.report and st.active) else None,
                 "last_run": st.report.model_dump(mode="json") if (st.report and not st.active) else None,
@@ -422,11 +423,14 @@ def status(
             )
         return
     assert st.run is not None and st.report is not None
-    if st.lock is not None:
-        console.print(f"[dim]coordinator: {escape(str(st.lock.owner))}, lease until {when(st.lock.lease_expires)} UTC[/]")
+    alive = st.lock is not None and not st.lock.owner.provably_dead()
+    if st.lock is not None and alive:
+        owner, until = escape(str(st.lock.owner)), when(st.lock.lease_expires)
+        console.print(f"[dim]coordinator: {owner}, lease until {until} UTC[/]")
     elif st.run.state is RunState.RUNNING:
+        gone = f" ({escape(str(st.lock.owner))} is gone)" if st.lock is not None else ""
         console.print(
-            "[yellow]no coordinator holds the cluster: the run was interrupted; "
+            f"[yellow]no coordinator is running this run{gone}: the run was interrupted; "
             f"`cau run {cluster}` resumes it[/]"
         )
     if not watch:

@@ -95,9 +95,11 @@ def nodes_table(report: RunReport, *, live: bool = False) -> Table:
 def run_headline(report: RunReport) -> Text:
     line = Text()
     line.append(f"Run {report.run_id} on {report.cluster}: ")
-    line.append_text(status_text(report.status, report.state if report.status is None else ""))
-    if report.status is None and report.state == "Paused":
-        line.append(" (paused)", style="magenta")
+    if report.status is None:
+        running = report.state == "Running"
+        line.append("Running" if running else report.state, style="bold cyan" if running else "bold magenta")
+    else:
+        line.append_text(status_text(report.status))
     line.append(f"  {format_duration(report.duration_seconds)}")
     if report.status is not None:
         parts = [

@@ -29,7 +29,9 @@ def _step_message(outcome: dict[str, Any] | None) -> str:
             return str(value)
     failed = [r for r in outcome.get("results") or [] if r.get("outcome") == "Failed"]
     if failed:  # an install step: say which updates failed and why
-        return "; ".join(f"{r.get('title') or r.get('update_id')}: {r.get('message') or 'failed'}" for r in failed)
+        return "; ".join(
+            f"{r.get('title') or r.get('update_id')}: {r.get('message') or 'failed'}" for r in failed
+        )
     return ""
 
 
