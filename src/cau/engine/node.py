@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from cau.domain.durations import format_duration
 from cau.domain.planning import Admission
 from cau.domain.profile import DrainPolicy, RunProfile
 from cau.domain.results import ErrorId, Status, node_status
@@ -695,11 +696,12 @@ class NodeRun:
             self.progress(f"waiting for {self.name} to come back (reboot timeout {timeout / 60:g} min)")
             try:
                 new = await provider.wait_ready(self.name, previous_boot_id=old, timeout=left)
-            except NodeUnreachable as exc:
+            except NodeUnreachable:
                 return {
                     "ok": False,
                     "error_id": ErrorId.NODE_DID_NOT_RETURN.value,
-                    "message": redact(str(exc)),
+                    "message": f"{self.name} did not come back within the reboot timeout "
+                    f"({format_duration(timeout)}) after its restart",
                 }
             return {"ok": True, "boot_id": new, "previous_boot_id": old}
 
