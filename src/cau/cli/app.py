@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -94,6 +95,14 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:
     ctx.obj = State(data_dir or default_data_dir(), config)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console; when output goes to a file or pipe, wide enough that tables are not squeezed."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=140)
+    return console
 
 
 def _state(ctx: typer.Context) -> State:
@@ -210,7 +219,7 @@ def run(
         "no_restart": no_restart,
         "allow_nodes_in_maintenance": allow_nodes_in_maintenance,
     }
-    console = Console(stderr=json_out, highlight=False)
+    console = _console(stderr=json_out)
     svc = _state(ctx).service()
     with reported(json_out):
         overrides["plugins"] = _plugin_overrides(plugin, plugin_arg)
@@ -356,7 +365,7 @@ def scan(
             }
         )
         return
-    console = Console(highlight=False)
+    console = _console()
     total = 0
     for s in scans:
         restart = sum(1 for u in s.updates if u.needs_restart)
@@ -413,7 +422,7 @@ def status(
             }
         )
         return
-    console = Console(highlight=False)
+    console = _console()
     if not st.active:
         console.print(f"No Updating Run is in progress on cluster '{cluster}'.")
         if st.report is not None:
@@ -503,7 +512,7 @@ def stop(
             }
         )
         return
-    console = Console(highlight=False)
+    console = _console()
     console.print(
         f"Stop requested for run {record.run_id} on '{cluster}': the node in hand is finished or "
         "brought back out of maintenance, the others are canceled."
@@ -570,7 +579,7 @@ def report(
     if isinstance(text, str):
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    console = Console(highlight=False)
+    console = _console()
     if not reports:
         console.print(f"No Updating Run reports for '{cluster}' in that range.")
     elif detailed:
@@ -655,7 +664,7 @@ def plugins(ctx: typer.Context, output: OutputOpt = OutputFormat.TEXT) -> None:
     for kind, e in rows:
         state = "[green]ok[/]" if e.ok else f"[red]failed to load: {e.error}[/]"
         table.add_row(kind, e.name, f"{e.distribution or '?'} {e.version or ''}", state, e.summary)
-    Console(highlight=False).print(table)
+    _console().print(table)
     if any(not e.ok for _, e in rows):
         raise typer.Exit(Exit.ERROR)
 
@@ -706,7 +715,7 @@ def node_resume(
     if json_out:
         _print_json({"node": node, "run_id": run_id, "roles_failed_back": moved})
         return
-    Console(highlight=False).print(
+    _console().print(
         f"{node} is out of maintenance (recorded in run {run_id}); "
         f"roles failed back: {', '.join(moved) or 'none'}"
     )
@@ -797,7 +806,7 @@ def sandbox_show(
         return
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     t = Table(
         show_edge=False,
         pad_edge=False,
