@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _ASSIGNMENT = re.compile(
     r"(?i)\b([\w.-]*(?:pass(?:word|wd|phrase)?|secret|token|api[_-]?key|credential|private[_-]?key)[\w.-]*)"
@@ -26,3 +27,14 @@ def tail(text: str, limit: int = 2000) -> str:
     """The end of a command's output, redacted: the end is where the error usually is."""
     text = redact(text.strip())
     return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def redact_data(value: Any) -> Any:
+    """Redact every string in a JSON-like value (profiles and plug-in arguments in the journal)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_data(v) for v in value]
+    return value

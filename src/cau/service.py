@@ -229,13 +229,9 @@ class Service:
                 active = store.active_run(cluster)
                 if active is not None:
                     run_id = active.run_id
+                    # The run record holds the profile with its plug-ins resolved, as it started.
                     profile = RunProfile.model_validate(active.profile)
-                    bindings = self.bind_plugins(
-                        [
-                            PluginSpec.model_validate(p)
-                            for p in replay(store.events(run_id)).created["plugins"]
-                        ]
-                    )
+                    bindings = self.bind_plugins(list(profile.plugins or []))
                     notice(f"resuming run {run_id} (started {active.created:%Y-%m-%d %H:%M:%S} UTC)")
                     if profile_given:
                         notice(
@@ -284,7 +280,11 @@ class Service:
             )
         now = self.clock.now()
         run_id = new_run_id(now)
-        specs = [{"name": b.name, "args": b.args.model_dump(mode="json")} for b in bindings]
+        resolved = profile.model_copy(
+            update={
+                "plugins": [PluginSpec(name=b.name, args=b.args.model_dump(mode="json")) for b in bindings]
+            }
+        )
         provider_name = self.config.cluster(cluster).provider
         self.store.create_run(
             RunRecord(
@@ -293,11 +293,10 @@ class Service:
                 provider=provider_name,
                 state=RunState.RUNNING,
                 created=now,
-                profile=profile.model_dump(mode="json"),
+                profile=resolved.model_dump(mode="json"),
             )
         )
-        data = run_created_data(snapshot, profile, [b.name for b in bindings], provider_name)
-        data["plugins"] = specs
+        data = run_created_data(snapshot, resolved, provider_name)
         self.store.append(run_id, EventKind.RUN_CREATED, now, data=data)
         return run_id
 

@@ -232,3 +232,14 @@ def test_sigkill_mid_run_then_resume(cau: Cau) -> None:
         if res["outcome"] == "Succeeded" and "observed" not in res["message"]
     ]
     assert len(installed) == len(set(installed))  # nothing installed twice
+
+
+@pytest.mark.slow
+def test_status_watch_follows_a_run_to_its_end(cau: Cau) -> None:
+    run = cau.start("run", "sandbox", "--speed", "40")
+    wait_for(lambda: cau.json("status", "sandbox")["active"], what="the run to start")
+    watch = cau("status", "sandbox", "--watch", timeout=180)
+    assert watch.returncode == 0, watch.stderr
+    assert "node1: Succeeded" in watch.stdout and "run finished: Succeeded" in watch.stdout
+    assert run.wait(timeout=60) == 0
+    assert cau.json("sandbox", "reset") == {"cluster": "sandbox", "reset": True}

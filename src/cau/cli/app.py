@@ -732,12 +732,16 @@ def _sandbox(svc: Service, cluster: str) -> Any:
 
 
 @sandbox_app.command("reset")
-def sandbox_reset(ctx: typer.Context, cluster: Annotated[str, typer.Argument()] = "sandbox") -> None:
+def sandbox_reset(
+    ctx: typer.Context,
+    cluster: Annotated[str, typer.Argument()] = "sandbox",
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
     """Put a sandbox cluster back to its initial state (old versions, roles at home)."""
     from cau.sandbox.provider import state_file
 
     svc = _state(ctx).service()
-    with reported():
+    with reported(output is OutputFormat.JSON):
         _sandbox(svc, cluster)
         active = svc.store.active_run(cluster)
         if active is not None:
@@ -746,7 +750,10 @@ def sandbox_reset(ctx: typer.Context, cluster: Annotated[str, typer.Argument()] 
                 hint=f"finish it with `cau run {cluster}` (or `cau stop {cluster}` then `cau run`)",
             )
         state_file(svc.data_dir, cluster).unlink(missing_ok=True)
-    Console().print(f"sandbox cluster '{cluster}' reset")
+    if output is OutputFormat.JSON:
+        _print_json({"cluster": cluster, "reset": True})
+        return
+    _console().print(f"sandbox cluster '{cluster}' reset")
 
 
 @sandbox_app.command("show")

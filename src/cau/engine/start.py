@@ -7,6 +7,7 @@ from typing import Any
 from cau.domain.cluster import ClusterSnapshot, RoleKind
 from cau.domain.planning import order_nodes, unknown_nodes
 from cau.domain.profile import RunProfile
+from cau.redact import redact_data
 
 
 def preflight(
@@ -45,14 +46,15 @@ def preflight(
     return problems
 
 
-def run_created_data(
-    snapshot: ClusterSnapshot, profile: RunProfile, plugins: list[str], provider: str
-) -> dict[str, Any]:
+def run_created_data(snapshot: ClusterSnapshot, profile: RunProfile, provider: str) -> dict[str, Any]:
+    """`profile` has its plug-ins resolved (the profile's, the cluster's or the provider's)."""
     order = order_nodes(snapshot, profile.node_order)
     return {
-        "profile": profile.model_dump(mode="json"),
+        # The journal's copy is redacted (a script's command line may carry a secret); the run
+        # record keeps the profile as given, since a resumed run must run the same scripts.
+        "profile": redact_data(profile.model_dump(mode="json")),
         "provider": provider,
-        "plugins": plugins,
+        "plugins": redact_data([p.model_dump(mode="json") for p in profile.plugins or []]),
         "order": order,
         "max_failed": profile.effective_max_failed(len(snapshot.nodes)),
         "nodes": {
