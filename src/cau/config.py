@@ -22,6 +22,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cau.domain.profile import PluginSpec, plugin_shorthand
+from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, NotFound
 
 BUILTIN_SANDBOX = "sandbox"
@@ -100,9 +101,4 @@ def load_config(path: Path | None) -> LoadedConfig:
     try:
         return LoadedConfig(CauConfig.model_validate(data), target)
     except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            loc = ".".join(str(p) for p in item["loc"])
-            msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-            problems.append(f"{loc}: {msg}")
-        raise ConfigError(f"{target}: " + "; ".join(problems)) from exc
+        raise ConfigError(f"{target}: " + "; ".join(describe_errors(exc))) from exc

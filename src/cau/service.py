@@ -21,6 +21,7 @@ from cau.config import LoadedConfig, load_config
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.updates import Update
+from cau.domain.validation import describe_errors
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
 from cau.engine.replay import replay
@@ -52,12 +53,7 @@ def new_run_id(now: datetime) -> str:
 
 
 def _validation_problems(exc: ValidationError) -> str:
-    parts = []
-    for item in exc.errors():
-        loc = ".".join(str(p) for p in item["loc"])
-        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    return "; ".join(describe_errors(exc))
 
 
 class LockLost(CauError):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cau.domain.durations import Duration
+from cau.domain.validation import describe_errors
 
 MAX_RETRIES_LIMIT = 64  # CAU's documented maximum for MaxRetriesPerNode
 
@@ -159,22 +160,6 @@ class ProfileError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
-def _format_errors(error: ValidationError, origin: dict[str, str]) -> list[str]:
-    problems = []
-    for item in error.errors():
-        loc = [str(p) for p in item["loc"]]
-        key = ".".join(loc) if loc else "(profile)"
-        top = loc[0] if loc else ""
-        where = origin.get(top)
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown option"
-        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
-            msg = f"{msg} (got {item['input']!r})"
-        problems.append(f"{key}: {msg}" + (f" [from {where}]" if where else ""))
-    return problems
-
-
 def read_profile_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -206,4 +191,5 @@ def build_profile(
         return RunProfile.model_validate(data)
     except ValidationError as exc:
         source = str(file) if file is not None else "profile"
-        raise ProfileError(source, _format_errors(exc, origin)) from exc
+        problems = describe_errors(exc, unknown="unknown option", origin=origin, whole="(profile)")
+        raise ProfileError(source, problems) from exc

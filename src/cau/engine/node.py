@@ -314,21 +314,30 @@ class NodeRun:
         self.progress(f"running the {step.replace('_', '-')} script")
         return await self.step(key, step, act, prepare=lambda: _const({"script": redact(script)}))
 
-    async def _retrying_script(self, step: str, script: str) -> Outcome:
+    async def _with_retries(
+        self, step: str, attempt: Callable[[int], Awaitable[Outcome]], *, give_up_when_stopping: bool
+    ) -> Outcome:
+        """Up to max_retries_per_node + 1 attempts of one step, journaled as `step/1`, `step/2`...
+        A failure that is retried is recorded as a transient error."""
         attempts = self.profile.max_retries_per_node + 1
         out: Outcome = {}
-        for attempt in range(1, attempts + 1):
-            out = await self._script(f"{step}/{attempt}", step, script)
-            if out.get("ok"):
+        for n in range(1, attempts + 1):
+            out = await attempt(n)
+            if out.get("ok") or n == attempts:
                 return out
-            why = _script_failure(out)
-            if attempt < attempts:
-                self.transient.append(f"{step.replace('_', '-')} script attempt {attempt}: {why}")
-                if not self.recorded(f"{step}/{attempt + 1}"):
-                    if step == "pre_script":
-                        self._stop_check()
-                    await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
+            self.transient.append(f"{step.replace('_', ' ')} attempt {n}: {_failure_text(out)}")
+            if not self.recorded(f"{step}/{n + 1}"):
+                if give_up_when_stopping and self.ctx.stop_reason is not None:
+                    return out
+                await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
         return out
+
+    async def _retrying_script(self, step: str, script: str) -> Outcome:
+        return await self._with_retries(
+            step,
+            lambda n: self._script(f"{step}/{n}", step, script),
+            give_up_when_stopping=step == "pre_script",
+        )
 
     async def _pre_script(self) -> None:
         script = self.profile.pre_update_script
@@ -339,7 +348,7 @@ class NodeRun:
             raise NodeFinished(
                 ErrorId.PRE_UPDATE_SCRIPT_FAILED,
                 f"pre-update script failed {self.profile.max_retries_per_node + 1} time(s), "
-                f"the node was not updated: {_script_failure(out)}",
+                f"the node was not updated: {_failure_text(out)}",
             )
 
     async def _post_script(self) -> None:
@@ -350,7 +359,7 @@ class NodeRun:
         if not out.get("ok") and self.exit_error is None:
             self.exit_error = (
                 ErrorId.POST_UPDATE_SCRIPT_FAILED,
-                f"post-update script failed: {_script_failure(out)}",
+                f"post-update script failed: {_failure_text(out)}",
             )
 
     # --- scan and stage --------------------------------------------------------------------------
@@ -467,26 +476,16 @@ class NodeRun:
             try:
                 await provider.enter_maintenance(self.name, move)
             except CauError as exc:
-                return {
-                    "ok": False,
-                    "error_id": ErrorId.MAINTENANCE_ENTER_FAILED.value,
-                    "message": redact(str(exc)),
-                }
+                return _failed(ErrorId.MAINTENANCE_ENTER_FAILED, exc)
             return {"ok": True}
 
-        attempts = self.profile.max_retries_per_node + 1
-        out: Outcome = {}
-        for attempt in range(1, attempts + 1):
-            key = f"enter_maintenance/{attempt}"
+        async def attempt(n: int) -> Outcome:
             prepare = observe_prior if self._prior is None else _prior_ref
-            out = await self.step(key, "enter_maintenance", act, prepare=prepare)
-            if out.get("ok"):
-                return
-            self.transient.append(f"enter maintenance attempt {attempt}: {out.get('message')}")
-            if attempt < attempts and not self.recorded(f"enter_maintenance/{attempt + 1}"):
-                if self.ctx.stop_reason is not None:
-                    break
-                await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
+            return await self.step(f"enter_maintenance/{n}", "enter_maintenance", act, prepare=prepare)
+
+        out = await self._with_retries("enter_maintenance", attempt, give_up_when_stopping=True)
+        if out.get("ok"):
+            return
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
         await self._leave_maintenance()
         raise NodeFinished(
@@ -511,21 +510,14 @@ class NodeRun:
             try:
                 await provider.exit_maintenance(self.name, prior)
             except CauError as exc:
-                return {
-                    "ok": False,
-                    "error_id": ErrorId.MAINTENANCE_EXIT_FAILED.value,
-                    "message": redact(str(exc)),
-                }
+                return _failed(ErrorId.MAINTENANCE_EXIT_FAILED, exc)
             return {"ok": True, "left_as_before": prior.was_in_maintenance}
 
-        out: Outcome = {}
-        attempts = self.profile.max_retries_per_node + 1
-        for attempt in range(1, attempts + 1):
-            out = await self.step(f"exit_maintenance/{attempt}", "exit_maintenance", exit_act)
-            if out.get("ok"):
-                break
-            if attempt < attempts and not self.recorded(f"exit_maintenance/{attempt + 1}"):
-                await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
+        out = await self._with_retries(
+            "exit_maintenance",
+            lambda n: self.step(f"exit_maintenance/{n}", "exit_maintenance", exit_act),
+            give_up_when_stopping=False,  # never abandon a node in maintenance because of a stop
+        )
         if not out.get("ok"):
             self.left_in_maintenance = True
             self.exit_error = (
@@ -546,7 +538,7 @@ class NodeRun:
             try:
                 moved = await provider.failback(self.name, prior, mode)
             except CauError as exc:
-                return {"ok": False, "error_id": ErrorId.FAILBACK_FAILED.value, "message": redact(str(exc))}
+                return _failed(ErrorId.FAILBACK_FAILED, exc)
             return {"ok": True, "moved": moved}
 
         fb = await self.step(
@@ -656,12 +648,7 @@ class NodeRun:
                     updates = [u for u in updates if u.id in still]
                 results = await updater.install(updates, self.progress) if updates else []
             except (PluginError, NodeUnreachable, CauError) as exc:
-                return {
-                    "ok": False,
-                    "error_id": ErrorId.PLUGIN_FAILED.value,
-                    "message": redact(str(exc)),
-                    "results": dump_results(observed),
-                }
+                return _failed(ErrorId.PLUGIN_FAILED, exc, results=dump_results(observed))
             every = observed + list(results)
             return {
                 "ok": all(r.outcome is UpdateOutcome.SUCCEEDED for r in every),
@@ -690,7 +677,7 @@ class NodeRun:
                     self.progress("restarting")
                     await provider.restart(self.name)
             except CauError as exc:
-                return {"ok": False, "error_id": ErrorId.RESTART_FAILED.value, "message": redact(str(exc))}
+                return _failed(ErrorId.RESTART_FAILED, exc)
             elapsed = (self.ctx.clock.now() - self._intent_time(key)).total_seconds()
             left = max(timeout - elapsed, 1.0)
             self.progress(f"waiting for {self.name} to come back (reboot timeout {timeout / 60:g} min)")
@@ -718,7 +705,12 @@ async def _prior_ref() -> dict[str, Any]:
     return {"prior_from": "enter_maintenance/1"}
 
 
-def _script_failure(out: Outcome) -> str:
+def _failed(error_id: ErrorId, exc: Exception, **extra: Any) -> Outcome:
+    """The outcome of a step whose action raised: a result for the journal, not a crash."""
+    return {"ok": False, "error_id": error_id.value, "message": redact(str(exc)), **extra}
+
+
+def _failure_text(out: Outcome) -> str:
     if "exit_status" in out:
         detail = (out.get("stderr") or out.get("stdout") or "").strip().splitlines()
         return f"exit status {out['exit_status']}" + (f": {detail[-1]}" if detail else "")

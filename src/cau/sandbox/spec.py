@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cau.domain.cluster import RoleKind
+from cau.domain.validation import describe_errors
 from cau.errors import ConfigError
 
 
@@ -168,12 +169,7 @@ def parse_spec(data: dict[str, Any], source: str) -> SandboxSpec:
     try:
         return SandboxSpec.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            loc = ".".join(str(p) for p in item["loc"])
-            msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-            problems.append(f"{loc}: {msg}" if loc else msg)
-        raise ConfigError(f"{source}: invalid sandbox spec: " + "; ".join(problems)) from exc
+        raise ConfigError(f"{source}: invalid sandbox spec: " + "; ".join(describe_errors(exc))) from exc
 
 
 def default_spec() -> SandboxSpec:
