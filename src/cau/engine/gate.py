@@ -1,15 +1,20 @@
 """The maintenance gate: a node enters maintenance only when quorum and capacity allow it.
 
-Admission is decided on a fresh observation of the cluster, one node at a time (so two nodes are
-never admitted on the strength of the same snapshot). A node that can never be admitted, because
-nothing else holds maintenance that could free room, is refused at once with the reason.
+Drains go through the gate one at a time. A node is admitted on a fresh observation in which every
+earlier holder has finished draining, and it keeps the gate until its own drain is done. So the
+capacity check and the placement the cluster then makes are computed on the same state, and two
+drains never interleave their role moves (which fragments capacity, and is hard on migration
+networks too). Installs and restarts still run in parallel.
+
+A node that can never be admitted, because nothing else holds maintenance that could free room,
+is refused at once with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
@@ -46,23 +51,33 @@ class MaintenanceGate:
         """Count a node as holding maintenance without asking (a resumed node already in it)."""
         self.holders.add(node)
 
-    async def acquire(self, node: str) -> None:
-        if node in self.holders:
-            return
-        async with self._cond:
-            while True:
-                snapshot = await self._provider.discover()
-                others = self.holders - {node}
-                admission = admit_to_maintenance(snapshot, node, others, self._move)
-                if admission.admitted:
-                    self.holders.add(node)
-                    return
-                if not others:
-                    raise NeverAdmitted(admission)
-                self._on_wait(node, admission)
-                # Woken when a holder leaves; the timeout also catches changes made outside cau.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), self._recheck)
+    @contextlib.asynccontextmanager
+    async def draining(self, node: str) -> AsyncIterator[None]:
+        """Admit `node` (unless it already holds maintenance) and keep the gate while it drains."""
+        await self._cond.acquire()
+        try:
+            if node not in self.holders:
+                await self._admit(node)
+            yield
+        finally:
+            self._cond.notify_all()
+            self._cond.release()
+
+    async def _admit(self, node: str) -> None:
+        while True:
+            snapshot = await self._provider.discover()
+            others = self.holders - {node}
+            admission = admit_to_maintenance(snapshot, node, others, self._move)
+            if admission.admitted:
+                self.holders.add(node)
+                return
+            if not others:
+                raise NeverAdmitted(admission)
+            self._on_wait(node, admission)
+            # Releases the gate while waiting; woken when a holder leaves. The timeout also
+            # catches changes made outside cau.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cond.wait(), self._recheck)
 
     async def release(self, node: str) -> None:
         if node not in self.holders:

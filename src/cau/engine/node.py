@@ -447,13 +447,8 @@ class NodeRun:
     async def _enter_maintenance(self) -> None:
         if any(s.step == "enter_maintenance" and s.ok for s in self.record.steps.values()):
             return
-        if not self.holds_maintenance:
-            try:
-                await self.ctx.gate.acquire(self.name)
-            except NeverAdmitted as exc:
-                raise NodeFinished(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
-        else:
-            self.ctx.gate.hold(self.name)
+        if self.holds_maintenance:
+            self.ctx.gate.hold(self.name)  # resumed mid-drain: it holds maintenance already
         provider = self.ctx.provider
         move = self.profile.move
 
@@ -483,7 +478,11 @@ class NodeRun:
             prepare = observe_prior if self._prior is None else _prior_ref
             return await self.step(f"enter_maintenance/{n}", "enter_maintenance", act, prepare=prepare)
 
-        out = await self._with_retries("enter_maintenance", attempt, give_up_when_stopping=True)
+        try:
+            async with self.ctx.gate.draining(self.name):
+                out = await self._with_retries("enter_maintenance", attempt, give_up_when_stopping=True)
+        except NeverAdmitted as exc:
+            raise NodeFinished(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
         if out.get("ok"):
             return
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
