@@ -335,8 +335,9 @@ class Service:
     def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
         self.config.cluster(cluster)
         active = self.store.active_run(cluster)
-        if active is None or active.state is not RunState.RUNNING:
+        if active is None:
             raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
+        # A paused or interrupted run records the request too: its resume stops gracefully.
         self.store.request_stop(active.run_id, by=by, reason=reason)
         record = self.store.get_run(active.run_id)
         assert record is not None

@@ -492,16 +492,20 @@ def stop(
     by = f"{getpass.getuser()}@{socket.gethostname()}"
     with reported(json_out):
         record = svc.stop(cluster, by=by, reason=reason)
+
+    def coordinator_alive() -> bool:
+        lock = svc.store.get_lock(cluster)
+        return lock is not None and not lock.owner.provably_dead()
+
     final = None
-    if wait:
-        while True:
-            current = svc.store.get_run(record.run_id)
-            if current is None or current.state is not RunState.RUNNING:
-                final = current
-                break
-            if svc.store.get_lock(cluster) is None:
-                break  # no coordinator: nothing will act on the request until `cau run` resumes
-            time.sleep(0.5)
+    while wait:
+        current = svc.store.get_run(record.run_id)
+        if current is None or current.state is not RunState.RUNNING:
+            final = current if current is not None and current.state is RunState.FINISHED else None
+            break
+        if not coordinator_alive():
+            break  # nothing will act on the request until `cau run` resumes the run
+        time.sleep(0.5)
     if json_out:
         _print_json(
             {
@@ -519,7 +523,7 @@ def stop(
     )
     if final is not None and final.status is not None:
         console.print(Console().render_str("The run ended: ") + status_text(final.status.value))
-    elif wait:
+    elif not coordinator_alive():
         console.print(
             f"[yellow]no coordinator is running this run; `cau run {cluster}` resumes it and then stops[/]"
         )

@@ -120,7 +120,9 @@ class Coordinator:
         if record is not None and record.stop_requested and self._stop is None:
             by = record.stop_requested_by or "an operator"
             self.request_stop(
-                ErrorId.STOPPED_BY_OPERATOR, f"stopped by {by}: {record.stop_reason or ''}".strip(), by=by
+                ErrorId.STOPPED_BY_OPERATOR,
+                f"stopped by {by}" + (f": {record.stop_reason}" if record.stop_reason else ""),
+                by=by,
             )
         started = self.progress.created_at
         if started is None:
