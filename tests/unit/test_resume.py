@@ -159,3 +159,17 @@ def test_resumed_run_keeps_its_original_options(tmp_path: Path, cut: int) -> Non
     assert out.report.profile["failback_mode"] == "none"
     assert any("resuming run" in n for n in notices)
     assert any("ignored" in n for n in notices)
+
+
+def test_a_stop_requested_while_no_coordinator_runs_takes_effect_on_resume(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+    first = _interrupted_run(tmp_path, config, 30)  # n1 is in the middle of its update
+    assert first is not None
+    svc = _svc(tmp_path, config, 3)
+    svc.stop("c1", by="tester", reason="maintenance window closed")
+    svc.close()
+    done = _resume(tmp_path, config)
+    assert done.outcome.run_id == first
+    assert done.report.status == "Canceled" and "maintenance window closed" in (done.report.message or "")
+    assert not any(n["in_maintenance"] for n in done.state["nodes"].values())
+    assert [n.status for n in done.report.nodes][1:] == ["Canceled", "Canceled"]
