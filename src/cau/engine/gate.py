@@ -1,10 +1,12 @@
 """The maintenance gate: a node enters maintenance only when quorum and capacity allow it.
 
-Drains go through the gate one at a time. A node is admitted on a fresh observation in which every
+Drains, and failbacks, go through the gate one at a time. A node is admitted on a fresh observation in which every
 earlier holder has finished draining, and it keeps the gate until its own drain is done. So the
 capacity check and the placement the cluster then makes are computed on the same state, and two
 drains never interleave their role moves (which fragments capacity, and is hard on migration
-networks too). Installs and restarts still run in parallel.
+networks too). A failback moves roles as well, so leaving maintenance also holds the gate: a drain
+is never planned on room that a failback is about to take. Installs and restarts still run in
+parallel.
 
 A node that can never be admitted, because nothing else holds maintenance that could free room,
 is refused at once with the reason.
@@ -78,6 +80,17 @@ class MaintenanceGate:
             # catches changes made outside cau.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cond.wait(), self._recheck)
+
+    @contextlib.asynccontextmanager
+    async def leaving(self, node: str) -> AsyncIterator[None]:
+        """Hold the gate while `node` leaves maintenance and its roles fail back; then it no
+        longer counts as a holder."""
+        async with self._cond:
+            try:
+                yield
+            finally:
+                self.holders.discard(node)
+                self._cond.notify_all()
 
     async def release(self, node: str) -> None:
         if node not in self.holders:

@@ -503,6 +503,12 @@ class NodeRun:
                 f"once it is back, `cau node resume {self.ctx.cluster} {self.name}` takes it out"
             )
             return
+        # Leaving and failing back move roles: hold the gate so no drain is planned meanwhile.
+        async with self.ctx.gate.leaving(self.name):
+            await self._exit_and_failback(prior)
+
+    async def _exit_and_failback(self, prior: MaintenancePrior) -> None:
+        provider = self.ctx.provider
 
         async def exit_act(intent: dict[str, Any], resumed: bool) -> Outcome:
             self.progress("leaving maintenance")
@@ -528,7 +534,6 @@ class NodeRun:
                 f"`cau node resume {self.ctx.cluster} {self.name}` retries"
             )
             return
-        await self.ctx.gate.release(self.name)
 
         async def failback_act(intent: dict[str, Any], resumed: bool) -> Outcome:
             mode = self.profile.failback_mode
