@@ -1,7 +1,8 @@
 """The maintenance gate: a node enters maintenance only when quorum and capacity allow it.
 
-Drains, and failbacks, go through the gate one at a time. A node is admitted on a fresh observation in which every
-earlier holder has finished draining, and it keeps the gate until its own drain is done. So the
+Drains and failbacks go through the gate one at a time. A node is admitted on a fresh observation
+in which every earlier holder has finished draining, and it keeps the gate until its own drain is
+done. So the
 capacity check and the placement the cluster then makes are computed on the same state, and two
 drains never interleave their role moves (which fragments capacity, and is hard on migration
 networks too). A failback moves roles as well, so leaving maintenance also holds the gate: a drain
