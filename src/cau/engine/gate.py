@@ -78,9 +78,12 @@ class MaintenanceGate:
                 raise NeverAdmitted(admission)
             self._on_wait(node, admission)
             # Releases the gate while waiting; woken when a holder leaves. The timeout also
-            # catches changes made outside cau.
+            # catches changes made outside cau. asyncio.timeout, not wait_for: wait_for runs the
+            # wait in another task, which can re-take the lock after this one was cancelled and
+            # hold it forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cond.wait(), self._recheck)
+                async with asyncio.timeout(self._recheck):
+                    await self._cond.wait()
 
     @contextlib.asynccontextmanager
     async def leaving(self, node: str) -> AsyncIterator[None]:
