@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from hypothesis import strategies as st
 from cau.domain.cluster import RoleKind
 from cau.domain.profile import MoveMethod
 from cau.sandbox.cluster import SandboxCluster
-from cau.sandbox.spec import SandboxSpec, parse_spec
+from cau.sandbox.spec import parse_spec
 from cau.store.base import EventKind, JournalEvent
 
 CLUSTER = "c1"
-CLUSTERS_TOML = f'[clusters.{CLUSTER}]\nprovider = "sandbox"\n[clusters.{CLUSTER}.options]\nspec = "c1.toml"\n'
+CLUSTERS_TOML = (
+    f'[clusters.{CLUSTER}]\nprovider = "sandbox"\n[clusters.{CLUSTER}.options]\nspec = "c1.toml"\n'
+)
 
 
 # --- TOML ------------------------------------------------------------------------------------------
@@ -75,10 +77,6 @@ class Case:
     spec: dict[str, Any]
     profile: dict[str, Any]
 
-    @property
-    def parsed(self) -> SandboxSpec:
-        return parse_spec(self.spec, "generated")
-
     def __repr__(self) -> str:  # what hypothesis prints for a falsifying example
         return f"Case(\nspec=\n{spec_toml(self.spec)}\nprofile={self.profile!r})"
 
@@ -96,7 +94,13 @@ def sandbox_specs(
     max_roles: int = 12,
     max_updates: int = 6,
     faults: bool = True,
+    fault_percent: int = 100,
 ) -> dict[str, Any]:
+    """A valid sandbox spec; `fault_percent` scales how often faults are injected."""
+
+    def fault(percent: int) -> bool:
+        return faults and draw(_chance(percent * fault_percent // 100))
+
     count = draw(st.integers(min_nodes, max_nodes))
     names = [f"n{i}" for i in range(1, count + 1)]
     nodes: list[dict[str, Any]] = []
@@ -105,16 +109,15 @@ def sandbox_specs(
             "name": name,
             "cpu": draw(st.sampled_from([4, 8, 12, 16, 24])),
             "memory_gb": draw(st.sampled_from([16, 32, 48, 64])),
-            "votes": draw(st.sampled_from([0, 1, 1, 1, 1, 1, 2])),
+            "votes": draw(st.sampled_from([0, 1, 1, 1, 1, 1, 1, 1, 2])),
             "restart_seconds": draw(st.integers(5, 240)),
         }
-        if faults:
-            if draw(_chance(8)):
-                node["never_returns"] = True
-            if draw(_chance(8)):
-                node["online"] = False
-            elif draw(_chance(8)):
-                node["in_maintenance"] = True
+        if fault(6):
+            node["never_returns"] = True
+        if fault(5):
+            node["online"] = False
+        elif fault(8):
+            node["in_maintenance"] = True
         nodes.append(node)
 
     free = {n["name"]: [float(n["cpu"]), float(n["memory_gb"])] for n in nodes}
@@ -157,7 +160,7 @@ def sandbox_specs(
             take(owner, cpu, mem)
             role["owner"] = owner
             role["preferred_owners"] = draw(st.lists(st.sampled_from(names), max_size=3, unique=True))
-            if faults and kind is not RoleKind.PINNED and draw(_chance(12)):
+            if kind is not RoleKind.PINNED and fault(12):
                 role["fail_migrations"] = draw(st.integers(1, 3))
         roles.append(role)
 
@@ -172,12 +175,13 @@ def sandbox_specs(
         }
         if draw(_chance(30)):
             update["nodes"] = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
-        earlier = [u["id"] for u in updates]
-        if earlier and draw(_chance(35)):
+        earlier: list[str] = [u["id"] for u in updates]
+        chained = draw(_chance(35))
+        if earlier and chained:
             update["after"] = draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=2, unique=True))
-        if faults and draw(_chance(20)):
+        if fault(15):
             target = draw(st.sampled_from(["*", *names]))
-            update["fail_installs"] = {target: draw(st.integers(1, 4))}
+            update["fail_installs"] = {target: draw(st.integers(1, 3))}
         updates.append(update)
 
     spec = {"speed": 1, "scan_seconds": draw(st.integers(0, 5)), "nodes": nodes, "roles": roles}
@@ -203,11 +207,16 @@ def profiles(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
     }
     if draw(_chance(10)):
         out["stop_after"] = draw(st.sampled_from(["5m", "20m", "1h"]))
+    if draw(_chance(10)):  # shorter than some restarts: a node may come back after cau gave up on it
+        out["reboot_timeout"] = draw(st.sampled_from(["30s", "2m", "5m"]))
+    if draw(_chance(15)):
+        names = [n["name"] for n in spec["nodes"]]
+        out["node_order"] = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
     return out
 
 
 @st.composite
-def cases(draw: st.DrawFn, **spec_kw: Any) -> Case:
+def cases(draw: st.DrawFn, /, **spec_kw: Any) -> Case:
     spec = draw(sandbox_specs(**spec_kw))
     return Case(spec, draw(profiles(spec)))
 
@@ -261,10 +270,23 @@ class Observer:
     peak_in_maintenance: int = 0
     restarts: int = 0
     moves: int = 0
-    sims: list[SandboxCluster] = field(default_factory=list)
+    events_seen: int = 0
+    run_ids: set[str] = field(default_factory=set)
+    _kill_at: int | None = None
+    _kill: Callable[[], object] | None = None
+
+    def kill_after(self, events: int | None, kill: Callable[[], object] | None) -> None:
+        """Call `kill` right after `events` more journal events (None: no more kill planned)."""
+        self._kill_at = None if events is None else self.events_seen + events
+        self._kill = kill
 
     # the journal, live
     def on_event(self, event: JournalEvent) -> None:
+        self.events_seen += 1
+        self.run_ids.add(event.run_id)
+        if self._kill is not None and self._kill_at is not None and self.events_seen >= self._kill_at:
+            kill, self._kill = self._kill, None
+            kill()
         if event.node is None:
             return
         if event.kind is EventKind.NODE_STARTED:
@@ -275,10 +297,6 @@ class Observer:
     def in_flight(self) -> set[str]:
         return self.started - set(self.finished)
 
-    def _seen(self, sim: SandboxCluster) -> None:
-        if not self.sims or self.sims[-1] is not sim:
-            self.sims.append(sim)
-
     def _maintenance_check(self, sim: SandboxCluster, entering: str | None, what: str) -> None:
         flying = self.in_flight()
         held = {n for n in flying if sim.nodes[n].in_maintenance}
@@ -287,8 +305,7 @@ class Observer:
         self.peak_in_maintenance = max(self.peak_in_maintenance, len(held))
         if self.max_parallel is not None and len(held) > self.max_parallel:
             self.problems.append(
-                f"{what}: {sorted(held)} in maintenance at once, max_parallel_nodes = "
-                f"{self.max_parallel}"
+                f"{what}: {sorted(held)} in maintenance at once, max_parallel_nodes = {self.max_parallel}"
             )
         for name, n in sim.nodes.items():
             if not n.in_maintenance or name in flying or name == entering:
@@ -312,14 +329,12 @@ class Observer:
         install = SandboxCluster.install
 
         async def enter_maintenance(sim: SandboxCluster, node: str, how: MoveMethod) -> None:
-            observer._seen(sim)
             if node not in observer.in_flight():
                 observer.problems.append(f"enter_maintenance({node}) for a node cau is not working on")
             observer._maintenance_check(sim, node, f"enter_maintenance({node})")
             await enter(sim, node, how)
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
-            observer._seen(sim)
             observer.restarts += 1
             sim._settle()
             up, expected = quorum_after_losing(sim, node)
@@ -334,7 +349,6 @@ class Observer:
             await restart(sim, node)
 
         async def move_(sim: SandboxCluster, role: str, target: str) -> None:
-            observer._seen(sim)
             observer.moves += 1
             target_sim = sim.nodes[target]
             if not target_sim.up or target_sim.in_maintenance:
@@ -345,7 +359,6 @@ class Observer:
                 observer.problems += [f"after moving {role} to {target}: {p}" for p in over_capacity(sim)]
 
         async def install_(sim: SandboxCluster, node: str, updates: Any, progress: Any) -> Any:
-            observer._seen(sim)
             before = set(sim.nodes[node].installed)
             results = await install(sim, node, updates, progress)
             for uid in sim.nodes[node].installed - before:
@@ -428,12 +441,9 @@ def check_journal(events: list[JournalEvent]) -> list[str]:
         problems.append("no run_finished event")
         return problems
     budget_first = first_stop is None or first_stop.data.get("error_id") == "MaxFailedNodesExceeded"
-    if failed > max_failed and budget_first:
-        if end.data["status"] != "Failed" or end.data["error_id"] != "MaxFailedNodesExceeded":
-            problems.append(
-                f"{failed} failed > max_failed = {max_failed} but the run ended "
-                f"{end.data['status']} / {end.data['error_id']}"
-            )
+    ended = (end.data["status"], end.data["error_id"])
+    if failed > max_failed and budget_first and ended != ("Failed", "MaxFailedNodesExceeded"):
+        problems.append(f"{failed} failed > max_failed = {max_failed} but the run ended {ended}")
 
     # every node cau put into maintenance came out, or is reported Failed and left in maintenance
     for node in created.data["order"]:
@@ -444,12 +454,12 @@ def check_journal(events: list[JournalEvent]) -> list[str]:
         if result is None:
             problems.append(f"{node} never finished")
             continue
-        if entered and not exited:
-            if not (result.get("left_in_maintenance") and result["status"] == "Failed"):
-                problems.append(
-                    f"{node} entered maintenance, did not leave it, and is reported "
-                    f"{result['status']} with left_in_maintenance={result.get('left_in_maintenance')}"
-                )
+        reported_left = bool(result.get("left_in_maintenance")) and result["status"] == "Failed"
+        if entered and not exited and not reported_left:
+            problems.append(
+                f"{node} entered maintenance, did not leave it, and is reported "
+                f"{result['status']} with left_in_maintenance={result.get('left_in_maintenance')}"
+            )
     return problems
 
 
@@ -469,3 +479,79 @@ def check_final_state(spec: dict[str, Any], state: dict[str, Any], events: list[
                     f"{data.get('status')} / left_in_maintenance={data.get('left_in_maintenance')}"
                 )
     return problems
+
+
+def check_compliance(
+    spec: dict[str, Any], state: dict[str, Any], events: list[JournalEvent], no_restart: bool
+) -> list[str]:
+    """A node reported Succeeded (without an error) is compliant: a scan would find nothing more."""
+    parsed = parse_spec(spec, "generated")
+    problems = []
+    for e in events:
+        if e.kind is not EventKind.NODE_FINISHED or e.node is None:
+            continue
+        if e.data["status"] != "Succeeded" or e.data.get("error_id") is not None:
+            continue
+        s = state["nodes"][e.node]
+        installed, active = set(s["installed"]), set(s["active"])
+        left = [
+            u.id
+            for u in parsed.updates
+            if u.applies_to(e.node) and u.id not in installed and all(a in active for a in u.after)
+        ]
+        if left:
+            problems.append(f"{e.node} reported Succeeded but {left} are still applicable")
+        if s["pending_restart"] and not no_restart:
+            problems.append(f"{e.node} reported Succeeded but still waits for a restart")
+    return problems
+
+
+@st.composite
+def tight_cases(draw: st.DrawFn) -> Case:
+    """Identical nodes whose roles (live and failover, each movable somewhere) fill most of the
+    cluster, so that capacity, not quorum or the failure budget, decides how many nodes may drain
+    at once. No faults: any drain without room is cau's doing."""
+    count = draw(st.integers(3, 7))
+    cpu = 8.0
+    names = [f"n{i}" for i in range(1, count + 1)]
+    nodes = [
+        {"name": n, "cpu": cpu, "memory_gb": cpu * 4, "restart_seconds": draw(st.integers(30, 120))}
+        for n in names
+    ]
+    free = dict.fromkeys(names, cpu)
+    fill = draw(st.sampled_from([0.5, 0.6, 0.7, 0.75]))
+    largest = cpu * (1 - fill)
+    roles: list[dict[str, Any]] = []
+    sizes = st.sampled_from([s for s in (1.0, 2.0, 3.0) if s <= largest] or [1.0])
+    while sum(free.values()) > (1 - fill) * cpu * count + 0.5:
+        size = draw(sizes)
+        owner = max(names, key=lambda n: (free[n], n))
+        if free[owner] < size:
+            break
+        free[owner] -= size
+        kind = draw(st.sampled_from(["live", "live", "failover"]))
+        roles.append(
+            {
+                "name": f"r{len(roles)}",
+                "kind": kind,
+                "owner": owner,
+                "cpu": size,
+                "memory_gb": size * 4,
+                "move_seconds": draw(st.integers(1, 20)),
+            }
+        )
+    spec = {
+        "speed": 1,
+        "scan_seconds": 1,
+        "nodes": nodes,
+        "roles": roles,
+        "updates": [{"id": "kernel", "restart": True, "install_seconds": draw(st.integers(5, 60))}],
+    }
+    parse_spec(spec, "generated")
+    profile = {
+        "max_parallel_nodes": draw(st.one_of(st.just("auto"), st.integers(2, 4))),
+        "max_failed_nodes": count - 1,
+        "failback_mode": draw(st.sampled_from(["immediate", "policy", "none"])),
+        "max_retries_per_node": 0,
+    }
+    return Case(spec, profile)

@@ -1,0 +1,386 @@
+"""Benchmark: serial vs parallel Updating Runs on a 16-node sandbox cluster, in virtual time.
+
+The cluster's roles use about (1 - spare) of its cpu and memory, so with 25 % spare about a
+quarter of the nodes' worth of roles can be drained at once. Durations are realistic (installs
+10-60 s, restarts 45-120 s, migrations 5-20 s, a second-order update) and the sandbox runs at
+speed 1 in virtual time: hours of cluster time take a second or two of real time.
+
+The same cluster is updated twice from scratch: once with max_parallel_nodes = 1 (CAU's serial
+behaviour) and once with "auto" (quorum, capacity and the failure budget decide). For each run the
+benchmark prints the cluster time, the peak number of nodes in maintenance at once, the total time
+spent in maintenance, the broken constraints (the sandbox's own violations plus checks made here at
+every drain, restart and role move: they must be 0) and the real time the simulation took.
+
+    .venv/bin/python bench/parallel_batches.py [--nodes 16] [--spare 0.25] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from cau.clock import VirtualClock, run_virtual
+from cau.domain.cluster import ClusterSnapshot, RoleKind
+from cau.domain.placement import place_roles
+from cau.domain.planning import order_nodes
+from cau.domain.profile import MoveMethod, build_profile
+from cau.engine.coordinator import RunOutcome
+from cau.sandbox.cluster import SandboxCluster
+from cau.sandbox.spec import parse_spec
+from cau.service import Service
+from cau.store.base import EventKind, JournalEvent
+
+CLUSTER = "bench"
+NODE_CPU = 16.0
+NODE_MEMORY_GB = 64.0
+GB_PER_CPU = NODE_MEMORY_GB / NODE_CPU
+
+
+# --- the cluster ------------------------------------------------------------------------------------
+
+
+def build_spec(nodes: int, spare: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    names = [f"node{i:02d}" for i in range(1, nodes + 1)]
+    node_list = [
+        {
+            "name": n,
+            "cpu": NODE_CPU,
+            "memory_gb": NODE_MEMORY_GB,
+            "restart_seconds": rng.randint(45, 120),
+            "failure_domain": f"rack{(i % 4) + 1}",
+        }
+        for i, n in enumerate(names)
+    ]
+    free = dict.fromkeys(names, NODE_CPU)
+    roles: list[dict[str, Any]] = []
+
+    def add(name: str, kind: str, cpu: float, owner: str | None, **kw: Any) -> None:
+        role: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "cpu": cpu,
+            "memory_gb": cpu * GB_PER_CPU,
+            "move_seconds": rng.randint(5, 20),
+            **kw,
+        }
+        if owner is not None:
+            role["owner"] = owner
+            free[owner] -= cpu
+        roles.append(role)
+
+    # A monitoring agent on every node (a clone), and one small pinned service per four nodes.
+    agent = 0.25
+    add("node-exporter", "clone", agent, None)
+    for n in names:
+        free[n] -= agent
+    for i, n in enumerate(names[::4]):
+        add(f"license-server-{i + 1}", "pinned", 0.5, n)
+    # Then VMs (live) and failover services, each placed where there is most room, until the
+    # roles use (1 - spare) of the cluster.
+    target = (1.0 - spare) * NODE_CPU * nodes
+    used = NODE_CPU * nodes - sum(free.values())
+    # No role is bigger than the room a node keeps free, so every role can move somewhere.
+    largest = max(1.0, min(4.0, spare * NODE_CPU))
+    sizes = [s for s in (1.0, 2.0, 2.0, 3.0, 4.0, 4.0) if s <= largest] or [largest]
+    count = 0
+    while used < target - 0.5:
+        cpu = min(rng.choice(sizes), target - used)
+        cpu = max(0.5, round(cpu * 2) / 2)
+        owner = max(names, key=lambda n: (free[n], n))
+        if free[owner] < cpu:
+            break
+        count += 1
+        kind = "live" if rng.random() < 0.75 else "failover"
+        prefix = "vm" if kind == "live" else "svc"
+        preferred = [owner, *rng.sample([n for n in names if n != owner], 1)]
+        add(f"{prefix}-{count:02d}", kind, cpu, owner, preferred_owners=preferred)
+        used += cpu
+
+    firmware_nodes = rng.sample(names, max(1, nodes // 4))
+    updates = [
+        {
+            "id": "linux-image-6.1.0-42-amd64",
+            "title": "Linux kernel 6.1.159-1 (security)",
+            "restart": True,
+            "install_seconds": rng.randint(40, 60),
+            "download_seconds": 8,
+        },
+        {"id": "libc6-2.36-9+deb12u14", "title": "GNU C Library", "install_seconds": rng.randint(15, 30)},
+        {"id": "openssl-3.0.18-1", "title": "OpenSSL 3.0.18", "install_seconds": rng.randint(10, 20)},
+        {
+            "id": "bmc-firmware-2.15",
+            "title": "BMC firmware 2.15",
+            "nodes": sorted(firmware_nodes),
+            "restart": True,
+            "install_seconds": rng.randint(30, 60),
+        },
+        {
+            # second-order: applicable once the new kernel runs (found by the rescan after the restart)
+            "id": "nvidia-kernel-modules-6.1.0-42",
+            "title": "Kernel modules for 6.1.0-42 (second-order)",
+            "after": ["linux-image-6.1.0-42-amd64"],
+            "install_seconds": rng.randint(10, 25),
+        },
+    ]
+    spec = {"speed": 1, "scan_seconds": 3, "nodes": node_list, "roles": roles, "updates": updates}
+    parse_spec(spec, "benchmark cluster")  # fail early on a bad generator
+    return spec
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def spec_toml(spec: dict[str, Any]) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in spec.items() if not isinstance(v, list)]
+    for table in ("nodes", "roles", "updates"):
+        for item in spec[table]:
+            lines += ["", f"[[{table}]]", *(f"{k} = {_toml_value(v)}" for k, v in item.items())]
+    return "\n".join(lines) + "\n"
+
+
+# --- watching the cluster ------------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """What the sandbox is asked to do, and every constraint that breaks when it is asked."""
+
+    peak_in_maintenance: int = 0
+    violations: list[str] = field(default_factory=list)
+    restarts: int = 0
+    moves: int = 0
+
+    def capacity(self, sim: SandboxCluster, when: str) -> None:
+        used: dict[str, list[float]] = {n: [0.0, 0.0] for n in sim.nodes}
+        for spec in sim.spec.roles:
+            if spec.kind is RoleKind.CLONE:
+                homes = spec.instances if spec.instances is not None else list(sim.nodes)
+                hosts = [h for h in homes if sim.nodes[h].up and not sim.nodes[h].in_maintenance]
+            else:
+                owner = sim.roles[spec.name].owner
+                hosts = [owner] if owner else []
+            for h in hosts:
+                used[h][0] += spec.cpu
+                used[h][1] += spec.memory_gb
+        for node in sim.spec.nodes:
+            cpu, mem = used[node.name]
+            if cpu > node.cpu + 1e-6 or mem > node.memory_gb + 1e-6:
+                self.violations.append(f"capacity: {node.name} runs {cpu:g} cpu / {mem:g} GB {when}")
+
+    @contextmanager
+    def patched(self) -> Iterator[Watch]:
+        watch = self
+        enter = SandboxCluster.enter_maintenance
+        restart = SandboxCluster.restart
+        move = SandboxCluster._move
+
+        async def enter_maintenance(sim: SandboxCluster, node: str, how: MoveMethod) -> None:
+            busy = {n for n, s in sim.nodes.items() if s.in_maintenance} | {node}
+            watch.peak_in_maintenance = max(watch.peak_in_maintenance, len(busy))
+            await enter(sim, node, how)
+
+        async def restart_(sim: SandboxCluster, node: str) -> None:
+            watch.restarts += 1
+            sim._settle()
+            expected = sum(n.votes for n in sim.spec.nodes)
+            up = sum(n.votes for n in sim.spec.nodes if sim.nodes[n.name].up and n.name != node)
+            if up * 2 <= expected:
+                watch.violations.append(f"quorum: restarting {node} leaves {up} of {expected} votes")
+            if not sim.nodes[node].in_maintenance:
+                watch.violations.append(f"drain: {node} restarted outside maintenance")
+            await restart(sim, node)
+
+        async def move_(sim: SandboxCluster, role: str, target: str) -> None:
+            watch.moves += 1
+            await move(sim, role, target)
+            watch.capacity(sim, f"after {role} moved there")
+
+        with (
+            mock.patch.object(SandboxCluster, "enter_maintenance", enter_maintenance),
+            mock.patch.object(SandboxCluster, "restart", restart_),
+            mock.patch.object(SandboxCluster, "_move", move_),
+        ):
+            yield self
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    label: str
+    outcome: RunOutcome
+    events: list[JournalEvent]
+    watch: Watch
+    sandbox_violations: list[dict[str, Any]]
+    wall_seconds: float
+
+    @property
+    def cluster_seconds(self) -> float:
+        assert self.outcome.report is not None
+        return self.outcome.report.duration_seconds
+
+    @property
+    def maintenance_seconds(self) -> float:
+        assert self.outcome.report is not None
+        return self.outcome.report.maintenance_seconds
+
+    @property
+    def violation_count(self) -> int:
+        return len(self.sandbox_violations) + len(self.watch.violations)
+
+
+def run_once(spec: dict[str, Any], parallel: int | str, label: str) -> Result:
+    with tempfile.TemporaryDirectory(prefix="cau-bench-") as tmp:
+        data_dir = Path(tmp)
+        (data_dir / "cluster.toml").write_text(spec_toml(spec), encoding="utf-8")
+        config = data_dir / "clusters.toml"
+        config.write_text(
+            f'[clusters.{CLUSTER}]\nprovider = "sandbox"\n'
+            f'[clusters.{CLUSTER}.options]\nspec = "cluster.toml"\n',
+            encoding="utf-8",
+        )
+        svc = Service(data_dir, config_path=config, clock=VirtualClock())
+        profile = build_profile(None, {"max_parallel_nodes": parallel, "max_retries_per_node": 2})
+        watch = Watch()
+        try:
+            with watch.patched():
+                started = time.perf_counter()
+                outcome = run_virtual(svc.run(CLUSTER, profile))
+                wall = time.perf_counter() - started
+            events = svc.store.events(outcome.run_id)
+        finally:
+            svc.close()
+        state = json.loads((data_dir / "sandbox" / f"{CLUSTER}.json").read_text())
+    return Result(label, outcome, events, watch, state["violations"], wall)
+
+
+async def initial_snapshot(spec: dict[str, Any]) -> ClusterSnapshot:
+    return SandboxCluster(CLUSTER, parse_spec(spec, "benchmark"), VirtualClock(), None).snapshot()
+
+
+def drainable_at_once(snapshot: ClusterSnapshot) -> int:
+    """How many nodes, taken in cau's order, can be drained together on the initial placement."""
+    busy: list[str] = []
+    for name in order_nodes(snapshot):
+        if not place_roles(snapshot, [*busy, name]).feasible:
+            break
+        busy.append(name)
+    return len(busy)
+
+
+def hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=16, help="cluster size (default 16)")
+    parser.add_argument("--spare", type=float, default=0.25, help="spare capacity fraction (default 0.25)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the cluster (default 1)")
+    args = parser.parse_args(argv)
+    if args.nodes < 2 or not 0.0 < args.spare < 1.0:
+        parser.error("--nodes must be at least 2 and --spare between 0 and 1")
+
+    spec = build_spec(args.nodes, args.spare, args.seed)
+    snapshot = run_virtual(initial_snapshot(spec))
+    total_cpu = sum(n.capacity.cpu for n in snapshot.nodes)
+    used_cpu = sum(snapshot.used(n.name).cpu for n in snapshot.nodes)
+    kinds = Counter(r["kind"] for r in spec["roles"])
+    print(
+        f"cluster: {args.nodes} nodes x {NODE_CPU:g} cpu / {NODE_MEMORY_GB:g} GB, {len(spec['roles'])} roles "
+        f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), roles use "
+        f"{100 * used_cpu / total_cpu:.0f} % of cpu and memory (spare {100 * args.spare:.0f} %), "
+        f"{len(spec['updates'])} updates (2 with a restart, 1 second-order), seed {args.seed}"
+    )
+
+    serial = run_once(spec, 1, "serial (max_parallel_nodes = 1)")
+    auto = run_once(spec, "auto", 'parallel (max_parallel_nodes = "auto")')
+
+    width = max(len(serial.label), len(auto.label))
+    for r in (serial, auto):
+        assert r.outcome.report is not None
+        nodes = r.outcome.report.nodes
+        print(
+            f"{r.label:<{width}}  cluster time {hms(r.cluster_seconds)}  "
+            f"peak in maintenance {r.watch.peak_in_maintenance}  "
+            f"time in maintenance {hms(r.maintenance_seconds)}  "
+            f"violations {r.violation_count} (sandbox {len(r.sandbox_violations)}, checks "
+            f"{len(r.watch.violations)})  status {r.outcome.status} "
+            f"({sum(1 for n in nodes if n.status == 'Succeeded')}/{len(nodes)} nodes succeeded, "
+            f"{r.watch.restarts} restarts, {r.watch.moves} role moves)  "
+            f"wall {r.wall_seconds:.2f} s"
+        )
+        for v in [*r.sandbox_violations, *r.watch.violations]:
+            print(f"    violation: {v}")
+    ratio = serial.cluster_seconds / auto.cluster_seconds if auto.cluster_seconds else float("inf")
+    print(f"speed-up: {ratio:.2f}x ({hms(serial.cluster_seconds)} -> {hms(auto.cluster_seconds)})")
+
+    # Why the batches are the size they are.
+    created = next(e for e in auto.events if e.kind is EventKind.RUN_CREATED)
+    max_failed = int(created.data["max_failed"])
+    votes = snapshot.expected_votes
+    quorum_limit = next(k for k in range(len(snapshot.nodes) + 1) if (votes - k - 1) * 2 <= votes)
+    capacity_limit = drainable_at_once(snapshot)
+    waits = Counter(str(e.data.get("block")) for e in auto.events if e.kind is EventKind.WAITING)
+    peak = auto.watch.peak_in_maintenance
+    reached = [
+        name
+        for name, limit in (("the failure budget", max_failed + 1), ("quorum", quorum_limit))
+        if peak >= limit
+    ]
+    if waits.get("capacity"):
+        reached.append("capacity")
+    if waits.get("quorum") and "quorum" not in reached:
+        reached.append("quorum")
+    limiter = " and ".join(reached) or "nothing (nodes were never ready to drain at the same time)"
+    waited = ", ".join(f"{n} time(s) for {b}" for b, n in sorted(waits.items())) or "never"
+    print(
+        f"why: the failure budget lets {max_failed + 1} nodes be in progress at once (max_failed_nodes = "
+        f"{max_failed}: a run must never reach {max_failed + 2} failures), quorum allows {quorum_limit} of "
+        f"{votes} votes down, and {args.spare:.0%} spare capacity lets about {capacity_limit} node(s) be "
+        f"drained together (estimated on the initial placement); the batch peaked at {peak} in maintenance, "
+        f"limited by {limiter} (nodes waited at the maintenance gate {waited})."
+    )
+    if ratio < peak:
+        print(
+            f"     The speed-up ({ratio:.2f}x) is below that peak: drains and failbacks go through the gate "
+            "one node at a time (so placements never race), each batch waits for its slowest node "
+            "(restarts 45-120 s, a second install pass for the second-order update), and the last "
+            "batch is only partly full."
+        )
+    else:
+        print(
+            f"     The speed-up ({ratio:.2f}x) reaches or passes that peak: while {peak} node(s) are in "
+            f"maintenance, up to {max_failed + 1 - peak} more are in progress outside it (scanning and "
+            "downloading their updates before they drain), so that work overlaps too; drains and failbacks "
+            "still go through the gate one node at a time."
+        )
+    bad = serial.violation_count + auto.violation_count
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
