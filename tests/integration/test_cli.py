@@ -33,8 +33,12 @@ def journal(cau: Cau) -> list[dict[str, Any]]:
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
-    db.close()
+    try:
+        rows = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
+    except sqlite3.OperationalError:  # created but its tables are not there yet
+        return []
+    finally:
+        db.close()
     for r in rows:
         r["data"] = json.loads(r["data"])
     return rows
