@@ -33,7 +33,6 @@ from cau.ports import (
     MaintenancePrior,
     PluginContext,
     ProviderContext,
-    ReportsAvailability,
 )
 from cau.registry import Registry
 from cau.reports.build import build_report
@@ -458,16 +457,3 @@ class Service:
                 store.release_lock(cluster, owner)
         finally:
             await provider.close()
-
-    async def role_outages(self, cluster: str, run: RunRecord) -> RunReport:
-        """A report with measured availability, for runs still in progress."""
-        report = self.run_report(run)
-        provider = self.open_provider(cluster)
-        try:
-            if isinstance(provider, ReportsAvailability) and run.state is not RunState.FINISHED:
-                progress = replay(self.store.events(run.run_id))
-                outages = await provider.role_outages(report.started, None)
-                return build_report(run, progress, now=self.clock.now(), outages=outages)
-        finally:
-            await provider.close()
-        return report

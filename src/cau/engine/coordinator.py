@@ -104,7 +104,7 @@ class Coordinator:
     def _on_gate_wait(self, node: str, admission: Admission) -> None:
         run = self._runs.get(node)
         if run is not None:
-            run._on_wait(admission)
+            run.on_gate_wait(admission)
 
     # --- stopping ------------------------------------------------------------------------------
 

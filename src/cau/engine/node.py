@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -67,7 +68,7 @@ class RunContext(Protocol):
     clock: Clock
     gate: MaintenanceGate
     plugins: list[PluginBinding]
-    data_dir: Any
+    data_dir: Path
 
     def journal(
         self,
@@ -433,7 +434,7 @@ class NodeRun:
 
     # --- maintenance -----------------------------------------------------------------------------
 
-    def _on_wait(self, admission: Admission) -> None:
+    def on_gate_wait(self, admission: Admission) -> None:
         if admission.reason != self._last_wait:
             self._last_wait = admission.reason
             self._journal(
