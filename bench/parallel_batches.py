@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import tomli_w
+
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.cluster import ClusterSnapshot, RoleKind
 from cau.domain.placement import place_roles
@@ -139,24 +141,13 @@ def build_spec(nodes: int, spare: float, seed: int) -> dict[str, Any]:
     return spec
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(value)
-
-
 def spec_toml(spec: dict[str, Any]) -> str:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in spec.items() if not isinstance(v, list)]
-    for table in ("nodes", "roles", "updates"):
-        for item in spec[table]:
-            lines += ["", f"[[{table}]]", *(f"{k} = {_toml_value(v)}" for k, v in item.items())]
-    return "\n".join(lines) + "\n"
+    """A sandbox spec dict as TOML (None values left out: TOML has no null)."""
+    clean = {
+        k: [{ik: iv for ik, iv in item.items() if iv is not None} for item in v] if isinstance(v, list) else v
+        for k, v in spec.items()
+    }
+    return tomli_w.dumps(clean)
 
 
 # --- watching the cluster ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import tomli_w
 from hypothesis import strategies as st
 
 from cau.domain.cluster import RoleKind
@@ -36,28 +37,13 @@ CLUSTERS_TOML = (
 # --- TOML ------------------------------------------------------------------------------------------
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string for the plain text used here
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML for {value!r}")
-
-
 def spec_toml(spec: dict[str, Any]) -> str:
-    """A sandbox spec dict as TOML (top-level scalars, then arrays of tables)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in spec.items() if not isinstance(v, list)]
-    for table in ("nodes", "roles", "updates"):
-        for item in spec.get(table, []):
-            lines += ["", f"[[{table}]]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """A sandbox spec dict as TOML (None values left out: TOML has no null)."""
+    clean = {
+        k: [{ik: iv for ik, iv in item.items() if iv is not None} for item in v] if isinstance(v, list) else v
+        for k, v in spec.items()
+    }
+    return tomli_w.dumps(clean)
 
 
 def write_cluster(data_dir: Path, spec: dict[str, Any]) -> Path:
