@@ -266,6 +266,14 @@ class Service:
     async def _create_run(
         self, cluster: str, provider: ClusterProvider, profile: RunProfile, bindings: list[PluginBinding]
     ) -> str:
+        problems: list[str] = []
+        own_checks = getattr(provider, "preflight", None)
+        if own_checks is not None:  # optional provider capability (e.g. remote-updating mode)
+            problems += await own_checks()
+        if problems:
+            raise PreflightError(
+                f"the run on '{cluster}' did not start: " + "; ".join(problems), hint="nothing was changed"
+            )
         snapshot = await provider.discover()
         problems = preflight(snapshot, profile, in_maintenance_by_cau=set())
         if problems:
@@ -330,6 +338,20 @@ class Service:
                     await work
 
     # --- stop, status, reports -------------------------------------------------------------------
+
+    async def trust_hosts(
+        self, cluster: str, nodes: list[str], *, replace: bool
+    ) -> list[tuple[str, str, str]]:
+        """Record the SSH host keys a cluster's nodes present now (a decision the operator makes)."""
+        provider = self.open_provider(cluster)
+        try:
+            trust = getattr(provider, "trust_hosts", None)
+            if trust is None:
+                raise ConfigError(f"the provider of '{cluster}' does not use SSH host keys")
+            result: list[tuple[str, str, str]] = await trust(nodes, replace=replace)
+            return result
+        finally:
+            await provider.close()
 
     def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
         self.config.cluster(cluster)

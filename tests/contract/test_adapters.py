@@ -32,9 +32,7 @@ def test_plugin_shape(name: str) -> None:
     plugin = REGISTRY.plugin(name)
     assert plugin.name == name
     assert issubclass(plugin.Args, BaseModel)
-    plugin.Args.model_validate({})  # every argument has a default
-    with pytest.raises(ValueError, match="Extra inputs"):
-        plugin.Args.model_validate({"no_such_argument": 1})  # unknown arguments are errors
+    assert plugin.Args.model_config.get("extra") == "forbid"  # an unknown argument is an error
     assert callable(plugin().create_updater)
 
 
@@ -109,9 +107,11 @@ def test_plugins_on_a_self_contained_provider(name: str, tmp_path: Path) -> None
         for plugin_name in REGISTRY.plugins:
             plugin = REGISTRY.plugin(plugin_name)()
             try:
-                updater = plugin.create_updater(
-                    session, plugin.Args(), PluginContext("r", "c", clock, tmp_path)
-                )
+                args = plugin.Args()
+            except ValueError:
+                continue  # needs arguments (e.g. the command plug-in's commands): covered by its own tests
+            try:
+                updater = plugin.create_updater(session, args, PluginContext("r", "c", clock, tmp_path))
             except PluginError:
                 continue  # this plug-in does not apply to this provider's nodes (and says so)
             found = await updater.scan()

@@ -119,3 +119,14 @@ def test_run_status() -> None:
     assert run_status([bad, bad], None) is bad
     assert run_status([ok, cxl], ErrorId.STOPPED_BY_OPERATOR) is cxl
     assert run_status([ok, bad, cxl], ErrorId.MAX_FAILED_NODES_EXCEEDED) is bad
+
+
+def test_min_online_replaces_vote_majority_for_plain_pools() -> None:
+    base = cluster(4)
+    pool = ClusterSnapshot(base.name, base.nodes, (), min_online=2)
+    assert admit_to_maintenance(pool, "n2", {"n1"}, MoveMethod.LIVE).admitted  # 2 of 4 stay online
+    third = admit_to_maintenance(pool, "n3", {"n1", "n2"}, MoveMethod.LIVE)
+    assert not third.admitted and "fewer than min_online = 2" in third.reason
+    two = cluster(2)
+    assert not admit_to_maintenance(two, "n1", set(), MoveMethod.LIVE).admitted  # majority of 2 impossible
+    assert admit_to_maintenance(ClusterSnapshot("c", two.nodes, (), min_online=1), "n1", set(), MoveMethod.LIVE).admitted

@@ -725,6 +725,35 @@ def node_resume(
     )
 
 
+# --- SSH host keys -----------------------------------------------------------------------------------
+
+hosts_app = typer.Typer(help="SSH host keys of a cluster's nodes.", no_args_is_help=True)
+app.add_typer(hosts_app, name="hosts")
+
+
+@hosts_app.command("trust")
+def hosts_trust(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    nodes: Annotated[list[str] | None, typer.Argument(help="Nodes (default: all).")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a different key already recorded (a reinstalled node).")
+    ] = False,
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """Record the host keys the nodes present now. Check the fingerprints out of band first."""
+    json_out = output is OutputFormat.JSON
+    svc = _state(ctx).service()
+    with reported(json_out):
+        rows = asyncio.run(svc.trust_hosts(cluster, list(nodes or []), replace=replace))
+    if json_out:
+        _print_json([{"node": n, "fingerprint": fp, "result": r} for n, fp, r in rows])
+        return
+    console = _console()
+    for node, fingerprint, result in rows:
+        console.print(f"{escape(node)}: {fingerprint} ({result})")
+
+
 # --- the sandbox ----------------------------------------------------------------------------------
 
 

@@ -98,6 +98,9 @@ class ClusterSnapshot:
     name: str
     nodes: tuple[Node, ...]
     roles: tuple[Role, ...] = ()
+    # Pools without cluster quorum (plain server pools) say how many nodes must stay online
+    # instead; None means quorum is a majority of votes.
+    min_online: int | None = None
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -127,5 +130,11 @@ class ClusterSnapshot:
         return sum(n.votes for n in self.nodes if n.is_up)
 
     @property
+    def online_count(self) -> int:
+        return sum(1 for n in self.nodes if n.is_up)
+
+    @property
     def has_quorum(self) -> bool:
+        if self.min_online is not None:
+            return self.online_count >= self.min_online
         return self.online_votes * 2 > self.expected_votes

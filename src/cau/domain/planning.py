@@ -81,14 +81,24 @@ def admit_to_maintenance(
 ) -> Admission:
     """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?"""
     busy = set(holders) | {candidate}
-    expected = snapshot.expected_votes
-    remaining = sum(n.votes for n in snapshot.nodes if n.is_up and n.name not in busy)
-    if remaining * 2 <= expected:
-        return Admission(
-            False,
-            Block.QUORUM,
-            f"taking {candidate} down would leave {remaining} of {expected} votes, not a majority",
-        )
+    if snapshot.min_online is not None:
+        up = sum(1 for n in snapshot.nodes if n.is_up and n.name not in busy)
+        if up < snapshot.min_online:
+            return Admission(
+                False,
+                Block.QUORUM,
+                f"taking {candidate} down would leave {up} node(s) online, fewer than "
+                f"min_online = {snapshot.min_online}",
+            )
+    else:
+        expected = snapshot.expected_votes
+        remaining = sum(n.votes for n in snapshot.nodes if n.is_up and n.name not in busy)
+        if remaining * 2 <= expected:
+            return Admission(
+                False,
+                Block.QUORUM,
+                f"taking {candidate} down would leave {remaining} of {expected} votes, not a majority",
+            )
     if move is MoveMethod.LIVE:
         placement = place_roles(snapshot, busy)
         if not placement.feasible:

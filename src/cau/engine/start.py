@@ -31,9 +31,15 @@ def preflight(
     if profile.require_all_nodes_online and down:
         problems.append(f"require_all_nodes_online: node(s) {', '.join(down)} are not online")
     if not snapshot.has_quorum:
-        problems.append(
-            f"the cluster has no quorum ({snapshot.online_votes} of {snapshot.expected_votes} votes online)"
-        )
+        if snapshot.min_online is not None:
+            problems.append(
+                f"only {snapshot.online_count} node(s) online, fewer than min_online = {snapshot.min_online}"
+            )
+        else:
+            problems.append(
+                f"the cluster has no quorum "
+                f"({snapshot.online_votes} of {snapshot.expected_votes} votes online)"
+            )
     already = [
         node.name for node in snapshot.nodes if node.in_maintenance and node.name not in in_maintenance_by_cau
     ]

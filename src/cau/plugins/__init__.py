@@ -1,0 +1,1 @@
+"""Update plug-ins shipped with cau (registered through the `cau.plugins` entry point)."""

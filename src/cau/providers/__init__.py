@@ -1,0 +1,1 @@
+"""Cluster providers shipped with cau (registered through the `cau.providers` entry point)."""
