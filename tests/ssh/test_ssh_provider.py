@@ -101,7 +101,7 @@ def trust(config: Path, home: Path) -> list[tuple[str, str, str]]:
 
 def test_unknown_host_keys_stop_the_run_before_anything_changes(sshd: Sshd, tmp_path: Path) -> None:
     config = write_config(tmp_path, sshd)
-    with pytest.raises(HostKeyError, match="n1 .* is not in"):
+    with pytest.raises(HostKeyError, match=r"n1 .* is not in"):
         run(config, tmp_path / "home", plugins=[command_plugin(tmp_path / "nodes")])
     assert not list((tmp_path / "nodes").glob("maint-*"))
     rows = trust(config, tmp_path / "home")
@@ -165,13 +165,13 @@ def test_failing_pre_script_leaves_its_node_untouched(sshd: Sshd, tmp_path: Path
 
 def test_installer_exit_codes_are_classified(sshd: Sshd, tmp_path: Path) -> None:
     config = write_config(tmp_path, sshd)
-    state = tmp_path / "nodes"
     trust(config, tmp_path / "home")
     plugin = {
         "name": "command",
         "args": {
             "scan": "printf 'ok\\nbroken\\nolder\\n'",
-            "install": "case $update$ in ok) exit 0;; older) exit 17;; *) echo 'disk full' >&2; exit 5;; esac",
+            "install": "case $update$ in ok) exit 0;; older) exit 17;; "
+            "*) echo 'disk full' >&2; exit 5;; esac",
             "already_installed": [17],
         },
     }
