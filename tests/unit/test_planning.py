@@ -129,4 +129,6 @@ def test_min_online_replaces_vote_majority_for_plain_pools() -> None:
     assert not third.admitted and "fewer than min_online = 2" in third.reason
     two = cluster(2)
     assert not admit_to_maintenance(two, "n1", set(), MoveMethod.LIVE).admitted  # majority of 2 impossible
-    assert admit_to_maintenance(ClusterSnapshot("c", two.nodes, (), min_online=1), "n1", set(), MoveMethod.LIVE).admitted
+    assert admit_to_maintenance(
+        ClusterSnapshot("c", two.nodes, (), min_online=1), "n1", set(), MoveMethod.LIVE
+    ).admitted

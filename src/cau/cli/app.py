@@ -33,6 +33,7 @@ from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState
 from cau.engine.coordinator import Coordinator
 from cau.errors import CauError, ConfigError
+from cau.lab.cli import lab_app
 from cau.reports.model import RunReport
 from cau.service import Service
 from cau.store.base import JournalEvent, ReportQuery
@@ -49,6 +50,7 @@ sandbox_app = typer.Typer(help="The built-in simulated cluster.", no_args_is_hel
 profile_app = typer.Typer(help="Updating Run Profiles.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(profile_app, name="profile")
+app.add_typer(lab_app, name="lab")
 
 
 class OutputFormat(StrEnum):

@@ -1,0 +1,247 @@
+"""`cau lab ...`: bring a lab of real hosts up and down, and drive its hosts by hand."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cau.cli.errors import reported
+from cau.lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, state_dir_default
+from cau.lab.control import Lab
+from cau.lab.hosts import exec_argv
+
+lab_app = typer.Typer(
+    help="A lab of real Linux hosts on this machine (namespaces, needs root), for trying cau.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+StateDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="CAU_LAB_STATE_DIR",
+        default_factory=state_dir_default,
+        help="Where the lab keeps its state (keys, host disks, repos, clusters.toml).",
+    ),
+]
+NodeArg = Annotated[str, typer.Argument(help="A host of the lab, e.g. node1.")]
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+def _open(state_dir: Path) -> Lab:
+    return Lab.open(state_dir, log=_echo)
+
+
+def _usage(lab: Lab) -> None:
+    typer.echo(f"known_hosts:  {lab.known_hosts}")
+    typer.echo(f"client key:   {lab.identity}")
+    typer.echo(f"cluster:      {lab.config_path}")
+    typer.echo("")
+    typer.echo("Use it with:")
+    typer.echo(f"  cau --config {lab.config_path} scan {lab.cluster}")
+    first = lab.nodes[0]
+    typer.echo(f"  cau lab exec {first} -- apt list --upgradable")
+    typer.echo(f"  {shlex.join(lab.ssh_argv(first, 'hostname'))}")
+
+
+@lab_app.command()
+def up(
+    state_dir: StateDirOpt,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Number of hosts.")] = 4,
+    reboot_delay: Annotated[
+        float, typer.Option("--reboot-delay", min=0, help="Seconds a rebooting host stays down.")
+    ] = 1.0,
+    old_only: Annotated[
+        bool, typer.Option("--old-only", help="Publish only the OLD package versions (nothing to update).")
+    ] = False,
+    name: Annotated[
+        str, typer.Option("--name", help="Prefix of the lab's netns, bridge and veth names.")
+    ] = "lab",
+    subnet: Annotated[str, typer.Option("--subnet", help="The lab's private IPv4 subnet.")] = DEFAULT_SUBNET,
+    cluster: Annotated[str, typer.Option("--cluster", help="The cluster's name in clusters.toml.")] = "lab",
+    min_online: Annotated[
+        int | None, typer.Option("--min-online", help="min_online in clusters.toml (default: half).")
+    ] = None,
+    package: Annotated[
+        list[str] | None, typer.Option("--package", help="Extra Debian package for the image (repeat).")
+    ] = None,
+    mirror: Annotated[
+        str | None, typer.Option("--mirror", help="Debian mirror for the image (default: this machine's).")
+    ] = None,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", help="Where the built image is cached.")
+    ] = DEFAULT_CACHE_DIR,
+    recreate: Annotated[bool, typer.Option("--recreate", help="If the lab is up, start it afresh.")] = False,
+) -> None:
+    """Bring a lab up: image (built once, cached), repos, network, hosts, keys, clusters.toml."""
+    with reported():
+        cfg = LabConfig(
+            state_dir=state_dir,
+            nodes=nodes,
+            name=name,
+            cluster=cluster,
+            subnet=subnet,
+            reboot_delay=reboot_delay,
+            min_online=min_online,
+            cache_dir=cache_dir,
+            mirror=mirror,
+            packages=tuple(package or ()),
+        )
+        lab = Lab(cfg, log=_echo)
+        if lab.is_up() and not recreate:
+            typer.echo(f"The lab in {lab.state_dir} is already up (--recreate to start it afresh).")
+            _print_status(Lab.open(state_dir))
+            _usage(lab)
+            return
+        lab.up(publish_new=not old_only, recreate=recreate)
+        typer.echo(f"Lab up: {', '.join(f'{n} {a}' for n, a in lab.addresses.items())}")
+        typer.echo(f"Packages: OLD installed; {'only OLD' if old_only else 'NEW'} versions published.")
+        _usage(lab)
+
+
+def _print_status(lab: Lab) -> None:
+    for st in lab.status():
+        extra = f"  init={st.init_pid} procs={st.processes} boot_id={st.boot_id}" if st.init_pid else ""
+        held = "  (no-return)" if st.no_return else ""
+        typer.echo(f"{st.node:<10} {st.address:<15} {st.state:<10}{extra}{held}")
+
+
+@lab_app.command()
+def status(
+    state_dir: StateDirOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One line per host: up, booting, rebooting (down for its reboot delay) or down."""
+    with reported():
+        lab = _open(state_dir)
+        if as_json:
+            typer.echo(json.dumps([st.as_dict() for st in lab.status()], indent=2))
+        else:
+            _print_status(lab)
+
+
+@lab_app.command()
+def down(state_dir: StateDirOpt) -> None:
+    """Power every host off and remove the lab's network (idempotent)."""
+    with reported():
+        cfg_file = state_dir / "lab.json"
+        if not cfg_file.exists():
+            typer.echo(f"No lab in {state_dir}.")
+            return
+        lab = _open(state_dir)
+        lab.down()
+        typer.echo(f"Lab in {lab.state_dir} is down.")
+
+
+@lab_app.command()
+def publish(
+    state_dir: StateDirOpt,
+    old_only: Annotated[bool, typer.Option("--old-only", help="Withdraw the NEW versions.")] = False,
+) -> None:
+    """Publish the NEW package versions in the lab repositories (or, --old-only, withdraw them)."""
+    with reported():
+        lab = _open(state_dir)
+        if old_only:
+            lab.publish_old()
+        else:
+            lab.publish_new()
+        for repo, pkgs in lab.repos.published().items():
+            typer.echo(f"{repo}: " + ", ".join(f"{n} {v}" for n, v in pkgs))
+
+
+@lab_app.command("reset-packages")
+def reset_packages(
+    state_dir: StateDirOpt,
+    nodes: Annotated[list[str] | None, typer.Argument(help="Hosts (default: all).")] = None,
+) -> None:
+    """Put hosts' packages back to the OLD versions (and drop test packages, apt lists, pending restarts)."""
+    with reported():
+        lab = _open(state_dir)
+        targets = nodes or lab.nodes
+        for node in targets:
+            lab.cfg.index(node)
+        lab.reset_packages(targets)
+        typer.echo(f"Packages reset on {', '.join(targets)}.")
+
+
+@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    state_dir: StateDirOpt,
+    node: NodeArg,
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
+) -> None:
+    """Run a command inside a host (all its namespaces and its root), e.g. `exec node1 -- hostname`."""
+    with reported():
+        lab = _open(state_dir)
+        argv = exec_argv(lab.cfg, node, command)
+    code = subprocess.run(argv, check=False).returncode
+    raise typer.Exit(code if code >= 0 else 128 - code)
+
+
+@lab_app.command()
+def kill(state_dir: StateDirOpt, node: NodeArg) -> None:
+    """Hard power-off of a host (SIGKILL its PID 1). It stays down until `boot`."""
+    with reported():
+        _open(state_dir).kill(node)
+        typer.echo(f"{node} is off.")
+
+
+@lab_app.command()
+def poweroff(state_dir: StateDirOpt, node: NodeArg) -> None:
+    """Graceful power-off of a host (services stopped). It stays down until `boot`."""
+    with reported():
+        _open(state_dir).poweroff(node)
+        typer.echo(f"{node} is off.")
+
+
+@lab_app.command()
+def boot(
+    state_dir: StateDirOpt,
+    node: NodeArg,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for sshd.")] = False,
+) -> None:
+    """Power a host on (and wait until its sshd answers)."""
+    with reported():
+        lab = _open(state_dir)
+        lab.boot(node, wait=not no_wait)
+        typer.echo(f"{node} is {'booting' if no_wait else 'up'} (boot_id {lab.boot_id(node)}).")
+
+
+@lab_app.command()
+def reset(state_dir: StateDirOpt, node: NodeArg) -> None:
+    """Hard reset of a host: killed, and booted again after the reboot delay."""
+    with reported():
+        _open(state_dir).reset(node)
+        typer.echo(f"{node} was reset.")
+
+
+@lab_app.command()
+def hold(
+    state_dir: StateDirOpt,
+    node: NodeArg,
+    off: Annotated[bool, typer.Option("--off", help="Let the host come back again.")] = False,
+) -> None:
+    """The next time the host goes down (reboot, reset), it does not come back (until `boot`)."""
+    with reported():
+        _open(state_dir).hold(node, not off)
+        what = "comes back after a reboot" if off else "will not come back after its next reboot"
+        typer.echo(f"{node}: {what}.")
+
+
+def main() -> None:
+    lab_app(prog_name="cau lab")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""What a lab is: its names, its subnet, where it keeps its state. Saved as `lab.json` in the
+state dir, so every later command (status, down, exec, the supervisors) finds the same lab.
+
+Names of kernel objects derive from `name` (default "lab"): network namespaces `lab-node1`..,
+the bridge `labbr0`, the bridge ports `vlab1`..; two labs with different names, subnets and
+state dirs can run side by side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cau.errors import CauError
+
+DEFAULT_STATE_DIR = Path("/var/lib/cau-lab")
+DEFAULT_CACHE_DIR = Path("/var/cache/cau-lab")
+DEFAULT_SUBNET = "10.77.0.0/24"
+HOST_OFFSET = 10  # node i gets the subnet's address .10+i (10.77.0.11 for node1)
+_IFNAMSIZ = 15  # longest network interface name the kernel takes
+
+
+class LabError(CauError):
+    """The lab could not be built, started, stopped or reached."""
+
+
+def state_dir_default() -> Path:
+    env = os.environ.get("CAU_LAB_STATE_DIR")
+    return Path(env) if env else DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    state_dir: Path = DEFAULT_STATE_DIR
+    nodes: int = 4
+    name: str = "lab"  # prefix of the kernel objects (netns, bridge, veth)
+    cluster: str = "lab"  # the cluster's name in clusters.toml
+    subnet: str = DEFAULT_SUBNET
+    node_prefix: str = "node"
+    reboot_delay: float = 1.0  # seconds between a host's reboot(2) and its next boot
+    min_online: int | None = None  # written to clusters.toml; default: half the nodes
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    suite: str = "bookworm"
+    mirror: str | None = None  # Debian mirror for the image build; default: the machine's
+    packages: tuple[str, ...] = field(default=())  # extra packages for the golden image
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9]*", self.name):
+            raise LabError(
+                f"lab name '{self.name}': use lower-case letters and digits, starting with a letter"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.cluster):
+            raise LabError(f"cluster name '{self.cluster}': use letters, digits, '-' and '_'")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", self.node_prefix):
+            raise LabError(f"node prefix '{self.node_prefix}': use lower-case letters, digits and '-'")
+        if self.nodes < 1:
+            raise LabError("a lab needs at least one node")
+        try:
+            net = ipaddress.IPv4Network(self.subnet)
+        except ValueError as exc:
+            raise LabError(f"subnet '{self.subnet}': {exc}") from exc
+        if net.num_addresses < HOST_OFFSET + self.nodes + 2:
+            raise LabError(f"subnet {net} is too small for {self.nodes} nodes")
+        longest = max(len(self.bridge), len(self.veth(self.nodes)))
+        if longest > _IFNAMSIZ:
+            raise LabError(f"lab name '{self.name}' is too long for interface names (max {_IFNAMSIZ})")
+        if self.reboot_delay < 0:
+            raise LabError("the reboot delay cannot be negative")
+
+    # --- names and addresses -------------------------------------------------------------------
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"{self.node_prefix}{i}" for i in range(1, self.nodes + 1)]
+
+    def index(self, node: str) -> int:
+        try:
+            return self.node_names.index(node) + 1
+        except ValueError:
+            raise LabError(f"unknown node '{node}'; this lab has {', '.join(self.node_names)}") from None
+
+    def address(self, node: str) -> str:
+        return str(self.network.network_address + HOST_OFFSET + self.index(node))
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {node: self.address(node) for node in self.node_names}
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: the root namespace (cau, the tests) reaches the hosts from it."""
+        return str(self.network.network_address + 1)
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.name}br0"
+
+    def netns(self, node: str) -> str:
+        return f"{self.name}-{node}"
+
+    def veth(self, index: int) -> str:
+        return f"v{self.name}{index}"
+
+    @property
+    def effective_min_online(self) -> int:
+        return self.min_online if self.min_online is not None else max(1, self.nodes // 2)
+
+    # --- files ---------------------------------------------------------------------------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "lab.json"
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.state_dir / "hosts"
+
+    def host_dir(self, node: str) -> Path:
+        self.index(node)
+        return self.hosts_dir / node
+
+    @property
+    def layer_dir(self) -> Path:
+        """The lab's own thin image layer (init, shims, keys, /etc/hosts) over the golden image."""
+        return self.state_dir / "layer"
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.state_dir / "repo"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.state_dir / "bin"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def identity(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def clusters_toml(self) -> Path:
+        return self.state_dir / "clusters.toml"
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["cache_dir"] = str(self.cache_dir)
+        data["packages"] = list(self.packages)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabConfig:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        values["state_dir"] = Path(values.get("state_dir", DEFAULT_STATE_DIR))
+        values["cache_dir"] = Path(values.get("cache_dir", DEFAULT_CACHE_DIR))
+        values["packages"] = tuple(values.get("packages", ()))
+        return cls(**values)
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.config_file)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> LabConfig:
+        path = state_dir / "lab.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LabError(
+                f"no lab in {state_dir} (no lab.json)", hint="start one with `cau lab up`"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise LabError(f"{path}: cannot read: {exc}") from exc
+        return replace(cls.from_json(data), state_dir=state_dir)

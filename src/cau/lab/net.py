@@ -1,0 +1,74 @@
+"""The lab's private L2 network: one bridge in the root namespace, one network namespace per
+host joined to it by a veth pair.
+
+The bridge holds the subnet's first address, so the root namespace (cau, the tests) reaches
+every host. No host gets a default route and ip_forward is left as it is, so nothing a host
+sends can leave the subnet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cau.lab.config import LabConfig, LabError
+from cau.lab.proc import run, wait_until
+
+
+def _netns_list() -> set[str]:
+    out = run(["ip", "-o", "netns", "list"], check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _link_exists(name: str) -> bool:
+    return run(["ip", "link", "show", "dev", name], check=False).returncode == 0
+
+
+def netns_exists(cfg: LabConfig, node: str) -> bool:
+    return cfg.netns(node) in _netns_list()
+
+
+def leftovers(cfg: LabConfig) -> list[str]:
+    """Network objects of this lab's names that exist now."""
+    names = _netns_list()
+    found = [cfg.netns(n) for n in cfg.node_names if cfg.netns(n) in names]
+    if _link_exists(cfg.bridge):
+        found.append(cfg.bridge)
+    return found
+
+
+def up(cfg: LabConfig) -> None:
+    prefix = cfg.network.prefixlen
+    if _link_exists(cfg.bridge):
+        raise LabError(f"bridge {cfg.bridge} exists already", hint="run `cau lab down` first")
+    run(["ip", "link", "add", cfg.bridge, "type", "bridge"])
+    run(["ip", "addr", "add", f"{cfg.gateway}/{prefix}", "dev", cfg.bridge])
+    run(["ip", "link", "set", cfg.bridge, "up"])
+    for node in cfg.node_names:
+        ns, veth = cfg.netns(node), cfg.veth(cfg.index(node))
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", veth, "master", cfg.bridge, "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{cfg.address(node)}/{prefix}", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        # deliberately no default route: the subnet is all a host can reach
+
+
+def down(cfg: LabConfig) -> None:
+    """Remove this lab's namespaces and bridge (only our own names); idempotent."""
+    existing = _netns_list()
+    for node in cfg.node_names:
+        if cfg.netns(node) in existing:
+            run(["ip", "netns", "del", cfg.netns(node)], check=False)  # deletes the veth pair too
+    if _link_exists(cfg.bridge):
+        run(["ip", "link", "del", cfg.bridge], check=False)
+    # The kernel frees a netns (and its veth ends) asynchronously after its last process.
+    veths = [cfg.veth(i) for i in range(1, cfg.nodes + 1)]
+    wait_until(lambda: not any(_link_exists(v) for v in veths), timeout=10, interval=0.1)
+    # `ip netns add` bind-mounts /run/netns onto itself; drop that once no netns is left.
+    run_netns = Path("/run/netns")
+    if run_netns.is_dir() and not any(run_netns.iterdir()):
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(line.split()[4] == "/run/netns" for line in f)
+        if mounted:
+            run(["umount", "/run/netns"], check=False)

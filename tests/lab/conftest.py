@@ -1,0 +1,69 @@
+"""The lab of real hosts, brought up once per test session (see cau.lab).
+
+    def test_something(lab):          # the session's lab, as the previous test left it
+    def test_other(clean_lab):        # the same lab, first put back to its starting state
+
+`lab` is a cau.lab.Lab: state_dir, nodes, addresses ({node: address}), config_path
+(clusters.toml, cluster name `lab.cluster` == "lab"), known_hosts, identity, exec(node, cmd),
+ssh(node, cmd), kill/boot/reset/poweroff/hold(node), boot_id(node), publish_new(),
+publish_old(), reset_packages(nodes), repos (add test packages), restore().
+
+The lab uses its own names (netns `caulabt-nodeN`, bridge `caulabtbr0`, 10.77.200.0/24) and
+state dir, so it does not collide with a `cau lab up` of the default lab on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cau.lab import Lab, LabConfig
+
+STATE_DIR = Path(os.environ.get("CAU_LAB_TEST_STATE_DIR", "/var/tmp/cau-lab-test"))
+NAME = "caulabt"
+SUBNET = "10.77.200.0/24"
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, mounts)"
+    for tool in ("unshare", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            return f"the lab needs `{tool}`"
+    probe = subprocess.run(
+        ["unshare", "--net", "--pid", "--mount", "--uts", "--ipc", "--time", "--fork", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"namespaces unavailable: {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cfg = LabConfig(state_dir=STATE_DIR, name=NAME, subnet=SUBNET, nodes=4, reboot_delay=1.0)
+    # detach=False: the supervisors are this process's children, waited for at the end
+    the_lab = Lab(cfg, detach=False)
+    try:
+        the_lab.up(recreate=True)  # a crashed session's leftovers are replaced
+        yield the_lab
+    finally:
+        the_lab.down()  # always: hosts by PID, netns, bridge (mounts die with the hosts)
+
+
+@pytest.fixture
+def clean_lab(lab: Lab) -> Lab:
+    """The session's lab, put back to its starting state first (all up, OLD installed, NEW published)."""
+    lab.restore()
+    return lab

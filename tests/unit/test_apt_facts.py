@@ -1,0 +1,344 @@
+"""The apt plug-in's facts, tested with golden files.
+
+tests/fixtures/apt/NAME.txt is raw output; NAME.json says which parser reads it, where the output
+came from, and what the parser must return:
+
+    {"parser": "apt_plan", "command": "...", "provenance": "real: ..." | "crafted: ...",
+     "args": {...}, "expected": ...}
+
+Adding a pair adds a test. `CAU_UPDATE_GOLDEN=1 pytest tests/unit/test_apt_facts.py` rewrites every
+"expected" from the current parsers (then read the diff before committing it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cau.plugins.apt_facts import (
+    AptAction,
+    AptChange,
+    AptOrigin,
+    AptParseError,
+    KernelStatus,
+    compare_versions,
+    filter_changes,
+    is_lock_error,
+    lock_holder,
+    origin_matches,
+    parse_apt_mark_hold,
+    parse_apt_plan,
+    parse_apt_simulation,
+    parse_apt_summary,
+    parse_dpkg_query,
+    parse_dpkg_status,
+    parse_dpkg_versions,
+    parse_kept_back,
+    parse_needrestart_batch,
+    reboot_required,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "apt"
+
+
+def jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dump(data: Any, indent: int = 0) -> str:
+    """JSON with short values on one line (one apt change per line keeps the diffs readable)."""
+    flat = json.dumps(data, ensure_ascii=False)
+    if len(flat) + indent <= 230 or not isinstance(data, dict | list) or not data:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(data, dict):
+        items = [f"{pad}{json.dumps(k)}: {dump(v, indent + 2)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + dump(v, indent + 2) for v in data]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+def _needrestart(text: str, _: dict[str, Any]) -> Any:
+    result = parse_needrestart_batch(text)
+    return {
+        "result": jsonable(result),
+        "kernel_restart_needed": result.kernel_restart_needed,
+        "restart_needed": result.restart_needed,
+    }
+
+
+def _reboot(text: str, args: dict[str, Any]) -> Any:
+    required, packages = reboot_required(args["reboot_required_exists"], text)
+    return {"required": required, "packages": packages}
+
+
+PARSERS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+    "apt_plan": lambda text, _: jsonable(parse_apt_plan(text)),
+    "dpkg_query": lambda text, _: {
+        "packages": jsonable(parse_dpkg_query(text)),
+        "installed": jsonable(parse_dpkg_status(text)),
+    },
+    "apt_mark_hold": lambda text, _: jsonable(parse_apt_mark_hold(text)),
+    "needrestart_batch": _needrestart,
+    "reboot_required": _reboot,
+    "lock_error": lambda text, _: {
+        "is_lock_error": is_lock_error(text),
+        "holder": jsonable(lock_holder(text)),
+    },
+}
+
+
+def golden(name: str) -> tuple[str, dict[str, Any]]:
+    text = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
+    spec = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return text, spec
+
+
+def names(parser: str | None = None) -> list[str]:
+    found = sorted(p.stem for p in FIXTURES.glob("*.txt"))
+    if parser is None:
+        return found
+    return [n for n in found if json.loads((FIXTURES / f"{n}.json").read_text())["parser"] == parser]
+
+
+def test_every_fixture_has_its_expectation() -> None:
+    txt = {p.stem for p in FIXTURES.glob("*.txt")}
+    js = {p.stem for p in FIXTURES.glob("*.json")}
+    assert txt == js, f"unpaired fixtures: {sorted(txt ^ js)}"
+    assert len(txt) >= 8
+
+
+@pytest.mark.parametrize("name", names())
+def test_golden(name: str) -> None:
+    text, spec = golden(name)
+    assert spec["parser"] in PARSERS, f"{name}.json: unknown parser {spec['parser']!r}"
+    assert spec.get("provenance", "").startswith(("real:", "crafted:")), (
+        f"{name}.json: say where it came from"
+    )
+    actual = PARSERS[spec["parser"]](text, spec.get("args", {}))
+    if os.environ.get("CAU_UPDATE_GOLDEN"):
+        spec["expected"] = actual
+        (FIXTURES / f"{name}.json").write_text(dump(spec) + "\n", encoding="utf-8")
+    assert actual == spec["expected"]
+
+
+# --- what the golden files cannot say on their own -------------------------------------------
+
+
+@pytest.mark.parametrize("name", names("apt_plan"))
+def test_changes_agree_with_apts_own_counts(name: str) -> None:
+    """An independent check of every simulation fixture: apt's summary line counts the changes."""
+    text, _ = golden(name)
+    plan = parse_apt_plan(text)
+    if plan.errors:  # apt refused (its summary may still be printed): nothing would change
+        assert not plan.changes
+        return
+    assert plan.summary is not None
+    count = {a: sum(1 for c in plan.changes if c.action is a) for a in AptAction}
+    assert count[AptAction.UPGRADE] == plan.summary.upgraded
+    assert count[AptAction.INSTALL] == plan.summary.newly_installed
+    assert count[AptAction.REMOVE] == plan.summary.to_remove
+    assert count[AptAction.DOWNGRADE] == plan.summary.downgraded
+    assert count[AptAction.REINSTALL] == plan.summary.reinstalled
+    assert parse_apt_simulation(text) == list(plan.changes)
+    assert parse_kept_back(text) == list(plan.kept_back)
+    assert parse_apt_summary(text) == plan.summary
+
+
+def test_security_origins_and_multi_origin_lines() -> None:
+    text, _ = golden("sim-upgrade-security-multi-origin")
+    by_name = {c.package: c for c in parse_apt_simulation(text)}
+    gcrypt = by_name["libgcrypt20"]
+    assert gcrypt.origins == ("Debian:12.15/oldstable", "Debian-Security:12/oldstable-security")
+    assert gcrypt.arch == "amd64" and gcrypt.old_version == "1.10.1-3" and gcrypt.action is AptAction.UPGRADE
+    # apt's ordering notes after the parentheses are not part of the line's data
+    pam = by_name["libpam-modules-bin"]
+    assert pam.origins == ("Debian:12.15/oldstable",) and pam.arch == "amd64"
+
+
+def test_filter_by_origin_label_archive_prefix_and_glob() -> None:
+    text, _ = golden("sim-upgrade-security-multi-origin")
+    changes = parse_apt_simulation(text)
+    security = filter_changes(changes, [], [], ["Debian-Security"])
+    assert security and all(any("Security" in o for o in c.origins) for c in security)
+    assert filter_changes(changes, [], [], ["oldstable-security"]) == security
+    assert filter_changes(changes, [], [], ["*-security"]) == security
+    assert filter_changes(changes, [], [], ["Debian-Security:12/"]) == security
+    # "Debian" is the label of the point release, not a prefix of "Debian-Security"
+    point = filter_changes(changes, [], [], ["Debian"])
+    assert all("Debian:12.15/oldstable" in c.origins for c in point)
+    assert {c.package for c in security} - {c.package for c in point} == {
+        c.package for c in changes if c.origins == ("Debian-Security:12/oldstable-security",)
+    }
+
+
+def test_filter_by_name_include_then_exclude() -> None:
+    text, _ = golden("sim-upgrade-security-multi-origin")
+    changes = parse_apt_simulation(text)
+    picked = filter_changes(changes, ["libssl*", "openssl"], ["libssl-dev"], [])
+    assert [c.package for c in picked] == ["libssl3", "openssl"]
+    assert filter_changes(changes) == changes
+
+
+def test_filter_matches_foreign_arch_packages_by_bare_name() -> None:
+    text, _ = golden("sim-crafted-ubuntu-phasing-multiarch")
+    changes = parse_apt_simulation(text)
+    assert [c.package for c in filter_changes(changes, ["libc6"])] == ["libc6:i386", "libc6"]
+    assert [c.package for c in filter_changes(changes, ["libc6:i386"])] == ["libc6:i386"]
+    assert [c.package for c in filter_changes(changes, [], [], ["New Python Versions"])] == [
+        "python3.12-minimal",
+        "python3.12",
+    ]
+
+
+def test_an_origin_filter_never_selects_a_removal() -> None:
+    text, _ = golden("sim-install-target-release-mixed")
+    changes = parse_apt_simulation(text)
+    assert any(c.action is AptAction.REMOVE for c in changes)
+    assert all(c.action is not AptAction.REMOVE for c in filter_changes(changes, [], [], ["*"]))
+
+
+@pytest.mark.parametrize(
+    ("origin", "parts"),
+    [
+        ("Debian-Security:12/stable-security", ("Debian-Security", "12", "stable-security")),
+        ("Debian:12.8/stable", ("Debian", "12.8", "stable")),
+        ("Debian:unstable", ("Debian", None, "unstable")),  # a Release file without Version
+        ("New Python Versions:22.04/jammy", ("New Python Versions", "22.04", "jammy")),
+        ("localhost", (None, None, "localhost")),  # no Release file
+    ],
+)
+def test_origin_parts(origin: str, parts: tuple[str | None, str | None, str]) -> None:
+    parsed = AptOrigin.parse(origin)
+    assert (parsed.label, parsed.version, parsed.archive) == parts
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hit"),
+    [
+        ("Debian-Security", True),
+        ("stable-security", True),
+        ("Debian", False),
+        ("Debian-Sec", False),  # a bare word is a whole label or archive
+        ("Debian-Sec*", True),
+        ("Debian-Security:12", True),  # with ':' or '/', a prefix of the whole string
+        ("Debian-Security:11", False),
+        ("*:12/*-security", True),
+    ],
+)
+def test_origin_patterns(pattern: str, hit: bool) -> None:
+    assert origin_matches("Debian-Security:12/stable-security", pattern) is hit
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "order"),
+    [
+        ("1.0", "1.0", 0),
+        ("0:1.0", "1.0", 0),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0~rc1", "1.0~rc1~1", 1),
+        ("1:0.1", "2.0", 1),
+        ("1.0-1", "1.0-1+deb12u1", -1),
+        ("7.88.1-10+deb12u14", "7.88.1-10+deb12u15", -1),
+        ("2.36-9+deb12u9", "2.36-9+deb12u10", -1),
+        ("1.0a", "1.0", 1),
+        ("1.0+b1", "1.0", 1),
+        ("1.0.0", "1.0", 1),
+        ("1.001", "1.1", 0),
+        ("20.20.2-1nodesource1+repack1", "18.20.4+dfsg-1~deb12u3", 1),
+        ("1.0-1", "1.0-1~bpo12+1", 1),
+        ("3.0.19-1~deb12u2", "3.0.22-1~deb12u2", -1),
+        ("2:1.0", "1:9.9", 1),
+        ("1.2-3", "1.2-03", 0),
+        ("1.0-a", "1.0-+", -1),  # letters sort before non-letters
+    ],
+)
+def test_debian_version_order(a: str, b: str, order: int) -> None:
+    """The same answers as `dpkg --compare-versions` (checked against dpkg 1.21)."""
+    assert compare_versions(a, b) == order
+    assert compare_versions(b, a) == -order
+
+
+def test_dpkg_status_and_versions_keep_installed_packages_only() -> None:
+    text, _ = golden("dpkg-query-states")
+    versions = parse_dpkg_versions(text)
+    assert "linux-image-6.1.0-26-amd64" not in versions  # rc: only its config files remain
+    assert "postgresql-15" not in versions and "nginx-common" not in versions  # half-configured, unpacked
+    assert versions["man-db"] == "2.11.2-2"  # triggers pending: installed
+    assert parse_dpkg_status(text)["openssl"] == ("3.0.15-1~deb12u1", True)
+    assert {p.name for p in parse_dpkg_query(text) if p.broken} == {
+        "postgresql-15",
+        "nginx-common",
+        "brokenpkg",
+    }
+
+
+def test_apt_mark_showhold_real_output() -> None:
+    text, _ = golden("apt-mark-showhold")
+    assert parse_apt_mark_hold(text) == {"curl", "libcurl4", "openssl"}
+
+
+def test_needrestart_kernel_states() -> None:
+    assert parse_needrestart_batch("NEEDRESTART-KSTA: 2\n").kernel_status is KernelStatus.ABI_UPGRADE
+    assert not parse_needrestart_batch("NEEDRESTART-KSTA: 0\n").restart_needed  # unknown is not "due"
+    assert parse_needrestart_batch("").kernel_status is None
+    with pytest.raises(AptParseError, match="KSTA"):
+        parse_needrestart_batch("NEEDRESTART-KSTA: 7\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Inst curl [7.88.1] 7.88.2 Debian:12/stable [amd64]",  # no parentheses
+        "Inst curl [7.88.1] (7.88.2 Debian:12/stable [amd64]",  # unbalanced
+        "Inst curl [7.88.1] ( Debian:12/stable [amd64])",  # no version
+        "Inst (1.0 Debian:12/stable [amd64])",  # no package name
+    ],
+)
+def test_malformed_change_lines_are_errors_not_silence(line: str) -> None:
+    with pytest.raises(AptParseError):
+        parse_apt_simulation(line + "\n")
+
+
+def test_malformed_dpkg_query_line_is_an_error() -> None:
+    with pytest.raises(AptParseError, match="dpkg-query"):
+        parse_dpkg_query("bash 5.2 ii\n")
+
+
+def test_conf_lines_alone_change_nothing() -> None:
+    assert parse_apt_simulation("Conf libc6 (2.36-9 Debian:12/stable [amd64])\n") == []
+
+
+def test_reboot_required_ignores_a_stale_package_list() -> None:
+    assert reboot_required(False, "linux-image-6.1.0-28-amd64\n") == (False, [])
+    assert reboot_required(True, "") == (True, [])
+
+
+def test_lock_holder_is_named() -> None:
+    text, _ = golden("lock-frontend-held")
+    assert is_lock_error(text)
+    holder = lock_holder(text)
+    assert holder is not None and holder[1] == "python3"
+
+
+def test_an_apt_change_is_a_value() -> None:
+    a = AptChange("curl", AptAction.UPGRADE, "1", "2", ("Debian:12/stable",), "amd64")
+    assert a == AptChange("curl", AptAction.UPGRADE, "1", "2", ("Debian:12/stable",), "amd64")
+    assert len({a, a}) == 1
