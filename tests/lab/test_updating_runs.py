@@ -178,3 +178,50 @@ def test_failing_pre_update_script_leaves_its_host_untouched(fresh: Lab, tmp_pat
     assert versions(lab, "node3") == OLD and lab.boot_id("node3") == before
     assert not in_maintenance(lab, "node3")
     assert nodes["node1"]["status"] == "Succeeded" and versions(lab, "node1") == NEW
+
+
+def _hotfix_share(tmp: Path) -> Path:
+    from tests.support_hotfix import CONFIG, script, write_manifest
+
+    root = tmp / "hotfixes"
+    (root / "_all").mkdir(parents=True)
+    (root / "node1").mkdir()
+    (root / "hotfix.toml").write_text(CONFIG)
+    (root / "_all" / "fix.sh").write_text(script("/var/tmp/hotfix-trace"))
+    (root / "node1" / "only.sh").write_text(script("/var/tmp/hotfix-trace", 100))  # success, restart needed
+    write_manifest(root)
+    root.chmod(0o755)
+    profile = tmp / "hotfix-profile.toml"
+    profile.write_text(f'[[plugins]]\nname = "hotfix"\nargs = {{ root = "{root}" }}\n')
+    return profile
+
+
+def test_hotfix_share_installs_by_rules_and_refuses_a_tampered_file(fresh: Lab, tmp_path: Path) -> None:
+    lab = fresh
+    for node in lab.nodes:
+        lab.exec(node, "rm -f /var/tmp/hotfix-trace /var/lib/cau/hotfix-installed")
+    profile = _hotfix_share(tmp_path)
+    # tampered after the manifest was written: nothing may run anywhere
+    fix = tmp_path / "hotfixes" / "_all" / "fix.sh"
+    good = fix.read_text()
+    fix.write_text(good + "echo tampered\n")
+    refused = cau(lab, tmp_path / "a", "run", "lab", "--profile", str(profile), "--output", "json")
+    data = report(refused)
+    assert data["status"] == "Failed"
+    first = next(n for n in data["nodes"] if n["status"] == "Failed")
+    assert first["error_id"] == "ScanFailed" and "integrity check failed" in first["message"]
+    assert all(lab.exec(n, "test -e /var/tmp/hotfix-trace").returncode != 0 for n in lab.nodes)
+
+    fix.write_text(good)
+    before = {n: lab.boot_id(n) for n in lab.nodes}
+    done = cau(lab, tmp_path / "b", "run", "lab", "--profile", str(profile), "--output", "json")
+    assert done.returncode == 0, done.stderr
+    nodes = {n["name"]: n for n in report(done)["nodes"]}
+    assert {u["id"] for u in nodes["node1"]["updates"]} == {"_all/fix.sh", "node1/only.sh"}
+    assert {u["id"] for u in nodes["node2"]["updates"]} == {"_all/fix.sh"}
+    for node in lab.nodes:
+        ran = lab.exec(node, "cat /var/tmp/hotfix-trace").stdout.split("\n")
+        expected = ["fix.sh " + node] + (["only.sh node1"] if node == "node1" else [])
+        assert ran[: len(expected)] == expected
+    after = {n: lab.boot_id(n) for n in lab.nodes}
+    assert {n for n in lab.nodes if after[n] != before[n]} == {"node1"}  # only node1's hotfix asked

@@ -1,0 +1,122 @@
+"""The hotfix plug-in on a local node: rules, exit codes, integrity and ACL checks, the registry.
+
+The "node" here is this machine through the local transport; every command the test makes it run
+is a script of the test's own, writing under the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cau.clock import SystemClock
+from cau.domain.updates import UpdateOutcome
+from cau.errors import PluginError
+from cau.plugins.hotfix import HotfixArgs, HotfixPlugin
+from cau.ports import PluginContext, Transport
+from cau.transport.local import LocalTransport
+from tests.support_hotfix import hotfix_root, write_manifest
+
+HOST = socket.gethostname()
+
+
+@dataclass
+class LocalSession:
+    node: str
+    transport: Transport
+
+
+def updater(tmp: Path, root: Path, **args: object):  # type: ignore[no-untyped-def]
+    parsed = HotfixArgs(
+        root=str(root), staging_dir=str(tmp / "staging"), registry=str(tmp / "installed"), **args
+    )  # type: ignore[arg-type]
+    ctx = PluginContext("run-1", "c", SystemClock(), tmp)
+    return HotfixPlugin().create_updater(LocalSession(HOST, LocalTransport()), parsed, ctx)
+
+
+def test_rules_order_exit_codes_and_registry(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    root = hotfix_root(tmp_path / "share", str(trace), node=HOST)
+    up = updater(tmp_path, root)
+
+    async def main() -> None:
+        found = await up.scan()
+        # _all first, then the node's own folder, in path order within each; nothing else
+        assert [u.id for u in found.updates] == ["_all/firmware/bios.cap", "_all/fix.sh", f"{HOST}/only.sh"]
+        assert all(s.ok for s in await up.stage(found.updates))
+        results = {r.update_id: r for r in await up.install(found.updates, lambda _m: None)}
+        assert {k: r.outcome for k, r in results.items()} == dict.fromkeys(results, UpdateOutcome.SUCCEEDED)
+        assert not results["_all/fix.sh"].restart_required
+        assert results[f"{HOST}/only.sh"].restart_required  # exit 100 = success, restart needed
+        assert results["_all/firmware/bios.cap"].restart_required  # always_restart
+        assert trace.read_text().split("\n")[:3] == [f"{n} {HOST}" for n in ("bios.cap", "fix.sh", "only.sh")]
+        assert (await up.scan()).updates == ()  # recorded as installed: not offered again
+
+    asyncio.run(main())
+
+
+def test_a_tampered_file_stops_everything(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    root = hotfix_root(tmp_path / "share", str(trace), node=HOST)
+    (root / "_all" / "fix.sh").write_text("#!/bin/sh\nrm -rf /important\n")  # after the manifest was made
+    with pytest.raises(PluginError, match=r"integrity check failed, nothing was installed: .*_all/fix.sh"):
+        asyncio.run(updater(tmp_path, root).scan())
+    assert not trace.exists()
+
+
+def test_a_file_changed_on_the_node_after_staging_is_not_run(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    root = hotfix_root(tmp_path / "share", str(trace), node=HOST)
+    up = updater(tmp_path, root)
+
+    async def main() -> None:
+        found = await up.scan()
+        await up.stage(found.updates)
+        for staged in (tmp_path / "staging").iterdir():
+            staged.write_text("#!/bin/sh\necho evil\n")
+        # install pushes again (the coordinator's copy is the checked one) and verifies before running
+        results = await up.install(found.updates, lambda _m: None)
+        assert all(r.outcome is UpdateOutcome.SUCCEEDED for r in results)
+        assert "evil" not in trace.read_text()
+
+    asyncio.run(main())
+
+
+def test_failed_and_already_installed_codes(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    root = hotfix_root(tmp_path / "share", str(trace), node=HOST)
+    (root / "_all" / "fix.sh").write_text("#!/bin/sh\necho 'disk full' >&2\nexit 5\n")
+    (root / HOST / "only.sh").write_text("#!/bin/sh\nexit 17\n")
+    write_manifest(root)
+    up = updater(tmp_path, root)
+
+    async def main() -> None:
+        found = await up.scan()
+        results = {r.update_id: r for r in await up.install(found.updates, lambda _m: None)}
+        fix = results["_all/fix.sh"]
+        assert fix.outcome is UpdateOutcome.FAILED and fix.error_code == 5 and "disk full" in fix.message
+        already = results[f"{HOST}/only.sh"]
+        assert already.outcome is UpdateOutcome.SUCCEEDED and "already-installed" in already.message
+        # the failed one is offered again (a retry), the others are recorded
+        assert [u.id for u in (await up.scan()).updates] == ["_all/fix.sh"]
+
+    asyncio.run(main())
+
+
+def test_a_root_others_can_write_to_is_refused_unless_allowed(tmp_path: Path) -> None:
+    root = hotfix_root(tmp_path / "share", str(tmp_path / "trace"), node=HOST)
+    root.chmod(0o777)
+    with pytest.raises(PluginError, match=r"others can write to: .*share \(777\)"):
+        asyncio.run(updater(tmp_path, root).scan())
+    assert asyncio.run(updater(tmp_path, root, disable_acl_checks=True).scan()).updates
+
+
+def test_bad_config_names_the_key_and_the_file(tmp_path: Path) -> None:
+    root = hotfix_root(tmp_path / "share", str(tmp_path / "trace"), node=HOST)
+    (root / "hotfix.toml").write_text('[[rules]]\nmatch = "*.sh"\ncomand = "sh $update$"\n')
+    with pytest.raises(PluginError, match=r"hotfix.toml.*comand"):
+        asyncio.run(updater(tmp_path, root).scan())
