@@ -28,6 +28,7 @@ from cau.domain.durations import Duration
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
 from cau.errors import CauError, PluginError
 from cau.plugins import apt_facts as facts
+from cau.plugins import refuse_this_machine
 from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
 from cau.redact import tail
 
@@ -216,5 +217,6 @@ class AptPlugin:
     Args: ClassVar[type[BaseModel]] = AptArgs
 
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
+        refuse_this_machine(session, "apt")
         assert isinstance(args, AptArgs)
         return AptNodeUpdater(session, args, ctx.clock)

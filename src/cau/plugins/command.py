@@ -25,6 +25,7 @@ from pydantic import BaseModel, field_validator
 from cau.domain.durations import Duration
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
 from cau.errors import CauError, PluginError
+from cau.plugins import refuse_simulated
 from cau.plugins.exitcodes import ExitClass, ExitCodes
 from cau.ports import Clock, NodeSession, NodeUpdater, PluginContext, ProgressCallback
 from cau.redact import redact, tail
@@ -135,5 +136,6 @@ class CommandPlugin:
     Args: ClassVar[type[BaseModel]] = CommandArgs
 
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
+        refuse_simulated(session, "command")
         assert isinstance(args, CommandArgs)
         return CommandNodeUpdater(session, args, ctx.clock)

@@ -25,6 +25,7 @@ from cau.domain.durations import Duration
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
 from cau.errors import CauError, PluginError
 from cau.plugins import dnf_facts as facts
+from cau.plugins import refuse_this_machine
 from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
 from cau.redact import tail
 
@@ -172,5 +173,6 @@ class DnfPlugin:
     Args: ClassVar[type[BaseModel]] = DnfArgs
 
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
+        refuse_this_machine(session, "dnf")
         assert isinstance(args, DnfArgs)
         return DnfNodeUpdater(session, args, ctx.clock)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
 from cau.errors import CauError, ConfigError, PluginError
+from cau.plugins import refuse_simulated
 from cau.plugins.exitcodes import ExitClass
 from cau.plugins.hotfix_rules import (
     CONFIG_NAME,
@@ -338,5 +339,6 @@ class HotfixPlugin:
     Args: ClassVar[type[BaseModel]] = HotfixArgs
 
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
+        refuse_simulated(session, "hotfix")
         assert isinstance(args, HotfixArgs)
         return HotfixNodeUpdater(session, args, ctx.clock)

@@ -30,8 +30,10 @@ class SandboxOptions(BaseModel):
 @dataclass
 class SandboxSession:
     node: str
-    transport: Transport
+    transport: Transport  # runs on this machine: for the profile's scripts only
     cluster: SandboxCluster
+    # Plug-ins that change real systems refuse simulated nodes (see cau.plugins.refuse_simulated).
+    simulated: bool = True
 
 
 def state_file(data_dir: Path, cluster: str) -> Path:
