@@ -24,12 +24,20 @@ from tests.ssh.conftest import Sshd
 IP = "$(echo $SSH_CONNECTION | cut -d' ' -f3)"  # which loopback address (node) the session is on
 
 
-def write_config(tmp: Path, sshd: Sshd, *, allow_member: bool = True, extra: str = "") -> Path:
+def write_config(
+    tmp: Path, sshd: Sshd, *, allow_member: bool = True, extra: str = "", maintenance: str | None = None
+) -> Path:
     state = tmp / "nodes"
     state.mkdir(exist_ok=True)
     for ip in ("127.0.0.1", "127.0.0.2"):
         (state / f"boot-{ip}").write_text("boot-0\n")
         (state / f"pending-{ip}").write_text("kernel Linux kernel 6.1.158\nopenssl OpenSSL 3.0.17\n")
+    default_hooks = (
+        "[clusters.loop.options.maintenance]\n"
+        f'enter = "echo in > {state}/maint-$CAU_NODE"\n'
+        f'exit = "rm -f {state}/maint-$CAU_NODE"\n'
+        f'status = "test -e {state}/maint-$CAU_NODE"\n'
+    )
     config = tmp / "clusters.toml"
     config.write_text(f"""
 [clusters.loop]
@@ -45,11 +53,7 @@ reboot_command = "cat /proc/sys/kernel/random/uuid > {state}/boot-{IP}"
 min_online = 1
 {extra}
 
-[clusters.loop.options.maintenance]
-enter = "echo in > {state}/maint-$CAU_NODE"
-exit = "rm -f {state}/maint-$CAU_NODE"
-status = "test -e {state}/maint-$CAU_NODE"
-
+{maintenance or default_hooks}
 [[clusters.loop.options.nodes]]
 name = "n1"
 host = "127.0.0.1"
@@ -184,3 +188,28 @@ def test_installer_exit_codes_are_classified(sshd: Sshd, tmp_path: Path) -> None
     detail = json.loads(json.dumps(n1.model_dump(mode="json")))
     broken = next(u for u in detail["updates"] if u["id"] == "broken")
     assert broken["message"].startswith("exit 5: failed") and broken["error_code"] == 5
+
+
+def test_maintenance_hooks_on_another_host(sshd: Sshd, tmp_path: Path) -> None:
+    """A load balancer drains each node: the hooks run on the `lb` host, told which node it is."""
+    lb = tmp_path / "lb"
+    hooks = f"""[clusters.loop.options.maintenance]
+run_on = "lb"
+enter = "echo \\"drain $CAU_NODE $CAU_HOST\\" >> {lb}.log && touch {lb}-$CAU_NODE"
+exit = "echo \\"enable $CAU_NODE\\" >> {lb}.log && rm {lb}-$CAU_NODE"
+status = "test -e {lb}-$CAU_NODE"
+
+[clusters.loop.options.hook_hosts.lb]
+host = "127.0.0.1"
+port = {sshd.port}
+"""
+    config = write_config(tmp_path, sshd, maintenance=hooks)
+    trust(config, tmp_path / "home")
+    out = run(config, tmp_path / "home", plugins=[command_plugin(tmp_path / "nodes")])
+    assert out.report.status == "Succeeded"
+    assert (lb.parent / "lb.log").read_text().splitlines() == [
+        "drain n1 127.0.0.1",
+        "enable n1",
+        "drain n2 127.0.0.2",
+        "enable n2",
+    ]

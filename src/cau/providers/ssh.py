@@ -165,20 +165,23 @@ class SshProvider:
 
     # --- transports ----------------------------------------------------------------------------
 
-    def target(self, node: str) -> SshTarget:
-        entry = self._entry(node)
+    def _target(self, name: str, host: str, port: int, user: str | None) -> SshTarget:
         o = self.options
         return SshTarget(
-            name=node,
-            host=entry.host,
-            port=entry.port,
-            user=entry.user or o.user,
+            name=name,
+            host=host,
+            port=port,
+            user=user or o.user,
             identity=o.identity,
             known_hosts=o.known_hosts,
             connect_timeout=o.connect_timeout,
             sudo=o.sudo,
             cluster=self._cluster,
         )
+
+    def target(self, node: str) -> SshTarget:
+        entry = self._entry(node)
+        return self._target(node, entry.host, entry.port, entry.user)
 
     def _entry(self, node: str) -> NodeEntry:
         if node not in self._nodes:
@@ -199,20 +202,7 @@ class SshProvider:
         key = f"hook:{where}"
         if key not in self._transports:
             hh = self.options.hook_hosts[where]
-            o = self.options
-            self._transports[key] = SshTransport(
-                SshTarget(
-                    name=where,
-                    host=hh.host,
-                    port=hh.port,
-                    user=hh.user or o.user,
-                    identity=o.identity,
-                    known_hosts=o.known_hosts,
-                    connect_timeout=o.connect_timeout,
-                    sudo=o.sudo,
-                    cluster=self._cluster,
-                )
-            )
+            self._transports[key] = SshTransport(self._target(where, hh.host, hh.port, hh.user))
         return self._transports[key]
 
     def _hook_env(self, node: str) -> dict[str, str]:
