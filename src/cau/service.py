@@ -130,9 +130,19 @@ class Service:
         provider: ClusterProvider = factory.create(parsed, ctx)
         return provider
 
-    def profile(self, cluster: str, file: Path | None, overrides: dict[str, Any] | None = None) -> RunProfile:
-        """The run profile: the cluster's default profile file, or `file`, then the overrides."""
+    def profile(
+        self,
+        cluster: str,
+        file: Path | None,
+        overrides: dict[str, Any] | None = None,
+        *,
+        stored: dict[str, Any] | None = None,
+    ) -> RunProfile:
+        """The run profile: the cluster's default profile file, or `file`, or a profile kept in the
+        store (`stored`, its options; the API's profiles), then the overrides."""
         cfg = self.config.cluster(cluster)
+        if stored is not None:
+            return build_profile(None, overrides, base=stored)
         if file is None and cfg.profile is not None:
             base = self.config.base_dir
             file = cfg.profile if cfg.profile.is_absolute() or base is None else base / cfg.profile
