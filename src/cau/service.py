@@ -279,7 +279,7 @@ class Service:
         problems: list[str] = []
         own_checks = getattr(provider, "preflight", None)
         if own_checks is not None:  # optional provider capability (e.g. remote-updating mode)
-            problems += await own_checks()
+            problems += await own_checks(profile)
         if problems:
             raise PreflightError(
                 f"the run on '{cluster}' did not start: " + "; ".join(problems), hint="nothing was changed"

@@ -184,6 +184,10 @@ def run(
         bool | None, typer.Option("--no-restart", help="Never restart; nodes end pending restart.")
     ] = None,
     allow_nodes_in_maintenance: Annotated[bool | None, typer.Option("--allow-nodes-in-maintenance")] = None,
+    allow_unhealthy_cluster: Annotated[
+        bool | None,
+        typer.Option("--allow-unhealthy-cluster", help="Start despite failed resources or unclean nodes."),
+    ] = None,
     force_recovery: Annotated[
         bool,
         typer.Option(
@@ -220,6 +224,7 @@ def run(
         "move": move,
         "no_restart": no_restart,
         "allow_nodes_in_maintenance": allow_nodes_in_maintenance,
+        "allow_unhealthy_cluster": allow_unhealthy_cluster,
     }
     console = _console(stderr=json_out)
     svc = _state(ctx).service()

@@ -61,6 +61,9 @@ class Node:
     votes: int = 1
     boot_id: str | None = None
     failure_domain: str | None = None
+    # The cluster's coordinator node (Pacemaker's DC): updated last, so the cluster changes its
+    # leader once, not at every node.
+    leader: bool = False
 
     @property
     def is_up(self) -> bool:

@@ -47,9 +47,13 @@ def unknown_nodes(snapshot: ClusterSnapshot, names: Sequence[str]) -> list[str]:
 
 
 def order_nodes(snapshot: ClusterSnapshot, explicit: Sequence[str] | None = None) -> list[str]:
-    """CAU's order: the node hosting the fewest roles first. An explicit order comes first;
-    nodes it does not name follow in the default order."""
-    default = sorted(snapshot.node_names, key=lambda n: (len(snapshot.roles_on(n)), n))
+    """CAU's order: the node hosting the fewest roles first, the cluster's leader (e.g. the
+    Pacemaker DC) last. An explicit order comes first; nodes it does not name follow in the
+    default order."""
+    default = sorted(
+        snapshot.node_names,
+        key=lambda n: (snapshot.node(n).leader, len(snapshot.roles_on(n)), n),
+    )
     if not explicit:
         return default
     head = [n for n in explicit if n in default]

@@ -94,6 +94,8 @@ class RunProfile(BaseModel):
     move: MoveMethod = MoveMethod.LIVE
     no_restart: bool = False
     allow_nodes_in_maintenance: bool = False
+    # Start even when the cluster reports itself unhealthy (failed resources, unclean nodes).
+    allow_unhealthy_cluster: bool = False
 
     @field_validator("plugins", mode="before")
     @classmethod

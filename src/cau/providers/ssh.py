@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState
 from cau.domain.durations import Duration
-from cau.domain.profile import FailbackMode, MoveMethod
+from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
 from cau.errors import CauError, MaintenanceError, NodeUnreachable, NotFound, ProviderError, TransportError
 from cau.ports import MaintenancePrior, ProviderContext
 from cau.redact import tail
@@ -210,7 +210,7 @@ class SshProvider:
 
     # --- observation ---------------------------------------------------------------------------
 
-    async def preflight(self) -> list[str]:
+    async def preflight(self, profile: RunProfile | None = None) -> list[str]:
         if self.options.allow_member_coordinator:
             return []
         local = [n.name for n in self.options.nodes if _is_local_address(n.host)]

@@ -1,0 +1,490 @@
+"""The `pacemaker` provider: a Pacemaker/Corosync failover cluster, reached over SSH.
+
+    [clusters.ha]
+    provider = "pacemaker"
+    plugins = ["apt"]
+    [clusters.ha.options]                 # the ssh provider's options (nodes, user, identity,
+    user = "root"                         # known_hosts, boot_id_command, reboot_command, ...)
+    known_hosts = "~/.ssh/known_hosts"
+    drain_timeout = "5m"                  # how long a standby may take to move everything off
+    failback_timeout = "5m"               # how long resources may take to come back
+    [[clusters.ha.options.nodes]]
+    name = "ha1"                          # the node's name in Pacemaker (crm_node -n)
+    host = "10.0.0.11"
+
+Maintenance is Pacemaker's own: a node enters it by `standby` (Pacemaker moves its resources:
+live migration where a resource allows it, a stop-and-start elsewhere otherwise) and leaves it
+by removing the standby attribute. With `move = "save"` nothing migrates: the node's resources
+are stopped in place (target-role=Stopped) and started again on that node after its restart.
+
+Everything cau changes in the CIB can be found again by looking, so a coordinator that crashed
+is undone by the next one: the standby attribute (its prior value is journaled before it is
+set), location constraints whose id starts with `cau-`, and the `cau-saved-on` meta attribute
+on the resources it stopped (their prior target-role is journaled too).
+
+The cluster CLIs (crm_mon, cibadmin, crm_attribute, crm_resource) run on a member node, over the
+same verified SSH connections as the updates: they talk to the local Pacemaker daemons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, model_validator
+
+from cau.domain.cluster import ClusterSnapshot, Node, NodeState, Role, RoleKind
+from cau.domain.durations import Duration
+from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
+from cau.errors import MaintenanceError, NodeUnreachable, ProviderError
+from cau.ports import CommandResult, MaintenancePrior, ProviderContext
+from cau.providers.pacemaker_state import (
+    CAU_CONSTRAINT_PREFIX,
+    ClusterConfig,
+    ClusterStatus,
+    PcmkResource,
+    health_problems,
+    parse_cib,
+    parse_crm_mon,
+)
+from cau.providers.ssh import MaintenanceHooks, SshOptions, SshProvider
+from cau.redact import tail
+
+SAVED_META = "cau-saved-on"  # meta attribute: "cau stopped this resource on that node"
+_SPLIT = "@@cau-split@@"
+_CRM_MON = "crm_mon --output-as=xml --inactive"
+_CIB = "cibadmin --query --scope configuration"
+# XML ids (what Pacemaker accepts as resource and node names) never need shell quoting, but they
+# are checked anyway before going into a command line.
+_XML_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+# Outputs of a cluster CLI that mean "this node is not a running member now; ask another".
+_NOT_A_MEMBER = (
+    "connection refused",
+    "could not connect",
+    "not connected",
+    "transport endpoint is not connected",
+    "no such file or directory",
+    "error: connection to cluster failed",
+    "could not establish",
+)
+
+
+class PacemakerOptions(SshOptions):
+    drain_timeout: Duration = timedelta(minutes=5)
+    failback_timeout: Duration = timedelta(minutes=5)
+    poll_interval: float = Field(0.2, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _no_hooks(self) -> PacemakerOptions:
+        if self.maintenance != MaintenanceHooks():
+            raise ValueError(
+                "the pacemaker provider puts nodes in maintenance through Pacemaker standby; "
+                "remove the 'maintenance' hooks (they are for the ssh provider)"
+            )
+        return self
+
+
+def _xml_id(value: str, what: str) -> str:
+    if not _XML_ID.fullmatch(value):
+        raise ProviderError(f"unexpected {what} {value!r} from Pacemaker")
+    return value
+
+
+def _roles_on(status: ClusterStatus, node: str) -> list[PcmkResource]:
+    """The movable roles (primitives and groups, not clones) active on `node`."""
+    return [r for r in status.resources if r.kind in ("primitive", "group") and node in r.nodes]
+
+
+class PacemakerProvider(SshProvider):
+    name: ClassVar[str] = "pacemaker"
+    Options: ClassVar[type[BaseModel]] = PacemakerOptions
+    default_plugins: tuple[str, ...] = ("apt",)
+
+    def __init__(self, cluster: str, options: PacemakerOptions) -> None:
+        super().__init__(cluster, options)
+        self.pcmk = options
+        self._control: str | None = None  # the member that last answered a cluster command
+
+    @classmethod
+    def create(cls, options: BaseModel, ctx: ProviderContext) -> PacemakerProvider:
+        assert isinstance(options, PacemakerOptions)
+        return cls(ctx.cluster, options)
+
+    # --- cluster commands ------------------------------------------------------------------------
+
+    def _candidates(self, avoid: str | None) -> list[str]:
+        names = [n.name for n in self.options.nodes]
+        order = ([self._control] if self._control in names else []) + names
+        seen: list[str] = []
+        for name in order:
+            if name not in seen and name != avoid:
+                seen.append(name)
+        if avoid in names:
+            seen.append(avoid)  # the node itself only when no other member answers
+        return seen
+
+    async def _member_run(
+        self, command: str, *, avoid: str | None = None, timeout: float = 60
+    ) -> CommandResult:
+        """Run a cluster CLI command on a member that answers. A node that is down, or whose
+        Pacemaker is not running, is skipped; a command that fails on a running member is
+        returned as it is (the caller decides)."""
+        tried: list[str] = []
+        for name in self._candidates(avoid):
+            try:
+                result = await self.transport(name).run(command, timeout=timeout)
+            except NodeUnreachable as exc:
+                tried.append(f"{name}: {exc}")
+                continue
+            err = (result.stderr + result.stdout[:200]).lower() if not result.ok else ""
+            if not result.ok and any(marker in err for marker in _NOT_A_MEMBER):
+                tried.append(f"{name}: {tail(result.stderr or result.stdout, 200)}")
+                continue
+            self._control = name
+            return result
+        raise ProviderError(
+            f"no node of '{self.cluster}' answers as a running Pacemaker member ({'; '.join(tried)})",
+            hint="check that corosync and pacemaker run on the nodes (crm_mon -1)",
+        )
+
+    async def _checked(self, command: str, what: str, *, avoid: str | None = None) -> str:
+        result = await self._member_run(command, avoid=avoid)
+        if not result.ok:
+            raise MaintenanceError(
+                f"{what} failed (exit {result.exit_status}): {tail(result.stderr or result.stdout, 300)}"
+            )
+        return result.stdout
+
+    async def read_status(self, *, avoid: str | None = None) -> ClusterStatus:
+        result = await self._member_run(_CRM_MON, avoid=avoid)
+        if not result.ok and "<pacemaker-result" not in result.stdout:
+            raise ProviderError(f"crm_mon failed (exit {result.exit_status}): {tail(result.stderr, 300)}")
+        return parse_crm_mon(result.stdout)
+
+    async def read_config(self, *, avoid: str | None = None) -> ClusterConfig:
+        return parse_cib(await self._checked(_CIB, "reading the CIB", avoid=avoid))
+
+    async def read(self, *, avoid: str | None = None) -> tuple[ClusterStatus, ClusterConfig]:
+        """Status and configuration in one round trip."""
+        out = await self._checked(f"{_CRM_MON}; echo {_SPLIT}; {_CIB}", "reading the cluster", avoid=avoid)
+        mon, _, cib = out.partition(_SPLIT)
+        return parse_crm_mon(mon), parse_cib(cib)
+
+    # --- observation -----------------------------------------------------------------------------
+
+    async def discover(self) -> ClusterSnapshot:
+        boots, (status, config) = await asyncio.gather(
+            asyncio.gather(*(self.boot_id(n.name) for n in self.options.nodes)), self.read()
+        )
+        nodes = []
+        for entry, boot in zip(self.options.nodes, boots, strict=True):
+            member = status.node(entry.name)
+            up = boot is not None and member is not None and member.online and not member.pending
+            nodes.append(
+                Node(
+                    name=entry.name,
+                    state=NodeState.UP if up else NodeState.DOWN,
+                    in_maintenance=bool(member and (member.standby or member.maintenance)),
+                    votes=entry.votes,
+                    boot_id=boot,
+                    failure_domain=entry.failure_domain,
+                    leader=bool(member and member.is_dc),
+                )
+            )
+        roles = []
+        for res in status.resources:
+            preferred = config.preferred_nodes(res.id)
+            if res.kind in ("clone", "bundle"):
+                roles.append(Role(res.id, RoleKind.CLONE, instances=res.nodes, preferred_owners=preferred))
+            else:
+                kind = RoleKind.LIVE if config.allows_migration(res.id) else RoleKind.FAILOVER
+                owner = res.nodes[0] if res.nodes else None
+                roles.append(Role(res.id, kind, owner=owner, preferred_owners=preferred))
+        return ClusterSnapshot(self.cluster, tuple(nodes), tuple(roles), min_online=self.options.min_online)
+
+    async def preflight(self, profile: RunProfile | None = None) -> list[str]:
+        problems = await super().preflight(profile)
+        try:
+            status = await self.read_status()
+        except ProviderError as exc:
+            return [*problems, str(exc)]
+        configured = {n.name for n in self.options.nodes}
+        members = {n.name for n in status.nodes}
+        if members - configured:
+            problems.append(
+                f"Pacemaker node(s) {', '.join(sorted(members - configured))} are not in the cluster "
+                "configuration: list every member (with its address) so quorum is counted right"
+            )
+        if configured - members:
+            problems.append(
+                f"node(s) {', '.join(sorted(configured - members))} of the configuration are not "
+                f"Pacemaker members of '{self.cluster}'"
+            )
+        if profile is None or not profile.allow_unhealthy_cluster:
+            unhealthy = health_problems(status)
+            if unhealthy:
+                problems.append(
+                    "the cluster is not healthy: "
+                    + "; ".join(unhealthy)
+                    + " (fix it, e.g. `crm_resource --cleanup`, or allow it with --allow-unhealthy-cluster)"
+                )
+        left = await self.leftovers()
+        for rid, node in sorted(left["saved"].items()):
+            problems.append(
+                f"{rid} was stopped on {node} by an earlier run (move = save) and not started again: "
+                f"`cau node resume {self.cluster} {node}` starts it"
+            )
+        if left["constraints"]:
+            problems.append(
+                "location constraints left by an earlier cau run: "
+                + ", ".join(left["constraints"])
+                + " (`cau node resume` on their node removes them)"
+            )
+        return problems
+
+    # --- maintenance -----------------------------------------------------------------------------
+
+    async def maintenance_prior(self, node: str) -> MaintenancePrior:
+        status, config = await self.read()
+        member = status.node(node)
+        if member is None:
+            raise MaintenanceError(f"{node} is not a member of the Pacemaker cluster '{self.cluster}'")
+        owned = _roles_on(status, node)
+        attrs = config.node_attributes.get(node, {})
+        return MaintenancePrior(
+            node=node,
+            was_in_maintenance=member.standby or member.maintenance,
+            role_owners={r.id: node for r in owned},
+            extra={
+                "standby": attrs.get("standby"),  # None: the attribute was not set
+                "pacemaker_maintenance": member.maintenance,
+                "target_roles": {r.id: config.target_role(r.id) for r in owned},
+            },
+        )
+
+    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
+        node = _xml_id(node, "node name")
+        status = await self.read_status()
+        if move is MoveMethod.SAVE:
+            config = await self.read_config()
+            for res in _roles_on(status, node):
+                rid = _xml_id(res.id, "resource id")
+                if config.meta.get(rid, {}).get(SAVED_META) != node:
+                    # Marked first: a crash between the two commands still leaves a trace.
+                    await self._set_meta(rid, SAVED_META, node)
+                await self._set_meta(rid, "target-role", "Stopped")
+        moving = [r.id for r in _roles_on(status, node)]
+        await self._checked(
+            f"crm_attribute --node {node} --name standby --update on", f"putting {node} in standby"
+        )
+        await self._wait_drained(node, moving, save=move is MoveMethod.SAVE)
+
+    async def _wait_drained(self, node: str, moving: list[str], *, save: bool) -> None:
+        timeout = self.pcmk.drain_timeout.total_seconds()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = await self.read_status()
+            still = status.active_on(node)
+            elsewhere_down = [] if save else [rid for rid in moving if self._is_down(status, rid)]
+            if not still and not elsewhere_down:
+                return
+            if loop.time() >= deadline:
+                raise MaintenanceError(self._stuck_message(status, node, still, elsewhere_down, timeout))
+            await asyncio.sleep(self.pcmk.poll_interval)
+
+    @staticmethod
+    def _is_down(status: ClusterStatus, rid: str) -> bool:
+        res = status.resource(rid)
+        return res is not None and not res.nodes
+
+    @staticmethod
+    def _stuck_message(
+        status: ClusterStatus, node: str, still: list[str], down: list[str], timeout: float
+    ) -> str:
+        parts = []
+        if still:
+            parts.append(f"{', '.join(still)} would not move off {node}")
+        if down:
+            parts.append(f"{', '.join(down)} did not start on another node")
+        failures = [
+            f"{f.resource} on {f.node}: {f.task} {f.exit_reason or f.exit_status}"
+            for f in status.failures
+            if f.resource in (*still, *down)
+        ]
+        detail = f" (failed actions: {'; '.join(failures)})" if failures else ""
+        return f"{'; '.join(parts)} within {timeout:g}s{detail}"
+
+    async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
+        node = _xml_id(node, "node name")
+        if not prior.was_in_maintenance:
+            before = prior.extra.get("standby")
+            if before is None:
+                command = f"crm_attribute --node {node} --name standby --delete"
+            else:
+                command = f"crm_attribute --node {node} --name standby --update {shlex.quote(str(before))}"
+            await self._checked(command, f"taking {node} out of standby")
+        await self._restore_saved(node, prior)
+
+    async def _restore_saved(self, node: str, prior: MaintenancePrior) -> None:
+        """Start again, on `node`, the resources cau stopped there (move = save)."""
+        config = await self.read_config()
+        saved = [rid for rid, meta in config.meta.items() if meta.get(SAVED_META) == node]
+        if not saved:
+            return
+        before: dict[str, Any] = dict(prior.extra.get("target_roles", {}))
+        for rid in saved:
+            await self._prefer(rid, node)
+        try:
+            for rid in saved:
+                role = before.get(rid)
+                if role is None or role == "Stopped":
+                    await self._delete_meta(rid, "target-role")
+                else:
+                    await self._set_meta(rid, "target-role", str(role))
+            await self._wait_on(node, saved, what="start again")
+            for rid in saved:
+                await self._delete_meta(rid, SAVED_META)
+        finally:
+            await self._unprefer(saved, node)
+
+    async def failback(self, node: str, prior: MaintenancePrior, mode: FailbackMode) -> list[str]:
+        node = _xml_id(node, "node name")
+        # A crash in an earlier failback may have left its constraints: never leave them.
+        await self._unprefer(None, node)
+        if mode is not FailbackMode.IMMEDIATE or prior.was_in_maintenance:
+            return []
+        status = await self.read_status()
+        back = [
+            rid
+            for rid in prior.role_owners
+            if (res := status.resource(rid)) is not None and res.nodes and node not in res.nodes
+        ]
+        if not back:
+            return []
+        try:
+            for rid in back:
+                await self._prefer(rid, node)
+            await self._wait_on(node, back, what="fail back")
+        finally:
+            await self._unprefer(back, node)
+        return back
+
+    async def _wait_on(self, node: str, rids: list[str], *, what: str) -> None:
+        timeout = self.pcmk.failback_timeout.total_seconds()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = await self.read_status()
+            missing = [rid for rid in rids if (r := status.resource(rid)) is None or node not in r.nodes]
+            if not missing:
+                return
+            if loop.time() >= deadline:
+                raise MaintenanceError(
+                    f"{', '.join(missing)} did not {what} on {node} within {timeout:g}s"
+                    + self._failures_for(status, missing)
+                )
+            await asyncio.sleep(self.pcmk.poll_interval)
+
+    @staticmethod
+    def _failures_for(status: ClusterStatus, rids: Iterable[str]) -> str:
+        wanted = set(rids)
+        lines = [
+            f"{f.resource} on {f.node}: {f.task} {f.exit_reason or f.exit_status}"
+            for f in status.failures
+            if f.resource in wanted
+        ]
+        return f" (failed actions: {'; '.join(lines)})" if lines else ""
+
+    # --- CIB edits ---------------------------------------------------------------------------------
+
+    async def _set_meta(self, rid: str, name: str, value: str) -> None:
+        rid = _xml_id(rid, "resource id")
+        await self._checked(
+            f"crm_resource --resource {rid} --meta --set-parameter {shlex.quote(name)} "
+            f"--parameter-value {shlex.quote(value)}",
+            f"setting {name} of {rid}",
+        )
+
+    async def _delete_meta(self, rid: str, name: str) -> None:
+        rid = _xml_id(rid, "resource id")
+        result = await self._member_run(
+            f"crm_resource --resource {rid} --meta --delete-parameter {shlex.quote(name)}"
+        )
+        # "not found" is what we want anyway
+        if not result.ok and "not found" not in (result.stderr + result.stdout).lower():
+            raise MaintenanceError(
+                f"removing {name} of {rid} failed (exit {result.exit_status}): {tail(result.stderr, 300)}"
+            )
+
+    @staticmethod
+    def _constraint_id(rid: str, node: str) -> str:
+        return f"{CAU_CONSTRAINT_PREFIX}prefer-{rid}-on-{node}"
+
+    async def _prefer(self, rid: str, node: str) -> None:
+        cid = self._constraint_id(_xml_id(rid, "resource id"), node)
+        xml = f'<rsc_location id="{cid}" rsc="{rid}" node="{node}" score="INFINITY"/>'
+        # --modify --allow-create: idempotent (a retried step finds it there already)
+        await self._checked(
+            f"cibadmin --modify --allow-create --scope constraints --xml-text {shlex.quote(xml)}",
+            f"adding {cid}",
+        )
+
+    async def _unprefer(self, rids: list[str] | None, node: str) -> None:
+        """Remove cau's constraints for `node` (all of them when `rids` is None)."""
+        if rids is None:
+            config = await self.read_config()
+            ids = [
+                c.id
+                for c in config.cau_constraints()
+                if c.node == node and c.id == self._constraint_id(c.resource, node)
+            ]
+        else:
+            ids = [self._constraint_id(rid, node) for rid in rids]
+        for cid in ids:
+            xml = f'<rsc_location id="{_xml_id(cid, "constraint id")}"/>'
+            result = await self._member_run(
+                f"cibadmin --delete --scope constraints --xml-text {shlex.quote(xml)}"
+            )
+            if not result.ok and "no such" not in (result.stderr + result.stdout).lower():
+                raise MaintenanceError(
+                    f"removing constraint {cid} failed (exit {result.exit_status}): "
+                    f"{tail(result.stderr, 300)}"
+                )
+
+    # --- restarts --------------------------------------------------------------------------------
+
+    async def wait_ready(self, node: str, *, previous_boot_id: str | None, timeout: float) -> str:
+        """Back means: a new boot id over SSH, then online again in Pacemaker."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        boot = await super().wait_ready(node, previous_boot_id=previous_boot_id, timeout=timeout)
+        last = "not yet a member"
+        while True:
+            try:
+                status = await self.read_status()
+                member = status.node(node)
+                if member is not None and member.online and not member.pending:
+                    return boot
+                last = "offline in Pacemaker" if member is not None else "not listed by crm_mon"
+            except ProviderError as exc:
+                last = str(exc)
+            if loop.time() >= deadline:
+                raise NodeUnreachable(
+                    f"{node} restarted (new boot id) but did not rejoin the Pacemaker cluster "
+                    f"within {timeout:g}s ({last})"
+                )
+            await asyncio.sleep(self.pcmk.poll_interval)
+
+    async def leftovers(self) -> dict[str, Any]:
+        """What cau changed in the CIB that is still there: for status and tests."""
+        status, config = await self.read()
+        return {
+            "constraints": [c.id for c in config.cau_constraints()],
+            "saved": {rid: meta[SAVED_META] for rid, meta in config.meta.items() if SAVED_META in meta},
+            "standby": [n.name for n in status.nodes if n.standby],
+        }
