@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cau.lab.config import LabConfig, LabError
+from cau.lab.pacemaker import workloads
 from cau.lab.proc import run
 
 
@@ -59,23 +60,25 @@ def ssh_argv(cfg: LabConfig, node: str, command: str, *, connect_timeout: float 
 
 
 def cluster_config(cfg: LabConfig) -> dict[str, Any]:
-    return {
-        "clusters": {
-            cfg.cluster: {
-                "provider": "ssh",
-                "plugins": ["apt"],
-                "options": {
-                    "user": "root",
-                    "identity": str(cfg.identity.absolute()),
-                    "known_hosts": str(cfg.known_hosts.absolute()),
-                    "boot_id_command": "cat /run/lab/boot_id",
-                    "reboot_command": "reboot",
-                    "min_online": cfg.effective_min_online,
-                    "nodes": [{"name": n, "host": cfg.address(n)} for n in cfg.node_names],
-                },
-            }
-        }
+    cluster: dict[str, Any] = {
+        "provider": "pacemaker" if cfg.pacemaker else "ssh",
+        "plugins": ["apt"],
+        "options": {
+            "user": "root",
+            "identity": str(cfg.identity.absolute()),
+            "known_hosts": str(cfg.known_hosts.absolute()),
+            "boot_id_command": "cat /run/lab/boot_id",
+            "reboot_command": "reboot",
+            "min_online": cfg.effective_min_online,
+            "nodes": [{"name": n, "host": cfg.address(n)} for n in cfg.node_names],
+        },
     }
+    if cfg.pacemaker:
+        # availability probes, one per workload; the role is the Pacemaker resource id
+        cluster["probes"] = [
+            {"role": w.id, "targets": list(w.urls), "interval": "50ms"} for w in workloads(cfg)
+        ]
+    return {"clusters": {cfg.cluster: cluster}}
 
 
 def clusters_toml_text(cfg: LabConfig) -> str:
@@ -83,14 +86,15 @@ def clusters_toml_text(cfg: LabConfig) -> str:
 
     (tomli_w would inline the node tables; the text is checked against the data instead.)"""
     data = cluster_config(cfg)
-    opts = data["clusters"][cfg.cluster]["options"]
+    cluster = data["clusters"][cfg.cluster]
+    opts = cluster["options"]
     key = f"clusters.{cfg.cluster}"
     lines = [
         f"# cau lab '{cfg.name}' ({cfg.subnet}), written by `cau lab up`.",
         f"# Use: cau --config {cfg.clusters_toml.absolute()} scan {cfg.cluster}",
         "",
         f"[{key}]",
-        'provider = "ssh"',
+        f"provider = {_value(cluster['provider'])}",
         'plugins = ["apt"]',
         "",
         f"[{key}.options]",
@@ -98,6 +102,8 @@ def clusters_toml_text(cfg: LabConfig) -> str:
     ]
     for node in opts["nodes"]:
         lines += ["", f"[[{key}.options.nodes]]", *(f"{k} = {_value(v)}" for k, v in node.items())]
+    for probe in cluster.get("probes", []):
+        lines += ["", f"[[{key}.probes]]", *(f"{k} = {_value(v)}" for k, v in probe.items())]
     text = "\n".join(lines) + "\n"
     if tomllib.loads(text) != data:
         raise LabError("internal error: clusters.toml does not read back as written")
@@ -105,6 +111,8 @@ def clusters_toml_text(cfg: LabConfig) -> str:
 
 
 def _value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -14,6 +14,7 @@ from cau.cli.errors import reported
 from cau.lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, state_dir_default
 from cau.lab.control import Lab
 from cau.lab.hosts import exec_argv
+from cau.lab.pacemaker import workloads
 
 lab_app = typer.Typer(
     help="A lab of real Linux hosts on this machine (namespaces, needs root), for trying cau.",
@@ -58,7 +59,18 @@ def _usage(lab: Lab) -> None:
 @lab_app.command()
 def up(
     state_dir: StateDirOpt,
-    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Number of hosts.")] = 4,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", min=1, help="Number of hosts (default 4; 3 with --pacemaker).")
+    ] = None,
+    pacemaker: Annotated[
+        bool,
+        typer.Option(
+            "--pacemaker",
+            help="Form a Corosync/Pacemaker cluster of all the hosts, with workloads "
+            "(vm1: live-migratable HTTP on .101; web: failover group on .100; "
+            "web-clone: port 8080 on each node).",
+        ),
+    ] = False,
     reboot_delay: Annotated[
         float, typer.Option("--reboot-delay", min=0, help="Seconds a rebooting host stays down.")
     ] = 1.0,
@@ -88,7 +100,8 @@ def up(
     with reported():
         cfg = LabConfig(
             state_dir=state_dir,
-            nodes=nodes,
+            nodes=nodes if nodes is not None else (3 if pacemaker else 4),
+            pacemaker=pacemaker,
             name=name,
             cluster=cluster,
             subnet=subnet,
@@ -107,7 +120,15 @@ def up(
         lab.up(publish_new=not old_only, recreate=recreate)
         typer.echo(f"Lab up: {', '.join(f'{n} {a}' for n, a in lab.addresses.items())}")
         typer.echo(f"Packages: OLD installed; {'only OLD' if old_only else 'NEW'} versions published.")
+        if lab.cfg.pacemaker:
+            _print_workloads(lab)
         _usage(lab)
+
+
+def _print_workloads(lab: Lab) -> None:
+    typer.echo("Pacemaker cluster: all hosts online; workloads (resource: started on, addresses):")
+    for w in workloads(lab.cfg):
+        typer.echo(f"  {w.id:<10} {','.join(w.start_nodes):<20} {' '.join(w.urls)}")
 
 
 def _print_status(lab: Lab) -> None:
@@ -216,6 +237,19 @@ def boot(
         lab = _open(state_dir)
         lab.boot(node, wait=not no_wait)
         typer.echo(f"{node} is {'booting' if no_wait else 'up'} (boot_id {lab.boot_id(node)}).")
+
+
+@lab_app.command()
+def restore(state_dir: StateDirOpt) -> None:
+    """Put the whole lab back to how `up` left it: every host up, OLD packages installed, NEW
+    published; in a --pacemaker lab also the cluster (all online, starting CIB, failures
+    cleaned, resources on their start nodes)."""
+    with reported():
+        lab = _open(state_dir)
+        lab.restore()
+        typer.echo(f"Lab in {lab.state_dir} restored.")
+        if lab.cfg.pacemaker:
+            _print_workloads(lab)
 
 
 @lab_app.command()

@@ -48,6 +48,7 @@ class LabConfig:
     suite: str = "bookworm"
     mirror: str | None = None  # Debian mirror for the image build; default: the machine's
     packages: tuple[str, ...] = field(default=())  # extra packages for the golden image
+    pacemaker: bool = False  # a Corosync/Pacemaker cluster of all the hosts, with workloads
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]*", self.name):

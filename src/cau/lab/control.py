@@ -24,6 +24,7 @@ from typing import TypeVar
 from cau.lab import access, hosts, image, net
 from cau.lab.config import LabConfig, LabError
 from cau.lab.layer import assets_dir, build_layer
+from cau.lab.pacemaker import Pacemaker
 from cau.lab.proc import HOST_TOOLS, Log, ensure_tools, mounts_under, quiet, remove_tree, require_root
 from cau.lab.repo import EXTRA_LIST, MAINTAINER, STANDARD, LabRepos
 
@@ -73,6 +74,11 @@ class Lab:
     @property
     def cluster(self) -> str:
         return self.cfg.cluster
+
+    @property
+    def pacemaker(self) -> Pacemaker:
+        """The Pacemaker cluster of a `--pacemaker` lab (state, locations, constraints, restore)."""
+        return Pacemaker(self.cfg, self.log)
 
     # --- whole lab -----------------------------------------------------------------------------
 
@@ -195,6 +201,9 @@ class Lab:
         self._parallel(lambda n: hosts.wait_ssh(cfg, n, timeout=30))
         self._parallel(self._check_login)
         t = self._step("ssh", t)
+        if cfg.pacemaker:
+            self.pacemaker.setup()
+            t = self._step("pacemaker cluster formed, workloads started", t)
         access.write_clusters_toml(cfg)
 
     def _host_key(self, node: str) -> str:
@@ -299,13 +308,16 @@ class Lab:
 
     def restore(self) -> None:
         """Back to the state `up` left: every host up (held or slowed hosts released), the NEW
-        versions published, the OLD ones installed. For tests that share one lab."""
+        versions published, the OLD ones installed; in a --pacemaker lab, the cluster as `up`
+        left it too (see Pacemaker.restore). For tests that share one lab."""
         for node in self.nodes:
             self.hold(node, False)
             self.set_reboot_delay(node, None)
         self._parallel(lambda n: self.boot(n, wait=True, timeout=60))
         self.publish_new()
         self.reset_packages()
+        if self.cfg.pacemaker:
+            self.pacemaker.restore()
 
     # --- packages ------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from cau.lab.config import LabConfig, LabError
 from cau.lab.proc import IMAGE_TOOLS, Log, ensure_tools, quiet, remove_tree, run
 
 # Bump when the build steps below change in a way that changes the image.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 VARIANT = "minbase"
 # What every host needs: sshd (and ssh-keygen), tini as PID 1, python3 for lab-reboot's
 # reboot(2) call, and the usual tools an admin (or a cau plug-in) expects.
@@ -45,6 +45,16 @@ BASE_PACKAGES = (
     "ca-certificates",
     "less",
     "apt-utils",  # as on a usual server; without it debconf warns on every install
+)
+# Installed after debootstrap (with apt, so dependencies resolve): the cluster stack of
+# `cau lab up --pacemaker`, and arping for the gratuitous ARP of a moved address. In the one
+# image every lab uses, so CI builds and caches one image; a plain lab starts none of them.
+CLUSTER_PACKAGES = (
+    "pacemaker",
+    "corosync",
+    "crmsh",
+    "resource-agents",
+    "iputils-arping",
 )
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
@@ -61,6 +71,7 @@ def cache_key(cfg: LabConfig) -> str:
         "variant": VARIANT,
         "arch": architecture(),
         "include": sorted(BASE_PACKAGES),
+        "cluster": sorted(CLUSTER_PACKAGES),
         "packages": sorted(cfg.packages),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -176,13 +187,16 @@ def build(cfg: LabConfig, log: Log = quiet, keep_tree: Path | None = None) -> Pa
         f"debootstrap --variant={VARIANT} --include={','.join(BASE_PACKAGES)} "
         f"{cfg.suite} {_sh(root)} {mirror}",
     ]
-    if cfg.packages:
-        steps += [
-            f"mount -t proc proc {_sh(root)}/proc",
-            f"chroot {_sh(root)} apt-get update -q",
-            f"chroot {_sh(root)} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-            f"--no-install-recommends {' '.join(cfg.packages)}",
-        ]
+    packages = [*CLUSTER_PACKAGES, *cfg.packages]
+    steps += [
+        # before any maintainer script runs: they must start no daemon (corosync, pacemaker)
+        f"printf '#!/bin/sh\\nexit 101\\n' > {_sh(root)}/usr/sbin/policy-rc.d",
+        f"chmod 755 {_sh(root)}/usr/sbin/policy-rc.d",
+        f"mount -t proc proc {_sh(root)}/proc",
+        f"chroot {_sh(root)} apt-get update -q",
+        f"chroot {_sh(root)} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+        f"--no-install-recommends {' '.join(packages)}",
+    ]
     script = "set -ex\n" + "\n".join(steps) + "\n"
     with open(logfile, "w") as out:
         out.write(f"mirror {mirror}\n")

@@ -18,7 +18,7 @@ from cau.lab.config import LabConfig
 from cau.lab.proc import remove_tree
 
 # Where a script is executable; everything else is a 0644 file.
-_EXECUTABLE_DIRS = ("usr/sbin", "usr/local/sbin", "usr/local/bin")
+_EXECUTABLE_DIRS = ("usr/sbin", "usr/local/sbin", "usr/local/bin", "usr/lib/ocf/resource.d")
 # Commands an admin (or cau) may call by absolute path: /sbin/reboot and friends point at the
 # shims unless the image itself has them.
 _ALIASES = {
