@@ -6,6 +6,10 @@
     profile = "profiles/db.toml"           # default run profile (relative to this file)
     [clusters.prod-db.options]             # the provider's own options, validated by it
     ...
+    [[clusters.prod-db.probes]]            # availability probes, measured during every run
+    role = "db"
+    targets = ["tcp://10.0.0.100:5432"]    # http://, https:// or tcp://host:port; up when ANY answers
+    interval = "50ms"
 
 The cluster `sandbox` exists without any configuration (the built-in simulated cluster).
 """
@@ -24,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from cau.domain.profile import PluginSpec, plugin_shorthand
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, NotFound
+from cau.probes.spec import ProbeSpec
 
 BUILTIN_SANDBOX = "sandbox"
 
@@ -45,6 +50,7 @@ class ClusterConfig(BaseModel):
     options: dict[str, Any] = {}
     plugins: list[PluginSpec] | None = None
     profile: Path | None = None
+    probes: list[ProbeSpec] = []  # availability probes measured during runs (any provider)
 
     @field_validator("plugins", mode="before")
     @classmethod

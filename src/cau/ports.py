@@ -6,6 +6,7 @@ nothing else of theirs.
   ClusterProvider  observe the cluster, maintenance in/out, failback, restart, wait for return
   UpdaterPlugin    (registered under `cau.plugins`) makes one NodeUpdater per node
   NodeUpdater      scan / stage / install on one node
+  AvailabilitySource  measures workload availability during a run (cau's probes), optional
 """
 
 from __future__ import annotations
@@ -144,6 +145,35 @@ class ReportsAvailability(Protocol):
     """Optional provider capability: measured role downtime, for the run report."""
 
     async def role_outages(self, since: datetime, until: datetime | None) -> list[RoleOutage]: ...
+
+
+@dataclass(frozen=True)
+class AvailabilityEvent:
+    """What an availability source asks the coordinator to journal: a role's probe went down
+    (`probe_down`), came back with the outage's numbers (`probe_up`), or its running counts
+    (`probe_summary`). `data` is JSON-able and holds no secret."""
+
+    kind: str  # probe_down | probe_up | probe_summary
+    data: dict[str, Any]
+
+
+AvailabilityRecorder = Callable[[AvailabilityEvent], None]
+
+
+@runtime_checkable
+class AvailabilitySource(Protocol):
+    """Optional: measures workload availability while a run goes on (e.g. HTTP/TCP probes).
+
+    The coordinator starts it when it takes the run (new or resumed) and stops it after the last
+    node finished, before the report is built. Everything it measured reaches the journal through
+    `record`, so a crashed coordinator loses little and the report is built from the journal.
+    Neither method raises for a failing probe: measuring must never break a run."""
+
+    async def start(self, record: AvailabilityRecorder) -> None: ...
+
+    async def stop(self) -> None:
+        """Stop measuring; record the final state (an outage still going on, the last counts)."""
+        ...
 
 
 ProgressCallback = Callable[[str], None]

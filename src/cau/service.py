@@ -28,12 +28,14 @@ from cau.engine.replay import replay
 from cau.engine.start import preflight, run_created_data
 from cau.errors import CauError, ConfigError, NotFound, PreflightError
 from cau.ports import (
+    AvailabilitySource,
     Clock,
     ClusterProvider,
     MaintenancePrior,
     PluginContext,
     ProviderContext,
 )
+from cau.probes import ProbeMonitor
 from cau.registry import Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
@@ -254,6 +256,11 @@ class Service:
                         self.clock.now(),
                         data={"message": f"cluster lock taken over from {lock.recovered_from}"},
                     )
+                probes = self.config.cluster(cluster).probes
+                # The probes measure the run as long as a coordinator drives it (and resumes).
+                availability: AvailabilitySource | None = (
+                    ProbeMonitor(list(probes), now=self.clock.now) if probes else None
+                )
                 coordinator = Coordinator(
                     store=store,
                     run_id=run_id,
@@ -264,6 +271,7 @@ class Service:
                     owner=str(owner),
                     data_dir=self.data_dir,
                     on_event=on_event,
+                    availability=availability,
                 )
                 if on_coordinator is not None:
                     on_coordinator(coordinator)

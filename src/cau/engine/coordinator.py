@@ -23,12 +23,22 @@ from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding
 from cau.engine.replay import NodeProgress, apply, replay
-from cau.ports import Clock, ClusterProvider, ReportsAvailability
+from cau.ports import (
+    AvailabilityEvent,
+    AvailabilitySource,
+    Clock,
+    ClusterProvider,
+    ReportsAvailability,
+)
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.store.base import EventKind, JournalEvent, Store
 
 EventListener = Callable[[JournalEvent], None]
+
+_AVAILABILITY_KINDS = {
+    k.value: k for k in (EventKind.PROBE_DOWN, EventKind.PROBE_UP, EventKind.PROBE_SUMMARY)
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Coordinator:
         on_event: EventListener | None = None,
         poll_seconds: float = 1.0,
         gate_recheck_seconds: float = 30.0,
+        availability: AvailabilitySource | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -74,6 +85,8 @@ class Coordinator:
         self._stop: tuple[ErrorId, str] | None = None
         self._warned = False
         self._runs: dict[str, NodeRun] = {}
+        self.availability = availability
+        self._measuring = False  # the availability source is started and its events journaled
 
     # --- the context the node pipelines use ------------------------------------------------------
 
@@ -155,6 +168,7 @@ class Coordinator:
         resumed = any(n.started for n in self.progress.nodes.values())
         self.journal(EventKind.COORDINATOR, data={"owner": self.owner, "resumed": resumed})
         self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
+        await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}
         try:
             await self._schedule(tasks)
@@ -162,9 +176,11 @@ class Coordinator:
             # Killed or lost the lock: do nothing more. The journal says where each node is,
             # and the next coordinator resumes from there.
             await self._cancel(tasks)
+            await self._stop_measuring(record=False)
             raise
         except Exception as exc:
             await self._cancel(tasks)
+            await self._stop_measuring(record=True)
             message = f"{type(exc).__name__}: {exc}"
             self.journal(
                 EventKind.RUN_PAUSED,
@@ -179,6 +195,41 @@ class Coordinator:
             )
             return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.INTERNAL_ERROR.value, message, None)
         return await self._finish()
+
+    # --- measured availability (optional) -------------------------------------------------------
+
+    def _record_availability(self, event: AvailabilityEvent) -> None:
+        kind = _AVAILABILITY_KINDS.get(event.kind)
+        if self._measuring and kind is not None:
+            self.journal(kind, data=event.data)
+
+    async def _start_measuring(self) -> None:
+        if self.availability is None:
+            return
+        self._measuring = True
+        try:
+            await self.availability.start(self._record_availability)
+        except Exception as exc:  # measuring must never break the run
+            self._measuring = False
+            self.journal(EventKind.WARNING, data={"message": f"availability probes did not start: {exc}"})
+
+    async def _stop_measuring(self, *, record: bool) -> None:
+        """Stop the probes; with `record`, their final counts reach the journal first."""
+        if self.availability is None or not self._measuring:
+            return
+        self._measuring = record
+        try:
+            await self.availability.stop()
+        except asyncio.CancelledError:
+            if record:
+                raise
+        except Exception as exc:
+            if record:
+                self.journal(
+                    EventKind.WARNING, data={"message": f"availability probes did not stop cleanly: {exc}"}
+                )
+        finally:
+            self._measuring = False
 
     async def _cancel(self, tasks: dict[asyncio.Future[Any], str]) -> None:
         for task in tasks:
@@ -254,8 +305,9 @@ class Coordinator:
         left = [n.name for n in self.progress.nodes.values() if n.result.get("left_in_maintenance")]
         if left:
             message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
-        # The one await of the finish comes first: from here on nothing can interrupt, so a run is
+        # The awaits of the finish come first: from here on nothing can interrupt, so a run is
         # never marked finished without its report.
+        await self._stop_measuring(record=True)
         outages = []
         if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
             outages = await self.provider.role_outages(self.progress.created_at, self.clock.now())

@@ -82,6 +82,7 @@ class RunProgress:
     finished: dict[str, Any] | None = None
     finished_at: datetime | None = None
     last_seq: int = 0
+    probe_events: list[JournalEvent] = field(default_factory=list)  # folded by the report
 
     @property
     def order(self) -> list[str]:
@@ -89,6 +90,9 @@ class RunProgress:
 
     def count(self, *statuses: Status) -> int:
         return sum(1 for n in self.nodes.values() if n.status in statuses)
+
+
+_PROBE_EVENTS = frozenset({EventKind.PROBE_DOWN, EventKind.PROBE_UP, EventKind.PROBE_SUMMARY})
 
 
 def replay(events: Iterable[JournalEvent]) -> RunProgress:
@@ -128,6 +132,9 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
     if kind is EventKind.RUN_FINISHED:
         progress.finished = ev.data
         progress.finished_at = ev.ts
+        return
+    if kind in _PROBE_EVENTS:
+        progress.probe_events.append(ev)
         return
     if ev.node is None:
         return

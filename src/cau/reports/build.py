@@ -9,10 +9,15 @@ from typing import Any
 from cau.engine.codec import load_results
 from cau.engine.replay import NodeProgress, RunProgress
 from cau.ports import RoleOutage
+from cau.reports.availability import (
+    attribute,
+    fold_probe_events,
+    probe_outage_reports,
+    role_availability,
+)
 from cau.reports.model import (
     NodeReport,
     OutageReport,
-    RoleAvailability,
     RunReport,
     StepReport,
     UpdateReport,
@@ -115,25 +120,6 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
     )
 
 
-def _availability(
-    outages: Sequence[OutageReport], roles: Sequence[str], start: datetime, end: datetime
-) -> list[RoleAvailability]:
-    span = max((end - start).total_seconds(), 1e-9)
-    out = []
-    for role in roles:
-        mine = [o for o in outages if o.role == role]
-        down = sum(o.seconds for o in mine)
-        out.append(
-            RoleAvailability(
-                role=role,
-                downtime_seconds=round(down, 3),
-                outages=len(mine),
-                availability_percent=round(100.0 * max(0.0, 1 - down / span), 3),
-            )
-        )
-    return out
-
-
 def build_report(
     run: RunRecord,
     progress: RunProgress,
@@ -162,7 +148,13 @@ def build_report(
                 seconds=round((o_end - o_start).total_seconds(), 3),
             )
         )
-    roles = list(progress.created.get("roles", {}).keys())
+    # A role with a probe is measured by its probe; the others keep what the provider reported.
+    figures = fold_probe_events(progress.probe_events)
+    probed = {f.role for f in figures}
+    clipped = [o for o in clipped if o.role not in probed] + probe_outage_reports(figures, started, end)
+    clipped = attribute(sorted(clipped, key=lambda o: o.started), nodes, end)
+    roles = list(dict.fromkeys([*progress.created.get("roles", {}).keys(), *(f.role for f in figures)]))
+    span = (end - started).total_seconds()
     finished_data = progress.finished or {}
     return RunReport(
         run_id=run.run_id,
@@ -182,5 +174,5 @@ def build_report(
         nodes=nodes,
         warnings=[msg for _, msg in progress.warnings],
         outages=clipped,
-        availability=_availability(clipped, roles, started, end) if roles else [],
+        availability=[role_availability(r, clipped, figures, span) for r in roles],
     )

@@ -63,13 +63,35 @@ class NodeReport(BaseModel):
     steps: list[StepReport] = []
 
 
+class StepRef(BaseModel):
+    """A node's step that was in progress during an outage, and for how long of it."""
+
+    node: str
+    step: str
+    seconds: float = 0.0  # the overlap of the outage with the step
+
+    @property
+    def label(self) -> str:
+        return f"{self.node} / {self.step}"
+
+
 class OutageReport(BaseModel):
     role: str
-    node: str | None
+    node: str | None  # where the provider saw the role down (provider-reported outages)
     reason: str
     started: datetime
     ended: datetime | None
     seconds: float
+    # Added with availability probes (all optional, so older reports still load):
+    source: str = "provider"  # provider | probe
+    probe: str | None = None  # the probe's name (its role, numbered if a role has several)
+    errors: list[str] = []  # what the failed checks saw: "connection refused", "HTTP 503", ...
+    failed_checks: int = 0
+    during: list[StepRef] = []  # attribution: the nodes' steps in progress at the time
+
+    @property
+    def attribution(self) -> str:
+        return ", ".join(s.label for s in self.during) or "between steps"
 
 
 class RoleAvailability(BaseModel):
@@ -77,6 +99,22 @@ class RoleAvailability(BaseModel):
     downtime_seconds: float
     outages: int
     availability_percent: float
+    # Added with availability probes:
+    measured: str = "provider"  # probe: cau's probes measured it; provider: the cluster reported it
+    probes: list[str] = []  # the probes of this role
+    targets: list[str] = []  # what they checked (URLs without user info)
+    interval_ms: float | None = None
+    probes_sent: int = 0
+    probes_ok: int = 0
+    probes_failed: int = 0  # late answers included
+    probes_late: int = 0  # no answer within the timeout
+    response_ms_p50: float | None = None
+    response_ms_p99: float | None = None
+    response_ms_max: float | None = None
+    worst_outage_seconds: float = 0.0
+    worst_outage_during: str = ""  # e.g. "node2 / enter_maintenance"
+    downtime_by_step: list[StepRef] = []  # downtime per node and step
+    downtime_between_steps_seconds: float = 0.0  # outages while no node had a step in progress
 
 
 class RunReport(BaseModel):

@@ -34,6 +34,10 @@ class EventKind(StrEnum):
     STOP_REQUESTED = "stop_requested"
     RUN_PAUSED = "run_paused"
     RUN_FINISHED = "run_finished"
+    # Availability probes (not side effects): transitions and periodic counts, never every check.
+    PROBE_DOWN = "probe_down"  # data: probe, role, session, started, error
+    PROBE_UP = "probe_up"  # data: probe, role, session, started, ended, seconds, errors, ...
+    PROBE_SUMMARY = "probe_summary"  # data: probe, role, session, sent, ok, failed, late, ms, down?
 
 
 class JournalEvent(BaseModel):
