@@ -27,6 +27,7 @@ from cau import __version__
 from cau.cli.errors import STATUS_EXIT, Exit, fail, reported
 from cau.cli.live import RunWatcher
 from cau.cli.render_text import run_summary, runs_table, status_text, when
+from cau.cli.web_cli import serve, token_app, user_app
 from cau.config import default_data_dir
 from cau.domain.durations import format_duration
 from cau.domain.profile import RunProfile
@@ -51,6 +52,9 @@ profile_app = typer.Typer(help="Updating Run Profiles.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(profile_app, name="profile")
 app.add_typer(lab_app, name="lab")
+app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
+app.command("serve")(serve)
 
 
 class OutputFormat(StrEnum):

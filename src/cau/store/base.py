@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cau.domain.results import RunState, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: API tokens, users, browser sessions, audit trail, stored profiles
 
 
 class EventKind(StrEnum):

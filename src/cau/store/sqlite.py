@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+import contextlib
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,48 @@ CREATE TABLE IF NOT EXISTS locks (
     lease_expires TEXT NOT NULL,
     recovered_from TEXT
 );
+-- schema 2: the web dashboard and REST API (tokens, browser sign-in, audit, stored profiles).
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    last_used TEXT,
+    revoked TEXT
+);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    role TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_ts ON audit (ts);
+CREATE TABLE IF NOT EXISTS profiles (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
 """
 
 
@@ -100,6 +143,12 @@ class SqliteStore:
                 self._db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
+            elif int(row["value"]) < SCHEMA_VERSION:
+                # Older stores: every table added since is created above (IF NOT EXISTS); no
+                # existing table changed shape, so recording the new version is the whole migration.
+                self._db.execute(
+                    "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
+                )
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the store {self.path} has schema version {row['value']}, newer than this cau "
@@ -119,6 +168,14 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For stores of other kinds of records kept in the same file (see `cau.store.access`)."""
+        return self._db
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        return self._tx()
 
     # runs ------------------------------------------------------------------------------------
 

@@ -1,0 +1,300 @@
+"""Who may use the API and dashboard, what they did, and the run profiles kept in the store.
+
+Kept in the same SQLite file as runs and journals (schema 2), through the `SqliteStore`'s
+connection, so one backup holds everything. Secrets are never stored: API tokens and browser
+sessions as SHA-256 of a 256-bit random secret (a fast hash is enough for secrets that cannot be
+guessed), passwords with scrypt and a random salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cau.store.sqlite import SqliteStore
+
+TOKEN_PREFIX = "cau_"
+# scrypt cost: 2**14 x 8 x 1 takes about 50 ms and 16 MB; enough for a sign-in form.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # sees everything but the audit trail and tokens
+    OPERATOR = "operator"  # also previews, runs and stops
+    ADMIN = "admin"  # also manages profiles, tokens, passwords; reads the audit trail
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(got.hex(), digest)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a token's or a user's name and role."""
+
+    name: str
+    role: Role
+    via: str  # "token" | "session"
+    csrf: str | None = None  # browser sessions only
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    name: str
+    role: Role
+    created: datetime
+    created_by: str
+    last_used: datetime | None
+    revoked: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    ts: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    name: str
+    description: str
+    options: dict[str, Any]
+    created: datetime
+    updated: datetime
+    updated_by: str
+
+
+class AccessStore:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._db = store.connection
+
+    # --- API tokens ------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role, *, by: str) -> tuple[TokenInfo, str]:
+        """A new token; returns its record and the secret, which is shown once and never again."""
+        token_id = secrets.token_hex(4)
+        secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        now = _now()
+        with self._store.transaction():
+            self._db.execute(
+                "INSERT INTO api_tokens (token_id, name, role, secret_hash, created, created_by)"
+                " VALUES (?,?,?,?,?,?)",
+                (token_id, name, role.value, secret_hash(secret), _ts(now), by),
+            )
+        return TokenInfo(token_id, name, role, now, by, None, None), secret
+
+    @staticmethod
+    def _token(row: Any) -> TokenInfo:
+        return TokenInfo(
+            token_id=row["token_id"],
+            name=row["name"],
+            role=Role(row["role"]),
+            created=datetime.fromisoformat(row["created"]),
+            created_by=row["created_by"],
+            last_used=datetime.fromisoformat(row["last_used"]) if row["last_used"] else None,
+            revoked=datetime.fromisoformat(row["revoked"]) if row["revoked"] else None,
+        )
+
+    def list_tokens(self) -> list[TokenInfo]:
+        rows = self._db.execute("SELECT * FROM api_tokens ORDER BY created").fetchall()
+        return [self._token(r) for r in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self._store.transaction():
+            cur = self._db.execute(
+                "UPDATE api_tokens SET revoked=? WHERE token_id=? AND revoked IS NULL",
+                (_ts(_now()), token_id),
+            )
+        return cur.rowcount == 1
+
+    def check_token(self, secret: str) -> Principal | None:
+        if not secret.startswith(TOKEN_PREFIX):
+            return None
+        row = self._db.execute(
+            "SELECT * FROM api_tokens WHERE secret_hash=? AND revoked IS NULL", (secret_hash(secret),)
+        ).fetchone()
+        if row is None:
+            return None
+        with self._store.transaction():
+            self._db.execute(
+                "UPDATE api_tokens SET last_used=? WHERE token_id=?", (_ts(_now()), row["token_id"])
+            )
+        return Principal(f"token:{row['name']}", Role(row["role"]), "token")
+
+    # --- users with a password (browser sign-in) -------------------------------------------------
+
+    def set_password(self, name: str, role: Role, password: str) -> None:
+        with self._store.transaction():
+            self._db.execute(
+                "INSERT INTO users (name, role, password_hash, updated) VALUES (?,?,?,?)"
+                " ON CONFLICT (name) DO UPDATE SET role=excluded.role,"
+                " password_hash=excluded.password_hash, updated=excluded.updated",
+                (name, role.value, hash_password(password), _ts(_now())),
+            )
+
+    def check_password(self, name: str, password: str) -> Principal | None:
+        row = self._db.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+        if row is None:
+            hash_password(password)  # same cost whether the user exists or not
+            return None
+        if not check_password(password, row["password_hash"]):
+            return None
+        return Principal(name, Role(row["role"]), "session")
+
+    def list_users(self) -> list[tuple[str, Role, datetime]]:
+        rows = self._db.execute("SELECT name, role, updated FROM users ORDER BY name").fetchall()
+        return [(r["name"], Role(r["role"]), datetime.fromisoformat(r["updated"])) for r in rows]
+
+    def delete_user(self, name: str) -> bool:
+        with self._store.transaction():
+            cur = self._db.execute("DELETE FROM users WHERE name=?", (name,))
+            self._db.execute("DELETE FROM web_sessions WHERE principal=?", (name,))
+        return cur.rowcount == 1
+
+    # --- browser sessions ------------------------------------------------------------------------
+
+    def create_session(self, who: Principal, *, hours: float = 12.0) -> tuple[str, Principal]:
+        """A session for a signed-in browser; returns the cookie value (only its hash is kept)."""
+        cookie = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = _now()
+        with self._store.transaction():
+            self._db.execute("DELETE FROM web_sessions WHERE expires < ?", (_ts(now),))
+            self._db.execute(
+                "INSERT INTO web_sessions (session_hash, principal, role, csrf, created, expires)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    secret_hash(cookie),
+                    who.name,
+                    who.role.value,
+                    csrf,
+                    _ts(now),
+                    _ts(now + timedelta(hours=hours)),
+                ),
+            )
+        return cookie, Principal(who.name, who.role, "session", csrf)
+
+    def check_session(self, cookie: str) -> Principal | None:
+        row = self._db.execute(
+            "SELECT * FROM web_sessions WHERE session_hash=? AND expires > ?",
+            (secret_hash(cookie), _ts(_now())),
+        ).fetchone()
+        if row is None:
+            return None
+        return Principal(row["principal"], Role(row["role"]), "session", row["csrf"])
+
+    def end_session(self, cookie: str) -> None:
+        with self._store.transaction():
+            self._db.execute("DELETE FROM web_sessions WHERE session_hash=?", (secret_hash(cookie),))
+
+    # --- audit trail -----------------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+        with self._store.transaction():
+            self._db.execute(
+                "INSERT INTO audit (ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                (_ts(_now()), actor, action, target, json.dumps(detail or {}, default=str)),
+            )
+
+    def audit_entries(self, *, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
+        sql, args = "SELECT * FROM audit", []
+        if action:
+            sql += " WHERE action=?"
+            args.append(action)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            AuditEntry(
+                id=r["id"],
+                ts=datetime.fromisoformat(r["ts"]),
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                detail=json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    # --- stored run profiles ---------------------------------------------------------------------
+
+    @staticmethod
+    def _profile(row: Any) -> StoredProfile:
+        return StoredProfile(
+            name=row["name"],
+            description=row["description"],
+            options=json.loads(row["options"]),
+            created=datetime.fromisoformat(row["created"]),
+            updated=datetime.fromisoformat(row["updated"]),
+            updated_by=row["updated_by"],
+        )
+
+    def list_profiles(self) -> list[StoredProfile]:
+        return [self._profile(r) for r in self._db.execute("SELECT * FROM profiles ORDER BY name")]
+
+    def get_profile(self, name: str) -> StoredProfile | None:
+        row = self._db.execute("SELECT * FROM profiles WHERE name=?", (name,)).fetchone()
+        return None if row is None else self._profile(row)
+
+    def put_profile(self, name: str, description: str, options: dict[str, Any], *, by: str) -> bool:
+        """Create or replace; returns True when it was created."""
+        now = _ts(_now())
+        with self._store.transaction():
+            existed = self._db.execute("SELECT 1 FROM profiles WHERE name=?", (name,)).fetchone() is not None
+            self._db.execute(
+                "INSERT INTO profiles (name, description, options, created, updated, updated_by)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET description=excluded.description,"
+                " options=excluded.options, updated=excluded.updated, updated_by=excluded.updated_by",
+                (name, description, json.dumps(options), now, now, by),
+            )
+        return not existed
+
+    def delete_profile(self, name: str) -> bool:
+        with self._store.transaction():
+            cur = self._db.execute("DELETE FROM profiles WHERE name=?", (name,))
+        return cur.rowcount == 1

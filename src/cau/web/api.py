@@ -1,0 +1,456 @@
+"""The REST API, /api/v1. Its OpenAPI document is at /api/v1/openapi.json (browse it at /api/docs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from cau import __version__
+from cau.domain.results import RunState
+from cau.errors import NotFound
+from cau.reports.model import RunReport
+from cau.store.access import Principal, Role
+from cau.web import ops
+from cau.web.auth import SESSION_COOKIE, admin, context, identify, operator, viewer
+from cau.web.errors import ApiError
+from cau.web.models import (
+    AuditView,
+    ClusterDetail,
+    ClusterSummary,
+    Health,
+    Me,
+    PasswordSet,
+    PluginView,
+    Preview,
+    ProfileBody,
+    ProfileCreate,
+    ProfileValidation,
+    ProfileView,
+    RunStarted,
+    RunSummary,
+    ScanRequest,
+    SignIn,
+    StartRun,
+    StopRequest,
+    StopResult,
+    TokenCreate,
+    TokenCreated,
+    TokenView,
+    UserView,
+)
+
+router = APIRouter(prefix="/api/v1")
+
+Viewer = Annotated[Principal, Depends(viewer)]
+Operator = Annotated[Principal, Depends(operator)]
+Admin = Annotated[Principal, Depends(admin)]
+
+_POLL_SECONDS = 0.25
+_KEEPALIVE_SECONDS = 15.0
+
+
+class ExportFormat(StrEnum):
+    HTML = "html"
+    CSV = "csv"
+    JSON = "json"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- health, identity, sign-in ---------------------------------------------------------------------
+
+
+@router.get("/health", response_model=Health, tags=["meta"])
+async def health() -> Health:
+    return Health(ok=True, version=__version__)
+
+
+@router.get("/me", response_model=Me, tags=["auth"])
+async def me(who: Viewer) -> Me:
+    return Me(name=who.name, role=who.role, via=who.via)
+
+
+def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
+    """Check a token or a name and password; set the session cookie. Shared with the sign-in page."""
+    ctx = context(request)
+    who: Principal | None = None
+    if body.token:
+        who = ctx.access.check_token(body.token.strip())
+    elif body.name and body.password:
+        who = ctx.access.check_password(body.name, body.password)
+    else:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "give a token, or a name and a password",
+            fields=[{"field": "token", "message": "required (or name and password)"}],
+        )
+    if who is None:
+        ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {})
+        raise ApiError(401, "bad_credentials", "unknown token, or wrong name or password")
+    name = who.name
+    cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=int(ctx.settings.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.secure_cookies or request.url.scheme == "https",
+        path="/",
+    )
+    ctx.access.audit(name, "signin", "dashboard", {"via": "token" if body.token else "password"})
+    return session
+
+
+@router.post("/session", response_model=Me, tags=["auth"])
+async def create_session(request: Request, response: Response, body: SignIn) -> Me:
+    """Browser sign-in: sets an HttpOnly, SameSite=Strict session cookie (Secure over https)."""
+    who = sign_in(request, response, body)
+    response.headers["X-CSRF-Token"] = who.csrf or ""
+    return Me(name=who.name, role=who.role, via=who.via)
+
+
+@router.delete("/session", status_code=204, tags=["auth"])
+async def end_session(request: Request, who: Viewer) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        context(request).access.end_session(cookie)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- clusters, preview, runs -----------------------------------------------------------------------
+
+
+@router.get("/clusters", response_model=list[ClusterSummary], tags=["clusters"])
+async def list_clusters(request: Request, _who: Viewer) -> list[ClusterSummary]:
+    return ops.clusters(context(request))
+
+
+@router.get("/clusters/{cluster}", response_model=ClusterDetail, tags=["clusters"])
+async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDetail:
+    return await ops.cluster_detail(context(request), cluster)
+
+
+@router.post("/clusters/{cluster}/scan", response_model=Preview, tags=["clusters"])
+async def scan(request: Request, cluster: str, who: Operator, body: ScanRequest | None = None) -> Preview:
+    """Preview the updates applicable to each node (Invoke-CauScan); changes nothing."""
+    return await ops.preview(context(request), cluster, body.profile if body else None)
+
+
+@router.post("/clusters/{cluster}/runs", response_model=RunStarted, status_code=202, tags=["runs"])
+async def start_run(request: Request, cluster: str, who: Operator, body: StartRun) -> RunStarted:
+    """Start an Updating Run (Invoke-CauRun), or resume the cluster's unfinished one."""
+    return await ops.start_run(context(request), who, cluster, body.profile, body.options)
+
+
+@router.post("/clusters/{cluster}/stop", response_model=StopResult, tags=["runs"])
+async def stop_cluster(request: Request, cluster: str, who: Operator, body: StopRequest) -> StopResult:
+    ctx = context(request)
+    ctx.svc.config.cluster(cluster)
+    active = ctx.svc.store.active_run(cluster)
+    if active is None:
+        raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
+    return ops.stop_run(ctx, who, active.run_id, body.reason)
+
+
+@router.get("/runs", response_model=list[RunSummary], tags=["runs"])
+async def list_runs(
+    request: Request,
+    _who: Viewer,
+    cluster: str | None = None,
+    active: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[RunSummary]:
+    ctx = context(request)
+    rows = ops.reports(ctx, cluster, None, None, limit)
+    out = [ops.run_summary(ctx, rec, rep) for rec, rep in rows]
+    return [r for r in out if r.state != RunState.FINISHED.value] if active else out
+
+
+@router.get("/runs/{run_id}", response_model=RunReport, tags=["runs"])
+async def get_run(request: Request, run_id: str, _who: Viewer) -> RunReport:
+    """A run's report as of now: every node's current step, progress, results."""
+    return ops.report(context(request), run_id)[1]
+
+
+@router.post("/runs/{run_id}/stop", response_model=StopResult, tags=["runs"])
+async def stop_run(request: Request, run_id: str, who: Operator, body: StopRequest) -> StopResult:
+    """Stop gracefully (Stop-CauRun): the node in hand is finished or brought back, the rest canceled."""
+    return ops.stop_run(context(request), who, run_id, body.reason)
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    tags=["runs"],
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def run_events(
+    request: Request,
+    run_id: str,
+    _who: Viewer,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Start after this journal seq")] = None,
+) -> StreamingResponse:
+    """The run's journal as Server-Sent Events (`event: journal`, `id:` the journal seq), then
+    `event: end` once the run is finished or paused. Reconnect with `Last-Event-ID` to resume."""
+    ctx = context(request)
+    record = ctx.svc.find_run(run_id)
+    start = after or 0
+    if last_event_id is not None:
+        try:
+            start = int(last_event_id)
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid_input",
+                "Last-Event-ID must be a journal sequence number",
+                fields=[{"field": "Last-Event-ID", "message": "not an integer"}],
+            ) from None
+    store = ctx.svc.store
+    rid = record.run_id
+
+    async def stream() -> object:
+        seen = start
+        idle = 0.0
+        yield "retry: 2000\n\n"
+        while True:
+            batch = store.events(rid, after_seq=seen)
+            for ev in batch:
+                data = ev.model_dump(mode="json")
+                yield f"id: {ev.seq}\nevent: journal\ndata: {json.dumps(data)}\n\n"
+                seen = ev.seq
+            current = store.get_run(rid)
+            if not batch and (current is None or current.state is not RunState.RUNNING):
+                end = {
+                    "run_id": rid,
+                    "state": current.state.value if current else None,
+                    "status": current.status.value if current and current.status else None,
+                }
+                yield f"event: end\ndata: {json.dumps(end)}\n\n"
+                return
+            if ctx.shutting_down or await request.is_disconnected():
+                return
+            idle = 0.0 if batch else idle + _POLL_SECONDS
+            if idle >= _KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keepalive\n\n"
+            await asyncio.sleep(_POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),  # type: ignore[arg-type]
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- reports ---------------------------------------------------------------------------------------
+
+
+@router.get("/reports", response_model=list[RunSummary], tags=["reports"])
+async def list_reports(
+    request: Request,
+    _who: Viewer,
+    cluster: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunSummary]:
+    """Reports of past runs (Get-CauReport), newest first, optionally in a date range (UTC)."""
+    ctx = context(request)
+    return [
+        ops.run_summary(ctx, rec, rep)
+        for rec, rep in ops.reports(ctx, cluster, _utc(since), _utc(until), limit)
+    ]
+
+
+@router.get("/reports/{run_id}", response_model=RunReport, tags=["reports"])
+async def get_report(request: Request, run_id: str, _who: Viewer) -> RunReport:
+    return ops.report(context(request), run_id)[1]
+
+
+def export(reports: list[RunReport], fmt: ExportFormat, stem: str) -> Response:
+    if fmt is ExportFormat.HTML:
+        from cau.reports.render_html import render_html
+
+        text, media = render_html(reports), "text/html; charset=utf-8"
+    elif fmt is ExportFormat.CSV:
+        from cau.reports.render_csv import render_csv
+
+        text, media = render_csv(reports, detailed=True), "text/csv; charset=utf-8"
+    else:
+        text = json.dumps([r.model_dump(mode="json") for r in reports], indent=2)
+        media = "application/json"
+    return Response(
+        text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt.value}"'}
+    )
+
+
+@router.get("/reports/{run_id}/export", tags=["reports"], response_class=Response)
+async def export_report(
+    request: Request, run_id: str, _who: Viewer, format: ExportFormat = ExportFormat.HTML
+) -> Response:
+    """Export-CauReport: one run as HTML (with its timeline), CSV (per node and update) or JSON."""
+    record, report = ops.report(context(request), run_id)
+    return export([report], format, f"cau-{record.cluster}-{record.run_id}")
+
+
+@router.get("/export", tags=["reports"], response_class=Response)
+async def export_reports(
+    request: Request,
+    _who: Viewer,
+    cluster: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    format: ExportFormat = ExportFormat.HTML,
+) -> Response:
+    """Export the runs of a date range (and cluster) as one file."""
+    rows = ops.reports(context(request), cluster, _utc(since), _utc(until), 1000)
+    return export([rep for _, rep in reversed(rows)], format, f"cau-{cluster or 'all'}-reports")
+
+
+# --- profiles --------------------------------------------------------------------------------------
+
+
+@router.get("/profiles", response_model=list[ProfileView], tags=["profiles"])
+async def list_profiles(request: Request, _who: Viewer) -> list[ProfileView]:
+    ctx = context(request)
+    return [ops.profile_view(ctx, p.name) for p in ctx.access.list_profiles()]
+
+
+@router.post("/profiles/validate", response_model=ProfileValidation, tags=["profiles"])
+async def validate_profile(request: Request, _who: Viewer, body: ProfileBody) -> ProfileValidation:
+    """Check options without saving: the effective profile (defaults included) or the problems."""
+    return ops.validate_profile(body.options)
+
+
+@router.post("/profiles", response_model=ProfileView, status_code=201, tags=["profiles"])
+async def create_profile(request: Request, who: Admin, body: ProfileCreate) -> ProfileView:
+    ctx = context(request)
+    if ctx.access.get_profile(body.name) is not None:
+        raise ApiError(409, "profile_exists", f"a profile named '{body.name}' exists; PUT replaces it")
+    ops.require_valid_profile(body.options)
+    ctx.access.put_profile(body.name, body.description, body.options, by=who.name)
+    ctx.access.audit(who.name, "profile.create", body.name, {"options": body.options})
+    return ops.profile_view(ctx, body.name)
+
+
+@router.get("/profiles/{name}", response_model=ProfileView, tags=["profiles"])
+async def get_profile(request: Request, name: str, _who: Viewer) -> ProfileView:
+    return ops.profile_view(context(request), name)
+
+
+@router.put("/profiles/{name}", response_model=ProfileView, tags=["profiles"])
+async def put_profile(request: Request, name: str, who: Admin, body: ProfileBody) -> ProfileView:
+    ctx = context(request)
+    ops.require_valid_profile(body.options)
+    created = ctx.access.put_profile(name, body.description, body.options, by=who.name)
+    ctx.access.audit(
+        who.name, "profile.create" if created else "profile.update", name, {"options": body.options}
+    )
+    return ops.profile_view(ctx, name)
+
+
+@router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
+async def delete_profile(request: Request, name: str, who: Admin) -> Response:
+    ctx = context(request)
+    if not ctx.access.delete_profile(name):
+        raise NotFound(f"no stored profile '{name}'")
+    ctx.access.audit(who.name, "profile.delete", name, {})
+    return Response(status_code=204)
+
+
+# --- plug-ins --------------------------------------------------------------------------------------
+
+
+@router.get("/plugins", response_model=list[PluginView], tags=["plugins"])
+async def list_plugins(request: Request, _who: Viewer) -> list[PluginView]:
+    reg = context(request).svc.registry
+    rows = [("plug-in", e) for e in reg.plugins.values()] + [("provider", e) for e in reg.providers.values()]
+    return [
+        PluginView(
+            kind=kind,
+            name=e.name,
+            target=e.target,
+            distribution=e.distribution,
+            version=e.version,
+            ok=e.ok,
+            error=e.error,
+            summary=e.summary,
+        )
+        for kind, e in rows
+    ]
+
+
+# --- access: tokens, passwords, audit (admin) ----------------------------------------------------
+
+
+@router.get("/tokens", response_model=list[TokenView], tags=["access"])
+async def list_tokens(request: Request, _who: Admin) -> list[TokenView]:
+    return [TokenView(**vars(t)) for t in context(request).access.list_tokens()]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["access"])
+async def create_token(request: Request, who: Admin, body: TokenCreate) -> TokenCreated:
+    ctx = context(request)
+    info, secret = ctx.access.create_token(body.name, body.role, by=who.name)
+    ctx.access.audit(who.name, "token.create", info.token_id, {"name": body.name, "role": body.role.value})
+    return TokenCreated(**vars(info), token=secret)
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["access"])
+async def revoke_token(request: Request, token_id: str, who: Admin) -> Response:
+    ctx = context(request)
+    if not ctx.access.revoke_token(token_id):
+        raise NotFound(f"no active token '{token_id}'")
+    ctx.access.audit(who.name, "token.revoke", token_id, {})
+    return Response(status_code=204)
+
+
+@router.get("/users", response_model=list[UserView], tags=["access"])
+async def list_users(request: Request, _who: Admin) -> list[UserView]:
+    return [UserView(name=n, role=r, updated=u) for n, r, u in context(request).access.list_users()]
+
+
+@router.put("/users/{name}/password", response_model=UserView, tags=["access"])
+async def set_password(request: Request, name: str, who: Admin, body: PasswordSet) -> UserView:
+    """Set (or create a user with) a password for browser sign-in."""
+    ctx = context(request)
+    ctx.access.set_password(name, body.role, body.password)
+    ctx.access.audit(who.name, "user.password", name, {"role": body.role.value})
+    return next(UserView(name=n, role=r, updated=u) for n, r, u in ctx.access.list_users() if n == name)
+
+
+@router.delete("/users/{name}", status_code=204, tags=["access"])
+async def delete_user(request: Request, name: str, who: Admin) -> Response:
+    ctx = context(request)
+    if not ctx.access.delete_user(name):
+        raise NotFound(f"no user '{name}'")
+    ctx.access.audit(who.name, "user.delete", name, {})
+    return Response(status_code=204)
+
+
+@router.get("/audit", response_model=list[AuditView], tags=["access"])
+async def audit(
+    request: Request,
+    _who: Admin,
+    action: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+) -> list[AuditView]:
+    """Who started, stopped or changed what, and when (newest first)."""
+    return [AuditView(**vars(e)) for e in context(request).access.audit_entries(limit=limit, action=action)]
+
+
+__all__ = ["Role", "identify", "router", "sign_in"]

@@ -1,0 +1,110 @@
+"""The ASGI app of `cau serve`: API, dashboard, static files, /metrics, and the run worker."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cau import __version__
+from cau.service import Service
+from cau.store.access import AccessStore, Principal
+from cau.store.base import JournalEvent
+from cau.web import api, errors, pages
+from cau.web.auth import viewer
+from cau.web.context import Settings, WebContext
+from cau.web.errors import ApiError
+from cau.web.metrics import Metrics
+from cau.web.worker import RunWorker
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def build_context(svc: Service, settings: Settings | None = None) -> WebContext:
+    metrics = Metrics(lambda: svc.store, lambda run_id: svc.run_report(svc.find_run(run_id)))
+
+    def on_event(event: JournalEvent) -> None:
+        metrics.observe(event)
+
+    return WebContext(
+        svc=svc,
+        access=AccessStore(svc.store),
+        worker=RunWorker(svc, on_event),
+        metrics=metrics,
+        settings=settings or Settings(),
+    )
+
+
+def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
+    holder: dict[str, WebContext] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Shutdown: stop serving event streams, abandon runs in hand (resumable), free the store.
+        ctx = holder["ctx"]
+        ctx.shutting_down = True
+        await ctx.worker.shutdown()
+
+    app = FastAPI(
+        title="cau",
+        version=__version__,
+        description="Cluster-Aware Updating for Linux clusters: REST API. Authenticate with "
+        "`Authorization: Bearer <token>` (`cau token create --role viewer|operator|admin`).",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    # The store's SQLite connection belongs to the event loop's thread: every route is async.
+    ctx = build_context(svc, settings)
+    holder["ctx"] = ctx
+    app.state.ctx = ctx
+    errors.install(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    # Pages answer errors with pages and a sign-in redirect; the API with JSON.
+    page_paths = ("/api/", "/metrics", "/static/")
+
+    @app.exception_handler(pages._SignInNeeded)
+    async def _sign_in(request: Request, exc: pages._SignInNeeded) -> Response:
+        return pages.page_error(request, exc)
+
+    @app.exception_handler(ApiError)
+    async def _api_or_page(request: Request, exc: ApiError) -> Response:
+        if request.url.path.startswith(page_paths) or request.method != "GET":
+            return errors.response(exc)
+        return pages.page_error(request, exc)
+
+    from cau.errors import CauError
+
+    @app.exception_handler(CauError)
+    async def _cau_or_page(request: Request, exc: CauError) -> Response:
+        if request.url.path.startswith(page_paths) or request.method != "GET":
+            return errors.response(errors.from_cau_error(exc))
+        return pages.page_error(request, exc)
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    static = resources.files("cau.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(_who: Principal = Depends(viewer)) -> Response:  # noqa: B008
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

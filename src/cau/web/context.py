@@ -1,0 +1,31 @@
+"""What the routes of one `cau serve` share: the service, the access store, the worker, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cau.service import NodeScan, Service
+from cau.store.access import AccessStore
+from cau.web.metrics import Metrics
+from cau.web.worker import RunWorker
+
+
+@dataclass
+class Settings:
+    secure_cookies: bool = False  # set when served over https (--ssl-*) or behind a TLS proxy
+    session_hours: float = 12.0
+
+
+@dataclass
+class WebContext:
+    svc: Service
+    access: AccessStore
+    worker: RunWorker
+    metrics: Metrics
+    settings: Settings
+    # The last preview per cluster: the "pending updates" column of the cluster page.
+    scans: dict[str, tuple[datetime, list[NodeScan]]] = field(default_factory=dict)
+    shutting_down: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)

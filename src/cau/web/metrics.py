@@ -1,0 +1,105 @@
+"""Prometheus metrics at /metrics.
+
+Counts are read from the store at scrape time (so runs of `cau run` in other processes count too);
+step durations are observed as the runs this server coordinates journal their outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cau.domain.results import RunState
+from cau.reports.model import RunReport
+from cau.store.base import EventKind, JournalEvent, ReportQuery
+from cau.store.sqlite import SqliteStore
+
+_RECENT_RUNS = 1000  # scrape cost stays bounded on a store with a long history
+
+_STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: Callable[[], SqliteStore], report: Callable[[str], RunReport]) -> None:
+        self._store = store
+        self._report = report
+
+    def collect(self) -> Iterable[Metric]:
+        store = self._store()
+        runs = store.list_runs(ReportQuery(last=_RECENT_RUNS))
+        by_status: dict[tuple[str, str], int] = {}
+        failures: dict[str, int] = {}
+        in_maintenance: dict[str, int] = {}
+        latest: dict[str, RunReport] = {}
+        for run in runs:
+            status = run.status.value if run.status else run.state.value
+            by_status[(run.cluster, status)] = by_status.get((run.cluster, status), 0) + 1
+            if run.state is RunState.FINISHED:
+                saved = store.get_report(run.run_id)
+                if saved is not None:
+                    report = RunReport.model_validate(saved)
+                    failures[run.cluster] = failures.get(run.cluster, 0) + report.count("Failed")
+                    latest[run.cluster] = report
+            else:
+                latest[run.cluster] = self._report(run.run_id)
+        for cluster, report in latest.items():
+            in_maintenance[cluster] = sum(
+                1
+                for n in report.nodes
+                if n.left_in_maintenance or (n.state == "running" and n.maintenance_started is not None)
+            )
+        runs_metric = GaugeMetricFamily(
+            "cau_runs",
+            "Updating Runs in the store by cluster and status (or state while unfinished)",
+            labels=["cluster", "status"],
+        )
+        for (cluster, status), count in sorted(by_status.items()):
+            runs_metric.add_metric([cluster, status], count)
+        yield runs_metric
+        maint = GaugeMetricFamily(
+            "cau_nodes_in_maintenance",
+            "Nodes in maintenance by cau: in an unfinished run, or left there by the last run",
+            labels=["cluster"],
+        )
+        for cluster, count in sorted(in_maintenance.items()):
+            maint.add_metric([cluster], count)
+        yield maint
+        failed = GaugeMetricFamily(
+            "cau_node_failures",
+            "Nodes that ended Failed, over the finished runs in the store",
+            labels=["cluster"],
+        )
+        for cluster, count in sorted(failures.items()):
+            failed.add_metric([cluster], count)
+        yield failed
+
+
+class Metrics:
+    def __init__(self, store: Callable[[], SqliteStore], report: Callable[[str], RunReport]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StoreCollector(store, report))
+        self.steps = Histogram(
+            "cau_step_duration_seconds",
+            "Duration of run steps coordinated by this server (maintenance, install, restart, ...)",
+            ["step", "ok"],
+            buckets=_STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self._open: dict[tuple[str, str], datetime] = {}
+
+    def observe(self, event: JournalEvent) -> None:
+        """Fed every journal event of this server's runs: intent..outcome pairs are step durations."""
+        if event.key is None or event.step is None:
+            return
+        key = (event.run_id, f"{event.node}/{event.key}")
+        if event.kind is EventKind.INTENT:
+            self._open[key] = event.ts
+        elif event.kind is EventKind.OUTCOME:
+            started = self._open.pop(key, None)
+            if started is not None:
+                ok = "true" if event.data.get("ok", True) else "false"
+                self.steps.labels(event.step, ok).observe(max((event.ts - started).total_seconds(), 0.0))

@@ -1,0 +1,265 @@
+"""What the API routes and the dashboard pages both show and do, on top of `Service`.
+
+The pages render these same views server-side, and every action of the dashboard is a call to the
+API from the page's script, so the two can never disagree (nor with the CLI: all is `Service`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cau.domain.profile import ProfileError, RunProfile, build_profile
+from cau.domain.results import RunState
+from cau.errors import CauError, NotFound
+from cau.reports.model import RunReport
+from cau.store.access import Principal
+from cau.store.base import ReportQuery, RunRecord
+from cau.web.context import WebContext
+from cau.web.errors import ApiError, from_profile_error
+from cau.web.models import (
+    ClusterDetail,
+    ClusterSummary,
+    NodePreview,
+    NodeView,
+    Preview,
+    ProfileValidation,
+    ProfileView,
+    RoleView,
+    RunOptions,
+    RunStarted,
+    RunSummary,
+    StopResult,
+    UpdateView,
+)
+
+
+def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = None) -> RunSummary:
+    report = report or ctx.svc.run_report(record)
+    return RunSummary(
+        run_id=record.run_id,
+        cluster=record.cluster,
+        state=record.state.value,
+        status=record.status.value if record.status else None,
+        started=report.started,
+        finished=report.finished,
+        duration_seconds=report.duration_seconds,
+        nodes_total=len(report.nodes),
+        nodes_succeeded=report.count("Succeeded"),
+        nodes_failed=report.count("Failed"),
+        error_id=report.error_id,
+        message=report.message,
+        stop_requested=record.stop_requested,
+    )
+
+
+def _runs_of(ctx: WebContext, cluster: str) -> tuple[RunRecord | None, RunRecord | None]:
+    store = ctx.svc.store
+    active = store.active_run(cluster)
+    finished = store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=1))
+    return active, (finished[0] if finished else None)
+
+
+def clusters(ctx: WebContext) -> list[ClusterSummary]:
+    out = []
+    for name in ctx.svc.config.names():
+        active, last = _runs_of(ctx, name)
+        out.append(
+            ClusterSummary(
+                name=name,
+                provider=ctx.svc.config.cluster(name).provider,
+                active_run=run_summary(ctx, active) if active else None,
+                last_run=run_summary(ctx, last) if last else None,
+            )
+        )
+    return out
+
+
+async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
+    cfg = ctx.svc.config.cluster(name)
+    active, last = _runs_of(ctx, name)
+    current = active or last
+    report = ctx.svc.run_report(current) if current else None
+    node_reports = {n.name: n for n in report.nodes} if report else {}
+    scanned_at, scans = ctx.scans.get(name, (None, []))
+    pending = {s.node: [u.id for u in s.updates] for s in scans}
+    nodes: list[NodeView] = []
+    roles: list[RoleView] = []
+    error = None
+    try:
+        provider = ctx.svc.open_provider(name)
+        try:
+            snap = await provider.discover()
+        finally:
+            await provider.close()
+    except CauError as exc:
+        error = str(exc)
+    else:
+        for n in snap.nodes:
+            nr = node_reports.get(n.name)
+            nodes.append(
+                NodeView(
+                    name=n.name,
+                    state=n.state.value,
+                    in_maintenance=n.in_maintenance,
+                    roles=[r.name for r in snap.roles_on(n.name)],
+                    pending_updates=pending.get(n.name) if scanned_at else None,
+                    last_result=(nr.status if nr and nr.status else (nr.state if nr else None)),
+                    current_step=nr.current_step if nr and active else None,
+                )
+            )
+        roles = [
+            RoleView(
+                name=r.name,
+                kind=r.kind.value,
+                owner=r.owner,
+                instances=list(r.instances),
+                preferred_owners=list(r.preferred_owners),
+            )
+            for r in snap.roles
+        ]
+    return ClusterDetail(
+        name=name,
+        provider=cfg.provider,
+        active_run=run_summary(ctx, active) if active else None,
+        last_run=run_summary(ctx, last) if last else None,
+        nodes=nodes,
+        roles=roles,
+        discover_error=error,
+        preview_at=scanned_at,
+    )
+
+
+def stored_profile_options(ctx: WebContext, name: str | None) -> dict[str, Any] | None:
+    if name is None:
+        return None
+    found = ctx.access.get_profile(name)
+    if found is None:
+        raise ApiError(
+            422,
+            "unknown_profile",
+            f"no stored profile '{name}'",
+            fields=[{"field": "profile", "message": "unknown profile"}],
+        )
+    return found.options
+
+
+def build_run_profile(ctx: WebContext, cluster: str, profile: str | None, options: RunOptions) -> RunProfile:
+    overrides = options.model_dump(mode="json", exclude_none=True)
+    try:
+        return ctx.svc.profile(cluster, None, overrides, stored=stored_profile_options(ctx, profile))
+    except ProfileError as exc:
+        raise from_profile_error(exc) from exc
+
+
+async def preview(ctx: WebContext, cluster: str, profile: str | None) -> Preview:
+    run_profile = build_run_profile(ctx, cluster, profile, RunOptions())
+    scans = await ctx.svc.scan(cluster, run_profile)
+    now = datetime.now(UTC)
+    ctx.scans[cluster] = (now, scans)
+    return Preview(
+        cluster=cluster,
+        scanned=now,
+        nodes=[
+            NodePreview(
+                node=s.node,
+                reachable=s.reachable,
+                restart_pending=s.restart_pending,
+                errors=s.errors,
+                updates=[
+                    UpdateView(
+                        id=u.id,
+                        title=u.title,
+                        plugin=u.plugin,
+                        needs_restart=u.needs_restart,
+                        size_bytes=u.size_bytes,
+                        details=u.details,
+                    )
+                    for u in s.updates
+                ],
+            )
+            for s in scans
+        ],
+    )
+
+
+async def start_run(
+    ctx: WebContext, who: Principal, cluster: str, profile: str | None, options: RunOptions
+) -> RunStarted:
+    ctx.svc.config.cluster(cluster)
+    run_profile = build_run_profile(ctx, cluster, profile, options)
+    given = profile is not None or bool(options.model_dump(exclude_none=True))
+    detail = {"profile": profile, "options": options.model_dump(mode="json", exclude_none=True)}
+    try:
+        run_id, resumed = await ctx.worker.start(cluster, run_profile, profile_given=given)
+    except CauError as exc:
+        ctx.access.audit(who.name, "run.start.refused", cluster, {**detail, "error": str(exc)})
+        raise
+    ctx.access.audit(
+        who.name, "run.resume" if resumed else "run.start", cluster, {**detail, "run_id": run_id}
+    )
+    job = ctx.worker.jobs[cluster]
+    return RunStarted(run_id=run_id, cluster=cluster, resumed=resumed, notices=list(job.notices))
+
+
+def stop_run(ctx: WebContext, who: Principal, run_id: str, reason: str) -> StopResult:
+    record = ctx.svc.find_run(run_id)
+    if record.state is RunState.FINISHED:
+        raise ApiError(409, "run_finished", f"run {record.run_id} has already finished")
+    record = ctx.svc.stop(record.cluster, by=who.name, reason=reason)
+    ctx.access.audit(who.name, "run.stop", record.cluster, {"run_id": record.run_id, "reason": reason})
+    return StopResult(run_id=record.run_id, stop_requested=True, state=record.state.value)
+
+
+def jobs(ctx: WebContext, *, limit: int = 50) -> tuple[list[RunSummary], list[RunSummary]]:
+    """Runs in progress (or paused/interrupted), and recent finished runs, across clusters."""
+    records = ctx.svc.runs(ReportQuery(last=limit))
+    active = [run_summary(ctx, r) for r in records if r.state is not RunState.FINISHED]
+    recent = [run_summary(ctx, r) for r in reversed(records) if r.state is RunState.FINISHED]
+    return active, recent
+
+
+def reports(
+    ctx: WebContext, cluster: str | None, since: datetime | None, until: datetime | None, limit: int
+) -> list[tuple[RunRecord, RunReport]]:
+    if cluster is not None:
+        ctx.svc.config.cluster(cluster)
+    records = ctx.svc.runs(ReportQuery(cluster=cluster, since=since, until=until, last=limit))
+    return [(r, ctx.svc.run_report(r)) for r in reversed(records)]
+
+
+def report(ctx: WebContext, run_id: str) -> tuple[RunRecord, RunReport]:
+    record = ctx.svc.find_run(run_id)
+    return record, ctx.svc.run_report(record)
+
+
+def validate_profile(options: dict[str, Any]) -> ProfileValidation:
+    try:
+        effective = build_profile(None, None, base=options)
+    except ProfileError as exc:
+        fields = from_profile_error(exc).fields
+        return ProfileValidation(valid=False, effective=None, problems=fields)
+    return ProfileValidation(valid=True, effective=effective.model_dump(mode="json"))
+
+
+def profile_view(ctx: WebContext, name: str) -> ProfileView:
+    found = ctx.access.get_profile(name)
+    if found is None:
+        raise NotFound(f"no stored profile '{name}'")
+    check = validate_profile(found.options)
+    return ProfileView(
+        name=found.name,
+        description=found.description,
+        options=found.options,
+        effective=check.effective or {},
+        created=found.created,
+        updated=found.updated,
+        updated_by=found.updated_by,
+    )
+
+
+def require_valid_profile(options: dict[str, Any]) -> None:
+    check = validate_profile(options)
+    if not check.valid:
+        message = "; ".join(f"{p['field']}: {p['message']}" for p in check.problems)
+        raise ApiError(422, "invalid_profile", f"invalid run profile: {message}", fields=check.problems)

@@ -1,0 +1,324 @@
+"""The dashboard's pages: server-rendered from the same views as the API (`cau.web.ops`); their
+actions are calls to the API from `static/app.js`, with the session cookie and the CSRF token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from cau.errors import CauError
+from cau.reports.render_html import (
+    STEP_KINDS,
+    Badge,
+    _dur,
+    _node_counts,
+    build_timeline,
+    format_clock,
+    format_utc,
+    node_badge,
+    render_html,
+    status_badge,
+)
+from cau.store.access import Principal, Role
+from cau.web import ops
+from cau.web.api import sign_in
+from cau.web.auth import SESSION_COOKIE, _check_csrf, context, identify
+from cau.web.errors import ApiError, from_cau_error
+from cau.web.models import SignIn
+
+router = APIRouter(include_in_schema=False)
+
+
+def run_badge(item: Any) -> Badge:
+    """For a report or a run summary: how it ended, or that it is going."""
+    if item.status is not None:
+        return status_badge(item.status)
+    if item.state == "Paused":
+        return Badge("Paused", "prog")
+    return Badge("In progress", "prog")
+
+
+def badge(b: Badge) -> Markup:
+    return Markup('<span class="badge {}">{}</span>').format(b.css, b.label)
+
+
+def state_badge(state: str) -> Badge:
+    return Badge(state, {"up": "ok", "down": "bad"}.get(state, "muted"))
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("cau.web", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dur"] = _dur
+    env.filters["utc"] = format_utc
+    env.filters["clock"] = format_clock
+    env.globals.update(
+        badge=badge,
+        run_badge=run_badge,
+        node_badge=node_badge,
+        status_badge=status_badge,
+        state_badge=state_badge,
+        step_kinds=STEP_KINDS,
+    )
+    return env
+
+
+def render(name: str, who: Principal | None, http_status: int = 200, **data: Any) -> HTMLResponse:
+    html = _env().get_template(name).render(who=who, **data)
+    return HTMLResponse(html, status_code=http_status, headers={"Cache-Control": "no-store"})
+
+
+class _SignInNeeded(Exception):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+def _who(request: Request, role: Role = Role.VIEWER) -> Principal:
+    try:
+        who = identify(request)
+    except ApiError:
+        who = None
+    if who is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise _SignInNeeded(target)
+    if not who.role.allows(role):
+        raise ApiError(
+            403, "forbidden", f"this page needs the {role.value} role; {who.name} is {who.role.value}"
+        )
+    return who
+
+
+def page_error(request: Request, exc: Exception) -> Response:
+    """Pages answer errors with a page (the API answers JSON)."""
+    if isinstance(exc, _SignInNeeded):
+        return RedirectResponse("/login?" + urlencode({"next": exc.target}), status_code=303)
+    error = from_cau_error(exc) if isinstance(exc, CauError) else exc
+    assert isinstance(error, ApiError)
+    try:
+        who = identify(request)
+    except ApiError:
+        who = None
+    titles = {403: "Not allowed", 404: "Not found"}
+    return render(
+        "error.html.j2",
+        who,
+        error.status,
+        status=error.status,
+        title=titles.get(error.status, "Error"),
+        message=error.message,
+    )
+
+
+# --- sign-in -----------------------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path on this site: never an absolute URL (an open redirect) nor a scheme-relative one.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/clusters"
+    return target
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return render("login.html.j2", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    field = {k: v for k, v in form.items() if isinstance(v, str)}
+    target = _safe_next(field.get("next"))
+    body = SignIn(
+        token=field.get("token") or None,
+        name=field.get("name") or None,
+        password=field.get("password") or None,
+    )
+    response = RedirectResponse(target, status_code=303)
+    try:
+        sign_in(request, response, body)
+    except ApiError as exc:
+        return render(
+            "login.html.j2", None, 401 if exc.status == 401 else 422, next=target, error=exc.message
+        )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    who = _who(request)
+    await _check_csrf(request, who)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        context(request).access.end_session(cookie)
+        context(request).access.audit(who.name, "signout", "dashboard", {})
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- pages -------------------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    _who(request)
+    return RedirectResponse("/clusters", status_code=303)
+
+
+@router.get("/clusters")
+async def clusters_page(request: Request) -> Response:
+    who = _who(request)
+    return render("clusters.html.j2", who, section="clusters", clusters=ops.clusters(context(request)))
+
+
+@router.get("/clusters/{cluster}")
+async def cluster_page(request: Request, cluster: str) -> Response:
+    who = _who(request)
+    ctx = context(request)
+    detail = await ops.cluster_detail(ctx, cluster)
+    return render(
+        "cluster.html.j2",
+        who,
+        section="clusters",
+        c=detail,
+        profiles=ctx.access.list_profiles(),
+        can_operate=who.role.allows(Role.OPERATOR),
+    )
+
+
+def _panel_data(request: Request, run_id: str) -> dict[str, Any]:
+    _record, report = ops.report(context(request), run_id)
+    return {"r": report, "t": build_timeline(report), "counts": _node_counts(report)}
+
+
+@router.get("/runs/{run_id}")
+async def run_page(request: Request, run_id: str) -> Response:
+    who = _who(request)
+    data = _panel_data(request, run_id)
+    live = data["r"].state == "Running"
+    return render(
+        "run.html.j2", who, section="jobs", live=live, can_operate=who.role.allows(Role.OPERATOR), **data
+    )
+
+
+@router.get("/runs/{run_id}/panel")
+async def run_panel(request: Request, run_id: str) -> Response:
+    """The live view's nodes table and timeline, refreshed by the page as journal events arrive."""
+    who = _who(request)
+    return render("_panel_page.html.j2", who, **_panel_data(request, run_id))
+
+
+@router.get("/jobs")
+async def jobs_page(request: Request) -> Response:
+    who = _who(request)
+    active, recent = ops.jobs(context(request))
+    return render("jobs.html.j2", who, section="jobs", active=active, recent=recent)
+
+
+def _date(text: str | None, field: str, *, end: bool = False) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(422, "invalid_input", f"{field}: expected a date like 2026-11-01") from None
+    if end and len(text) == 10:  # a day given as "until" means the whole day
+        value = value.replace(hour=23, minute=59, second=59)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@router.get("/reports")
+async def reports_page(
+    request: Request, cluster: str | None = None, since: str | None = None, until: str | None = None
+) -> Response:
+    who = _who(request)
+    ctx = context(request)
+    cluster = cluster or None
+    rows = ops.reports(ctx, cluster, _date(since, "since"), _date(until, "until", end=True), 200)
+    query = urlencode({k: v for k, v in {"cluster": cluster, "since": since, "until": until}.items() if v})
+    return render(
+        "reports.html.j2",
+        who,
+        section="reports",
+        rows=[ops.run_summary(ctx, rec, rep) for rec, rep in rows],
+        cluster_names=ctx.svc.config.names(),
+        cluster=cluster,
+        since=since,
+        until=until,
+        query=query,
+    )
+
+
+@router.get("/reports/{run_id}")
+async def report_page(request: Request, run_id: str) -> Response:
+    who = _who(request)
+    _record, report = ops.report(context(request), run_id)
+    return render("report.html.j2", who, section="reports", r=report)
+
+
+@router.get("/reports/{run_id}/document")
+async def report_document(request: Request, run_id: str) -> Response:
+    """The detailed report, as exported (shown in a sandboxed frame: it runs no script)."""
+    _who(request)
+    _record, report = ops.report(context(request), run_id)
+    return HTMLResponse(render_html([report]), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/profiles")
+async def profiles_page(request: Request) -> Response:
+    who = _who(request)
+    ctx = context(request)
+    profiles = ctx.access.list_profiles()
+    return render(
+        "profiles.html.j2", who, section="profiles", profiles=profiles, is_admin=who.role.allows(Role.ADMIN)
+    )
+
+
+@router.get("/profiles/new")
+async def profile_new(request: Request) -> Response:
+    who = _who(request, Role.ADMIN)
+    return render("profile.html.j2", who, section="profiles", p=None, is_admin=True)
+
+
+@router.get("/profiles/{name}")
+async def profile_page(request: Request, name: str, saved: int = 0) -> Response:
+    who = _who(request)
+    view = ops.profile_view(context(request), name)
+    return render(
+        "profile.html.j2",
+        who,
+        section="profiles",
+        p=view,
+        is_admin=who.role.allows(Role.ADMIN),
+        flash="Saved." if saved else None,
+    )
+
+
+@router.get("/admin")
+async def admin_page(request: Request) -> Response:
+    who = _who(request, Role.ADMIN)
+    access = context(request).access
+    return render(
+        "admin.html.j2",
+        who,
+        section="admin",
+        tokens=access.list_tokens(),
+        users=access.list_users(),
+        audit=access.audit_entries(limit=200),
+    )
+
+
+__all__ = ["_SignInNeeded", "page_error", "router"]

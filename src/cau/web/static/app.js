@@ -1,0 +1,215 @@
+// cau dashboard: every action is a call to the REST API (/api/v1) with the session cookie and
+// the CSRF token of this page. No build step, no framework.
+"use strict";
+
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+async function api(method, url, body) {
+  const opts = { method, headers: { "X-CSRF-Token": CSRF, Accept: "application/json" }, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const res = await fetch(url, opts);
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) {
+    const err = (data && data.error) || { message: res.statusText };
+    const fields = (err.fields || []).map((f) => `${f.field}: ${f.message}`).join("; ");
+    throw new Error(err.message + (fields && !err.message.includes(fields) ? ` (${fields})` : ""));
+  }
+  return data;
+}
+
+function flash(message, kind) {
+  const box = document.getElementById("flash");
+  if (!box) return alert(message);
+  box.className = "callout " + (kind || "bad");
+  box.textContent = message;
+  box.scrollIntoView({ block: "nearest" });
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// --- cluster page: preview, apply dialog ---------------------------------------------------------
+
+async function previewUpdates(cluster, button) {
+  button.disabled = true;
+  const out = document.getElementById("preview");
+  out.replaceChildren(el("p", { class: "dim" }, "Scanning every node…"));
+  try {
+    const profile = document.getElementById("preview-profile")?.value || null;
+    const data = await api("POST", `/api/v1/clusters/${encodeURIComponent(cluster)}/scan`, { profile });
+    const rows = [];
+    let total = 0;
+    for (const n of data.nodes) {
+      total += n.updates.length;
+      if (!n.updates.length) {
+        rows.push(el("tr", {}, el("td", { class: "name" }, n.node), el("td", { class: "dim", colspan: "3" },
+          n.reachable ? "no applicable updates" : "unreachable: " + Object.values(n.errors).join("; "))));
+      }
+      n.updates.forEach((u, i) => rows.push(el("tr", {},
+        el("td", {}, i === 0 ? n.node : ""), el("td", { class: "mono" }, u.id), el("td", {}, u.title),
+        el("td", {}, u.needs_restart ? el("span", { class: "badge warn" }, "restart") : ""))));
+    }
+    const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Node"), el("th", {}, "Update"),
+      el("th", {}, "Title"), el("th", {}, "Restart"))), el("tbody", {}, ...rows));
+    out.replaceChildren(el("h2", {}, `Preview: ${total} update(s) on ${data.nodes.length} node(s)`),
+      el("div", { class: "table-wrap", id: "preview-table" }, table),
+      el("p", { class: "dim" }, "First-order updates only: second-order updates appear once these are installed."));
+  } catch (e) {
+    out.replaceChildren();
+    flash(e.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function applyUpdates(cluster, form) {
+  const f = new FormData(form);
+  const options = {};
+  const num = (k) => { const v = f.get(k); if (v !== null && v !== "") options[k] = Number(v); };
+  const par = f.get("max_parallel_nodes");
+  if (par) options.max_parallel_nodes = par === "auto" ? "auto" : Number(par);
+  num("max_failed_nodes");
+  num("max_retries_per_node");
+  for (const k of ["no_restart", "allow_nodes_in_maintenance", "require_all_nodes_online"]) {
+    if (f.get(k)) options[k] = true;
+  }
+  for (const k of ["move", "failback_mode", "drain", "reboot_timeout", "stop_after"]) {
+    const v = f.get(k);
+    if (v) options[k] = v;
+  }
+  const body = { profile: f.get("profile") || null, options };
+  const submit = form.querySelector("button[type=submit]");
+  submit.disabled = true;
+  try {
+    const res = await api("POST", `/api/v1/clusters/${encodeURIComponent(cluster)}/runs`, body);
+    window.location = `/runs/${encodeURIComponent(res.run_id)}`;
+  } catch (e) {
+    document.getElementById("apply-error").textContent = e.message;
+    submit.disabled = false;
+  }
+}
+
+// --- live run view ---------------------------------------------------------------------------------
+
+function describe(ev) {
+  const d = ev.data || {};
+  if (d.message) return d.message;
+  if (ev.kind === "intent") return `${ev.step}…`;
+  if (ev.kind === "outcome") return `${ev.step}: ${d.ok === false ? "FAILED" + (d.error ? " " + d.error : "") : "done"}`;
+  if (ev.kind === "node_finished") return `finished: ${d.status || ""}`;
+  if (ev.kind === "waiting") return `waiting: ${d.reason || d.why || ""}`;
+  if (ev.kind === "run_finished") return `run finished: ${d.status || ""}`;
+  if (ev.kind === "stop_requested") return `stop requested${d.by ? " by " + d.by : ""}`;
+  return ev.kind;
+}
+
+function watchRun(runId) {
+  const tbody = document.querySelector("#events tbody");
+  const state = document.getElementById("live-state");
+  let refreshing = false, again = false;
+  async function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    try {
+      const res = await fetch(`/runs/${encodeURIComponent(runId)}/panel`, { credentials: "same-origin" });
+      if (res.ok) document.getElementById("panel").innerHTML = await res.text();
+    } finally {
+      refreshing = false;
+      if (again) { again = false; setTimeout(refresh, 300); }
+    }
+  }
+  const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/events`);
+  let timer = null;
+  source.addEventListener("journal", (msg) => {
+    const ev = JSON.parse(msg.data);
+    const when = new Date(ev.ts).toISOString().substring(11, 19);
+    tbody.prepend(el("tr", { "data-seq": ev.seq }, el("td", { class: "mono dim" }, when),
+      el("td", {}, ev.node || ""), el("td", { class: "mono" }, ev.kind), el("td", {}, describe(ev))));
+    if (!timer) timer = setTimeout(() => { timer = null; refresh(); }, 400);
+  });
+  source.addEventListener("end", (msg) => {
+    source.close();
+    const end = JSON.parse(msg.data);
+    state.textContent = end.status ? `Run ended: ${end.status}` : `Run ${end.state}`;
+    state.className = "callout " + (end.status === "Succeeded" ? "" : "warn");
+    document.getElementById("stop-button")?.setAttribute("disabled", "");
+    refresh();
+  });
+}
+
+async function stopRun(runId, button) {
+  const reason = prompt("Reason for stopping (recorded in the journal and the audit trail):", "stopped from the dashboard");
+  if (reason === null) return;
+  button.disabled = true;
+  try {
+    await api("POST", `/api/v1/runs/${encodeURIComponent(runId)}/stop`, { reason });
+    flash("Stop requested: the node in hand is finished or brought back out of maintenance; the others are canceled.", "warn");
+  } catch (e) {
+    flash(e.message);
+    button.disabled = false;
+  }
+}
+
+// --- profiles and admin ------------------------------------------------------------------------------
+
+function parseOptions(text) {
+  try { return JSON.parse(text || "{}"); } catch (e) { throw new Error("options: not valid JSON: " + e.message); }
+}
+
+async function saveProfile(form, creating) {
+  const f = new FormData(form);
+  const name = f.get("name");
+  try {
+    const body = { description: f.get("description") || "", options: parseOptions(f.get("options")) };
+    if (creating) await api("POST", "/api/v1/profiles", { name, ...body });
+    else await api("PUT", `/api/v1/profiles/${encodeURIComponent(name)}`, body);
+    window.location = `/profiles/${encodeURIComponent(name)}?saved=1`;
+  } catch (e) { flash(e.message); }
+}
+
+async function validateProfile(form) {
+  try {
+    const res = await api("POST", "/api/v1/profiles/validate", { options: parseOptions(new FormData(form).get("options")) });
+    if (res.valid) flash("Valid. Effective options: " + JSON.stringify(res.effective), "");
+    else flash("Invalid: " + res.problems.map((p) => `${p.field}: ${p.message}`).join("; "));
+  } catch (e) { flash(e.message); }
+}
+
+async function deleteProfile(name) {
+  if (!confirm(`Delete the profile '${name}'?`)) return;
+  try { await api("DELETE", `/api/v1/profiles/${encodeURIComponent(name)}`); window.location = "/profiles"; }
+  catch (e) { flash(e.message); }
+}
+
+async function createToken(form) {
+  const f = new FormData(form);
+  try {
+    const res = await api("POST", "/api/v1/tokens", { name: f.get("name"), role: f.get("role") });
+    flash(`Token for ${res.name} (${res.role}), shown once, copy it now: ${res.token}`, "warn");
+  } catch (e) { flash(e.message); }
+}
+
+async function revokeToken(id) {
+  if (!confirm(`Revoke token ${id}?`)) return;
+  try { await api("DELETE", `/api/v1/tokens/${encodeURIComponent(id)}`); window.location.reload(); }
+  catch (e) { flash(e.message); }
+}
+
+async function setPassword(form) {
+  const f = new FormData(form);
+  try {
+    await api("PUT", `/api/v1/users/${encodeURIComponent(f.get("name"))}/password`, { role: f.get("role"), password: f.get("password") });
+    window.location.reload();
+  } catch (e) { flash(e.message); }
+}

@@ -1,0 +1,358 @@
+"""The REST API through its ASGI app: auth for every route and role, validation, runs, SSE resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cau.store.access import AccessStore, Role
+from cau.store.base import SCHEMA_VERSION
+from cau.store.sqlite import SqliteStore
+from tests.web.conftest import Api
+
+# (method, path, the least role allowed, a body that is harmless or invalid when allowed)
+ROUTES: list[tuple[str, str, str, object]] = [
+    ("GET", "/api/v1/me", "viewer", None),
+    ("GET", "/api/v1/clusters", "viewer", None),
+    ("GET", "/api/v1/clusters/quick", "viewer", None),
+    ("POST", "/api/v1/clusters/quick/scan", "operator", {"profile": "no-such-profile"}),
+    ("POST", "/api/v1/clusters/quick/runs", "operator", {"options": {"max_parallel_nodes": 0}}),
+    ("POST", "/api/v1/clusters/quick/stop", "operator", {"reason": "x"}),
+    ("GET", "/api/v1/runs", "viewer", None),
+    ("GET", "/api/v1/runs/nope", "viewer", None),
+    ("POST", "/api/v1/runs/nope/stop", "operator", {}),
+    ("GET", "/api/v1/runs/nope/events", "viewer", None),
+    ("GET", "/api/v1/reports", "viewer", None),
+    ("GET", "/api/v1/reports/nope", "viewer", None),
+    ("GET", "/api/v1/reports/nope/export", "viewer", None),
+    ("GET", "/api/v1/export?format=csv", "viewer", None),
+    ("GET", "/api/v1/profiles", "viewer", None),
+    ("POST", "/api/v1/profiles/validate", "viewer", {"options": {}}),
+    ("POST", "/api/v1/profiles", "admin", {"name": "p", "options": {"bogus": 1}}),
+    ("GET", "/api/v1/profiles/nope", "viewer", None),
+    ("PUT", "/api/v1/profiles/p", "admin", {"options": {"bogus": 1}}),
+    ("DELETE", "/api/v1/profiles/nope", "admin", None),
+    ("GET", "/api/v1/plugins", "viewer", None),
+    ("GET", "/api/v1/tokens", "admin", None),
+    ("POST", "/api/v1/tokens", "admin", {"name": "", "role": "viewer"}),
+    ("DELETE", "/api/v1/tokens/nope", "admin", None),
+    ("GET", "/api/v1/users", "admin", None),
+    ("PUT", "/api/v1/users/bob/password", "admin", {"role": "viewer", "password": "short"}),
+    ("DELETE", "/api/v1/users/nope", "admin", None),
+    ("GET", "/api/v1/audit", "admin", None),
+    ("GET", "/metrics", "viewer", None),
+]
+RANK = ["viewer", "operator", "admin"]
+
+
+def wait_finished(api: Api, run_id: str) -> dict:
+    async def go(client: httpx.AsyncClient) -> dict:
+        for _ in range(600):
+            r = await client.get(f"/api/v1/runs/{run_id}", headers=api.headers("viewer"))
+            assert r.status_code == 200, r.text
+            if r.json()["state"] != "Running":
+                return r.json()
+            await asyncio.sleep(0.05)
+        raise AssertionError("the run did not finish")
+
+    return api.run(go)
+
+
+def sse(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        events.append(fields)
+    return events
+
+
+def test_health_and_openapi_need_no_token(api: Api) -> None:
+    assert api.call("GET", "/api/v1/health", role=None).json()["ok"] is True
+    doc = api.call("GET", "/api/v1/openapi.json", role=None).json()
+    assert "/api/v1/clusters/{cluster}/runs" in doc["paths"]
+    assert "/api/v1/runs/{run_id}/events" in doc["paths"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "least", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
+)
+def test_every_route_answers_401_without_credentials_and_403_below_its_role(
+    api: Api, method: str, path: str, least: str, body: object
+) -> None:
+    kw = {"json": body} if body is not None else {}
+    anonymous = api.call(method, path, role=None, **kw)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["error"]["code"] == "unauthenticated"
+    bad = api.call(method, path, role=None, headers={"Authorization": "Bearer cau_nope_nope"}, **kw)
+    assert bad.status_code == 401
+    for role in RANK:
+        got = api.call(method, path, role=role, **kw)
+        if RANK.index(role) < RANK.index(least):
+            assert got.status_code == 403, (role, got.text)
+            assert got.json()["error"]["code"] == "forbidden"
+        else:
+            assert got.status_code not in (401, 403, 500), (role, got.text)
+
+
+def test_invalid_input_is_a_4xx_naming_the_field(api: Api) -> None:
+    r = api.call(
+        "POST", "/api/v1/clusters/quick/runs", role="operator", json={"options": {"max_parallel_nodes": 0}}
+    )
+    assert r.status_code == 422
+    assert any("max_parallel_nodes" in f["field"] for f in r.json()["error"]["fields"])
+    r = api.call(
+        "POST", "/api/v1/clusters/quick/runs", role="operator", json={"options": {"frobnicate": True}}
+    )
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "options.frobnicate"
+    r = api.call(
+        "POST", "/api/v1/clusters/quick/runs", role="operator", json={"options": {"reboot_timeout": "soon"}}
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_profile"
+    assert "reboot_timeout" in r.json()["error"]["fields"][0]["field"]
+    r = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={"profile": "missing"})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "profile"
+    r = api.call("POST", "/api/v1/clusters/nowhere/runs", role="operator", json={})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = api.call("POST", "/api/v1/profiles", json={"name": "../x", "options": {}})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "name"
+    r = api.call("GET", "/api/v1/reports?since=yesterday-ish")
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "since"
+    r = api.call(
+        "POST",
+        "/api/v1/clusters/quick/runs",
+        role="operator",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+
+
+def test_a_run_started_through_the_api_is_followed_live_and_resumed_with_last_event_id(api: Api) -> None:
+    preview = api.call("POST", "/api/v1/clusters/quick/scan", role="operator", json={})
+    assert preview.status_code == 200
+    assert {n["node"] for n in preview.json()["nodes"]} == {"n1", "n2", "n3"}
+    assert all(n["updates"] for n in preview.json()["nodes"])
+    started = api.call(
+        "POST", "/api/v1/clusters/quick/runs", role="operator", json={"options": {"max_parallel_nodes": 1}}
+    )
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    report = wait_finished(api, run_id)
+    assert report["status"] == "Succeeded"
+    assert {n["name"]: n["status"] for n in report["nodes"]} == {
+        "n1": "Succeeded",
+        "n2": "Succeeded",
+        "n3": "Succeeded",
+    }
+
+    stream = api.call("GET", f"/api/v1/runs/{run_id}/events", role="viewer")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in sse(stream.text) if "event" in e]
+    journal = [e for e in events if e["event"] == "journal"]
+    seqs = [int(e["id"]) for e in journal]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert json.loads(journal[0]["data"])["kind"] == "run_created"
+    assert events[-1]["event"] == "end" and json.loads(events[-1]["data"])["status"] == "Succeeded"
+
+    # A client that saw up to seq 5 reconnects: it gets 6.. and nothing twice.
+    again = api.call("GET", f"/api/v1/runs/{run_id}/events", role="viewer", headers={"Last-Event-ID": "5"})
+    resumed = [int(e["id"]) for e in sse(again.text) if e.get("event") == "journal"]
+    assert resumed == seqs[5:]
+    bad = api.call("GET", f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "five"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "Last-Event-ID"
+
+    cluster = api.call("GET", "/api/v1/clusters/quick").json()
+    assert {n["name"]: n["last_result"] for n in cluster["nodes"]} == {
+        "n1": "Succeeded",
+        "n2": "Succeeded",
+        "n3": "Succeeded",
+    }
+    assert {r["name"]: r["kind"] for r in cluster["roles"]} == {"web": "live", "db": "failover"}
+    assert cluster["last_run"]["run_id"] == run_id
+
+    listed = api.call("GET", "/api/v1/reports?cluster=quick&since=2000-01-01").json()
+    assert [r["run_id"] for r in listed] == [run_id]
+    assert api.call("GET", "/api/v1/reports?cluster=quick&until=2000-01-01").json() == []
+    csv = api.call("GET", f"/api/v1/reports/{run_id}/export?format=csv")
+    assert csv.headers["content-type"].startswith("text/csv") and "n1" in csv.text
+    html = api.call("GET", f"/api/v1/reports/{run_id}/export?format=html")
+    assert "<svg" in html.text and "attachment" in html.headers["content-disposition"]
+    assert api.call("GET", f"/api/v1/reports/{run_id}/export?format=json").json()[0]["run_id"] == run_id
+
+    metrics = api.call("GET", "/metrics", role="viewer").text
+    assert 'cau_runs{cluster="quick",status="Succeeded"} 1.0' in metrics
+    assert "cau_step_duration_seconds_bucket" in metrics
+    assert 'cau_nodes_in_maintenance{cluster="quick"} 0.0' in metrics
+
+    audit = api.call("GET", "/api/v1/audit?action=run.start").json()
+    assert audit[0]["actor"] == "token:test-operator" and audit[0]["detail"]["run_id"] == run_id
+
+
+def test_stop_through_the_api_cancels_the_rest_and_is_audited(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> dict:
+        op = api.headers("operator")
+        r = await client.post("/api/v1/clusters/slow/runs", headers=op, json={})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        second = await client.post("/api/v1/clusters/slow/runs", headers=op, json={})
+        assert second.status_code == 409 and second.json()["error"]["code"] == "cluster_locked"
+        stop = await client.post(f"/api/v1/runs/{run_id}/stop", headers=op, json={"reason": "change freeze"})
+        assert stop.status_code == 200 and stop.json()["stop_requested"] is True
+        for _ in range(1200):
+            report = (await client.get(f"/api/v1/runs/{run_id}", headers=op)).json()
+            if report["state"] != "Running":
+                return report
+            await asyncio.sleep(0.05)
+        raise AssertionError("the run did not stop")
+
+    report = api.run(go)
+    assert report["error_id"] == "StoppedByOperator"
+    assert any(n["status"] == "Canceled" for n in report["nodes"])
+    actions = [(e["action"], e["actor"]) for e in api.call("GET", "/api/v1/audit").json()]
+    assert ("run.stop", "token:test-operator") in actions
+    assert ("run.start", "token:test-operator") in actions
+
+
+def test_profiles_are_created_validated_used_and_deleted_by_admins(api: Api) -> None:
+    body = {
+        "name": "careful",
+        "description": "one at a time, no restart",
+        "options": {"no_restart": True, "move": "save"},
+    }
+    assert api.call("POST", "/api/v1/profiles", role="operator", json=body).status_code == 403
+    created = api.call("POST", "/api/v1/profiles", json=body)
+    assert created.status_code == 201
+    assert (
+        created.json()["effective"]["no_restart"] is True
+        and created.json()["effective"]["max_retries_per_node"] == 3
+    )
+    assert api.call("POST", "/api/v1/profiles", json=body).status_code == 409
+    bad = api.call("PUT", "/api/v1/profiles/careful", json={"options": {"max_parallel_nodes": 0}})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "max_parallel_nodes"
+    check = api.call(
+        "POST", "/api/v1/profiles/validate", role="viewer", json={"options": {"move": "teleport"}}
+    ).json()
+    assert check["valid"] is False and check["problems"][0]["field"] == "move"
+    updated = api.call(
+        "PUT", "/api/v1/profiles/careful", json={"options": {"no_restart": True, "max_parallel_nodes": 2}}
+    )
+    assert updated.status_code == 200 and updated.json()["options"] == {
+        "no_restart": True,
+        "max_parallel_nodes": 2,
+    }
+
+    run = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={"profile": "careful"})
+    assert run.status_code == 202
+    report = wait_finished(api, run.json()["run_id"])
+    assert report["profile"]["no_restart"] is True and report["profile"]["max_parallel_nodes"] == 2
+    assert all(n["restarts"] == 0 for n in report["nodes"])
+
+    assert api.call("DELETE", "/api/v1/profiles/careful").status_code == 204
+    assert api.call("GET", "/api/v1/profiles/careful").status_code == 404
+    actions = [e["action"] for e in api.call("GET", "/api/v1/audit").json()]
+    assert {"profile.create", "profile.update", "profile.delete"} <= set(actions)
+
+
+def test_browser_sessions_need_the_csrf_token_and_set_strict_httponly_cookies(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> None:
+        wrong = await client.post("/api/v1/session", json={"token": "cau_x_wrong"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "bad_credentials"
+        r = await client.post("/api/v1/session", json={"token": api.tokens["operator"]})
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+        csrf = r.headers["x-csrf-token"]
+        assert (await client.get("/api/v1/me")).json()["role"] == "operator"
+        no_csrf = await client.post("/api/v1/runs/nope/stop", json={})
+        assert no_csrf.status_code == 403 and no_csrf.json()["error"]["code"] == "csrf_failed"
+        forged = await client.post("/api/v1/runs/nope/stop", json={}, headers={"X-CSRF-Token": "guess"})
+        assert forged.status_code == 403
+        ok = await client.post("/api/v1/runs/nope/stop", json={}, headers={"X-CSRF-Token": csrf})
+        assert ok.status_code == 404  # past auth and CSRF: the run does not exist
+        admin_only = await client.get("/api/v1/audit")
+        assert admin_only.status_code == 403
+        out = await client.request("DELETE", "/api/v1/session", headers={"X-CSRF-Token": csrf})
+        assert out.status_code == 204
+        assert (await client.get("/api/v1/me")).status_code == 401
+
+    api.run(go)
+
+
+def test_passwords_and_revoked_tokens(api: Api) -> None:
+    assert (
+        api.call(
+            "PUT", "/api/v1/users/alice/password", json={"role": "viewer", "password": "short"}
+        ).status_code
+        == 422
+    )
+    assert (
+        api.call(
+            "PUT",
+            "/api/v1/users/alice/password",
+            json={"role": "viewer", "password": "correct horse battery"},
+        ).status_code
+        == 200
+    )
+
+    async def go(client: httpx.AsyncClient) -> None:
+        bad = await client.post("/api/v1/session", json={"name": "alice", "password": "wrong password!"})
+        assert bad.status_code == 401
+        good = await client.post(
+            "/api/v1/session", json={"name": "alice", "password": "correct horse battery"}
+        )
+        assert good.status_code == 200 and good.json()["role"] == "viewer"
+
+    api.run(go)
+    made = api.call("POST", "/api/v1/tokens", json={"name": "ci", "role": "operator"}).json()
+    assert made["token"].startswith("cau_")
+    listed = api.call("GET", "/api/v1/tokens").json()
+    assert all("token" not in t for t in listed)
+    assert (
+        api.call(
+            "GET", "/api/v1/me", role=None, headers={"Authorization": f"Bearer {made['token']}"}
+        ).status_code
+        == 200
+    )
+    assert api.call("DELETE", f"/api/v1/tokens/{made['token_id']}").status_code == 204
+    assert (
+        api.call(
+            "GET", "/api/v1/me", role=None, headers={"Authorization": f"Bearer {made['token']}"}
+        ).status_code
+        == 401
+    )
+
+
+def test_secrets_are_stored_hashed(api: Api, tmp_path: Path) -> None:
+    api.call(
+        "PUT", "/api/v1/users/bob/password", json={"role": "admin", "password": "a long enough password"}
+    )
+    raw = (tmp_path / "data" / "cau.db").read_bytes()
+    assert api.tokens["admin"].encode() not in raw
+    assert b"a long enough password" not in raw
+
+
+def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "cau.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+    )
+    db.close()
+    store = SqliteStore(path)
+    access = AccessStore(store)
+    _, secret = access.create_token("t", Role.ADMIN, by="test")
+    assert access.check_token(secret) is not None
+    version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION == 2
+    store.close()
