@@ -565,6 +565,9 @@ def report(
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="text, json, csv or html.")
     ] = ReportFormat.TEXT,
+    availability: Annotated[
+        bool, typer.Option("--availability", help="CSV: a row per run and role (probes, downtime).")
+    ] = False,
     out_file: Annotated[Path | None, typer.Option("-o", "--out", help="Write to this file.")] = None,
     output: OutputOpt = OutputFormat.TEXT,
 ) -> None:
@@ -586,7 +589,7 @@ def report(
             )
             records = svc.runs(query)
         reports = [svc.run_report(r) for r in records]
-    text = _render_reports(reports, fmt, detailed)
+    text = _render_reports(reports, fmt, detailed, availability=availability)
     if out_file is not None:
         out_file.write_text(text if isinstance(text, str) else "", encoding="utf-8")
         Console(stderr=True).print(f"[dim]wrote {len(reports)} report(s) to {escape(str(out_file))}[/]")
@@ -605,7 +608,9 @@ def report(
         console.print(runs_table(reports))
 
 
-def _render_reports(reports: list[RunReport], fmt: ReportFormat, detailed: bool) -> str | None:
+def _render_reports(
+    reports: list[RunReport], fmt: ReportFormat, detailed: bool, *, availability: bool = False
+) -> str | None:
     if fmt is ReportFormat.JSON:
         if detailed:
             return json.dumps([r.model_dump(mode="json") for r in reports], indent=2)
@@ -613,7 +618,7 @@ def _render_reports(reports: list[RunReport], fmt: ReportFormat, detailed: bool)
     if fmt is ReportFormat.CSV:
         from cau.reports.render_csv import render_csv
 
-        return render_csv(reports, detailed=detailed)
+        return render_csv(reports, detailed=detailed, availability=availability)
     if fmt is ReportFormat.HTML:
         from cau.reports.render_html import render_html
 
@@ -641,6 +646,10 @@ def _summary(r: RunReport) -> dict[str, Any]:
             }
             for n in r.nodes
         ],
+        # per role: measured by cau's probes or reported by the provider, with every outage's
+        # attribution to the node steps in progress (see RoleAvailability, OutageReport)
+        "availability": [a.model_dump(mode="json") for a in r.availability],
+        "outages": [o.model_dump(mode="json") for o in r.outages],
     }
 
 

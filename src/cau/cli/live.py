@@ -59,6 +59,12 @@ def describe(ev: JournalEvent) -> str | None:
         return f"PAUSED: {d.get('error_id')}: {d.get('message')}"
     if kind is EventKind.RUN_FINISHED:
         return f"run finished: {d.get('status')}" + (f" ({d.get('error_id')})" if d.get("error_id") else "")
+    if kind is EventKind.PROBE_DOWN:
+        return f"probe {d.get('probe')}: DOWN ({d.get('error')})"
+    if kind is EventKind.PROBE_UP:
+        seconds = float(d.get("seconds") or 0)
+        took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f}s"
+        return f"probe {d.get('probe')}: up again after {took} ({d.get('failed_checks')} failed check(s))"
     return None
 
 

@@ -116,6 +116,50 @@ def run_headline(report: RunReport) -> Text:
     return line
 
 
+def _downtime(seconds: float) -> str:
+    """Downtime to the millisecond when it is short: a 50 ms probe outage is not "0.0s"."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return format_duration(seconds)
+
+
+def availability_table(report: RunReport) -> Table:
+    """Per role: measured by cau's probes (sent, failed, late) or reported by the cluster."""
+    measured = any(a.measured == "probe" for a in report.availability)
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("role")
+    if measured:
+        table.add_column("measured by")
+        table.add_column("probes", justify="right")
+        table.add_column("failed", justify="right")
+        table.add_column("late", justify="right")
+    table.add_column("outages", justify="right")
+    table.add_column("downtime", justify="right")
+    table.add_column("available", justify="right")
+    table.add_column("worst outage", overflow="fold", max_width=60)
+    for a in report.availability:
+        probe = a.measured == "probe"
+        worst = ""
+        if a.outages:
+            worst = f"{_downtime(a.worst_outage_seconds)} during {a.worst_outage_during}"
+        cells = [a.role]
+        if measured:
+            cells += [
+                "probe" if probe else "cluster",
+                str(a.probes_sent) if probe else "-",
+                str(a.probes_failed) if probe else "-",
+                str(a.probes_late) if probe else "-",
+            ]
+        cells += [
+            str(a.outages),
+            _downtime(a.downtime_seconds),
+            f"{a.availability_percent:.2f}%",
+            worst,
+        ]
+        table.add_row(*cells, style="" if a.outages == 0 else "yellow")
+    return table
+
+
 def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     parts: list[RenderableType] = [run_headline(report)]
     if report.error_id or report.message:
@@ -128,22 +172,8 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
         )
     parts.append(nodes_table(report))
     if report.availability:
-        avail = Table(show_edge=False, pad_edge=False, header_style="bold", title_justify="left")
-        avail.add_column("role")
-        avail.add_column("outages", justify="right")
-        avail.add_column("downtime", justify="right")
-        avail.add_column("available", justify="right")
-        for a in report.availability:
-            style = "" if a.outages == 0 else "yellow"
-            avail.add_row(
-                a.role,
-                str(a.outages),
-                format_duration(a.downtime_seconds),
-                f"{a.availability_percent:.2f}%",
-                style=style,
-            )
         parts.append(Text("Workload availability during the run:", style="bold"))
-        parts.append(avail)
+        parts.append(availability_table(report))
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     if detailed:

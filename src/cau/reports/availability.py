@@ -145,7 +145,7 @@ def steps_during(
             )
         else:
             merged[key] = ref
-    return list(merged.values())
+    return list(merged.values())  # in the order the steps started
 
 
 def attribute(

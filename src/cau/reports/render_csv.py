@@ -1,4 +1,5 @@
-"""Run reports as CSV (Export-CauReport -Format CSV): one row per run, or one per node and update.
+"""Run reports as CSV (Export-CauReport -Format CSV): one row per run, or one per node and update,
+or (availability) one per run and role: what cau's probes measured or the cluster reported.
 
 Update titles and messages come from remote package managers and scripts: a cell that a
 spreadsheet would read as a formula (=, +, -, @, tab, CR first) gets a leading apostrophe.
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 from cau.reports.model import NodeReport, RunReport, UpdateReport
 
-__all__ = ["DETAILED_COLUMNS", "SUMMARY_COLUMNS", "render_csv"]
+__all__ = ["AVAILABILITY_COLUMNS", "DETAILED_COLUMNS", "SUMMARY_COLUMNS", "render_csv"]
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -33,6 +34,27 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     # after the documented columns, so that readers by position are not disturbed:
     "nodes_partially_failed",
     "nodes_canceled",
+    "outages",
+    "min_availability_percent",
+)
+
+AVAILABILITY_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "cluster",
+    "role",
+    "measured_by",  # probe | provider
+    "probes_sent",
+    "probes_failed",
+    "probes_late",
+    "response_ms_p50",
+    "response_ms_p99",
+    "response_ms_max",
+    "outages",
+    "downtime_seconds",
+    "availability_percent",
+    "worst_outage_seconds",
+    "worst_outage_during",  # node / step of the worst outage, e.g. "node2 / enter_maintenance"
+    "downtime_by_step",  # "node2 / enter_maintenance=1.2; node2 / failback=0.4"
 )
 
 DETAILED_COLUMNS: tuple[str, ...] = (
@@ -101,7 +123,32 @@ def _summary_row(r: RunReport) -> Sequence[Cell]:
         r.message,
         r.count("PartiallyFailed"),
         r.count("Canceled"),
+        len(r.outages),
+        min((a.availability_percent for a in r.availability), default=None),
     )
+
+
+def _availability_rows(r: RunReport) -> Iterable[Sequence[Cell]]:
+    for a in r.availability:
+        probe = a.measured == "probe"
+        yield (
+            r.run_id,
+            r.cluster,
+            a.role,
+            a.measured,
+            a.probes_sent if probe else None,
+            a.probes_failed if probe else None,
+            a.probes_late if probe else None,
+            a.response_ms_p50,
+            a.response_ms_p99,
+            a.response_ms_max,
+            a.outages,
+            a.downtime_seconds,
+            a.availability_percent,
+            a.worst_outage_seconds,
+            a.worst_outage_during,
+            "; ".join(f"{s.label}={s.seconds:g}" for s in a.downtime_by_step),
+        )
 
 
 def _detailed_rows(r: RunReport) -> Iterable[Sequence[Cell]]:
@@ -140,13 +187,17 @@ def _detailed_row(r: RunReport, n: NodeReport, u: UpdateReport | None) -> Sequen
     )
 
 
-def render_csv(reports: list[RunReport], *, detailed: bool) -> str:
-    """CSV text with a header row: a row per run, or (detailed) a row per run, node and update."""
+def render_csv(reports: list[RunReport], *, detailed: bool, availability: bool = False) -> str:
+    """CSV text with a header row: a row per run, or (detailed) a row per run, node and update, or
+    (availability) a row per run and role."""
     out = io.StringIO()
     writer = csv.writer(out)
-    if detailed:
+    if availability:
+        writer.writerow(AVAILABILITY_COLUMNS)
+        rows: Iterable[Sequence[Cell]] = (row for r in reports for row in _availability_rows(r))
+    elif detailed:
         writer.writerow(DETAILED_COLUMNS)
-        rows: Iterable[Sequence[Cell]] = (row for r in reports for row in _detailed_rows(r))
+        rows = (row for r in reports for row in _detailed_rows(r))
     else:
         writer.writerow(SUMMARY_COLUMNS)
         rows = (_summary_row(r) for r in reports)

@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cau import __version__
 from cau.domain.durations import format_duration
-from cau.reports.model import NodeReport, RunReport, StepReport
+from cau.reports.model import NodeReport, OutageReport, RunReport, StepReport
 
 __all__ = ["STEP_KINDS", "StepKind", "render_html"]
 
@@ -175,6 +175,7 @@ class Lane:
     h: float
     band: Bar | None = None  # time in maintenance
     bars: list[Bar] = field(default_factory=list)
+    measured: bool = False  # a role lane measured by cau's probes (up where no bar is)
 
     @property
     def mid(self) -> float:
@@ -216,6 +217,26 @@ def _step_tip(node: str, s: StepReport, seconds: float) -> str:
     tip = f"{node}: {s.step}{key}, {format_duration(seconds)}, {state}"
     if s.message:
         tip += f"\n{s.message[:500]}"
+    return tip
+
+
+def short_seconds(seconds: float) -> str:
+    """A duration for people, to the millisecond when short: a 50 ms probe outage is not "0.1s"."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return format_duration(seconds)
+
+
+def outage_tip(o: OutageReport) -> str:
+    where = f" on {o.node}" if o.node else ""
+    ongoing = "" if o.ended is not None else " (not over when the report was made)"
+    tip = f"{o.role} down{where}: {short_seconds(o.seconds)}{ongoing}"
+    tip += f"\nduring {o.attribution}"
+    if o.source == "probe":
+        tip += f"\nmeasured by probe {o.probe}: {o.failed_checks} failed check(s)"
+        tip += "".join(f"\n  {e}" for e in o.errors[:5])
+    else:
+        tip += f"\nreported by the cluster: {o.reason}"
     return tip
 
 
@@ -279,21 +300,22 @@ def build_timeline(report: RunReport) -> Timeline | None:
 
     roles: list[Lane] = []
     roles_y = y
-    outage_roles = list(dict.fromkeys(o.role for o in report.outages))
+    # Roles with an outage, and every role cau's probes measured (a clean lane is news too).
+    probed = {a.role for a in report.availability if a.measured == "probe"}
+    named = [*(o.role for o in report.outages), *(a.role for a in report.availability if a.role in probed)]
+    outage_roles = list(dict.fromkeys(named))
     if outage_roles:
         y += _ROLE_GAP
         for role in outage_roles:
-            lane = Lane(role, _short(role), y, _ROLE_LANE_H)
+            lane = Lane(role, _short(role), y, _ROLE_LANE_H, measured=role in probed)
             mark_y = y + (_ROLE_LANE_H - _ROLE_MARK_H) / 2
             for o in report.outages:
                 if o.role != role:
                     continue
                 o_start = _utc(o.started)
                 o_end = o_start + timedelta(seconds=o.seconds)
-                where = f" on {o.node}" if o.node else ""
-                ongoing = "" if o.ended is not None else " (not over when the report was made)"
-                tip = f"{role} down{where}: {o.reason}, {format_duration(o.seconds)}{ongoing}"
-                lane.bars.append(bar(mark_y, _ROLE_MARK_H, o_start, o_end, "#dc2626", "outage", tip))
+                css = "outage probe" if o.source == "probe" else "outage"
+                lane.bars.append(bar(mark_y, _ROLE_MARK_H, o_start, o_end, "#dc2626", css, outage_tip(o)))
             roles.append(lane)
             y += _ROLE_LANE_H
 
@@ -399,6 +421,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["dur"] = _dur
+    env.filters["short"] = short_seconds
     env.filters["utc"] = format_utc
     env.filters["clock"] = format_clock
     env.filters["offset"] = format_offset
