@@ -225,12 +225,13 @@ def test_the_grid_keeps_its_beat_with_a_hanging_target() -> None:
     assert offsets == [round(k * 0.05, 6) for k in range(len(offsets))]  # no drift, no gap
     assert len(offsets) == 41
     kinds = [e.kind for e in events]
-    assert kinds == ["probe_down", "probe_up", "probe_summary"]
+    assert kinds == ["probe_down", "probe_up", "probe_summary", "probe_summary"]
     up = events[1].data
     # checks 2, 3 (late) and 4 (refused) are one outage: from check 2's send to check 5's
     assert up["failed_checks"] == 3 and up["late_checks"] == 2
     assert up["seconds"] == pytest.approx(0.15)
-    summary = events[2].data
+    assert not events[2].data["final"] and events[2].data["failed"] == 3
+    summary = events[3].data
     assert summary["final"] and summary["sent"] == summary["ok"] + summary["failed"]
     assert summary["late"] == 2 and summary["failed"] == 3 and summary["probe"] == "web"
 

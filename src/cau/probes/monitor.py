@@ -5,7 +5,8 @@ does not delay the next check (they run concurrently, each bounded by the probe'
 the schedule does not drift. If the event loop stalled past whole intervals, the missed slots are
 skipped, not sent in a burst. Results are folded in send order (`ProbeStats`); the journal gets
 only transitions (`probe_down`, `probe_up`) and a `probe_summary` per probe every
-`summary_seconds` and at the end, so its volume stays bounded however fast the probes run.
+`summary_seconds`, after each outage and at the end, so its volume stays bounded however fast the
+probes run.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class ProbeMonitor:
             )
             return
         self._emit("probe_up", {**self._base(probe), **outage_data(outage)})
+        self._emit_summary(probe, final=False)  # the counts around an outage survive a crash
 
     def _emit_summary(self, probe: _Probe, *, final: bool) -> None:
         data: dict[str, Any] = {
