@@ -184,3 +184,13 @@ def test_a_report_without_probes_is_unchanged_and_old_reports_still_load() -> No
     again = RunReport.model_validate(old)
     assert again.outages[0].source == "provider" and again.availability[0].measured == "provider"
     assert "Role availability" in render_html([again])
+
+
+def test_a_run_in_progress_shows_its_open_outage_as_going_on() -> None:
+    j = two_nodes()
+    j.probe(EventKind.PROBE_DOWN, 33, started=t(32).isoformat(), error="connection refused")
+    record = RunRecord("r1", "c1", "sandbox", RunState.RUNNING, T0, {})
+    report = build_report(record, replay(j.events), now=t(36))
+    (o,) = report.outages
+    assert o.ended is None and o.seconds == 4.0 and INTERRUPTED not in o.errors
+    assert o.attribution == "n2 / enter_maintenance"

@@ -68,8 +68,11 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
-def fold_probe_events(events: Iterable[JournalEvent]) -> list[ProbeFigures]:
+def fold_probe_events(events: Iterable[JournalEvent], *, running: bool = False) -> list[ProbeFigures]:
+    """`running`: the run has not finished, so the latest coordinator's open outages are going on
+    (shown up to now), not cut short by a crash."""
     probes: dict[str, ProbeFigures] = {}
+    latest = ""
     open_downs: dict[tuple[str, str, str], JournalEvent] = {}  # (probe, session, started)
     last_seen: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}  # (probe, session)
     for ev in events:
@@ -78,6 +81,7 @@ def fold_probe_events(events: Iterable[JournalEvent]) -> list[ProbeFigures]:
         if not name:
             continue
         fig = probes.setdefault(name, ProbeFigures(name, str(d.get("role") or name)))
+        latest = session
         if ev.kind is EventKind.PROBE_DOWN:
             open_downs[(name, session, str(d.get("started")))] = ev
         elif ev.kind is EventKind.PROBE_UP:
@@ -105,7 +109,7 @@ def fold_probe_events(events: Iterable[JournalEvent]) -> list[ProbeFigures]:
         seen_at, summary = last_seen.get((name, session), (ev.ts, {}))
         down = summary.get("down") or {}
         errors = [str(e) for e in down.get("errors") or [ev.data.get("error") or "failed"]]
-        if summary.get("final"):
+        if summary.get("final") or (running and session == latest):
             outage = ProbeOutage(started, None, int(down.get("failed_checks") or 1), errors)
         else:
             outage = ProbeOutage(

@@ -149,7 +149,7 @@ def build_report(
             )
         )
     # A role with a probe is measured by its probe; the others keep what the provider reported.
-    figures = fold_probe_events(progress.probe_events)
+    figures = fold_probe_events(progress.probe_events, running=progress.finished is None)
     probed = {f.role for f in figures}
     clipped = [o for o in clipped if o.role not in probed] + probe_outage_reports(figures, started, end)
     clipped = attribute(sorted(clipped, key=lambda o: o.started), nodes, end)
