@@ -99,6 +99,21 @@ def _roles_on(status: ClusterStatus, node: str) -> list[PcmkResource]:
     return [r for r in status.resources if r.kind in ("primitive", "group") and node in r.nodes]
 
 
+def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]:
+    """cau's roles: each top-level resource. A primitive that allows migration is live, other
+    primitives and groups fail over, clones and bundles run on several nodes."""
+    roles = []
+    for res in status.resources:
+        preferred = config.preferred_nodes(res.id)
+        if res.kind in ("clone", "bundle"):
+            roles.append(Role(res.id, RoleKind.CLONE, instances=res.nodes, preferred_owners=preferred))
+        else:
+            kind = RoleKind.LIVE if config.allows_migration(res.id) else RoleKind.FAILOVER
+            owner = res.nodes[0] if res.nodes else None
+            roles.append(Role(res.id, kind, owner=owner, preferred_owners=preferred))
+    return tuple(roles)
+
+
 class PacemakerProvider(SshProvider):
     name: ClassVar[str] = "pacemaker"
     Options: ClassVar[type[BaseModel]] = PacemakerOptions
@@ -195,16 +210,9 @@ class PacemakerProvider(SshProvider):
                     leader=bool(member and member.is_dc),
                 )
             )
-        roles = []
-        for res in status.resources:
-            preferred = config.preferred_nodes(res.id)
-            if res.kind in ("clone", "bundle"):
-                roles.append(Role(res.id, RoleKind.CLONE, instances=res.nodes, preferred_owners=preferred))
-            else:
-                kind = RoleKind.LIVE if config.allows_migration(res.id) else RoleKind.FAILOVER
-                owner = res.nodes[0] if res.nodes else None
-                roles.append(Role(res.id, kind, owner=owner, preferred_owners=preferred))
-        return ClusterSnapshot(self.cluster, tuple(nodes), tuple(roles), min_online=self.options.min_online)
+        return ClusterSnapshot(
+            self.cluster, tuple(nodes), roles_from(status, config), min_online=self.options.min_online
+        )
 
     async def preflight(self, profile: RunProfile | None = None) -> list[str]:
         problems = await super().preflight(profile)
@@ -311,12 +319,7 @@ class PacemakerProvider(SshProvider):
             parts.append(f"{', '.join(still)} would not move off {node}")
         if down:
             parts.append(f"{', '.join(down)} did not start on another node")
-        failures = [
-            f"{f.resource} on {f.node}: {f.task} {f.exit_reason or f.exit_status}"
-            for f in status.failures
-            if f.resource in (*still, *down)
-        ]
-        detail = f" (failed actions: {'; '.join(failures)})" if failures else ""
+        detail = PacemakerProvider._failures_for(status, [*still, *down])
         return f"{'; '.join(parts)} within {timeout:g}s{detail}"
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
@@ -393,6 +396,9 @@ class PacemakerProvider(SshProvider):
     @staticmethod
     def _failures_for(status: ClusterStatus, rids: Iterable[str]) -> str:
         wanted = set(rids)
+        for rid in list(wanted):  # failed actions name primitives: a group's or clone's members
+            res = status.resource(rid)
+            wanted.update(res.members if res is not None else ())
         lines = [
             f"{f.resource} on {f.node}: {f.task} {f.exit_reason or f.exit_status}"
             for f in status.failures

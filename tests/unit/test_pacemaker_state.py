@@ -1,0 +1,138 @@
+"""Golden-file tests: real crm_mon and CIB outputs captured from the lab's Pacemaker 2.1.5
+cluster (tests/fixtures/pacemaker/, see capture.sh there) parsed into what cau decides on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cau.domain.cluster import RoleKind
+from cau.errors import ProviderError
+from cau.providers.pacemaker import roles_from
+from cau.providers.pacemaker_state import (
+    ClusterConfig,
+    ClusterStatus,
+    health_problems,
+    parse_cib,
+    parse_crm_mon,
+)
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "pacemaker"
+
+
+def mon(state: str) -> ClusterStatus:
+    return parse_crm_mon((FIXTURES / f"{state}.crm_mon.xml").read_text())
+
+
+def cib(state: str) -> ClusterConfig:
+    return parse_cib((FIXTURES / f"{state}.cib.xml").read_text())
+
+
+def test_all_online_nodes_dc_quorum_and_where_each_resource_runs() -> None:
+    status = mon("all-online")
+    assert [n.name for n in status.nodes] == ["node1", "node2", "node3"]
+    assert all(n.online and not n.standby and not n.maintenance for n in status.nodes)
+    assert status.dc == "node1" and status.with_quorum
+    assert [n.name for n in status.nodes if n.is_dc] == ["node1"]
+    assert not status.stonith_enabled and not status.maintenance_mode
+    by_id = {r.id: r for r in status.resources}
+    assert set(by_id) == {"vm1", "web", "web-clone"}  # top-level resources: what cau moves
+    assert by_id["vm1"].kind == "primitive" and by_id["vm1"].nodes == ("node1",)
+    assert by_id["web"].kind == "group" and by_id["web"].nodes == ("node2",)
+    assert by_id["web"].members == ("web-ip", "web-server")
+    assert by_id["web-clone"].kind == "clone"
+    assert sorted(by_id["web-clone"].nodes) == ["node1", "node2", "node3"]
+    assert status.active_on("node1") == ["vm1", "web-clone"]
+    assert health_problems(status) == []
+
+
+def test_cib_meta_attributes_stickiness_and_migration() -> None:
+    config = cib("all-online")
+    assert config.allows_migration("vm1")
+    assert not config.allows_migration("web")  # a group of non-migratable members fails over
+    assert config.kinds == {"vm1": "primitive", "web": "group", "web-clone": "clone"}
+    assert config.stickiness("vm1") == "100"  # from rsc_defaults
+    assert config.target_role("vm1") is None
+    assert config.cau_constraints() == []
+
+
+def test_standby_node_has_nothing_running_and_its_clone_instance_stopped() -> None:
+    status = mon("standby-node2")
+    node2 = status.node("node2")
+    assert node2 is not None and node2.standby and node2.online and node2.resources_running == 0
+    assert status.active_on("node2") == []
+    assert status.resource("web") is not None and status.resource("web").nodes == ("node3",)  # type: ignore[union-attr]
+    assert sorted(status.resource("web-clone").nodes) == ["node1", "node3"]  # type: ignore[union-attr]
+    assert cib("standby-node2").node_attributes["node2"] == {"standby": "on"}
+
+
+def test_offline_node_runs_nothing_and_the_dc_moved() -> None:
+    status = mon("node1-offline")
+    node1 = status.node("node1")
+    assert node1 is not None and not node1.online and not node1.unclean
+    assert status.dc == "node2" and status.with_quorum
+    assert status.active_on("node1") == []
+    assert status.resource("vm1").nodes != ("node1",)  # type: ignore[union-attr]
+
+
+def test_node_maintenance_attribute() -> None:
+    status = mon("node3-maintenance")
+    node3 = status.node("node3")
+    assert node3 is not None and node3.maintenance and not node3.standby
+    assert cib("node3-maintenance").node_attributes["node3"].get("maintenance") == "on"
+
+
+def test_failed_action_makes_the_cluster_unhealthy_and_names_the_resource() -> None:
+    status = mon("resource-failed")
+    assert [(f.resource, f.node, f.task) for f in status.failures] == [("web-local", "node3", "monitor")]
+    problems = health_problems(status)
+    assert any("web-local on node3" in p and "monitor" in p for p in problems), problems
+
+
+def test_operator_move_and_ban_constraints_are_not_preferences() -> None:
+    moved = cib("move-web-cli-prefer")
+    assert [(c.id, c.resource, c.node, c.score) for c in moved.locations] == [
+        ("cli-prefer-web", "web", "node3", "INFINITY")
+    ]
+    assert moved.preferred_nodes("web") == ()  # a temporary move, not a location preference
+    assert mon("move-web-cli-prefer").resource("web").nodes == ("node3",)  # type: ignore[union-attr]
+    banned = cib("ban-vm1-cli-ban")
+    assert banned.locations[0].score == "-INFINITY" and banned.cau_constraints() == []
+
+
+def test_scored_location_constraints_order_preferred_owners() -> None:
+    text = (FIXTURES / "all-online.cib.xml").read_text()
+    extra = (
+        '<rsc_location id="web-likes-node3" rsc="web" node="node3" score="50"/>'
+        '<rsc_location id="web-loves-node1" rsc="web" node="node1" score="INFINITY"/>'
+        '<rsc_location id="cau-prefer-web-on-node2" rsc="web" node="node2" score="INFINITY"/>'
+    )
+    text = text.replace("<constraints/>", f"<constraints>{extra}</constraints>")
+    config = parse_cib(text)
+    assert config.preferred_nodes("web") == ("node1", "node3")
+    assert [c.id for c in config.cau_constraints()] == ["cau-prefer-web-on-node2"]
+
+
+def test_roles_live_failover_clone_with_owners() -> None:
+    roles = {r.name: r for r in roles_from(mon("all-online"), cib("all-online"))}
+    assert roles["vm1"].kind is RoleKind.LIVE and roles["vm1"].owner == "node1"
+    assert roles["web"].kind is RoleKind.FAILOVER and roles["web"].owner == "node2"
+    assert roles["web-clone"].kind is RoleKind.CLONE
+    assert sorted(roles["web-clone"].instances) == ["node1", "node2", "node3"]
+    standby = {r.name: r for r in roles_from(mon("standby-node2"), cib("standby-node2"))}
+    assert standby["web"].owner == "node3" and "node2" not in standby["web-clone"].instances
+
+
+@pytest.mark.parametrize("text", ["", "error: Could not connect to the CIB", "<pacemaker-result"])
+def test_unreadable_output_is_a_provider_error(text: str) -> None:
+    with pytest.raises(ProviderError):
+        parse_crm_mon(text)
+
+
+def test_crm_mon_error_status_is_reported() -> None:
+    text = (
+        '<pacemaker-result api-version="2.25"><status code="102" message="Not connected"/></pacemaker-result>'
+    )
+    with pytest.raises(ProviderError, match="Not connected"):
+        parse_crm_mon(text)
