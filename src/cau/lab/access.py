@@ -69,10 +69,13 @@ def cluster_config(cfg: LabConfig) -> dict[str, Any]:
             "known_hosts": str(cfg.known_hosts.absolute()),
             "boot_id_command": "cat /run/lab/boot_id",
             "reboot_command": "reboot",
-            "min_online": cfg.effective_min_online,
             "nodes": [{"name": n, "host": cfg.address(n)} for n in cfg.node_names],
         },
     }
+    # A Pacemaker cluster counts quorum votes itself; min_online is for a plain pool of hosts
+    # (given on purpose, it is an extra floor for either).
+    if not cfg.pacemaker or cfg.min_online is not None:
+        cluster["options"]["min_online"] = cfg.effective_min_online
     if cfg.pacemaker:
         # availability probes, one per workload; the role is the Pacemaker resource id
         cluster["probes"] = [
