@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,3 +77,97 @@ def api(tmp_path: Path) -> Iterator[Api]:
     loop.run_until_complete(api.app.state.ctx.worker.shutdown())
     loop.close()
     svc.close()
+
+
+# --- a real `cau serve` process on loopback (slow tests) ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    token: str  # an admin token
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    log: Path
+
+    def cau(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cau", *args], env=self.env, capture_output=True, text=True, timeout=300
+        )
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def stop(self) -> str:
+        """SIGTERM, as systemd or Ctrl-C would; returns the server's log."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        log = self.log.read_text()
+        # uvicorn re-raises the signal once its graceful shutdown is complete
+        assert code in (0, -signal.SIGTERM), log
+        assert "Traceback" not in log, log
+        assert "cau serve stopped" in log, log
+        return log
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+    """Start `cau serve` with its own CAU_HOME and a clusters config; an admin token is made first."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(config: str) -> Server:
+        (tmp_path / "clusters.toml").write_text(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAU_")}
+        env.update(CAU_HOME=str(tmp_path / "data"), CAU_CONFIG=str(tmp_path / "clusters.toml"))
+        made = subprocess.run(
+            [
+                *(sys.executable, "-m", "cau", "token", "create"),
+                *("--role", "admin", "--name", "e2e", "--output", "json"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        token = json.loads(made.stdout)["token"]
+        port = _free_port()
+        log = tmp_path / "serve.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cau", "serve", "--port", str(port), "--log-level", "warning"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as r:
+                    if r.status == 200:
+                        return Server(url, token, proc, env, log)
+            except OSError:
+                time.sleep(0.1)
+        proc.kill()
+        pytest.fail(f"cau serve did not start: {log.read_text()}")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

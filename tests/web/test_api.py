@@ -356,3 +356,51 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     assert int(version) == SCHEMA_VERSION == 2
     store.close()
+
+
+def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
+    api.call("POST", "/api/v1/profiles", json={"name": "p1", "options": {"no_restart": True}})
+    run_id = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={}).json()["run_id"]
+    wait_finished(api, run_id)
+
+    async def go(client: httpx.AsyncClient) -> None:
+        first = await client.get("/clusters")
+        assert first.status_code == 303 and first.headers["location"] == "/login?next=%2Fclusters"
+        signed = await client.post("/login", data={"token": api.tokens["admin"], "next": "/jobs"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/jobs"
+        for path in (
+            "/clusters",
+            "/clusters/quick",
+            f"/runs/{run_id}",
+            f"/runs/{run_id}/panel",
+            "/jobs",
+            "/reports",
+            "/reports?cluster=quick&since=2000-01-01&until=2100-01-01",
+            f"/reports/{run_id}",
+            f"/reports/{run_id}/document",
+            "/profiles",
+            "/profiles/new",
+            "/profiles/p1",
+            "/admin",
+        ):
+            page = await client.get(path)
+            assert page.status_code == 200, (path, page.text[:500])
+            assert page.headers["content-type"].startswith("text/html")
+        missing = await client.get("/runs/nope")
+        assert missing.status_code == 404 and "no run" in missing.text
+        redirect = await client.post("/login", data={"token": api.tokens["admin"], "next": "//evil.example/"})
+        assert redirect.headers["location"] == "/clusters"
+
+    api.run(go)
+
+
+def test_pages_below_the_role_are_refused(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> None:
+        await client.post("/login", data={"token": api.tokens["viewer"]})
+        assert (await client.get("/clusters")).status_code == 200
+        assert (await client.get("/admin")).status_code == 403
+        assert (await client.get("/profiles/new")).status_code == 403
+        cluster = await client.get("/clusters/quick")
+        assert "Apply updates" not in cluster.text  # a viewer sees, but is offered no action
+
+    api.run(go)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
-import contextlib
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,9 +146,7 @@ class SqliteStore:
             elif int(row["value"]) < SCHEMA_VERSION:
                 # Older stores: every table added since is created above (IF NOT EXISTS); no
                 # existing table changed shape, so recording the new version is the whole migration.
-                self._db.execute(
-                    "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
-                )
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the store {self.path} has schema version {row['value']}, newer than this cau "

@@ -64,6 +64,7 @@ def _env() -> Environment:
     env.filters["dur"] = _dur
     env.filters["utc"] = format_utc
     env.filters["clock"] = format_clock
+    env.filters["ts"] = lambda value: format_utc(value).removesuffix(" UTC")  # under a "(UTC)" heading
     env.globals.update(
         badge=badge,
         run_badge=run_badge,

@@ -109,4 +109,5 @@ class RunWorker:
                     job.cluster,
                     job.cluster,
                 )
+        log.warning("cau serve stopped; %d run(s) left resumable", len(left))
         return left

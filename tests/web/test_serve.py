@@ -1,0 +1,48 @@
+"""`cau serve` as a real process: stopping it mid-run leaves the run resumable, never half-done."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.web.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[clusters.sandbox]
+provider = "sandbox"
+[clusters.sandbox.options]
+speed = 40
+"""
+
+
+def test_sigterm_mid_run_leaves_it_resumable_and_the_cli_finishes_it(serve: Callable[[str], Server]) -> None:
+    server = serve(CONFIG)
+    started = server.request("POST", "/api/v1/clusters/sandbox/runs", {"options": {}})
+    run_id = started["run_id"]
+    for _ in range(600):  # until a node is in maintenance: the worst moment to stop
+        report = server.request("GET", f"/api/v1/runs/{run_id}")
+        if any(n["maintenance_started"] and n["status"] is None for n in report["nodes"]):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("no node entered maintenance")
+    log = server.stop()
+    assert f"run {run_id} on 'sandbox' left resumable" in log
+
+    # The CLI sees an interrupted run (no coordinator, no lock), and resumes it to the end.
+    status = json.loads(server.cau("status", "sandbox", "--output", "json").stdout)
+    assert status["active"] is True and status["lock"] is None
+    assert status["run"]["run_id"] == run_id and status["run"]["state"] == "Running"
+    resumed = server.cau("run", "sandbox", "--output", "json")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["run_id"] == run_id and report["status"] == "Succeeded"
+    assert [n["restarts"] for n in report["nodes"]] == [1, 1, 1, 1]  # nobody restarted twice
+    assert not any(n["left_in_maintenance"] for n in report["nodes"])
+    shown = json.loads(server.cau("sandbox", "show", "--output", "json").stdout)
+    assert not any(n["in_maintenance"] for n in shown["nodes"])
