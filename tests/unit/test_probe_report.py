@@ -194,3 +194,15 @@ def test_a_run_in_progress_shows_its_open_outage_as_going_on() -> None:
     (o,) = report.outages
     assert o.ended is None and o.seconds == 4.0 and INTERRUPTED not in o.errors
     assert o.attribution == "n2 / enter_maintenance"
+
+
+def test_a_paused_run_ends_its_open_outage_where_measuring_stopped() -> None:
+    j = two_nodes()
+    j.probe(EventKind.PROBE_DOWN, 12, started=t(12).isoformat(), error="connection refused")
+    down = {"started": t(12).isoformat(), "failed_checks": 40, "errors": ["connection refused (x40)"]}
+    j.summary(14, "s1", sent=300, ok=260, failed=40, down=down, final=True)  # paused at 14
+    j.add(EventKind.COORDINATOR, 30, data={"owner": "x", "resumed": True})
+    j.summary(59, "s2", sent=500, ok=500, final=True)
+    report = finish(j)
+    (o,) = report.outages
+    assert o.ended == t(14) and o.seconds == 2.0 and INTERRUPTED in o.errors

@@ -69,10 +69,12 @@ def _ts(value: Any) -> datetime | None:
 
 
 def fold_probe_events(events: Iterable[JournalEvent], *, running: bool = False) -> list[ProbeFigures]:
-    """`running`: the run has not finished, so the latest coordinator's open outages are going on
-    (shown up to now), not cut short by a crash."""
+    """An outage never closed is going on (up to the end of the run, or now) when the probe's last
+    coordinator ended measuring with it (its final summary) or, `running`, is still measuring;
+    otherwise a later coordinator took over (after a crash or a pause) and the outage ends at the
+    last moment it was known to be down."""
     probes: dict[str, ProbeFigures] = {}
-    latest = ""
+    latest: dict[str, str] = {}  # probe -> the session of its last event
     open_downs: dict[tuple[str, str, str], JournalEvent] = {}  # (probe, session, started)
     last_seen: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}  # (probe, session)
     for ev in events:
@@ -81,7 +83,7 @@ def fold_probe_events(events: Iterable[JournalEvent], *, running: bool = False) 
         if not name:
             continue
         fig = probes.setdefault(name, ProbeFigures(name, str(d.get("role") or name)))
-        latest = session
+        latest[name] = session
         if ev.kind is EventKind.PROBE_DOWN:
             open_downs[(name, session, str(d.get("started")))] = ev
         elif ev.kind is EventKind.PROBE_UP:
@@ -109,7 +111,7 @@ def fold_probe_events(events: Iterable[JournalEvent], *, running: bool = False) 
         seen_at, summary = last_seen.get((name, session), (ev.ts, {}))
         down = summary.get("down") or {}
         errors = [str(e) for e in down.get("errors") or [ev.data.get("error") or "failed"]]
-        if summary.get("final") or (running and session == latest):
+        if session == latest[name] and (summary.get("final") or running):
             outage = ProbeOutage(started, None, int(down.get("failed_checks") or 1), errors)
         else:
             outage = ProbeOutage(
