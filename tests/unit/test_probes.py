@@ -179,6 +179,30 @@ def test_errors_never_show_user_info() -> None:
     result = check(spec)
     assert not result.ok and "hunter2" not in result.error and "admin" not in result.error
     assert "http://***@127.0.0.1" in result.error
+    # a token as user name, in an error text that would echo it
+    checker = Checker(ProbeSpec(role="r", targets=["https://s3cr3tt0k3n@h.example/"]))
+    assert checker._scrub("bad URL https://s3cr3tt0k3n@h.example/") == "bad URL https://***@h.example/"
+
+
+def test_a_hanging_server_does_not_stop_the_checks() -> None:
+    """A server that accepts and never answers: every check is late, and checks keep starting."""
+    with HttpServer(delay=30) as hanging:
+        spec = ProbeSpec(role="r", targets=[hanging.url], interval="20ms", timeout="200ms")
+        events: list[AvailabilityEvent] = []
+
+        async def main() -> ProbeMonitor:
+            monitor = ProbeMonitor([spec], summary_seconds=3600)
+            await monitor.start(events.append)
+            await asyncio.sleep(1.0)
+            await monitor.stop()
+            return monitor
+
+        monitor = asyncio.run(main())
+    stats = monitor.stats("r")
+    assert stats.ok == 0 and stats.late == stats.failed == stats.sent and stats.sent >= 10
+    assert [e.kind for e in events] == ["probe_down", "probe_summary"]
+    final = events[-1].data
+    assert final["final"] and final["down"]["errors"][0].startswith("timeout after 200ms")
 
 
 # --- the monitor ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -115,6 +115,12 @@ class Checker:
         self.spec = spec
         self._client: httpx.AsyncClient | None = None
         self._several = len(spec.targets) > 1
+        # The user info of the targets (a token, a password): scrubbed from every error text.
+        self._secrets = sorted(
+            {p for t in spec.targets for p in (urlsplit(t).username, urlsplit(t).password) if p},
+            key=len,
+            reverse=True,
+        )
 
     def _target_check(self, target: str) -> Callable[[], Awaitable[None]]:
         if target.startswith("tcp://"):
@@ -135,9 +141,18 @@ class Checker:
             prefix = f"{redact_target(target)}: " if self._several else ""
             raise TargetFailed(prefix + describe_error(exc)) from None
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def check(self) -> CheckResult:
         """One check: the first target to answer wins; all failing, or none within the timeout,
         is a failure."""
+        result = await self._check()
+        return result if result.ok or not self._secrets else replace(result, error=self._scrub(result.error))
+
+    async def _check(self) -> CheckResult:
         start = time.monotonic()
         timeout = self.spec.timeout_seconds
         tasks = [asyncio.ensure_future(self._one(t)) for t in self.spec.targets]
