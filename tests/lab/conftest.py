@@ -67,3 +67,48 @@ def clean_lab(lab: Lab) -> Lab:
     """The session's lab, put back to its starting state first (all up, OLD installed, NEW published)."""
     lab.restore()
     return lab
+
+
+# --- the Pacemaker lab -------------------------------------------------------------------------
+
+PCMK_STATE_DIR = Path(os.environ.get("CAU_LAB_PCMK_TEST_STATE_DIR", "/var/tmp/cau-lab-pcmk-test"))
+PCMK_NAME = "caulabp"
+PCMK_SUBNET = "10.77.201.0/24"
+
+
+@pytest.fixture(scope="session")
+def pcmk_lab() -> Iterator[Lab]:
+    """A `cau lab up --pacemaker` lab of 3 nodes (names `caulabp-nodeN`, 10.77.201.0/24): a
+    Corosync/Pacemaker cluster with vm1 on node1 (http://10.77.201.101/, live-migratable), the
+    web group on node2 (http://10.77.201.100/), web-clone on every node (port 8080).
+
+    `pcmk_lab.pacemaker` reads and drives the cluster from inside a host: state() (parsed
+    crm_mon XML: nodes, primitives, locations(rid), dc, quorum, failures), locations(),
+    location_constraints(), crm_mon_xml(), cib(), wait(until), wait_placed(), restore(),
+    workloads (ids, start nodes, URLs), exec(node, cmd)."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cfg = LabConfig(
+        state_dir=PCMK_STATE_DIR,
+        name=PCMK_NAME,
+        subnet=PCMK_SUBNET,
+        nodes=3,
+        pacemaker=True,
+        reboot_delay=1.0,
+    )
+    the_lab = Lab(cfg, detach=False)
+    try:
+        the_lab.up(recreate=True)
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def clean_pcmk_lab(pcmk_lab: Lab) -> Lab:
+    """The Pacemaker lab back in its starting state: every host up, every node online (no
+    standby, no maintenance), the starting CIB (no cli-prefer/cli-ban constraints), failures
+    cleaned, each workload on its start nodes."""
+    pcmk_lab.restore()
+    return pcmk_lab

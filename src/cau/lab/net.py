@@ -51,6 +51,10 @@ def up(cfg: LabConfig) -> None:
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         run(["ip", "-n", ns, "addr", "add", f"{cfg.address(node)}/{prefix}", "dev", "eth0"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        # ARP requests from a host name its own address, never a floating one it serves (as
+        # on real HA nodes): else a node that is handing an address over would point the
+        # neighbours back at itself (the hosts cannot set this: their /proc/sys is read-only)
+        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_announce=2"])
         # deliberately no default route: the subnet is all a host can reach
 
 

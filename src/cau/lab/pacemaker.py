@@ -214,12 +214,25 @@ class NodeState:
 
 @dataclass(frozen=True)
 class ResourceState:
+    """A primitive; for a clone's primitive, all its instances together."""
+
     id: str
-    role: str
-    active: bool
+    roles: tuple[str, ...]  # one per instance: Started, Stopped, ...
     failed: bool
     managed: bool
-    nodes: tuple[str, ...]
+    nodes: tuple[str, ...]  # where an instance is active
+    cloned: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.nodes)
+
+    @property
+    def started(self) -> bool:
+        """Running and healthy: every instance Started (a clone: at least one, none failed)."""
+        if self.failed or "Started" not in self.roles:
+            return False
+        return self.cloned or all(r == "Started" for r in self.roles)
 
 
 @dataclass
@@ -234,14 +247,12 @@ class ClusterState:
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def locations(self, rid: str) -> list[str]:
-        """The nodes where a primitive, group or clone is started (sorted)."""
-        if rid in self.primitives and rid not in self.members:
-            return sorted(self.primitives[rid].nodes) if self.primitives[rid].active else []
-        parts = [self.primitives[p] for p in self.members.get(rid, []) if p in self.primitives]
-        return sorted({n for p in parts if p.active for n in p.nodes})
+        """The nodes where a primitive, group or clone is active (sorted)."""
+        ids = self.members.get(rid, [rid])
+        return sorted({n for p in ids if p in self.primitives for n in self.primitives[p].nodes})
 
     def all_started(self) -> bool:
-        return all(p.active and p.role == "Started" and not p.failed for p in self.primitives.values())
+        return all(p.started for p in self.primitives.values())
 
     @property
     def online(self) -> list[str]:
@@ -269,29 +280,28 @@ def parse_crm_mon(xml_text: str) -> ClusterState:
             is_dc=_bool(node.get("is_dc")),
         )
 
-    def primitive(el: ET.Element) -> None:
+    def primitive(el: ET.Element, cloned: bool) -> None:
         rid = el.get("id", "")
-        nodes = tuple(n.get("name", "") for n in el.iterfind("./node"))
-        old = state.primitives.get(rid)
-        if old is not None:  # clone instances share the primitive's id: merge them
-            nodes = old.nodes + nodes
+        active = _bool(el.get("active"))
+        here = tuple(n.get("name", "") for n in el.iterfind("./node")) if active else ()
+        old = state.primitives.get(rid)  # clone instances share the primitive's id
         state.primitives[rid] = ResourceState(
             id=rid,
-            role=el.get("role", "") if old is None or old.role == el.get("role") else "Mixed",
-            active=_bool(el.get("active")) or (old is not None and old.active),
+            roles=(old.roles if old else ()) + (el.get("role", ""),),
             failed=_bool(el.get("failed")) or (old is not None and old.failed),
-            managed=_bool(el.get("managed")),
-            nodes=nodes if _bool(el.get("active")) or old is not None else (),
+            managed=_bool(el.get("managed")) and (old is None or old.managed),
+            nodes=(old.nodes if old else ()) + here,
+            cloned=cloned,
         )
 
     resources = root.find("./resources")
     for el in resources if resources is not None else []:
         if el.tag == "resource":
-            primitive(el)
+            primitive(el, cloned=False)
         elif el.tag in ("group", "clone"):
             ids: list[str] = []
             for sub in el.iter("resource"):
-                primitive(sub)
+                primitive(sub, cloned=el.tag == "clone")
                 ids.append(sub.get("id", ""))
             state.members[el.get("id", "")] = sorted(set(ids))
     for failure in root.iterfind("./failures/failure"):
@@ -342,6 +352,28 @@ class Pacemaker:
         """Ids of the location constraints (a `crm_resource --move` adds `cli-prefer-<rsc>`)."""
         root = ET.fromstring(self.cib(node, "constraints"))
         return sorted(el.get("id", "") for el in root.iter("rsc_location"))
+
+    @property
+    def workloads(self) -> list[Workload]:
+        return workloads(self.cfg)
+
+    def wait(
+        self, until: Callable[[ClusterState], bool], *, timeout: float = 60, node: str | None = None
+    ) -> ClusterState:
+        """Poll crm_mon (every 0.1 s) until `until(state)`; the state that satisfied it."""
+        deadline = time.monotonic() + timeout
+        last: ClusterState | str = "no answer"
+        while True:
+            try:
+                state = self.state(node)
+                if until(state):
+                    return state
+                last = state
+            except (LabError, ET.ParseError) as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise LabError(f"pacemaker: condition not met after {timeout:g} s; last: {last}")
+            time.sleep(0.1)
 
     def locations(self, node: str | None = None) -> dict[str, list[str]]:
         state = self.state(node)
@@ -426,7 +458,10 @@ class Pacemaker:
         hosts.exec_in(self.cfg, node, f"cat > {tmp}", input=ET.tostring(root, encoding="unicode"), check=True)
         self.exec(node, f"cibadmin --replace --scope configuration --xml-file {tmp} && rm -f {tmp}")
         self.exec(node, "crm_resource --cleanup >/dev/null")
-        self.wait_placed(timeout=timeout, node=node)
+        for _ in range(3):  # a probe of a node that just rejoined may fail once more
+            if not self.wait_placed(timeout=timeout, node=node).failures:
+                break
+            self.exec(node, "crm_resource --cleanup >/dev/null")
         for c in start_constraints_xml(self.cfg):
             cid = ET.fromstring(c).get("id")
             self.exec(node, f"cibadmin --delete -o constraints -X '<rsc_location id=\"{cid}\"/>'")

@@ -19,6 +19,10 @@ M=$D/merged
 
 mkdir -p "$D/upper" "$D/work" "$M"
 hostname "$NODE"   # this UTS namespace only
+# The network namespace outlives a power cut of the host: drop the addresses its services
+# had added (floating ones of a cluster: secondary, in the subnet of the node's own address
+# on eth0, see net.py), as a real power cycle would.
+ip -4 addr flush dev eth0 secondary 2>/dev/null || true
 # the host's disk: its own writable layer over the lab layer and the golden image
 mount -t overlay "cau-lab-$NODE" -o "lowerdir=$LOWER,upperdir=$D/upper,workdir=$D/work" "$M"
 [ -s "$M/etc/hostname" ] || echo "$NODE" > "$M/etc/hostname"
