@@ -67,7 +67,7 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     write_cluster(tmp_path, quick_spec(2000), name="quick")
-    config = write_cluster(tmp_path, quick_spec(0.5), name="slow")
+    config = write_cluster(tmp_path, quick_spec(60), name="slow")
     svc = Service(tmp_path / "data", config)
     access = AccessStore(svc.store)
     tokens = {role.value: access.create_token(f"test-{role.value}", role, by="test")[1] for role in Role}
@@ -145,7 +145,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
         )
         token = json.loads(made.stdout)["token"]
         port = _free_port()
-        log = tmp_path / "serve.log"
+        log = tmp_path / f"serve-{len(procs)}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cau", "serve", "--port", str(port), "--log-level", "warning"],

@@ -125,6 +125,8 @@ def test_invalid_input_is_a_4xx_naming_the_field(api: Api) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = api.call("POST", "/api/v1/profiles", json={"name": "../x", "options": {}})
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "name"
+    r = api.call("PUT", "/api/v1/profiles/bad name!", json={"options": {}})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "name"
     r = api.call("GET", "/api/v1/reports?since=yesterday-ish")
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "since"
     r = api.call(

@@ -34,7 +34,11 @@ def test_sigterm_mid_run_leaves_it_resumable_and_the_cli_finishes_it(serve: Call
     log = server.stop()
     assert f"run {run_id} on 'sandbox' left resumable" in log
 
-    # The CLI sees an interrupted run (no coordinator, no lock), and resumes it to the end.
+    # A new server shows the run as interrupted; the CLI sees it too and resumes it to the end.
+    again = serve(CONFIG)
+    active = again.request("GET", "/api/v1/runs?active=true")
+    assert [(r["run_id"], r["interrupted"]) for r in active] == [(run_id, True)]
+    again.stop()
     status = json.loads(server.cau("status", "sandbox", "--output", "json").stdout)
     assert status["active"] is True and status["lock"] is None
     assert status["run"]["run_id"] == run_id and status["run"]["state"] == "Running"

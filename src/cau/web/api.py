@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cau import __version__
@@ -20,6 +20,7 @@ from cau.web import ops
 from cau.web.auth import SESSION_COOKIE, admin, context, identify, operator, viewer
 from cau.web.errors import ApiError
 from cau.web.models import (
+    PROFILE_NAME,
     AuditView,
     ClusterDetail,
     ClusterSummary,
@@ -353,7 +354,12 @@ async def get_profile(request: Request, name: str, _who: Viewer) -> ProfileView:
 
 
 @router.put("/profiles/{name}", response_model=ProfileView, tags=["profiles"])
-async def put_profile(request: Request, name: str, who: Admin, body: ProfileBody) -> ProfileView:
+async def put_profile(
+    request: Request,
+    name: Annotated[str, Path(pattern=PROFILE_NAME)],
+    who: Admin,
+    body: ProfileBody,
+) -> ProfileView:
     ctx = context(request)
     ops.require_valid_profile(body.options)
     created = ctx.access.put_profile(name, body.description, body.options, by=who.name)

@@ -54,6 +54,9 @@ class RunSummary(BaseModel):
     error_id: str | None = None
     message: str | None = None
     stop_requested: bool = False
+    # An unfinished run that no coordinator is driving (its coordinator died or `cau serve` was
+    # stopped): starting a run on the cluster resumes it.
+    interrupted: bool = False
 
 
 class ClusterSummary(BaseModel):
@@ -155,8 +158,11 @@ class ProfileBody(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Run options, as in a profile file")
 
 
+PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class ProfileCreate(ProfileBody):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(pattern=PROFILE_NAME)
 
 
 class ProfileView(BaseModel):

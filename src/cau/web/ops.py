@@ -36,6 +36,10 @@ from cau.web.models import (
 
 def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = None) -> RunSummary:
     report = report or ctx.svc.run_report(record)
+    interrupted = False
+    if record.state is RunState.RUNNING:
+        lock = ctx.svc.store.get_lock(record.cluster)
+        interrupted = lock is None or lock.run_id != record.run_id or lock.owner.provably_dead()
     return RunSummary(
         run_id=record.run_id,
         cluster=record.cluster,
@@ -50,6 +54,7 @@ def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = N
         error_id=report.error_id,
         message=report.message,
         stop_requested=record.stop_requested,
+        interrupted=interrupted,
     )
 
 

@@ -42,6 +42,8 @@ def run_badge(item: Any) -> Badge:
         return status_badge(item.status)
     if item.state == "Paused":
         return Badge("Paused", "prog")
+    if getattr(item, "interrupted", False):
+        return Badge("Interrupted: Apply resumes it", "warn")
     return Badge("In progress", "prog")
 
 
