@@ -1,0 +1,94 @@
+"""The lab's Pacemaker side without a lab: crm_mon parsing (against the golden fixtures captured
+from the real lab cluster), the config files it writes, and its clusters.toml."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cau.lab.access import clusters_toml_text
+from cau.lab.config import LabConfig
+from cau.lab.pacemaker import corosync_conf, parse_crm_mon, resources_xml, seed_script, workloads
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "pacemaker"
+
+
+def state(name: str):  # type: ignore[no-untyped-def]
+    return parse_crm_mon((FIXTURES / f"{name}.crm_mon.xml").read_text())
+
+
+def test_all_online_fixture_reads_as_the_starting_state() -> None:
+    s = state("all-online")
+    assert s.online == ["node1", "node2", "node3"] and s.dc in s.online and s.quorum
+    assert {r: s.locations(r) for r in ("vm1", "web", "web-clone")} == {
+        "vm1": ["node1"],
+        "web": ["node2"],
+        "web-clone": ["node1", "node2", "node3"],
+    }
+    assert s.members == {"web": ["web-ip", "web-server"], "web-clone": ["web-local"]}
+    assert s.all_started() and s.failures == []
+
+
+@pytest.mark.parametrize(
+    ("name", "check"),
+    [
+        ("standby-node2", lambda s: s.nodes["node2"].standby and s.locations("web") == ["node3"]),
+        ("standby-node2", lambda s: s.locations("web-clone") == ["node1", "node3"] and s.all_started()),
+        ("node1-offline", lambda s: s.online == ["node2", "node3"] and s.locations("vm1") == ["node2"]),
+        ("resource-failed", lambda s: [f["op_key"] for f in s.failures] == ["web-local_monitor_5000"]),
+        ("node3-maintenance", lambda s: s.nodes["node3"].maintenance and not s.nodes["node1"].maintenance),
+        ("move-web-cli-prefer", lambda s: s.locations("web") == ["node3"]),
+        ("ban-vm1-cli-ban", lambda s: s.locations("vm1") == ["node2"]),
+        ("target-role-stopped", lambda s: s.locations("vm1") == [] and s.locations("web") == []),
+        ("target-role-stopped", lambda s: not s.all_started()),
+        ("no-quorum", lambda s: s.online == ["node1"] and not s.quorum and s.locations("web-clone") == []),
+    ],
+)
+def test_fixture_states_read_as_captured(name: str, check) -> None:  # type: ignore[no-untyped-def]
+    assert check(state(name))
+
+
+def test_cli_constraints_are_in_the_fixture_cibs() -> None:
+    assert 'id="cli-prefer-web"' in (FIXTURES / "move-web-cli-prefer.cib.xml").read_text()
+    assert 'id="cli-ban-vm1-on-node1"' in (FIXTURES / "ban-vm1-cli-ban.cib.xml").read_text()
+    assert "<rsc_location" not in (FIXTURES / "all-online.cib.xml").read_text()
+
+
+def test_cluster_files_name_every_node_and_the_lab_settings() -> None:
+    cfg = LabConfig(nodes=4, pacemaker=True, subnet="10.77.9.0/24", cluster="pm")
+    conf = corosync_conf(cfg)
+    assert "cluster_name: pm" in conf and "move_to_root_cgroup: no" in conf
+    assert [f"ring0_addr: 10.77.9.1{i}" in conf for i in (1, 2, 3, 4)] == [True] * 4
+    script = seed_script(cfg)
+    for setting in (
+        "stonith-enabled --update false",
+        "dc-deadtime --update 2s",
+        "no-quorum-policy --update stop",
+    ):
+        assert setting in script
+    assert 'name="resource-stickiness" value="100"' in script
+    assert 'id="start-vm1" rsc="vm1" node="node1"' in script
+    assert 'id="start-web" rsc="web" node="node2"' in script
+    assert 'name="allow-migrate" value="true"' in resources_xml(cfg)
+
+
+def test_clusters_toml_of_a_pacemaker_lab() -> None:
+    cfg = LabConfig(nodes=3, pacemaker=True, subnet="10.77.201.0/24", cluster="pcmk")
+    data = tomllib.loads(clusters_toml_text(cfg))
+    cluster = data["clusters"]["pcmk"]
+    assert cluster["provider"] == "pacemaker" and cluster["plugins"] == ["apt"]
+    assert cluster["options"]["nodes"][0] == {"name": "node1", "host": "10.77.201.11"}
+    assert cluster["probes"] == [
+        {"role": "vm1", "targets": ["http://10.77.201.101/"], "interval": "50ms"},
+        {"role": "web", "targets": ["http://10.77.201.100/"], "interval": "50ms"},
+        {
+            "role": "web-clone",
+            "targets": [f"http://10.77.201.1{i}:8080/" for i in (1, 2, 3)],
+            "interval": "50ms",
+        },
+    ]
+    assert [w.id for w in workloads(cfg)] == ["vm1", "web", "web-clone"]
+    plain = tomllib.loads(clusters_toml_text(LabConfig(nodes=3)))["clusters"]["lab"]
+    assert plain["provider"] == "ssh" and "probes" not in plain
