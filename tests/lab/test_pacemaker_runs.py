@@ -1,0 +1,281 @@
+"""Updating Runs of a real Pacemaker/Corosync cluster (the `pacemaker` provider) on the lab.
+
+Each test drives the real `cau` command against the lab's cluster config, then looks at the
+cluster itself (crm_mon, the CIB), the hosts (package versions, boot ids) and the availability
+the probes measured on the real workloads: vm1 (live-migratable), web (a failover group on a
+floating address) and web-clone (on every node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cau.lab import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+NEW = {"labpkg": "1.1", "labtool": "1.1", "labrelease": "1.1", "labextra": "1.1"}
+START = {"vm1": ["node1"], "web": ["node2"], "web-clone": ["node1", "node2", "node3"]}
+
+
+def _env(lab: Lab, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAU_")}
+    env.update(CAU_HOME=str(home), CAU_CONFIG=str(lab.config_path), COLUMNS="200")
+    return env
+
+
+def cau(lab: Lab, home: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cau", *args],
+        env=_env(lab, home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_json(lab: Lab, home: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """(exit code, the JSON document printed: a report, or an error, and every message)."""
+    result = cau(lab, home, "run", lab.cluster, "--output", "json", *args)
+    data: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, data, result.stderr + result.stdout
+
+
+def versions(lab: Lab, node: str) -> dict[str, str]:
+    out = lab.exec(node, "dpkg-query -W -f='${Package} ${Version}\\n' 'lab*'").stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def availability(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {a["role"]: a for a in report["availability"]}
+
+
+def cau_leftovers(lab: Lab) -> dict[str, Any]:
+    """What cau may change in the CIB, as it is now: standby nodes, cau-* constraints,
+    resources marked saved, target-role meta attributes."""
+    root = ET.fromstring(lab.pacemaker.cib(scope="configuration"))
+    return {
+        "standby": sorted(
+            n.get("uname", "")
+            for n in root.iter("node")
+            for nv in n.iter("nvpair")
+            if nv.get("name") == "standby" and nv.get("value") == "on"
+        ),
+        "constraints": sorted(
+            c.get("id", "") for c in root.iter("rsc_location") if c.get("id", "").startswith("cau-")
+        ),
+        "meta": sorted(
+            f"{nv.get('name')}={nv.get('value')}"
+            for nv in root.iter("nvpair")
+            if nv.get("name") in ("cau-saved-on", "target-role")
+        ),
+    }
+
+
+NOTHING_LEFT = {"standby": [], "constraints": [], "meta": []}
+
+
+def only_updates_on(lab: Lab, nodes: list[str]) -> None:
+    """Only `nodes` have updates: the others get the new versions first (and no restart flag)."""
+    for node in lab.nodes:
+        if node in nodes:
+            continue
+        done = lab.exec(
+            node,
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+            "labpkg labtool labrelease && apt-get update -qq && "
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq labextra && "
+            "rm -f /var/run/reboot-required /var/run/reboot-required.pkgs",
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_live_run_updates_every_node_keeps_clone_and_vm_up_and_fails_everything_back(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    dc = pm.state().dc
+    before = {n: lab.boot_id(n) for n in lab.nodes}
+    assert pm.locations() == START
+
+    code, report, err = run_json(lab, tmp_path)
+    assert code == 0, err
+    assert report["status"] == "Succeeded"
+
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node  # real apt: old -> new, second-order included
+        assert lab.boot_id(node) != before[node], node  # really restarted (labpkg asks for it)
+    # the DC was updated last, so the cluster changed its leader once
+    assert [n["name"] for n in report["nodes"]][-1] == dc
+
+    avail = availability(report)
+    assert avail["web-clone"]["measured"] == "probe" and avail["web-clone"]["probes_sent"] > 100
+    assert avail["web-clone"]["probes_failed"] == 0  # a clone instance elsewhere always answered
+    assert avail["vm1"]["probes_failed"] == 0  # live migration, both ways: no request lost
+    web = avail["web"]
+    # the failover group is down while it moves (off node2, and back at failback): measured,
+    # attributed to node2's steps, and short
+    assert web["probes_failed"] > 0 and 0 < web["downtime_seconds"] < 10
+    assert {d["node"] for d in web["downtime_by_step"]} == {"node2"}
+
+    # failback_mode = immediate (the default): everything where it started, nothing left behind
+    assert pm.locations() == START
+    assert cau_leftovers(lab) == NOTHING_LEFT
+    assert all(n.online for n in pm.state().nodes.values())
+
+
+def test_save_mode_stops_the_nodes_resources_in_place_and_starts_them_there_again(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    only_updates_on(lab, ["node2"])  # web's node
+    code, report, err = run_json(lab, tmp_path, "--move", "save")
+    assert code == 0, err
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert nodes["node2"]["restarts"] == 1 and nodes["node1"]["restarts"] == 0
+
+    web = availability(report)["web"]
+    # down for the whole of node2's restart (not moved elsewhere), then back on node2
+    by_step = {d["step"]: d["seconds"] for d in web["downtime_by_step"] if d["node"] == "node2"}
+    assert by_step.get("restart", 0) > 0.5, web
+    assert web["outages"] == 1
+    assert availability(report)["vm1"]["probes_failed"] == 0  # node1 was not touched
+    assert pm.locations() == START
+    assert cau_leftovers(lab) == NOTHING_LEFT
+
+
+def test_failback_none_leaves_resources_where_they_went(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_pcmk_lab
+    only_updates_on(lab, ["node2"])
+    code, report, err = run_json(lab, tmp_path, "--failback-mode", "none")
+    assert code == 0, err
+    where = lab.pacemaker.locations()
+    assert where["web"] != ["node2"] and where["web"] != []  # moved off and left there
+    assert where["vm1"] == ["node1"]
+    assert cau_leftovers(lab) == NOTHING_LEFT
+    assert len(availability(report)["web"]["downtime_by_step"]) >= 1
+
+
+def test_node_already_in_standby_is_refused_by_default_and_left_in_standby_when_allowed(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    pm.exec("node1", "crm_attribute --node node3 --name standby --update on")
+    pm.wait(lambda s: s.nodes["node3"].standby)
+    before = versions(lab, "node3")
+
+    code, _, err = run_json(lab, tmp_path)
+    assert code == 1 and "node3" in err and "already in maintenance" in err, err
+    assert versions(lab, "node3") == before  # refused: nothing changed anywhere
+    assert versions(lab, "node1") == before
+
+    code, report, err = run_json(lab, tmp_path, "--allow-nodes-in-maintenance")
+    assert code == 0, err
+    assert versions(lab, "node3") == NEW
+    state = pm.state()
+    assert state.nodes["node3"].standby  # left as the operator had it
+    assert not state.nodes["node1"].standby and not state.nodes["node2"].standby
+    assert cau_leftovers(lab)["standby"] == ["node3"]
+
+
+def test_never_standbys_a_node_whose_restart_would_cost_quorum(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    lab.kill("node3")  # 2 of 3 votes left: any further restart would lose quorum
+    pm.wait(lambda s: not s.nodes["node3"].online, node="node1", timeout=60)
+    try:
+        code, report, err = run_json(lab, tmp_path, "--max-parallel-nodes", "2")
+        assert code != 0
+        assert "QuorumAtRisk" in json.dumps(report), report
+        assert cau_leftovers(lab)["standby"] == []  # not node1, not node2
+        assert all(versions(lab, n)["labpkg"] == "1.0" for n in ("node1", "node2"))
+        assert pm.state("node1").quorum
+    finally:
+        lab.boot("node3")
+
+
+def test_two_at_a_time_is_held_to_one_standby_by_quorum(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    seen: list[list[str]] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cau", "run", lab.cluster, "--max-parallel-nodes", "2", "--output", "json"],
+        env=_env(lab, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while proc.poll() is None:
+            try:
+                state = pm.state()
+            except Exception:  # the node asked may be restarting; ask again
+                time.sleep(0.2)
+                continue
+            seen.append(sorted(n for n, s in state.nodes.items() if s.standby))
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert max(len(s) for s in seen) == 1  # 3 votes: two down at once would lose quorum
+    assert {n for s in seen for n in s} == set(lab.nodes)
+    assert json.loads(out)["status"] == "Succeeded"
+
+
+def test_unhealthy_cluster_is_refused_unless_allowed(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    # a failed monitor of the clone on node3 (the agent reports "not running" once)
+    pm.exec("node3", "crm_resource --resource web-local --fail --node node3")
+    pm.wait(lambda s: bool(s.failures), timeout=30)
+    code, _, err = run_json(lab, tmp_path)
+    assert code == 1 and "not healthy" in err and "web-local" in err, err
+    assert cau_leftovers(lab) == NOTHING_LEFT
+    only_updates_on(lab, ["node1"])
+    code, report, err = run_json(lab, tmp_path, "--allow-unhealthy-cluster")
+    assert code == 0, err
+    assert report["status"] == "Succeeded"
+
+
+def test_coordinator_killed_mid_drain_resumes_and_leaves_nothing_behind(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cau", "run", lab.cluster, "--node-order", "node1"],
+        env=_env(lab, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # kill it as soon as node1 is in standby: the drain (a live migration) is under way
+        pm.wait(lambda s: s.nodes["node1"].standby, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert pm.state().nodes["node1"].standby  # what the dead coordinator left
+
+    code, report, err = run_json(lab, tmp_path)  # the same command resumes the run
+    assert code == 0, err
+    assert report["status"] == "Succeeded"
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node
+    assert pm.locations() == START
+    assert cau_leftovers(lab) == NOTHING_LEFT
