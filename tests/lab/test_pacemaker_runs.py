@@ -185,6 +185,7 @@ def test_node_already_in_standby_is_refused_by_default_and_left_in_standby_when_
 
     code, report, err = run_json(lab, tmp_path, "--allow-nodes-in-maintenance")
     assert code == 0, err
+    assert {n["name"]: n["status"] for n in report["nodes"]}["node3"] == "Succeeded"
     assert versions(lab, "node3") == NEW
     state = pm.state()
     assert state.nodes["node3"].standby  # left as the operator had it
@@ -199,7 +200,7 @@ def test_never_standbys_a_node_whose_restart_would_cost_quorum(clean_pcmk_lab: L
     pm.wait(lambda s: not s.nodes["node3"].online, node="node1", timeout=60)
     try:
         code, report, err = run_json(lab, tmp_path, "--max-parallel-nodes", "2")
-        assert code != 0
+        assert code != 0, err
         assert "QuorumAtRisk" in json.dumps(report), report
         assert cau_leftovers(lab)["standby"] == []  # not node1, not node2
         assert all(versions(lab, n)["labpkg"] == "1.0" for n in ("node1", "node2"))
