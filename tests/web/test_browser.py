@@ -89,6 +89,21 @@ def test_dashboard_end_to_end(server: Server) -> None:
         cookie = next(c for c in context.cookies() if c["name"] == "cau_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
+        # An admin creates a run profile: validated (the bad key is named), then saved.
+        page.goto(f"{server.url}/profiles/new")
+        page.fill("#name", "no-restart")
+        page.fill("#description", "install now, restart in the maintenance window")
+        page.fill("#options", '{"no_restart": true, "max_parallel_nodes": "auto", "restart": 1}')
+        page.click("text=Validate")
+        expect(page.locator("#flash")).to_contain_text("restart: unknown option")
+        page.fill("#options", '{"no_restart": true, "max_parallel_nodes": "auto"}')
+        page.click("text=Validate")
+        expect(page.locator("#flash")).to_contain_text("Valid.")
+        page.click("button:has-text('Save')")
+        expect(page).to_have_url(f"{server.url}/profiles/no-restart?saved=1")
+        shot(page, "02a-profile")
+        page.goto(f"{server.url}/clusters/sandbox")
+
         # The cluster: nodes and roles, then a preview.
         expect(page.locator("#nodes tbody tr")).to_have_count(4)
         expect(page.locator("#roles tbody tr")).to_have_count(8)
@@ -105,6 +120,7 @@ def test_dashboard_end_to_end(server: Server) -> None:
         page.click("#apply-button")
         dialog = page.locator("#apply-dialog")
         expect(dialog).to_be_visible()
+        expect(page.locator("#profile option")).to_have_text(["(cluster default)", "no-restart"])
         page.fill("#max_parallel_nodes", "1")
         page.select_option("#move", "live")
         # The viewport only: a full-page shot would draw the modal's backdrop over part of the page.

@@ -142,8 +142,8 @@ function watchRun(runId) {
     source.close();
     const end = JSON.parse(msg.data);
     state.textContent = end.status ? `Run ended: ${end.status}` : `Run ${end.state}`;
-    state.className = "callout " + (end.status === "Succeeded" ? "" : "warn");
-    document.getElementById("stop-button")?.setAttribute("disabled", "");
+    state.className = "callout " + (end.status === "Succeeded" ? "ok" : "warn");
+    document.getElementById("stop-button")?.remove();
     refresh();
   });
 }
@@ -181,7 +181,7 @@ async function saveProfile(form, creating) {
 async function validateProfile(form) {
   try {
     const res = await api("POST", "/api/v1/profiles/validate", { options: parseOptions(new FormData(form).get("options")) });
-    if (res.valid) flash("Valid. Effective options: " + JSON.stringify(res.effective), "");
+    if (res.valid) flash("Valid. Effective options: " + JSON.stringify(res.effective), "ok");
     else flash("Invalid: " + res.problems.map((p) => `${p.field}: ${p.message}`).join("; "));
   } catch (e) { flash(e.message); }
 }
