@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cau.cli.errors import reported
-from cau.lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, state_dir_default
+from cau.lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, LabError, state_dir_default
 from cau.lab.control import Lab
 from cau.lab.hosts import exec_argv
 from cau.lab.pacemaker import workloads
@@ -136,6 +136,19 @@ def _print_status(lab: Lab) -> None:
         extra = f"  init={st.init_pid} procs={st.processes} boot_id={st.boot_id}" if st.init_pid else ""
         held = "  (no-return)" if st.no_return else ""
         typer.echo(f"{st.node:<10} {st.address:<15} {st.state:<10}{extra}{held}")
+    if lab.cfg.pacemaker:
+        try:
+            state = lab.pacemaker.state()
+        except LabError as exc:
+            typer.echo(f"pacemaker: no answer ({exc})")
+            return
+        quorum = "with quorum" if state.quorum else "WITHOUT quorum"
+        typer.echo(
+            f"pacemaker: DC {state.dc or 'none'} ({quorum}), online: {' '.join(state.online) or 'none'}"
+        )
+        for w in workloads(lab.cfg):
+            where = ",".join(state.locations(w.id)) or "stopped"
+            typer.echo(f"  {w.id:<10} {where:<20} {' '.join(w.urls)}")
 
 
 @lab_app.command()
