@@ -406,3 +406,17 @@ def test_pages_below_the_role_are_refused(api: Api) -> None:
         assert "Apply updates" not in cluster.text  # a viewer sees, but is offered no action
 
     api.run(go)
+
+
+def test_repeated_failed_sign_ins_are_throttled(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> list[int]:
+        codes = []
+        for _ in range(12):
+            r = await client.post("/api/v1/session", json={"name": "admin", "password": "guess number n"})
+            codes.append(r.status_code)
+        good = await client.post("/api/v1/session", json={"token": api.tokens["admin"]})
+        codes.append(good.status_code)
+        return codes
+
+    codes = api.run(go)
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429, 429]  # even a good token waits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -53,6 +54,9 @@ Operator = Annotated[Principal, Depends(operator)]
 Admin = Annotated[Principal, Depends(admin)]
 
 _POLL_SECONDS = 0.25
+# Failed sign-ins tolerated per client address and window (passwords can be guessed; tokens can't).
+_SIGNIN_MAX_FAILURES = 10
+_SIGNIN_WINDOW = 300.0
 _KEEPALIVE_SECONDS = 15.0
 
 
@@ -84,6 +88,12 @@ async def me(who: Viewer) -> Me:
 def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
     """Check a token or a name and password; set the session cookie. Shared with the sign-in page."""
     ctx = context(request)
+    client = request.client.host if request.client else "?"
+    now = time.monotonic()
+    failures = [t for t in ctx.signin_failures.get(client, []) if now - t < _SIGNIN_WINDOW]
+    ctx.signin_failures[client] = failures
+    if len(failures) >= _SIGNIN_MAX_FAILURES:
+        raise ApiError(429, "too_many_attempts", "too many failed sign-ins from here; wait a few minutes")
     who: Principal | None = None
     if body.token:
         who = ctx.access.check_token(body.token.strip())
@@ -97,7 +107,8 @@ def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
             fields=[{"field": "token", "message": "required (or name and password)"}],
         )
     if who is None:
-        ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {})
+        failures.append(now)
+        ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {"client": client})
         raise ApiError(401, "bad_credentials", "unknown token, or wrong name or password")
     name = who.name
     cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours)

@@ -28,4 +28,5 @@ class WebContext:
     # The last preview per cluster: the "pending updates" column of the cluster page.
     scans: dict[str, tuple[datetime, list[NodeScan]]] = field(default_factory=dict)
     shutting_down: bool = False
+    signin_failures: dict[str, list[float]] = field(default_factory=dict)  # client -> monotonic times
     extra: dict[str, Any] = field(default_factory=dict)
