@@ -173,14 +173,15 @@ def test_a_killed_node_is_seen_offline_and_its_resources_recovered(clean_pcmk_la
 
 def test_restore_brings_the_cluster_back_to_its_starting_state(clean_pcmk_lab: Lab) -> None:
     lab = clean_pcmk_lab
-    crm(lab, "crm_attribute --node node2 --name standby --update on")
-    crm(lab, "crm_attribute --node node3 --name maintenance --update on")
-    crm(lab, "crm_resource --move --resource vm1 --node node2")
-    crm(lab, "crm_resource --ban --resource web --node node1")
-    crm(lab, "crm_resource --resource web --meta --set-parameter target-role --parameter-value Stopped")
     pid = lab.exec("node1", "cat /run/labvm/web-local.pid").stdout.strip()
     lab.exec("node1", f"kill -KILL {pid}")  # a monitor failure, with a fail-count
     lab.pacemaker.wait(lambda s: bool(s.failures), timeout=30, node="node1")
+    crm(lab, "crm_attribute --node node2 --name standby --update on")
+    crm(lab, "crm_attribute --node node3 --name maintenance --update on")
+    crm(lab, "crm_attribute --node node1 --name standby --update on --lifetime reboot")
+    crm(lab, "crm_resource --move --resource vm1 --node node2")
+    crm(lab, "crm_resource --ban --resource web --node node1")
+    crm(lab, "crm_resource --resource web --meta --set-parameter target-role --parameter-value Stopped")
     lab.kill("node3")
 
     lab.restore()

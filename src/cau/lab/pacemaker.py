@@ -457,6 +457,13 @@ class Pacemaker:
         tmp = "/run/lab/cib-restore.xml"
         hosts.exec_in(self.cfg, node, f"cat > {tmp}", input=ET.tostring(root, encoding="unicode"), check=True)
         self.exec(node, f"cibadmin --replace --scope configuration --xml-file {tmp} && rm -f {tmp}")
+        # standby/maintenance set for this boot only live in the status section, not replaced
+        transient = " ; ".join(
+            f"crm_attribute --node {n} --name {a} --lifetime reboot --delete >/dev/null 2>&1"
+            for n in nodes
+            for a in ("standby", "maintenance")
+        )
+        self.exec(node, transient, check=False)
         self.exec(node, "crm_resource --cleanup >/dev/null")
         for _ in range(3):  # a probe of a node that just rejoined may fail once more
             if not self.wait_placed(timeout=timeout, node=node).failures:
