@@ -360,6 +360,12 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     store.close()
 
 
+async def form(client: httpx.AsyncClient) -> dict[str, str]:
+    """What the sign-in page puts in its form (and sets as a cookie): the login CSRF token."""
+    page = await client.get("/login")
+    return {"csrf_token": page.text.split('name="csrf_token" value="')[1].split('"')[0]}
+
+
 def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
     api.call("POST", "/api/v1/profiles", json={"name": "p1", "options": {"no_restart": True}})
     run_id = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={}).json()["run_id"]
@@ -368,7 +374,11 @@ def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
     async def go(client: httpx.AsyncClient) -> None:
         first = await client.get("/clusters")
         assert first.status_code == 303 and first.headers["location"] == "/login?next=%2Fclusters"
-        signed = await client.post("/login", data={"token": api.tokens["admin"], "next": "/jobs"})
+        forged = await client.post("/login", data={"token": api.tokens["admin"], "csrf_token": "x"})
+        assert forged.status_code == 403 and "cau_session" not in forged.headers.get("set-cookie", "")
+        signed = await client.post(
+            "/login", data={"token": api.tokens["admin"], "next": "/jobs", **await form(client)}
+        )
         assert signed.status_code == 303 and signed.headers["location"] == "/jobs"
         for path in (
             "/clusters",
@@ -390,7 +400,9 @@ def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
             assert page.headers["content-type"].startswith("text/html")
         missing = await client.get("/runs/nope")
         assert missing.status_code == 404 and "no run" in missing.text
-        redirect = await client.post("/login", data={"token": api.tokens["admin"], "next": "//evil.example/"})
+        redirect = await client.post(
+            "/login", data={"token": api.tokens["admin"], "next": "//evil.example/", **await form(client)}
+        )
         assert redirect.headers["location"] == "/clusters"
 
     api.run(go)
@@ -398,7 +410,7 @@ def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
 
 def test_pages_below_the_role_are_refused(api: Api) -> None:
     async def go(client: httpx.AsyncClient) -> None:
-        await client.post("/login", data={"token": api.tokens["viewer"]})
+        await client.post("/login", data={"token": api.tokens["viewer"], **await form(client)})
         assert (await client.get("/clusters")).status_code == 200
         assert (await client.get("/admin")).status_code == 403
         assert (await client.get("/profiles/new")).status_code == 403

@@ -3,6 +3,8 @@ actions are calls to the API from `static/app.js`, with the session cookie and t
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -29,7 +31,7 @@ from cau.reports.render_html import (
 from cau.store.access import Principal, Role
 from cau.web import ops
 from cau.web.api import sign_in
-from cau.web.auth import SESSION_COOKIE, _check_csrf, context, identify
+from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
 from cau.web.errors import ApiError, from_cau_error
 from cau.web.models import SignIn
 
@@ -134,9 +136,29 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+LOGIN_CSRF_COOKIE = "cau_login_csrf"
+
+
+def _login_form(request: Request, target: str, error: str | None, http_status: int = 200) -> Response:
+    """The sign-in page, with a fresh CSRF token both in the form and in a SameSite=Strict cookie:
+    a form posted from another site comes without the cookie and is refused (no login CSRF)."""
+    token = secrets.token_urlsafe(24)
+    response = render("login.html.j2", None, http_status, next=target, error=error, login_csrf=token)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=context(request).settings.secure_cookies or request.url.scheme == "https",
+        path="/login",
+    )
+    return response
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return render("login.html.j2", None, next=_safe_next(next), error=None)
+    return _login_form(request, _safe_next(next), None)
 
 
 @router.post("/login")
@@ -144,6 +166,10 @@ async def login(request: Request) -> Response:
     form = await request.form()
     field = {k: v for k, v in form.items() if isinstance(v, str)}
     target = _safe_next(field.get("next"))
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+    sent = field.get(CSRF_FIELD)
+    if not expected or not sent or not hmac.compare_digest(expected, sent):
+        return _login_form(request, target, "The sign-in form expired; please sign in again.", 403)
     body = SignIn(
         token=field.get("token") or None,
         name=field.get("name") or None,
@@ -153,9 +179,8 @@ async def login(request: Request) -> Response:
     try:
         sign_in(request, response, body)
     except ApiError as exc:
-        return render(
-            "login.html.j2", None, 401 if exc.status == 401 else 422, next=target, error=exc.message
-        )
+        return _login_form(request, target, exc.message, exc.status)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
