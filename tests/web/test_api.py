@@ -81,6 +81,8 @@ def test_health_and_openapi_need_no_token(api: Api) -> None:
     doc = api.call("GET", "/api/v1/openapi.json", role=None).json()
     assert "/api/v1/clusters/{cluster}/runs" in doc["paths"]
     assert "/api/v1/runs/{run_id}/events" in doc["paths"]
+    errors = doc["paths"]["/api/v1/clusters/{cluster}/runs"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422"} <= set(errors)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +121,8 @@ def test_invalid_input_is_a_4xx_naming_the_field(api: Api) -> None:
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_profile"
     assert "reboot_timeout" in r.json()["error"]["fields"][0]["field"]
+    r = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={"options": {"no_restart": 0}})
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "options.no_restart"
     r = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={"profile": "missing"})
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "profile"
     r = api.call("POST", "/api/v1/clusters/nowhere/runs", role="operator", json={})
@@ -182,6 +186,7 @@ def test_a_run_started_through_the_api_is_followed_live_and_resumed_with_last_ev
     assert {r["name"]: r["kind"] for r in cluster["roles"]} == {"web": "live", "db": "failover"}
     assert cluster["last_run"]["run_id"] == run_id
 
+    assert run_id in [r["run_id"] for r in api.call("GET", "/api/v1/reports?cluster=").json()]
     listed = api.call("GET", "/api/v1/reports?cluster=quick&since=2000-01-01").json()
     assert [r["run_id"] for r in listed] == [run_id]
     assert api.call("GET", "/api/v1/reports?cluster=quick&until=2000-01-01").json() == []

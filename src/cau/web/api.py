@@ -7,7 +7,7 @@ import json
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -25,6 +25,7 @@ from cau.web.models import (
     AuditView,
     ClusterDetail,
     ClusterSummary,
+    ErrorBody,
     Health,
     Me,
     PasswordSet,
@@ -47,7 +48,18 @@ from cau.web.models import (
     UserView,
 )
 
-router = APIRouter(prefix="/api/v1")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "The body is not JSON, or the cluster's configuration is invalid"),
+        (401, "No credentials, or an unknown or revoked token"),
+        (403, "The role is too low, or a browser request came without its CSRF token"),
+        (404, "No such cluster, run, profile, token or user"),
+        (409, "Conflict: the cluster is locked by a coordinator, a preflight refused, a name exists"),
+        (422, "Invalid input: `fields` names each bad field"),
+    )
+}
+router = APIRouter(prefix="/api/v1", responses=_ERRORS)
 
 Viewer = Annotated[Principal, Depends(viewer)]
 Operator = Annotated[Principal, Depends(operator)]
@@ -187,7 +199,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[RunSummary]:
     ctx = context(request)
-    rows = ops.reports(ctx, cluster, None, None, limit)
+    rows = ops.reports(ctx, cluster or None, None, None, limit)
     out = [ops.run_summary(ctx, rec, rep) for rec, rep in rows]
     return [r for r in out if r.state != RunState.FINISHED.value] if active else out
 
@@ -284,7 +296,7 @@ async def list_reports(
     ctx = context(request)
     return [
         ops.run_summary(ctx, rec, rep)
-        for rec, rep in ops.reports(ctx, cluster, _utc(since), _utc(until), limit)
+        for rec, rep in ops.reports(ctx, cluster or None, _utc(since), _utc(until), limit)
     ]
 
 
@@ -329,7 +341,7 @@ async def export_reports(
     format: ExportFormat = ExportFormat.HTML,
 ) -> Response:
     """Export the runs of a date range (and cluster) as one file."""
-    rows = ops.reports(context(request), cluster, _utc(since), _utc(until), 1000)
+    rows = ops.reports(context(request), cluster or None, _utc(since), _utc(until), 1000)
     return export([rep for _, rep in reversed(rows)], format, f"cau-{cluster or 'all'}-reports")
 
 

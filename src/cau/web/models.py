@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from cau.domain.profile import MAX_RETRIES_LIMIT, DrainPolicy, FailbackMode, MoveMethod
 from cau.store.access import Role
@@ -97,14 +97,15 @@ class Preview(BaseModel):
 
 
 class RunOptions(BaseModel):
-    """Overrides of the profile's options, as in `cau run`'s flags (all optional)."""
+    """Overrides of the profile's options, as in `cau run`'s flags (all optional). Strict types:
+    `0` is not `false`, `"2"` is not `2`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_retries_per_node: int | None = Field(None, ge=0, le=MAX_RETRIES_LIMIT)
-    max_failed_nodes: int | None = Field(None, ge=0)
-    max_parallel_nodes: int | Literal["auto"] | None = None
-    require_all_nodes_online: bool | None = None
+    max_retries_per_node: StrictInt | None = Field(None, ge=0, le=MAX_RETRIES_LIMIT)
+    max_failed_nodes: StrictInt | None = Field(None, ge=0)
+    max_parallel_nodes: StrictInt | Literal["auto"] | None = None
+    require_all_nodes_online: StrictBool | None = None
     reboot_timeout: str | None = None
     stop_after: str | None = None
     warn_after: str | None = None
@@ -112,23 +113,41 @@ class RunOptions(BaseModel):
     failback_mode: FailbackMode | None = None
     drain: DrainPolicy | None = None
     move: MoveMethod | None = None
-    no_restart: bool | None = None
-    allow_nodes_in_maintenance: bool | None = None
-    run_plugins_serially: bool | None = None
-    stop_on_plugin_failure: bool | None = None
-    separate_reboots: bool | None = None
+    no_restart: StrictBool | None = None
+    allow_nodes_in_maintenance: StrictBool | None = None
+    run_plugins_serially: StrictBool | None = None
+    stop_on_plugin_failure: StrictBool | None = None
+    separate_reboots: StrictBool | None = None
+
+
+PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, for programs: not_found, invalid_input, cluster_locked, ...")
+    message: str = Field(description="For people")
+    hint: str | None = None
+    fields: list[dict[str, str]] = Field(default_factory=list, description="field and message, per bad input")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
 
 
 class ScanRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str | None = Field(None, description="A stored profile's name (its plug-ins are used)")
+    profile: str | None = Field(
+        None, pattern=PROFILE_NAME, description="A stored profile's name (its plug-ins are used)"
+    )
 
 
 class StartRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str | None = Field(None, description="A stored profile's name; else the cluster's default")
+    profile: str | None = Field(
+        None, pattern=PROFILE_NAME, description="A stored profile's name; else the cluster's default"
+    )
     options: RunOptions = RunOptions()
 
 
@@ -156,9 +175,6 @@ class ProfileBody(BaseModel):
 
     description: str = Field("", max_length=500)
     options: dict[str, Any] = Field(default_factory=dict, description="Run options, as in a profile file")
-
-
-PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class ProfileCreate(ProfileBody):
