@@ -216,11 +216,12 @@ class Service:
         on_coordinator: Callable[[Coordinator], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
         profile_given: bool = False,
+        owner_label: str = "cau run",  # how `cau status` names this coordinator (e.g. "cau serve")
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
         provider = self.open_provider(cluster, overrides=provider_overrides)
-        owner = LockOwner.this_process()
+        owner = LockOwner.this_process(owner_label)
         try:
             lock = store.acquire_lock(
                 cluster,

@@ -211,6 +211,9 @@ def test_stop_through_the_api_cancels_the_rest_and_is_audited(api: Api) -> None:
         r = await client.post("/api/v1/clusters/slow/runs", headers=op, json={})
         assert r.status_code == 202, r.text
         run_id = r.json()["run_id"]
+        cluster = (await client.get("/api/v1/clusters/slow", headers=op)).json()
+        assert cluster["coordinator"].startswith("cau serve (pid ")
+        assert cluster["active_run"]["run_id"] == run_id and cluster["active_run"]["interrupted"] is False
         second = await client.post("/api/v1/clusters/slow/runs", headers=op, json={})
         assert second.status_code == 409 and second.json()["error"]["code"] == "cluster_locked"
         stop = await client.post(f"/api/v1/runs/{run_id}/stop", headers=op, json={"reason": "change freeze"})

@@ -71,6 +71,7 @@ class ClusterDetail(ClusterSummary):
     roles: list[RoleView]
     discover_error: str | None = None
     preview_at: datetime | None = None
+    coordinator: str | None = None  # who holds the cluster lock, e.g. "cau serve (pid 42 on host)"
 
 
 class UpdateView(BaseModel):

@@ -91,6 +91,7 @@ async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
     nodes: list[NodeView] = []
     roles: list[RoleView] = []
     error = None
+    lock = ctx.svc.store.get_lock(name)
     try:
         provider = ctx.svc.open_provider(name)
         try:
@@ -132,6 +133,7 @@ async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
         roles=roles,
         discover_error=error,
         preview_at=scanned_at,
+        coordinator=str(lock.owner) if lock is not None else None,
     )
 
 

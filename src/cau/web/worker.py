@@ -70,6 +70,7 @@ class RunWorker:
                 on_coordinator=on_coordinator,
                 on_notice=lambda message: job.notices.append(message),
                 profile_given=profile_given,
+                owner_label="cau serve",
             ),
             name=f"cau run {cluster}",
         )
