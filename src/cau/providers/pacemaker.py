@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -291,19 +291,32 @@ class PacemakerProvider(SshProvider):
         )
         await self._wait_drained(node, moving, save=move is MoveMethod.SAVE)
 
-    async def _wait_drained(self, node: str, moving: list[str], *, save: bool) -> None:
-        timeout = self.pcmk.drain_timeout.total_seconds()
+    async def _poll(
+        self, timeout: float, pending: Callable[[ClusterStatus], list[str]]
+    ) -> tuple[list[str], ClusterStatus]:
+        """Read crm_mon every poll_interval until `pending` (what is not there yet) is empty or
+        `timeout` seconds pass; the last answer. Watching the state directly, not
+        `crm_resource --wait`, which sleeps 2 s before it first looks."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             status = await self.read_status()
-            still = status.active_on(node)
-            elsewhere_down = [] if save else [rid for rid in moving if self._is_down(status, rid)]
-            if not still and not elsewhere_down:
-                return
-            if loop.time() >= deadline:
-                raise MaintenanceError(self._stuck_message(status, node, still, elsewhere_down, timeout))
+            left = pending(status)
+            if not left or loop.time() >= deadline:
+                return left, status
             await asyncio.sleep(self.pcmk.poll_interval)
+
+    async def _wait_drained(self, node: str, moving: list[str], *, save: bool) -> None:
+        timeout = self.pcmk.drain_timeout.total_seconds()
+
+        def down(status: ClusterStatus) -> list[str]:
+            return [] if save else [rid for rid in moving if self._is_down(status, rid)]
+
+        left, status = await self._poll(timeout, lambda s: s.active_on(node) + down(s))
+        if left:
+            raise MaintenanceError(
+                self._stuck_message(status, node, status.active_on(node), down(status), timeout)
+            )
 
     @staticmethod
     def _is_down(status: ClusterStatus, rid: str) -> bool:
@@ -379,19 +392,14 @@ class PacemakerProvider(SshProvider):
 
     async def _wait_on(self, node: str, rids: list[str], *, what: str) -> None:
         timeout = self.pcmk.failback_timeout.total_seconds()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            status = await self.read_status()
-            missing = [rid for rid in rids if (r := status.resource(rid)) is None or node not in r.nodes]
-            if not missing:
-                return
-            if loop.time() >= deadline:
-                raise MaintenanceError(
-                    f"{', '.join(missing)} did not {what} on {node} within {timeout:g}s"
-                    + self._failures_for(status, missing)
-                )
-            await asyncio.sleep(self.pcmk.poll_interval)
+        missing, status = await self._poll(
+            timeout, lambda s: [rid for rid in rids if (r := s.resource(rid)) is None or node not in r.nodes]
+        )
+        if missing:
+            raise MaintenanceError(
+                f"{', '.join(missing)} did not {what} on {node} within {timeout:g}s"
+                + self._failures_for(status, missing)
+            )
 
     @staticmethod
     def _failures_for(status: ClusterStatus, rids: Iterable[str]) -> str:
