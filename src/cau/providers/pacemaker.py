@@ -271,6 +271,10 @@ class PacemakerProvider(SshProvider):
                 "standby": attrs.get("standby"),  # None: the attribute was not set
                 "pacemaker_maintenance": member.maintenance,
                 "target_roles": {r.id: config.target_role(r.id) for r in owned},
+                # clone instances it ran: back on it before the next node's drain takes another
+                "clones": [
+                    r.id for r in status.resources if r.kind in ("clone", "bundle") and node in r.nodes
+                ],
             },
         )
 
@@ -344,6 +348,9 @@ class PacemakerProvider(SshProvider):
             else:
                 command = f"crm_attribute --node {node} --name standby --update {shlex.quote(str(before))}"
             await self._checked(command, f"taking {node} out of standby")
+            clones = [str(c) for c in prior.extra.get("clones", [])]
+            if clones:
+                await self._wait_on(node, clones, what="start again")
         await self._restore_saved(node, prior)
 
     async def _restore_saved(self, node: str, prior: MaintenancePrior) -> None:
