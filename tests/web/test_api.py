@@ -440,3 +440,11 @@ def test_repeated_failed_sign_ins_are_throttled(api: Api) -> None:
 
     codes = api.run(go)
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429, 429]  # even a good token waits
+
+
+def test_a_secret_in_a_stored_profile_stays_out_of_the_audit_trail(api: Api) -> None:
+    body = {"name": "deploy", "options": {"pre_update_script": "drain.sh --token=s3cr3t-value-42"}}
+    assert api.call("POST", "/api/v1/profiles", json=body).status_code == 201
+    trail = api.call("GET", "/api/v1/audit").text
+    assert "profile.create" in trail and "drain.sh" in trail
+    assert "s3cr3t-value-42" not in trail

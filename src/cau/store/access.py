@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from cau.redact import redact_data
 from cau.store.sqlite import SqliteStore
 
 TOKEN_PREFIX = "cau_"
@@ -240,7 +241,8 @@ class AccessStore:
         with self._store.transaction():
             self._db.execute(
                 "INSERT INTO audit (ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                (_ts(_now()), actor, action, target, json.dumps(detail or {}, default=str)),
+                # redacted here, whatever the caller passes: a profile's script may carry a secret
+                (_ts(_now()), actor, action, target, json.dumps(redact_data(detail or {}), default=str)),
             )
 
     def audit_entries(self, *, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
