@@ -35,6 +35,7 @@ from cau.lab.proc import Log, quiet
 WEB_OFFSET = 100
 VM_OFFSET = 101
 CLONE_PORT = 8080
+VM_CONTROL_PORT = 8101  # vm1's live migration handover, on each node's own address
 MONITOR_INTERVAL = "5s"
 
 
@@ -143,7 +144,11 @@ def _labvm(rid: str, params: dict[str, str], meta: dict[str, str] | None = None)
 
 def resources_xml(cfg: LabConfig) -> str:
     """The <resources> section: vm1, the web group, the web-clone clone."""
-    vm1 = _labvm("vm1", {"ip": vm_address(cfg), "add_ip": "true", "port": "80"}, {"allow-migrate": "true"})
+    vm1 = _labvm(
+        "vm1",
+        {"ip": vm_address(cfg), "add_ip": "true", "port": "80", "control_port": str(VM_CONTROL_PORT)},
+        {"allow-migrate": "true"},
+    )
     web_ip = (
         '<primitive id="web-ip" class="ocf" provider="heartbeat" type="IPaddr2">'
         + _nvpairs("params", "web-ip", {"ip": web_address(cfg), "cidr_netmask": "24"})
