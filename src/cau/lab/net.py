@@ -68,7 +68,13 @@ def down(cfg: LabConfig) -> None:
         run(["ip", "link", "del", cfg.bridge], check=False)
     # The kernel frees a netns (and its veth ends) asynchronously after its last process.
     veths = [cfg.veth(i) for i in range(1, cfg.nodes + 1)]
-    wait_until(lambda: not any(_link_exists(v) for v in veths), timeout=10, interval=0.1)
+    if not wait_until(lambda: not any(_link_exists(v) for v in veths), timeout=10, interval=0.1):
+        # seen after a Pacemaker lab on a busy machine: the kernel was still tearing a netns
+        # down after 10 s; deleting our end of the pair removes both ends now
+        for veth in veths:
+            if _link_exists(veth):
+                run(["ip", "link", "del", veth], check=False)
+        wait_until(lambda: not any(_link_exists(v) for v in veths), timeout=10, interval=0.1)
     # `ip netns add` bind-mounts /run/netns onto itself; drop that once no netns is left.
     run_netns = Path("/run/netns")
     if run_netns.is_dir() and not any(run_netns.iterdir()):
