@@ -83,7 +83,7 @@ def cau_leftovers(lab: Lab) -> dict[str, Any]:
     }
 
 
-NOTHING_LEFT = {"standby": [], "constraints": [], "meta": []}
+NOTHING_LEFT: dict[str, list[str]] = {"standby": [], "constraints": [], "meta": []}
 
 
 def only_updates_on(lab: Lab, nodes: list[str]) -> None:

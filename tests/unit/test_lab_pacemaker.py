@@ -81,13 +81,12 @@ def test_clusters_toml_of_a_pacemaker_lab() -> None:
     assert cluster["provider"] == "pacemaker" and cluster["plugins"] == ["apt"]
     assert cluster["options"]["nodes"][0] == {"name": "node1", "host": "10.77.201.11"}
     assert cluster["probes"] == [
-        {"role": "vm1", "targets": ["http://10.77.201.101/"], "interval": "50ms", "timeout": "2s"},
-        {"role": "web", "targets": ["http://10.77.201.100/"], "interval": "50ms", "timeout": "2s"},
+        {"role": "vm1", "targets": ["http://10.77.201.101/"], "interval": "50ms"},
+        {"role": "web", "targets": ["http://10.77.201.100/"], "interval": "50ms"},
         {
             "role": "web-clone",
             "targets": [f"http://10.77.201.1{i}:8080/" for i in (1, 2, 3)],
             "interval": "50ms",
-            "timeout": "2s",
         },
     ]
     assert [w.id for w in workloads(cfg)] == ["vm1", "web", "web-clone"]
