@@ -280,3 +280,55 @@ def test_coordinator_killed_mid_drain_resumes_and_leaves_nothing_behind(
         assert versions(lab, node) == NEW, node
     assert pm.locations() == START
     assert cau_leftovers(lab) == NOTHING_LEFT
+
+
+def test_node_that_never_returns_stays_in_standby_recorded_and_node_resume_restores_it(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    lab.hold("node2")  # web's node: its restart never completes
+    try:
+        code, report, err = run_json(
+            lab, tmp_path, "--move", "save", "--node-order", "node2", "--max-failed-nodes", "0",
+            "--reboot-timeout", "15s",
+        )  # fmt: skip
+        assert code == 4, err
+        nodes = {n["name"]: n for n in report["nodes"]}
+        assert nodes["node2"]["error_id"] == "NodeDidNotReturn" and nodes["node2"]["left_in_maintenance"]
+        assert "cau node resume" in json.dumps(report)  # the way out is named
+        # what cau left, all of it recorded: node2 in standby, web stopped and marked as saved
+        left = cau_leftovers(lab)
+        assert left["standby"] == ["node2"]
+        assert left["meta"] == ["cau-saved-on=node2", "target-role=Stopped"]
+        assert pm.state("node1").locations("web") == []
+
+        lab.hold("node2", on=False)
+        lab.boot("node2")
+        resumed = cau(lab, tmp_path, "node", "resume", lab.cluster, "node2")
+        assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+        assert pm.locations() == START  # web started again on node2, the clone instance too
+        assert cau_leftovers(lab) == NOTHING_LEFT
+    finally:
+        lab.hold("node2", on=False)
+
+
+def test_failback_policy_lets_the_clusters_own_location_preference_bring_it_back(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    # the operator prefers web on node2 more than stickiness keeps it elsewhere: 500 beats the
+    # group's stickiness, 100 for each of its two members
+    pm.exec(
+        "node1",
+        "cibadmin --create --scope constraints --xml-text "
+        '\'<rsc_location id="web-likes-node2" rsc="web" node="node2" score="500"/>\'',
+    )
+    only_updates_on(lab, ["node2"])
+    code, report, err = run_json(lab, tmp_path, "--failback-mode", "policy")
+    assert code == 0, err
+    node2 = {n["name"]: n for n in report["nodes"]}["node2"]
+    assert node2["roles_failed_back"] == []  # cau moved nothing back ...
+    pm.wait(lambda s: s.locations("web") == ["node2"], timeout=60)  # ... Pacemaker did
+    assert cau_leftovers(lab) == NOTHING_LEFT
