@@ -176,6 +176,14 @@ class AvailabilitySource(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """Optional provider capability: what makes the cluster unfit for another drain right now
+    (failed resources, unclean nodes...), checked before each node enters maintenance."""
+
+    async def health_problems(self) -> list[str]: ...
+
+
 ProgressCallback = Callable[[str], None]
 
 

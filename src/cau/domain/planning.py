@@ -24,10 +24,15 @@ class Block(StrEnum):
     FAILURE_BUDGET = "failure-budget"
     QUORUM = "quorum"
     CAPACITY = "capacity"
+    HEALTH = "cluster-health"
 
     @property
     def error_id(self) -> ErrorId:
-        return ErrorId.QUORUM_AT_RISK if self is Block.QUORUM else ErrorId.INSUFFICIENT_CAPACITY
+        if self is Block.QUORUM:
+            return ErrorId.QUORUM_AT_RISK
+        if self is Block.HEALTH:
+            return ErrorId.CLUSTER_UNHEALTHY
+        return ErrorId.INSUFFICIENT_CAPACITY
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class ErrorId(StrEnum):
     RESTART_FAILED = "RestartFailed"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     QUORUM_AT_RISK = "QuorumAtRisk"
+    CLUSTER_UNHEALTHY = "ClusterUnhealthy"
     STOPPED_BY_OPERATOR = "StoppedByOperator"
     STOP_AFTER_EXCEEDED = "StopAfterExceeded"
     UPDATES_REMAINING = "UpdatesRemaining"
@@ -57,6 +58,7 @@ NODE_FATAL_ERRORS = frozenset(
         ErrorId.RESTART_FAILED,
         ErrorId.INSUFFICIENT_CAPACITY,
         ErrorId.QUORUM_AT_RISK,
+        ErrorId.CLUSTER_UNHEALTHY,
         ErrorId.SCAN_FAILED,
     }
 )

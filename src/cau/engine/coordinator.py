@@ -81,7 +81,13 @@ class Coordinator:
         self._poll = poll_seconds
         self.progress = replay(store.events(run_id))
         self.max_failed: int = int(self.progress.created["max_failed"])
-        self.gate = MaintenanceGate(provider, profile.move, self._on_gate_wait, gate_recheck_seconds)
+        self.gate = MaintenanceGate(
+            provider,
+            profile.move,
+            self._on_gate_wait,
+            gate_recheck_seconds,
+            check_health=not profile.allow_unhealthy_cluster,
+        )
         self._stop: tuple[ErrorId, str] | None = None
         self._warned = False
         self._runs: dict[str, NodeRun] = {}

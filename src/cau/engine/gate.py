@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
-from cau.ports import ClusterProvider
+from cau.ports import ClusterProvider, ReportsHealth
 
 
 class NeverAdmitted(Exception):
@@ -42,11 +42,13 @@ class MaintenanceGate:
         move: MoveMethod,
         on_wait: Callable[[str, Admission], None],
         recheck_seconds: float = 30.0,
+        check_health: bool = True,
     ) -> None:
         self._provider = provider
         self._move = move
         self._on_wait = on_wait
         self._recheck = recheck_seconds
+        self._check_health = check_health
         self._cond = asyncio.Condition()
         self.holders: set[str] = set()
 
@@ -71,6 +73,13 @@ class MaintenanceGate:
             snapshot = await self._provider.discover()
             others = self.holders - {node}
             admission = admit_to_maintenance(snapshot, node, others, self._move)
+            if admission.admitted and self._check_health and isinstance(self._provider, ReportsHealth):
+                # a health gate: no drain on top of a failure the previous node may have left
+                problems = await self._provider.health_problems()
+                if problems:
+                    admission = Admission(
+                        False, Block.HEALTH, "the cluster is not healthy: " + "; ".join(problems)
+                    )
             if admission.admitted:
                 self.holders.add(node)
                 return

@@ -214,6 +214,9 @@ class PacemakerProvider(SshProvider):
             self.cluster, tuple(nodes), roles_from(status, config), min_online=self.options.min_online
         )
 
+    async def health_problems(self) -> list[str]:
+        return health_problems(await self.read_status())
+
     async def preflight(self, profile: RunProfile | None = None) -> list[str]:
         problems = await super().preflight(profile)
         try:
