@@ -12,11 +12,6 @@ Adding a pair adds a test. `CAU_UPDATE_GOLDEN=1 pytest tests/unit/test_apt_facts
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -44,35 +39,9 @@ from cau.plugins.apt_facts import (
     parse_needrestart_batch,
     reboot_required,
 )
+from tests.golden import GoldenFiles, Parser, jsonable
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "apt"
-
-
-def jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, set | frozenset):
-        return sorted(jsonable(v) for v in value)
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def dump(data: Any, indent: int = 0) -> str:
-    """JSON with short values on one line (one apt change per line keeps the diffs readable)."""
-    flat = json.dumps(data, ensure_ascii=False)
-    if len(flat) + indent <= 230 or not isinstance(data, dict | list) or not data:
-        return flat
-    pad = " " * (indent + 2)
-    if isinstance(data, dict):
-        items = [f"{pad}{json.dumps(k)}: {dump(v, indent + 2)}" for k, v in data.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
-    items = [pad + dump(v, indent + 2) for v in data]
-    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+GOLDEN = GoldenFiles(Path(__file__).resolve().parent.parent / "fixtures" / "apt")
 
 
 def _needrestart(text: str, _: dict[str, Any]) -> Any:
@@ -89,7 +58,7 @@ def _reboot(text: str, args: dict[str, Any]) -> Any:
     return {"required": required, "packages": packages}
 
 
-PARSERS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+PARSERS: dict[str, Parser] = {
     "apt_plan": lambda text, _: jsonable(parse_apt_plan(text)),
     "dpkg_query": lambda text, _: {
         "packages": jsonable(parse_dpkg_query(text)),
@@ -106,43 +75,23 @@ PARSERS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
 
 
 def golden(name: str) -> tuple[str, dict[str, Any]]:
-    text = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
-    spec = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
-    return text, spec
-
-
-def names(parser: str | None = None) -> list[str]:
-    found = sorted(p.stem for p in FIXTURES.glob("*.txt"))
-    if parser is None:
-        return found
-    return [n for n in found if json.loads((FIXTURES / f"{n}.json").read_text())["parser"] == parser]
+    return GOLDEN.load(name)
 
 
 def test_every_fixture_has_its_expectation() -> None:
-    txt = {p.stem for p in FIXTURES.glob("*.txt")}
-    js = {p.stem for p in FIXTURES.glob("*.json")}
-    assert txt == js, f"unpaired fixtures: {sorted(txt ^ js)}"
-    assert len(txt) >= 8
+    assert GOLDEN.unpaired() == [], f"unpaired fixtures: {GOLDEN.unpaired()}"
+    assert len(GOLDEN.names()) >= 8
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", GOLDEN.names())
 def test_golden(name: str) -> None:
-    text, spec = golden(name)
-    assert spec["parser"] in PARSERS, f"{name}.json: unknown parser {spec['parser']!r}"
-    assert spec.get("provenance", "").startswith(("real:", "crafted:")), (
-        f"{name}.json: say where it came from"
-    )
-    actual = PARSERS[spec["parser"]](text, spec.get("args", {}))
-    if os.environ.get("CAU_UPDATE_GOLDEN"):
-        spec["expected"] = actual
-        (FIXTURES / f"{name}.json").write_text(dump(spec) + "\n", encoding="utf-8")
-    assert actual == spec["expected"]
+    GOLDEN.check(name, PARSERS)
 
 
 # --- what the golden files cannot say on their own -------------------------------------------
 
 
-@pytest.mark.parametrize("name", names("apt_plan"))
+@pytest.mark.parametrize("name", GOLDEN.names("apt_plan"))
 def test_changes_agree_with_apts_own_counts(name: str) -> None:
     """An independent check of every simulation fixture: apt's summary line counts the changes."""
     text, _ = golden(name)

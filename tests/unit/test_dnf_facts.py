@@ -8,11 +8,6 @@ next; updateinfo.py display_list) and published outputs. `CAU_UPDATE_GOLDEN=1` r
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +25,9 @@ from cau.plugins.dnf_facts import (
     split_nevra,
     updates_available,
 )
+from tests.golden import GoldenFiles, Parser, jsonable
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dnf"
-
-
-def jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def dump(data: Any, indent: int = 0) -> str:
-    flat = json.dumps(data, ensure_ascii=False)
-    if len(flat) + indent <= 230 or not isinstance(data, dict | list) or not data:
-        return flat
-    pad = " " * (indent + 2)
-    if isinstance(data, dict):
-        items = [f"{pad}{json.dumps(k)}: {dump(v, indent + 2)}" for k, v in data.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
-    items = [pad + dump(v, indent + 2) for v in data]
-    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+GOLDEN = GoldenFiles(Path(__file__).resolve().parent.parent / "fixtures" / "dnf")
 
 
 def _needs_restarting(text: str, args: dict[str, Any]) -> Any:
@@ -63,7 +35,7 @@ def _needs_restarting(text: str, args: dict[str, Any]) -> Any:
     return {"reboot_required": required, "packages": packages}
 
 
-PARSERS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+PARSERS: dict[str, Parser] = {
     "check_update": lambda text, _: jsonable(parse_check_update(text)),
     "updateinfo_list": lambda text, _: jsonable(parse_updateinfo_list(text)),
     "needs_restarting_r": _needs_restarting,
@@ -72,34 +44,17 @@ PARSERS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
 
 
 def golden(name: str) -> tuple[str, dict[str, Any]]:
-    text = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
-    spec = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
-    return text, spec
-
-
-def names() -> list[str]:
-    return sorted(p.stem for p in FIXTURES.glob("*.txt"))
+    return GOLDEN.load(name)
 
 
 def test_every_fixture_has_its_expectation() -> None:
-    txt = {p.stem for p in FIXTURES.glob("*.txt")}
-    js = {p.stem for p in FIXTURES.glob("*.json")}
-    assert txt == js, f"unpaired fixtures: {sorted(txt ^ js)}"
-    assert len(txt) >= 6
+    assert GOLDEN.unpaired() == [], f"unpaired fixtures: {GOLDEN.unpaired()}"
+    assert len(GOLDEN.names()) >= 6
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", GOLDEN.names())
 def test_golden(name: str) -> None:
-    text, spec = golden(name)
-    assert spec["parser"] in PARSERS, f"{name}.json: unknown parser {spec['parser']!r}"
-    assert spec.get("provenance", "").startswith(("real:", "crafted:")), (
-        f"{name}.json: say where it came from"
-    )
-    actual = PARSERS[spec["parser"]](text, spec.get("args", {}))
-    if os.environ.get("CAU_UPDATE_GOLDEN"):
-        spec["expected"] = actual
-        (FIXTURES / f"{name}.json").write_text(dump(spec) + "\n", encoding="utf-8")
-    assert actual == spec["expected"]
+    GOLDEN.check(name, PARSERS)
 
 
 # --- beyond the golden files ------------------------------------------------------------------
