@@ -5,7 +5,7 @@ with the sandbox provider given that capability and a failure that appears mid-r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from cau.registry import Entry, Registry
 from cau.sandbox.provider import SandboxProvider
@@ -69,5 +69,5 @@ def test_allow_unhealthy_cluster_drains_anyway(tmp_path: Path) -> None:
 def test_a_healthy_cluster_is_not_held_up(tmp_path: Path) -> None:
     PROBLEMS.clear()
     config = write_cluster(tmp_path, spec(3))
-    done: Any = run_cluster(tmp_path, config, registry=registry())
+    done = run_cluster(tmp_path, config, registry=registry())
     assert done.report.status == "Succeeded"

@@ -220,7 +220,7 @@ class PacemakerProvider(SshProvider):
     async def preflight(self, profile: RunProfile | None = None) -> list[str]:
         problems = await super().preflight(profile)
         try:
-            status = await self.read_status()
+            status, config = await self.read()
         except ProviderError as exc:
             return [*problems, str(exc)]
         configured = {n.name for n in self.options.nodes}
@@ -243,16 +243,17 @@ class PacemakerProvider(SshProvider):
                     + "; ".join(unhealthy)
                     + " (fix it, e.g. `crm_resource --cleanup`, or allow it with --allow-unhealthy-cluster)"
                 )
-        left = await self.leftovers()
-        for rid, node in sorted(left["saved"].items()):
+        saved = {rid: meta[SAVED_META] for rid, meta in config.meta.items() if SAVED_META in meta}
+        for rid, node in sorted(saved.items()):
             problems.append(
                 f"{rid} was stopped on {node} by an earlier run (move = save) and not started again: "
                 f"`cau node resume {self.cluster} {node}` starts it"
             )
-        if left["constraints"]:
+        constraints = [c.id for c in config.cau_constraints()]
+        if constraints:
             problems.append(
                 "location constraints left by an earlier cau run: "
-                + ", ".join(left["constraints"])
+                + ", ".join(constraints)
                 + " (`cau node resume` on their node removes them)"
             )
         return problems
@@ -503,12 +504,3 @@ class PacemakerProvider(SshProvider):
                     f"within {timeout:g}s ({last})"
                 )
             await asyncio.sleep(self.pcmk.poll_interval)
-
-    async def leftovers(self) -> dict[str, Any]:
-        """What cau changed in the CIB that is still there: for status and tests."""
-        status, config = await self.read()
-        return {
-            "constraints": [c.id for c in config.cau_constraints()],
-            "saved": {rid: meta[SAVED_META] for rid, meta in config.meta.items() if SAVED_META in meta},
-            "standby": [n.name for n in status.nodes if n.standby],
-        }
