@@ -128,10 +128,13 @@ def test_live_run_updates_every_node_keeps_clone_and_vm_up_and_fails_everything_
     # the failover group is down while it moves (off node2, and back at failback): measured,
     # attributed to node2's steps, and short
     assert web["probes_failed"] > 0 and 0 < web["downtime_seconds"] < 10
-    # (the group answers a few hundred ms after Pacemaker reports it started, so the tail of the
-    # failback's outage can reach into the next node's first step)
-    on_node2 = sum(d["seconds"] for d in web["downtime_by_step"] if d["node"] == "node2")
-    assert on_node2 >= 0.75 * web["downtime_seconds"], web["downtime_by_step"]
+    # Every outage of web happened during node2's steps. (The group answers a little after
+    # Pacemaker reports it started, so the tail of the failback's outage can reach into the next
+    # node's first step, or the pause between nodes, by a fraction of a second.)
+    outages = [o for o in report["outages"] if o["role"] == "web"]
+    assert outages and all(any(d["node"] == "node2" for d in o["during"]) for o in outages), outages
+    elsewhere = [d for d in web["downtime_by_step"] if d["node"] != "node2"]
+    assert all(d["seconds"] < 0.5 for d in elsewhere), elsewhere
 
     # failback_mode = immediate (the default): everything where it started, nothing left behind
     assert pm.locations() == START
