@@ -44,6 +44,9 @@ def test_all_online_fixture_reads_as_the_starting_state() -> None:
         ("target-role-stopped", lambda s: s.locations("vm1") == [] and s.locations("web") == []),
         ("target-role-stopped", lambda s: not s.all_started()),
         ("no-quorum", lambda s: s.online == ["node1"] and not s.quorum and s.locations("web-clone") == []),
+        # the source of a live migration, its stop still to run: not drained yet
+        ("migrated-vm1-source-not-stopped", lambda s: s.locations("vm1") == ["node1", "node2"]),
+        ("migrating-vm1-pending-off", lambda s: s.locations("vm1") == ["node1"] and not s.all_started()),
     ],
 )
 def test_fixture_states_read_as_captured(name: str, check) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,46 @@ def test_standby_node_has_nothing_running_and_its_clone_instance_stopped() -> No
     assert cib("standby-node2").node_attributes["node2"] == {"standby": "on"}
 
 
+def test_a_live_migrations_source_counts_as_active_until_its_stop_has_run() -> None:
+    # Captured with record-pending=false, where the window lasts the source's whole stop:
+    # crm_mon already shows vm1 Started on node2 only, but node1's newest vm1 operation is the
+    # migrate_to (no stop yet), and the server still runs there.
+    status = mon("migrated-vm1-source-not-stopped")
+    assert status.resource("vm1").nodes == ("node2",)  # type: ignore[union-attr]
+    assert status.leaving == {"node1": frozenset({"vm1"})}
+    assert status.active_on("node1") == ["vm1"]  # node1 is in standby: not drained yet
+    assert "vm1" in status.active_on("node2")
+
+
+def test_a_migration_in_flight_shows_the_resource_stopped_yet_still_on_its_source() -> None:
+    # The same setting, mid-migration: crm_mon calls vm1 Stopped (active nowhere) between its
+    # migrate_to on node1 and its migrate_from on node2. Still on node1 for the drain, and not
+    # yet started anywhere else.
+    status = mon("migrating-vm1-pending-off")
+    assert status.resource("vm1").nodes == ()  # type: ignore[union-attr]
+    assert status.active_on("node1") == ["vm1"]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "all-online",
+        "standby-node2",
+        "node1-offline",
+        "ban-vm1-cli-ban",
+        "move-web-cli-prefer",
+        "node3-maintenance",
+        "resource-failed",
+        "target-role-stopped",
+        "no-quorum",
+    ],
+)
+def test_finished_migrations_and_plain_states_leave_nothing_behind(state: str) -> None:
+    # ban-vm1-cli-ban: vm1 live-migrated node1 -> node2 and the transition finished (its stop
+    # on node1 is newer than its migrate_to there)
+    assert mon(state).leaving == {}
+
+
 def test_offline_node_runs_nothing_and_the_dc_moved() -> None:
     status = mon("node1-offline")
     node1 = status.node("node1")

@@ -24,12 +24,13 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cau.lab import hosts
 from cau.lab.config import LabConfig, LabError
 from cau.lab.proc import Log, quiet
+from cau.providers.pacemaker_state import dangling_migrations
 
 # host offsets of the floating addresses in the lab subnet
 WEB_OFFSET = 100
@@ -311,6 +312,13 @@ def parse_crm_mon(xml_text: str) -> ClusterState:
             state.members[el.get("id", "")] = sorted(set(ids))
     for failure in root.iterfind("./failures/failure"):
         state.failures.append(dict(failure.attrib))
+    # A live migration's source still runs the resource until its stop there (crm_mon shows
+    # the target only by then): what a test waiting for a node to be drained must not miss.
+    for source, left in dangling_migrations(root).items():
+        for rid in left:
+            old = state.primitives.get(rid)
+            if old is not None and source not in old.nodes:
+                state.primitives[rid] = replace(old, nodes=(*old.nodes, source))
     return state
 
 

@@ -72,6 +72,10 @@ class ClusterStatus:
     maintenance_mode: bool
     stonith_enabled: bool
     failures: tuple[PcmkFailure, ...] = ()
+    # node -> primitives a live migration has left there: their migrate_to succeeded and the
+    # target took over, but the source's stop has not run yet. crm_mon shows them on the target
+    # only, though they still run here until that stop.
+    leaving: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def node(self, name: str) -> PcmkNode | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -80,8 +84,14 @@ class ClusterStatus:
         return next((r for r in self.resources if r.id == rid), None)
 
     def active_on(self, node: str) -> list[str]:
-        """Top-level resources with something active on `node`."""
-        return [r.id for r in self.resources if node in r.nodes]
+        """Top-level resources with something active on `node`, including a live migration's
+        source until its stop has run there."""
+        leaving = self.leaving.get(node, frozenset())
+        return [
+            r.id
+            for r in self.resources
+            if node in r.nodes or r.id in leaving or not leaving.isdisjoint(r.members)
+        ]
 
 
 @dataclass(frozen=True)
@@ -263,7 +273,41 @@ def parse_crm_mon(text: str) -> ClusterStatus:
         maintenance_mode=_bool(opts.get("maintenance-mode")) if opts is not None else False,
         stonith_enabled=_bool(opts.get("stonith-enabled")) if opts is not None else False,
         failures=failures,
+        leaving=dangling_migrations(root),
     )
+
+
+# What ends a migration's source side (or starts the resource there again): after one of these,
+# newer than the migrate_to, the resource is no longer left behind on that node.
+_AFTER_MIGRATE_TO = frozenset({"stop", "start", "migrate_from", "promote", "demote"})
+
+
+def dangling_migrations(root: ET.Element) -> dict[str, frozenset[str]]:
+    """From crm_mon's <node_history>: per node, the primitives whose newest migrate_to there
+    succeeded with no stop (or start) since. Pacemaker counts such a resource as running on the
+    migration's target only, while its stop on the source is still to come: a short window, but
+    a node "drained" in it still runs the resource."""
+    out: dict[str, frozenset[str]] = {}
+    for node in root.findall("node_history/node"):
+        left: set[str] = set()
+        for hist in node.findall("resource_history"):
+            last_migrate = -1
+            last_other = -1
+            for op in hist.findall("operation_history"):
+                try:
+                    call = int(op.get("call") or -1)
+                except ValueError:
+                    continue
+                task = op.get("task", "")
+                if task == "migrate_to" and op.get("rc") == "0":
+                    last_migrate = max(last_migrate, call)
+                elif task in _AFTER_MIGRATE_TO:
+                    last_other = max(last_other, call)
+            if last_migrate >= 0 and last_migrate > last_other:
+                left.add(hist.get("id", "").split(":", 1)[0])
+        if left:
+            out[node.get("name", "")] = frozenset(left)
+    return out
 
 
 def _nvpairs(el: ET.Element | None, section: str) -> dict[str, str]:
