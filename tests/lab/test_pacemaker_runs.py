@@ -142,6 +142,42 @@ def test_live_run_updates_every_node_keeps_clone_and_vm_up_and_fails_everything_
     assert all(n.online for n in pm.state().nodes.values())
 
 
+def test_nothing_is_installed_on_a_node_until_a_live_migrations_stop_there_has_run(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    # With record-pending off (the default before Pacemaker 2.1, kept by upgraded clusters), once
+    # the target's migrate_from is done crm_mon shows vm1 on node2 only, while its stop on node1
+    # is still running: a drain that believed crm_mon's resource list would install beside it.
+    lab = clean_pcmk_lab
+    lab.pacemaker.exec("node2", "crm_attribute --type op_defaults --name record-pending --update false")
+    for node in lab.nodes:  # and a stop that takes a second: the window lasts that long
+        lab.exec(node, "rm -f /var/tmp/cau-at-drained; mkdir -p /etc/labvm; echo 1 > /etc/labvm/stop-delay")
+    try:
+        # The install records which lab servers still run on the node at that moment.
+        code, report, err = run_json(
+            lab,
+            tmp_path,
+            "--plugin",
+            "command",
+            "--plugin-arg",
+            "command.scan=test -e /var/tmp/cau-at-drained || echo drained",
+            "--plugin-arg",
+            "command.install=ls /run/labvm > /var/tmp/cau-at-$update$",
+        )
+    finally:
+        for node in lab.nodes:
+            lab.exec(node, "rm -f /etc/labvm/stop-delay")
+    assert code == 0, err
+    assert report["status"] == "Succeeded"
+    assert {n["name"]: [u["id"] for u in n["updates"]] for n in report["nodes"]} == {
+        node: ["drained"] for node in lab.nodes
+    }
+    for node in lab.nodes:
+        assert lab.exec(node, "cat /var/tmp/cau-at-drained").stdout.split() == [], node
+    assert lab.pacemaker.locations() == START  # and everything came back
+    assert cau_leftovers(lab) == NOTHING_LEFT
+
+
 def test_save_mode_stops_the_nodes_resources_in_place_and_starts_them_there_again(
     clean_pcmk_lab: Lab, tmp_path: Path
 ) -> None:

@@ -76,6 +76,7 @@ def test_a_live_migrations_source_counts_as_active_until_its_stop_has_run() -> N
     assert status.leaving == {"node1": frozenset({"vm1"})}
     assert status.active_on("node1") == ["vm1"]  # node1 is in standby: not drained yet
     assert "vm1" in status.active_on("node2")
+    assert status.left_behind_on("vm1") == ["node1"] and status.left_behind_on("web") == []
 
 
 def test_a_migration_in_flight_shows_the_resource_stopped_yet_still_on_its_source() -> None:

@@ -403,8 +403,17 @@ class PacemakerProvider(SshProvider):
 
     async def _wait_on(self, node: str, rids: list[str], *, what: str) -> None:
         timeout = self.pcmk.failback_timeout.total_seconds()
+        # Back on `node`, and (after a live migration) stopped where it came from: the move is
+        # over, not only half-way.
         missing, status = await self._poll(
-            timeout, lambda s: [rid for rid in rids if (r := s.resource(rid)) is None or node not in r.nodes]
+            timeout,
+            lambda s: [
+                rid
+                for rid in rids
+                if (r := s.resource(rid)) is None
+                or node not in r.nodes
+                or any(other != node for other in s.left_behind_on(rid))
+            ],
         )
         if missing:
             raise MaintenanceError(

@@ -83,6 +83,12 @@ class ClusterStatus:
     def resource(self, rid: str) -> PcmkResource | None:
         return next((r for r in self.resources if r.id == rid), None)
 
+    def left_behind_on(self, rid: str) -> list[str]:
+        """Nodes a live migration of `rid` (or of one of its members) has not stopped it on yet."""
+        res = self.resource(rid)
+        ids = {rid, *(res.members if res is not None else ())}
+        return [node for node, left in self.leaving.items() if not left.isdisjoint(ids)]
+
     def active_on(self, node: str) -> list[str]:
         """Top-level resources with something active on `node`, including a live migration's
         source until its stop has run there."""
