@@ -80,7 +80,9 @@ def test_a_run_measures_the_outage_and_attributes_it_to_the_node_and_step(
 ) -> None:
     out = cau("run", "sandbox", "--speed", "300", "--pre-update-script", workloads.script("node2"))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "probe shop: DOWN (connection refused)" in out.stdout  # the live view
+    # the live view shows the outage with its first error: connection refused, or, when the
+    # server is stopped in the middle of an answer, a reset or a closed connection
+    assert "probe shop: DOWN (" in out.stdout
     assert "Workload availability during the run" in out.stdout
 
     (report,) = cau.json("report", "sandbox", "--last")

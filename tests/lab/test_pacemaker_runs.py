@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cau.lab import Lab
+from cau.lab.config import LabError
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -249,6 +250,46 @@ def test_never_standbys_a_node_whose_restart_would_cost_quorum(clean_pcmk_lab: L
         assert pm.state("node1").quorum
     finally:
         lab.boot("node3")
+
+
+def test_votes_are_counted_as_corosync_counts_them(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
+    # node1 carries 2 of 4 votes (3 needed): restarting it would cost quorum, restarting node2 or
+    # node3 would not. One vote per node would have let node1 go, and the cluster stop everything.
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    pm.exec("node1", "corosync-quorumtool -v 2 -n 1")
+    boot1 = lab.boot_id("node1")
+    quorum_seen: list[bool] = []
+    try:
+        assert "Quorum:           3" in pm.exec("node2", "corosync-quorumtool -s")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cau", "run", lab.cluster, "--output", "json", "--max-failed-nodes", "1"],
+            env=_env(lab, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while proc.poll() is None:
+                try:
+                    quorum_seen.append(pm.state("node1").quorum)
+                except LabError:  # node1 does not answer: it is being restarted, which it must not be
+                    quorum_seen.append(False)
+                time.sleep(0.2)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        pm.exec("node1", "corosync-quorumtool -v 1 -n 1; corosync-quorumtool -e 3")
+    report = json.loads(out)
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert nodes["node1"]["status"] != "Succeeded"
+    assert "QuorumAtRisk" in json.dumps(nodes["node1"]), nodes["node1"]
+    assert "2 of 4 votes (3 needed" in json.dumps(report), err
+    assert lab.boot_id("node1") == boot1 and versions(lab, "node1")["labpkg"] == "1.0"
+    assert quorum_seen and all(quorum_seen), quorum_seen  # never a moment without quorum
+    assert cau_leftovers(lab)["standby"] == []
 
 
 def test_two_at_a_time_is_held_to_one_standby_by_quorum(clean_pcmk_lab: Lab, tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ def test_cluster_files_name_every_node_and_the_lab_settings() -> None:
     conf = corosync_conf(cfg)
     assert "cluster_name: pm" in conf and "move_to_root_cgroup: no" in conf
     assert [f"ring0_addr: 10.77.9.1{i}" in conf for i in (1, 2, 3, 4)] == [True] * 4
+    assert "two_node" not in conf
+    assert "two_node: 1" in corosync_conf(LabConfig(nodes=2, pacemaker=True))
     script = seed_script(cfg)
     for setting in (
         "stonith-enabled --update false",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState, Role, RoleKind
+from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState, Role, RoleKind, VoteQuorum
 from cau.domain.placement import place_roles
 from cau.domain.planning import Block, admit_to_maintenance, may_start, order_nodes
 from cau.domain.profile import MoveMethod
@@ -132,3 +134,29 @@ def test_min_online_replaces_vote_majority_for_plain_pools() -> None:
     assert admit_to_maintenance(
         ClusterSnapshot("c", two.nodes, (), min_online=1), "n1", set(), MoveMethod.LIVE
     ).admitted
+
+
+def test_the_cluster_managers_own_quorum_rule_decides_when_it_reports_one() -> None:
+    two = cluster(2)
+    # Corosync's two_node: one vote of two is quorate, so a 2-node cluster can be updated
+    two_node = ClusterSnapshot("c", two.nodes, (), vote_quorum=VoteQuorum(needed=1, basis="two_node"))
+    assert two_node.has_quorum
+    assert admit_to_maintenance(two_node, "n1", set(), MoveMethod.LIVE).admitted
+    assert not admit_to_maintenance(two_node, "n2", {"n1"}, MoveMethod.LIVE).admitted
+    # a quorum device's vote: 2 nodes + 1 device vote, 2 needed
+    qdevice = ClusterSnapshot("c", two.nodes, (), vote_quorum=VoteQuorum(needed=2, device_votes=1))
+    assert admit_to_maintenance(qdevice, "n1", set(), MoveMethod.LIVE).admitted
+    blocked = admit_to_maintenance(qdevice, "n2", {"n1"}, MoveMethod.LIVE)
+    assert not blocked.admitted
+    assert blocked.reason == "taking n2 down would leave 0 of 2 votes + 1 of a quorum device (2 needed)"
+
+
+def test_weighted_votes_count_per_node() -> None:
+    # n1 carries 2 of 4 votes (3 needed): n1 may never go down, n2 may
+    base = cluster(3)
+    nodes = (replace(base.nodes[0], votes=2), *base.nodes[1:])
+    snap = ClusterSnapshot("c", nodes, (), vote_quorum=VoteQuorum(needed=3, basis="expected 4"))
+    refused = admit_to_maintenance(snap, "n1", set(), MoveMethod.LIVE)
+    assert not refused.admitted
+    assert refused.reason == "taking n1 down would leave 2 of 4 votes (3 needed, expected 4)"
+    assert admit_to_maintenance(snap, "n2", set(), MoveMethod.LIVE).admitted

@@ -97,6 +97,18 @@ class Role:
 
 
 @dataclass(frozen=True)
+class VoteQuorum:
+    """The cluster manager's own quorum rule, when it reports one (Corosync's votequorum): the
+    votes it needs, and votes held outside the nodes (a quorum device), counted while the
+    device votes. Without one, quorum is a strict majority of the nodes' votes."""
+
+    needed: int
+    device_votes: int = 0
+    # How the cluster manager came to `needed`, for messages ("two_node", "expected 4", ...).
+    basis: str = ""
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     name: str
     nodes: tuple[Node, ...]
@@ -104,6 +116,7 @@ class ClusterSnapshot:
     # Pools without cluster quorum (plain server pools) say how many nodes must stay online
     # instead; None means quorum is a majority of votes.
     min_online: int | None = None
+    vote_quorum: VoteQuorum | None = None
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -137,7 +150,28 @@ class ClusterSnapshot:
         return sum(1 for n in self.nodes if n.is_up)
 
     @property
+    def votes_needed(self) -> int:
+        """Votes (nodes' and a quorum device's) the cluster must keep to stay quorate."""
+        if self.vote_quorum is not None:
+            return self.vote_quorum.needed
+        return self.expected_votes // 2 + 1
+
+    @property
+    def device_votes(self) -> int:
+        return self.vote_quorum.device_votes if self.vote_quorum is not None else 0
+
+    def quorate_with(self, node_votes: int) -> bool:
+        """Would the cluster be quorate with `node_votes` of its nodes' votes online?"""
+        return node_votes + self.device_votes >= self.votes_needed
+
+    def describe_votes(self, node_votes: int) -> str:
+        """`node_votes` in words, against what quorum needs: "1 of 3 votes (2 needed)"."""
+        device = f" + {self.device_votes} of a quorum device" if self.device_votes else ""
+        basis = f", {self.vote_quorum.basis}" if self.vote_quorum and self.vote_quorum.basis else ""
+        return f"{node_votes} of {self.expected_votes} votes{device} ({self.votes_needed} needed{basis})"
+
+    @property
     def has_quorum(self) -> bool:
         if self.min_online is not None:
             return self.online_count >= self.min_online
-        return self.online_votes * 2 > self.expected_votes
+        return self.quorate_with(self.online_votes)

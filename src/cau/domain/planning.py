@@ -100,13 +100,12 @@ def admit_to_maintenance(
                 f"min_online = {snapshot.min_online}",
             )
     else:
-        expected = snapshot.expected_votes
         remaining = sum(n.votes for n in snapshot.nodes if n.is_up and n.name not in busy)
-        if remaining * 2 <= expected:
+        if not snapshot.quorate_with(remaining):
             return Admission(
                 False,
                 Block.QUORUM,
-                f"taking {candidate} down would leave {remaining} of {expected} votes, not a majority",
+                f"taking {candidate} down would leave {snapshot.describe_votes(remaining)}",
             )
     if move is MoveMethod.LIVE:
         placement = place_roles(snapshot, busy)

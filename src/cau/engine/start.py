@@ -37,8 +37,7 @@ def preflight(
             )
         else:
             problems.append(
-                f"the cluster has no quorum "
-                f"({snapshot.online_votes} of {snapshot.expected_votes} votes online)"
+                f"the cluster has no quorum ({snapshot.describe_votes(snapshot.online_votes)} online)"
             )
     already = [
         node.name for node in snapshot.nodes if node.in_maintenance and node.name not in in_maintenance_by_cau

@@ -90,6 +90,9 @@ def corosync_conf(cfg: LabConfig) -> str:
         f"    node {{\n        name: {n}\n        nodeid: {i}\n        ring0_addr: {cfg.address(n)}\n    }}\n"
         for i, n in enumerate(cfg.node_names, start=1)
     )
+    # Two nodes: Corosync's two_node (quorate on one vote; wait_for_all comes with it), the
+    # usual way to run a 2-node cluster.
+    two_node = "\n    two_node: 1" if len(cfg.node_names) == 2 else ""
     return f"""# written by `cau lab up --pacemaker`
 totem {{
     version: 2
@@ -101,7 +104,7 @@ totem {{
 nodelist {{
 {nodelist}}}
 quorum {{
-    provider: corosync_votequorum
+    provider: corosync_votequorum{two_node}
 }}
 logging {{
     to_stderr: yes

@@ -42,6 +42,7 @@ from cau.domain.durations import Duration
 from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
 from cau.errors import MaintenanceError, NodeUnreachable, ProviderError
 from cau.ports import CommandResult, MaintenancePrior, ProviderContext
+from cau.providers.corosync_quorum import Votequorum, parse_quorumtool
 from cau.providers.pacemaker_state import (
     CAU_CONSTRAINT_PREFIX,
     ClusterConfig,
@@ -58,6 +59,8 @@ SAVED_META = "cau-saved-on"  # meta attribute: "cau stopped this resource on tha
 _SPLIT = "@@cau-split@@"
 _CRM_MON = "crm_mon --output-as=xml --inactive"
 _CIB = "cibadmin --query --scope configuration"
+# exits non-zero when the partition is not quorate: the output is read either way
+_QUORUM = "corosync-quorumtool -s"
 # XML ids (what Pacemaker accepts as resource and node names) never need shell quoting, but they
 # are checked anyway before going into a command line.
 _XML_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
@@ -189,29 +192,55 @@ class PacemakerProvider(SshProvider):
         mon, _, cib = out.partition(_SPLIT)
         return parse_crm_mon(mon), parse_cib(cib)
 
+    async def read_quorum(self, *, avoid: str | None = None) -> Votequorum:
+        """Corosync's votequorum: what quorum needs, each member's votes, a quorum device's."""
+        result = await self._member_run(_QUORUM, avoid=avoid)
+        try:
+            return parse_quorumtool(result.stdout)
+        except ProviderError as exc:
+            raise ProviderError(f"{exc} (exit {result.exit_status}: {tail(result.stderr, 200)})") from exc
+
+    async def _quorum_or_none(self) -> Votequorum | None:
+        # Discovery goes on without it (quorum is then a majority of the configured votes);
+        # preflight refuses a run that cannot read it.
+        try:
+            return await self.read_quorum()
+        except ProviderError:
+            return None
+
     # --- observation -----------------------------------------------------------------------------
 
     async def discover(self) -> ClusterSnapshot:
-        boots, (status, config) = await asyncio.gather(
-            asyncio.gather(*(self.boot_id(n.name) for n in self.options.nodes)), self.read()
+        boots, (status, config), quorum = await asyncio.gather(
+            asyncio.gather(*(self.boot_id(n.name) for n in self.options.nodes)),
+            self.read(),
+            self._quorum_or_none(),
         )
         nodes = []
         for entry, boot in zip(self.options.nodes, boots, strict=True):
             member = status.node(entry.name)
             up = boot is not None and member is not None and member.online and not member.pending
+            votes = entry.votes
+            if quorum is not None and member is not None and member.id.isdigit():
+                # a member's votes as Corosync counts them now (quorum_votes, or changed with -v)
+                votes = quorum.member_votes.get(int(member.id), votes)
             nodes.append(
                 Node(
                     name=entry.name,
                     state=NodeState.UP if up else NodeState.DOWN,
                     in_maintenance=bool(member and (member.standby or member.maintenance)),
-                    votes=entry.votes,
+                    votes=votes,
                     boot_id=boot,
                     failure_domain=entry.failure_domain,
                     leader=bool(member and member.is_dc),
                 )
             )
         return ClusterSnapshot(
-            self.cluster, tuple(nodes), roles_from(status, config), min_online=self.options.min_online
+            self.cluster,
+            tuple(nodes),
+            roles_from(status, config),
+            min_online=self.options.min_online,
+            vote_quorum=quorum.rule() if quorum is not None and self.options.min_online is None else None,
         )
 
     async def health_problems(self) -> list[str]:
@@ -223,6 +252,14 @@ class PacemakerProvider(SshProvider):
             status, config = await self.read()
         except ProviderError as exc:
             return [*problems, str(exc)]
+        if self.options.min_online is None:
+            try:
+                await self.read_quorum()
+            except ProviderError as exc:
+                problems.append(
+                    f"cannot read Corosync's quorum ({exc}): cau will not take nodes down without "
+                    "knowing how many votes the cluster needs (or set min_online for this cluster)"
+                )
         configured = {n.name for n in self.options.nodes}
         members = {n.name for n in status.nodes}
         if members - configured:
