@@ -85,6 +85,16 @@ def test_health_and_openapi_need_no_token(api: Api) -> None:
     assert {"401", "403", "404", "409", "422"} <= set(errors)
 
 
+def test_pages_carry_a_content_security_policy_that_allows_no_inline_script(api: Api) -> None:
+    page = api.call("GET", "/login", role=None)
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy.split("style-src")[0]
+    assert "<script>" not in page.text and " onclick=" not in page.text
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # the OpenAPI explorer loads its own assets: it has no policy
+    assert "content-security-policy" not in api.call("GET", "/api/docs", role=None).headers
+
+
 @pytest.mark.parametrize(
     ("method", "path", "least", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
 )

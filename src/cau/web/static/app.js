@@ -88,6 +88,8 @@ async function applyUpdates(cluster, form) {
     const v = f.get(k);
     if (v) options[k] = v;
   }
+  const order = (f.get("node_order") || "").split(/[\s,]+/).filter(Boolean);
+  if (order.length) options.node_order = order;
   const body = { profile: f.get("profile") || null, options };
   const submit = form.querySelector("button[type=submit]");
   submit.disabled = true;
@@ -95,7 +97,9 @@ async function applyUpdates(cluster, form) {
     const res = await api("POST", `/api/v1/clusters/${encodeURIComponent(cluster)}/runs`, body);
     window.location = `/runs/${encodeURIComponent(res.run_id)}`;
   } catch (e) {
-    document.getElementById("apply-error").textContent = e.message;
+    const shown = document.getElementById("apply-error");
+    shown.textContent = e.message;
+    shown.hidden = false;
     submit.disabled = false;
   }
 }
@@ -213,3 +217,41 @@ async function setPassword(form) {
     window.location.reload();
   } catch (e) { flash(e.message); }
 }
+
+// --- wiring ------------------------------------------------------------------------------------------
+// No inline handlers: the Content-Security-Policy allows scripts from /static only. Elements say
+// what they do with data-action (clicks) and data-submit (forms).
+
+const ACTIONS = {
+  "preview": (b) => previewUpdates(b.dataset.cluster, b),
+  "open-dialog": (b) => document.getElementById(b.dataset.dialog).showModal(),
+  "close-dialog": (b) => b.closest("dialog").close(),
+  "stop-run": (b) => stopRun(b.dataset.run, b),
+  "validate-profile": (b) => validateProfile(b.form),
+  "delete-profile": (b) => deleteProfile(b.dataset.name),
+  "revoke-token": (b) => revokeToken(b.dataset.id),
+};
+
+const SUBMITS = {
+  "apply": (f) => applyUpdates(f.dataset.cluster, f),
+  "save-profile": (f) => saveProfile(f, f.dataset.creating === "true"),
+  "create-token": (f) => createToken(f),
+  "set-password": (f) => setPassword(f),
+};
+
+document.addEventListener("click", (event) => {
+  const target = event.target.closest("[data-action]");
+  if (target && ACTIONS[target.dataset.action]) ACTIONS[target.dataset.action](target);
+});
+
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-submit]");
+  if (!form || !SUBMITS[form.dataset.submit]) return;
+  event.preventDefault();
+  SUBMITS[form.dataset.submit](form);
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const run = document.querySelector("[data-watch-run]");
+  if (run) watchRun(run.dataset.watchRun);
+});
