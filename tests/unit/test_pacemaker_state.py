@@ -77,6 +77,11 @@ def test_a_live_migrations_source_counts_as_active_until_its_stop_has_run() -> N
     assert status.active_on("node1") == ["vm1"]  # node1 is in standby: not drained yet
     assert "vm1" in status.active_on("node2")
     assert status.left_behind_on("vm1") == ["node1"] and status.left_behind_on("web") == []
+    # the same history on a node that is offline counts for nothing: it runs nothing
+    text = (FIXTURES / "migrated-vm1-source-not-stopped.crm_mon.xml").read_text()
+    node1 = next(line for line in text.splitlines() if '<node name="node1"' in line and "online=" in line)
+    offline = parse_crm_mon(text.replace(node1, node1.replace('online="true"', 'online="false"')))
+    assert offline.leaving == {}
 
 
 def test_a_migration_in_flight_shows_the_resource_stopped_yet_still_on_its_source() -> None:

@@ -294,7 +294,11 @@ def dangling_migrations(root: ET.Element) -> dict[str, frozenset[str]]:
     migration's target only, while its stop on the source is still to come: a short window, but
     a node "drained" in it still runs the resource."""
     out: dict[str, frozenset[str]] = {}
+    # An offline node runs nothing, whatever history it may still show.
+    online = {n.get("name") for n in root.findall("nodes/node") if _bool(n.get("online"))}
     for node in root.findall("node_history/node"):
+        if node.get("name") not in online:
+            continue
         left: set[str] = set()
         for hist in node.findall("resource_history"):
             last_migrate = -1
