@@ -47,12 +47,11 @@ def lab_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def running_lab(cfg: LabConfig) -> Iterator[Lab]:
+    """A lab up for a fixture's lifetime (skipped where the lab cannot run), always down after."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
-    cfg = LabConfig(state_dir=STATE_DIR, name=NAME, subnet=SUBNET, nodes=4, reboot_delay=1.0)
     # detach=False: the supervisors are this process's children, waited for at the end
     the_lab = Lab(cfg, detach=False)
     try:
@@ -60,6 +59,13 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.down()  # always: hosts by PID, netns, bridge (mounts die with the hosts)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    yield from running_lab(
+        LabConfig(state_dir=STATE_DIR, name=NAME, subnet=SUBNET, nodes=4, reboot_delay=1.0)
+    )
 
 
 @pytest.fixture
@@ -86,23 +92,16 @@ def pcmk_lab() -> Iterator[Lab]:
     crm_mon XML: nodes, primitives, locations(rid), dc, quorum, failures), locations(),
     location_constraints(), crm_mon_xml(), cib(), wait(until), wait_placed(), restore(),
     workloads (ids, start nodes, URLs), exec(node, cmd)."""
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    cfg = LabConfig(
-        state_dir=PCMK_STATE_DIR,
-        name=PCMK_NAME,
-        subnet=PCMK_SUBNET,
-        nodes=3,
-        pacemaker=True,
-        reboot_delay=1.0,
+    yield from running_lab(
+        LabConfig(
+            state_dir=PCMK_STATE_DIR,
+            name=PCMK_NAME,
+            subnet=PCMK_SUBNET,
+            nodes=3,
+            pacemaker=True,
+            reboot_delay=1.0,
+        )
     )
-    the_lab = Lab(cfg, detach=False)
-    try:
-        the_lab.up(recreate=True)
-        yield the_lab
-    finally:
-        the_lab.down()
 
 
 @pytest.fixture

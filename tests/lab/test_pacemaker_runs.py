@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -26,6 +27,7 @@ from cau.lab.config import LabError
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 NEW = {"labpkg": "1.1", "labtool": "1.1", "labrelease": "1.1", "labextra": "1.1"}
+T = TypeVar("T")
 START = {"vm1": ["node1"], "web": ["node2"], "web-clone": ["node1", "node2", "node3"]}
 
 
@@ -51,6 +53,32 @@ def run_json(lab: Lab, home: Path, *args: str) -> tuple[int, dict[str, Any], str
     result = cau(lab, home, "run", lab.cluster, "--output", "json", *args)
     data: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.returncode, data, result.stderr + result.stdout
+
+
+def run_watched(
+    lab: Lab, home: Path, sample: Callable[[], T | None], *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[T]]:
+    """`cau run` in the background with `args`, calling `sample()` every 0.2 s until it ends:
+    the finished process and every sample that was not None."""
+    samples: list[T] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cau", "run", lab.cluster, "--output", "json", *args],
+        env=_env(lab, home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while proc.poll() is None:
+            value = sample()
+            if value is not None:
+                samples.append(value)
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), samples
 
 
 def versions(lab: Lab, node: str) -> dict[str, str]:
@@ -259,29 +287,19 @@ def test_votes_are_counted_as_corosync_counts_them(clean_pcmk_lab: Lab, tmp_path
     pm = lab.pacemaker
     pm.exec("node1", "corosync-quorumtool -v 2 -n 1")
     boot1 = lab.boot_id("node1")
-    quorum_seen: list[bool] = []
+
+    def quorate() -> bool:
+        try:
+            return pm.state("node1").quorum
+        except LabError:  # node1 does not answer: it is being restarted, which it must not be
+            return False
+
     try:
         assert "Quorum:           3" in pm.exec("node2", "corosync-quorumtool -s")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cau", "run", lab.cluster, "--output", "json", "--max-failed-nodes", "1"],
-            env=_env(lab, tmp_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            while proc.poll() is None:
-                try:
-                    quorum_seen.append(pm.state("node1").quorum)
-                except LabError:  # node1 does not answer: it is being restarted, which it must not be
-                    quorum_seen.append(False)
-                time.sleep(0.2)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        done, quorum_seen = run_watched(lab, tmp_path, quorate, "--max-failed-nodes", "1")
     finally:
         pm.exec("node1", "corosync-quorumtool -v 1 -n 1; corosync-quorumtool -e 3")
+    out, err = done.stdout, done.stderr
     report = json.loads(out)
     nodes = {n["name"]: n for n in report["nodes"]}
     assert nodes["node1"]["status"] != "Succeeded"
@@ -295,31 +313,19 @@ def test_votes_are_counted_as_corosync_counts_them(clean_pcmk_lab: Lab, tmp_path
 def test_two_at_a_time_is_held_to_one_standby_by_quorum(clean_pcmk_lab: Lab, tmp_path: Path) -> None:
     lab = clean_pcmk_lab
     pm = lab.pacemaker
-    seen: list[list[str]] = []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cau", "run", lab.cluster, "--max-parallel-nodes", "2", "--output", "json"],
-        env=_env(lab, tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while proc.poll() is None:
-            try:
-                state = pm.state()
-            except Exception:  # the node asked may be restarting; ask again
-                time.sleep(0.2)
-                continue
-            seen.append(sorted(n for n, s in state.nodes.items() if s.standby))
-            time.sleep(0.2)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+
+    def standby() -> list[str] | None:
+        try:
+            state = pm.state()
+        except Exception:  # the node asked may be restarting; ask again
+            return None
+        return sorted(n for n, s in state.nodes.items() if s.standby)
+
+    done, seen = run_watched(lab, tmp_path, standby, "--max-parallel-nodes", "2")
+    assert done.returncode == 0, done.stderr
     assert max(len(s) for s in seen) == 1  # 3 votes: two down at once would lose quorum
     assert {n for s in seen for n in s} == set(lab.nodes)
-    assert json.loads(out)["status"] == "Succeeded"
+    assert json.loads(done.stdout)["status"] == "Succeeded"
 
 
 def test_unhealthy_cluster_is_refused_unless_allowed(clean_pcmk_lab: Lab, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cau.lab import Lab, LabConfig
-from tests.lab.conftest import lab_unavailable
+from tests.lab.conftest import running_lab
 from tests.lab.test_pacemaker_runs import NEW, NOTHING_LEFT, availability, cau_leftovers, run_json, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -21,23 +21,16 @@ STATE_DIR = Path(os.environ.get("CAU_LAB_PCMK2_TEST_STATE_DIR", "/var/tmp/cau-la
 
 @pytest.fixture(scope="module")
 def two_node_lab() -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    cfg = LabConfig(
-        state_dir=STATE_DIR,
-        name="caulab2",
-        subnet="10.77.202.0/24",
-        nodes=2,
-        pacemaker=True,
-        reboot_delay=1.0,
+    yield from running_lab(
+        LabConfig(
+            state_dir=STATE_DIR,
+            name="caulab2",
+            subnet="10.77.202.0/24",
+            nodes=2,
+            pacemaker=True,
+            reboot_delay=1.0,
+        )
     )
-    the_lab = Lab(cfg, detach=False)
-    try:
-        the_lab.up(recreate=True)
-        yield the_lab
-    finally:
-        the_lab.down()
 
 
 def test_a_two_node_cluster_is_updated_one_node_at_a_time_and_stays_quorate(

@@ -24,7 +24,6 @@ _MEMBER = re.compile(r"^\s*(?P<id>0x[0-9a-fA-F]+|\d+)\s+(?P<votes>\d+)\s+(?P<res
 @dataclass(frozen=True)
 class Votequorum:
     expected: int
-    highest_expected: int
     total: int
     needed: int  # "Quorum:": the votes the cluster must keep
     quorate: bool
@@ -81,7 +80,6 @@ def parse_quorumtool(text: str) -> Votequorum:
         raise ProviderError(f"corosync-quorumtool: no votequorum figures in {text.strip()[:200]!r}")
     try:
         expected = int(fields.get("Expected votes", "0"))
-        highest = int(fields.get("Highest expected", str(expected)))
         total = int(fields["Total votes"])
         # "Quorum: 2  Activity blocked" while not quorate: the figure comes first
         needed = int(fields["Quorum"].split()[0])
@@ -93,7 +91,6 @@ def parse_quorumtool(text: str) -> Votequorum:
     device = max(0, min(device_listed, total - sum(members.values()))) if device_listed else 0
     return Votequorum(
         expected=expected,
-        highest_expected=highest,
         total=total,
         needed=needed,
         quorate="Quorate" in flags or fields.get("Quorate", "").lower() == "yes",
