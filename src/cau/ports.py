@@ -104,9 +104,12 @@ class ClusterProvider(Protocol):
 
     async def maintenance_prior(self, node: str) -> MaintenancePrior: ...
 
-    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
+    async def enter_maintenance(self, node: str, move: MoveMethod, prior: MaintenancePrior) -> None:
         """Put the node in maintenance and move its roles off (or save them, for `save`).
-        Idempotent: a node already in maintenance by cau is left as it is."""
+        `prior` is the node's state before cau touched it (recorded before the first attempt):
+        the roles it hosted then must run elsewhere when this returns, also on a retry that finds
+        them already gone from the node. Idempotent: a node already in maintenance by cau is
+        left as it is."""
         ...
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
@@ -182,6 +185,19 @@ class ReportsHealth(Protocol):
     (failed resources, unclean nodes...), checked before each node enters maintenance."""
 
     async def health_problems(self) -> list[str]: ...
+
+
+@runtime_checkable
+class PredictsDrain(Protocol):
+    """Optional provider capability: ask the cluster manager itself what draining a node would
+    do, by every placement rule it knows (bans, colocations, utilization, clone limits...),
+    before anything changes. The maintenance gate refuses a drain that would stop a role."""
+
+    async def drain_problems(self, node: str, move: MoveMethod) -> list[str]:
+        """One line per role that would stop rather than move (naming what holds it); empty when
+        the drain is safe. `move = save` stops the node's own roles on purpose: only other
+        stops count then."""
+        ...
 
 
 ProgressCallback = Callable[[str], None]

@@ -70,8 +70,8 @@ def test_provider_behaviour(name: str, tmp_path: Path) -> None:
         assert snap.node(node).is_up and snap.has_quorum
         prior = await provider.maintenance_prior(node)
         assert prior.node == node and not prior.was_in_maintenance
-        await provider.enter_maintenance(node, MoveMethod.LIVE)
-        await provider.enter_maintenance(node, MoveMethod.LIVE)  # idempotent
+        await provider.enter_maintenance(node, MoveMethod.LIVE, prior)
+        await provider.enter_maintenance(node, MoveMethod.LIVE, prior)  # idempotent
         snap = await provider.discover()
         assert snap.node(node).in_maintenance
         assert not any(r.owner == node for r in snap.roles if r.movable)

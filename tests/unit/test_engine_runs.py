@@ -139,6 +139,45 @@ def test_failed_migration_is_retried(tmp_path: Path) -> None:
     assert any("enter maintenance attempt 1" in t for t in done.node("n1").transient_errors)
 
 
+def test_a_failed_drain_is_undone_before_it_is_retried(tmp_path: Path) -> None:
+    roles = [dict(ROLES[0], fail_migrations=1), *ROLES[1:]]
+    config = write_cluster(tmp_path, spec(3, roles=roles))
+    done = run_cluster(tmp_path, config, node_order=["n1"])
+    assert done.report.status == "Succeeded"
+    steps = [
+        (e.kind.value, e.key, bool(e.data.get("ok")))
+        for e in done.events
+        if e.node == "n1" and e.kind in (EventKind.INTENT, EventKind.OUTCOME)
+        and (e.step or "").endswith("maintenance")
+    ]  # fmt: skip
+    # attempt 1 fails; n1 leaves maintenance; attempt 2 is admitted afresh and drains it
+    assert steps[:6] == [
+        ("intent", "enter_maintenance/1", False),
+        ("outcome", "enter_maintenance/1", False),
+        ("intent", "exit_maintenance/undo-1", False),
+        ("outcome", "exit_maintenance/undo-1", True),
+        ("intent", "enter_maintenance/2", False),
+        ("outcome", "enter_maintenance/2", True),
+    ]
+    assert done.node("n1").restarts == 1 and not done.state["nodes"]["n1"]["in_maintenance"]
+    assert done.state["roles"]["web"]["owner"] == "n1"
+
+
+def test_partially_failed_nodes_count_against_the_failure_budget(tmp_path: Path) -> None:
+    updates = [
+        {"id": "kernel", "restart": True, "install_seconds": 30},
+        {"id": "bad-pkg", "install_seconds": 10, "fail_installs": {"*": 99}},
+    ]
+    config = write_cluster(tmp_path, spec(3, updates=updates))
+    done = run_cluster(tmp_path, config, max_failed_nodes=0, max_retries_per_node=1, node_order=["n1"])
+    report = done.report
+    assert done.node("n1").status == "PartiallyFailed"  # kernel installed, bad-pkg failed
+    # the bad update did not roll on through the cluster: the budget (0) stopped the run
+    assert report.status == "Failed" and report.error_id == "MaxFailedNodesExceeded"
+    assert [done.node(n).status for n in ("n2", "n3")] == ["Canceled", "Canceled"]
+    assert installs(done.events) == [("n1", "kernel")]
+
+
 def test_drain_that_never_works_fails_the_node_and_undoes_the_partial_drain(tmp_path: Path) -> None:
     roles = [
         {"name": "a", "kind": "live", "owner": "n1", "cpu": 1, "memory_gb": 1},

@@ -13,9 +13,12 @@ from cau.providers.pacemaker import roles_from
 from cau.providers.pacemaker_state import (
     ClusterConfig,
     ClusterStatus,
+    SimulatedAction,
+    drain_stops,
     health_problems,
     parse_cib,
     parse_crm_mon,
+    parse_simulation,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "pacemaker"
@@ -182,3 +185,65 @@ def test_crm_mon_error_status_is_reported() -> None:
     )
     with pytest.raises(ProviderError, match="Not connected"):
         parse_crm_mon(text)
+
+
+# --- crm_simulate: would a drain stop anything? ---------------------------------------------------
+
+
+def simulated(state: str) -> list[SimulatedAction]:
+    return parse_simulation((FIXTURES / f"{state}.simulate.xml").read_text())
+
+
+def test_simulated_standby_moves_the_group_and_stops_only_the_nodes_clone_instance() -> None:
+    actions = simulated("simulate-standby-node2")
+    assert [(a.action, a.resource, a.source, a.dest, a.node) for a in actions] == [
+        ("move", "web-ip", "node2", "node3", None),
+        ("move", "web-server", "node2", "node3", None),
+        ("stop", "web-local:1", None, None, "node2"),
+    ]
+    assert drain_stops(actions, mon("all-online"), cib("all-online"), "node2") == []
+
+
+def test_simulated_standby_live_migrates_vm1() -> None:
+    actions = simulated("simulate-standby-node1")
+    assert (
+        actions[0].action,
+        actions[0].resource,
+        actions[0].source,
+        actions[0].dest,
+    ) == ("migrate", "vm1", "node1", "node2")
+    assert drain_stops(actions, mon("all-online"), cib("all-online"), "node1") == []
+
+
+def test_a_resource_banned_from_every_other_node_would_stop_and_its_bans_are_named() -> None:
+    stops = drain_stops(simulated("web-banned-standby-node2"), mon("web-banned"), cib("web-banned"), "node2")
+    assert len(stops) == 1, stops
+    assert stops[0].startswith("web would stop on node2, not move")
+    assert "ban-web-node1 (web -INFINITY on node1)" in stops[0]
+    assert "ban-web-node3 (web -INFINITY on node3)" in stops[0]
+
+
+def test_a_rule_and_a_colocation_are_named_for_what_they_would_stop() -> None:
+    stops = drain_stops(
+        simulated("web-rule-colocation-standby-node2"),
+        mon("web-rule-colocation"),
+        cib("web-rule-colocation"),
+        "node2",
+    )
+    by_role = {line.split(" ", 1)[0]: line for line in stops}
+    assert sorted(by_role) == ["vm1", "web"]
+    assert "web-only-node2 (web -INFINITY by a rule)" in by_role["web"]
+    assert "vm1-with-web (vm1 with web, INFINITY)" in by_role["vm1"]
+
+
+def test_save_mode_stops_the_saved_resources_on_purpose_and_nothing_else() -> None:
+    actions = simulated("simulate-save-node2")
+    assert {a.primitive for a in actions if a.action == "stop"} == {"web-ip", "web-server", "web-local"}
+    assert drain_stops(actions, mon("all-online"), cib("all-online"), "node2", saved=["web"]) == []
+    # the same stops without saving web are a stop the drain would cause
+    assert drain_stops(actions, mon("all-online"), cib("all-online"), "node2")[0].startswith("web would stop")
+
+
+def test_a_failed_simulation_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError, match="crm_simulate failed: Invalid"):
+        parse_simulation('<pacemaker-result><status code="65" message="Invalid data"/></pacemaker-result>')

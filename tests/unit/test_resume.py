@@ -110,6 +110,11 @@ def test_resume_after_interruption_at_every_journal_event(tmp_path: Path) -> Non
             "pin": "n3",
         }
         assert done.state["violations"] == [], where
+        # every step begun was finished (an intent without its outcome is work left half-done:
+        # e.g. a failback killed half-way that the resumed run never finished)
+        begun = {(e.node, e.key) for e in done.events if e.kind is EventKind.INTENT}
+        ended = {(e.node, e.key) for e in done.events if e.kind is EventKind.OUTCOME}
+        assert begun == ended, (where, sorted(begun - ended))
         if done.outcome.run_id == first:
             coordinators = [e for e in done.events if e.kind is EventKind.COORDINATOR]
             assert len(coordinators) == 2, where

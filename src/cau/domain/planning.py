@@ -25,6 +25,7 @@ class Block(StrEnum):
     QUORUM = "quorum"
     CAPACITY = "capacity"
     HEALTH = "cluster-health"
+    PLACEMENT = "placement"  # the cluster manager says a role would stop, not move
 
     @property
     def error_id(self) -> ErrorId:
@@ -32,6 +33,8 @@ class Block(StrEnum):
             return ErrorId.QUORUM_AT_RISK
         if self is Block.HEALTH:
             return ErrorId.CLUSTER_UNHEALTHY
+        if self is Block.PLACEMENT:
+            return ErrorId.DRAIN_WOULD_STOP_ROLES
         return ErrorId.INSUFFICIENT_CAPACITY
 
 

@@ -42,6 +42,8 @@ class ErrorId(StrEnum):
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     QUORUM_AT_RISK = "QuorumAtRisk"
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
+    # the cluster's own placement rules (bans, colocations...) would stop a role, not move it
+    DRAIN_WOULD_STOP_ROLES = "DrainWouldStopRoles"
     STOPPED_BY_OPERATOR = "StoppedByOperator"
     STOP_AFTER_EXCEEDED = "StopAfterExceeded"
     UPDATES_REMAINING = "UpdatesRemaining"
@@ -59,6 +61,7 @@ NODE_FATAL_ERRORS = frozenset(
         ErrorId.INSUFFICIENT_CAPACITY,
         ErrorId.QUORUM_AT_RISK,
         ErrorId.CLUSTER_UNHEALTHY,
+        ErrorId.DRAIN_WOULD_STOP_ROLES,
         ErrorId.SCAN_FAILED,
     }
 )

@@ -161,11 +161,11 @@ class Coordinator:
                 ErrorId.STOP_AFTER_EXCEEDED,
                 f"the run did not complete within {self.profile.stop_after} (stop_after)",
             )
-        failed = self.progress.count(Status.FAILED)
+        failed = self.progress.failed_nodes
         if failed > self.max_failed:
             self.request_stop(
                 ErrorId.MAX_FAILED_NODES_EXCEEDED,
-                f"{failed} node(s) failed, more than max_failed_nodes = {self.max_failed}",
+                f"updating failed on {failed} node(s), more than max_failed_nodes = {self.max_failed}",
             )
 
     # --- the run -------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Coordinator:
             while self._stop is None and pending:
                 admission = may_start(
                     in_flight=len(tasks),
-                    failed=self.progress.count(Status.FAILED),
+                    failed=self.progress.failed_nodes,
                     max_parallel=max_parallel,
                     max_failed=self.max_failed,
                 )

@@ -1,4 +1,6 @@
-"""The maintenance gate: a node enters maintenance only when quorum and capacity allow it.
+"""The maintenance gate: a node enters maintenance only when quorum and capacity allow it, the
+cluster is healthy, and (for a provider that can tell, `PredictsDrain`) the cluster manager's own
+placement rules would move every role rather than stop one.
 
 Drains and failbacks go through the gate one at a time. A node is admitted on a fresh observation
 in which every earlier holder has finished draining, and it keeps the gate until its own drain is
@@ -21,7 +23,8 @@ from collections.abc import AsyncIterator, Callable
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
-from cau.ports import ClusterProvider, ReportsHealth
+from cau.errors import CauError
+from cau.ports import ClusterProvider, PredictsDrain, ReportsHealth
 
 
 class NeverAdmitted(Exception):
@@ -79,6 +82,16 @@ class MaintenanceGate:
                 if problems:
                     admission = Admission(
                         False, Block.HEALTH, "the cluster is not healthy: " + "; ".join(problems)
+                    )
+            if admission.admitted and isinstance(self._provider, PredictsDrain):
+                # the cluster manager's own answer: would anything stop rather than move?
+                try:
+                    stops = await self._provider.drain_problems(node, self._move)
+                except CauError as exc:
+                    stops = [f"cau could not ask the cluster what the drain would do ({exc})"]
+                if stops:
+                    admission = Admission(
+                        False, Block.PLACEMENT, f"draining {node} would stop roles: " + "; ".join(stops)
                     )
             if admission.admitted:
                 self.holders.add(node)

@@ -445,8 +445,13 @@ class NodeRun:
                 },
             )
 
+    def _drained(self) -> bool:
+        """In maintenance by cau right now: the last drain succeeded and nothing undid it."""
+        last = [s for s in self.record.steps.values() if s.step == "enter_maintenance"]
+        return self.holds_maintenance and bool(last) and last[-1].ok
+
     async def _enter_maintenance(self) -> None:
-        if any(s.step == "enter_maintenance" and s.ok for s in self.record.steps.values()):
+        if self._drained():
             return
         if self.holds_maintenance:
             self.ctx.gate.hold(self.name)  # resumed mid-drain: it holds maintenance already
@@ -469,46 +474,98 @@ class NodeRun:
             self.progress(
                 f"entering maintenance ({'moving roles off' if move.value == 'live' else 'saving roles'})"
             )
+            assert self._prior is not None  # observed (or replayed) with the first attempt's intent
             try:
-                await provider.enter_maintenance(self.name, move)
+                await provider.enter_maintenance(self.name, move, self._prior)
             except CauError as exc:
                 return _failed(ErrorId.MAINTENANCE_ENTER_FAILED, exc)
             return {"ok": True}
 
-        async def attempt(n: int) -> Outcome:
-            prepare = observe_prior if self._prior is None else _prior_ref
-            return await self.step(f"enter_maintenance/{n}", "enter_maintenance", act, prepare=prepare)
-
-        try:
-            async with self.ctx.gate.draining(self.name):
-                out = await self._with_retries("enter_maintenance", attempt, give_up_when_stopping=True)
-        except NeverAdmitted as exc:
-            raise NodeFinished(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
-        if out.get("ok"):
-            return
+        # Each attempt is admitted afresh by the gate (quorum, capacity, health, and what the
+        # cluster manager says the drain would do); a failed attempt is undone before the next.
+        attempts = self.profile.max_retries_per_node + 1
+        out: Outcome = {}
+        for n in range(1, attempts + 1):
+            key = f"enter_maintenance/{n}"
+            rec = self.record.steps.get(key)
+            if rec is not None and rec.outcome is not None:
+                out = rec.outcome  # replayed: no admission for what already happened
+            else:
+                prepare = observe_prior if self._prior is None else _prior_ref
+                try:
+                    async with self.ctx.gate.draining(self.name):
+                        out = await self.step(key, "enter_maintenance", act, prepare=prepare)
+                except NeverAdmitted as exc:
+                    await self._leave_maintenance()  # what an earlier attempt moved comes back
+                    raise NodeFinished(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
+            if out.get("ok"):
+                return
+            self.transient.append(f"enter maintenance attempt {n}: {_failure_text(out)}")
+            next_key = f"enter_maintenance/{n + 1}"
+            stopping = self.ctx.stop_reason is not None and not self.recorded(next_key)
+            if n == attempts or stopping or not await self._undo_drain(n):
+                break
+            if not self.recorded(next_key):
+                await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
         await self._leave_maintenance()
         raise NodeFinished(
             ErrorId.MAINTENANCE_ENTER_FAILED, f"could not enter maintenance: {out.get('message')}"
         )
 
+    async def _undo_drain(self, attempt: int) -> bool:
+        """After a failed drain, leave maintenance before the next attempt: nothing the drain
+        stopped stays stopped while cau waits, and the next attempt is admitted on the cluster
+        as it is then. False when the node could not leave (it then still holds maintenance)."""
+        provider = self.ctx.provider
+        prior = self._prior or MaintenancePrior(self.name, was_in_maintenance=False)
+
+        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
+            self.progress("leaving maintenance before the next attempt")
+            try:
+                await provider.exit_maintenance(self.name, prior)
+            except CauError as exc:
+                return _failed(ErrorId.MAINTENANCE_EXIT_FAILED, exc)
+            return {"ok": True, "undo": attempt}
+
+        async with self.ctx.gate.leaving(self.name):
+            out = await self.step(f"exit_maintenance/undo-{attempt}", "exit_maintenance", act)
+        if not out.get("ok"):
+            self.ctx.gate.hold(self.name)  # still in maintenance: it still counts as down
+            return False
+        return True
+
+    def _failback_done(self) -> bool:
+        rec = self.record.steps.get("failback")
+        return rec is not None and rec.done
+
     async def _leave_maintenance(self) -> None:
-        if not self.holds_maintenance or self.left_in_maintenance:
+        """Undo cau's maintenance: leave it (unless already left), then fail roles back (unless
+        done). A failback a killed coordinator began is finished by the next one."""
+        if self.left_in_maintenance or not any(
+            s.step == "enter_maintenance" for s in self.record.steps.values()
+        ):
             return
         provider = self.ctx.provider
         prior = self._prior or MaintenancePrior(self.name, was_in_maintenance=False)
-        if await provider.boot_id(self.name) is None:
-            self.left_in_maintenance = True
-            self.warn(
-                "is down and stays in maintenance (cau put it there and recorded its prior state); "
-                f"once it is back, `cau node resume {self.ctx.cluster} {self.name}` takes it out"
-            )
-            return
-        # Leaving and failing back move roles: hold the gate so no drain is planned meanwhile.
-        async with self.ctx.gate.leaving(self.name):
-            await self._exit_and_failback(prior)
+        if self.holds_maintenance:
+            if await provider.boot_id(self.name) is None:
+                self.left_in_maintenance = True
+                self.warn(
+                    "is down and stays in maintenance (cau put it there and recorded its prior "
+                    f"state); once it is back, `cau node resume {self.ctx.cluster} {self.name}` "
+                    "takes it out"
+                )
+                return
+            # Leaving and failing back move roles: hold the gate so no drain is planned meanwhile.
+            async with self.ctx.gate.leaving(self.name):
+                if await self._exit(prior):
+                    await self._failback(prior)
+        elif not self._failback_done():
+            async with self.ctx.gate.leaving(self.name):
+                await self._failback(prior)
 
-    async def _exit_and_failback(self, prior: MaintenancePrior) -> None:
+    async def _exit(self, prior: MaintenancePrior) -> bool:
         provider = self.ctx.provider
 
         async def exit_act(intent: dict[str, Any], resumed: bool) -> Outcome:
@@ -524,17 +581,21 @@ class NodeRun:
             lambda n: self.step(f"exit_maintenance/{n}", "exit_maintenance", exit_act),
             give_up_when_stopping=False,  # never abandon a node in maintenance because of a stop
         )
-        if not out.get("ok"):
-            self.left_in_maintenance = True
-            self.exit_error = (
-                ErrorId.MAINTENANCE_EXIT_FAILED,
-                f"could not leave maintenance: {out.get('message')}",
-            )
-            self.warn(
-                f"stays in maintenance: {out.get('message')}; "
-                f"`cau node resume {self.ctx.cluster} {self.name}` retries"
-            )
-            return
+        if out.get("ok"):
+            return True
+        self.left_in_maintenance = True
+        self.exit_error = (
+            ErrorId.MAINTENANCE_EXIT_FAILED,
+            f"could not leave maintenance: {out.get('message')}",
+        )
+        self.warn(
+            f"stays in maintenance: {out.get('message')}; "
+            f"`cau node resume {self.ctx.cluster} {self.name}` retries"
+        )
+        return False
+
+    async def _failback(self, prior: MaintenancePrior) -> None:
+        provider = self.ctx.provider
 
         async def failback_act(intent: dict[str, Any], resumed: bool) -> Outcome:
             mode = self.profile.failback_mode

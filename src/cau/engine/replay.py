@@ -54,10 +54,15 @@ class NodeProgress:
 
     @property
     def maintenance_intended(self) -> bool:
-        """cau asked (or began to ask) for maintenance and has not successfully taken it back."""
-        entered = any(s.step == "enter_maintenance" for s in self.steps.values())
-        exited = any(s.step == "exit_maintenance" and s.ok for s in self.steps.values())
-        return entered and not exited
+        """cau asked (or began to ask) for maintenance and has not successfully taken it back
+        since (a failed drain is undone before its retry, which asks again): in journal order."""
+        held = False
+        for s in self.steps.values():
+            if s.step == "enter_maintenance":
+                held = True
+            elif s.step == "exit_maintenance" and s.ok:
+                held = False
+        return held
 
     @property
     def prior(self) -> dict[str, Any] | None:
@@ -90,6 +95,13 @@ class RunProgress:
 
     def count(self, *statuses: Status) -> int:
         return sum(1 for n in self.nodes.values() if n.status in statuses)
+
+    @property
+    def failed_nodes(self) -> int:
+        """Nodes on which updating failed, what max_failed_nodes bounds: Failed ones, and
+        PartiallyFailed ones (an update or a script failed there). A bad update must stop at the
+        budget, not roll through the cluster node by node."""
+        return self.count(Status.FAILED, Status.PARTIALLY_FAILED)
 
 
 _PROBE_EVENTS = frozenset({EventKind.PROBE_DOWN, EventKind.PROBE_UP, EventKind.PROBE_SUMMARY})

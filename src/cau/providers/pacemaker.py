@@ -48,9 +48,11 @@ from cau.providers.pacemaker_state import (
     ClusterConfig,
     ClusterStatus,
     PcmkResource,
+    drain_stops,
     health_problems,
     parse_cib,
     parse_crm_mon,
+    parse_simulation,
 )
 from cau.providers.ssh import MaintenanceHooks, SshOptions, SshProvider
 from cau.redact import tail
@@ -319,7 +321,34 @@ class PacemakerProvider(SshProvider):
             },
         )
 
-    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
+    async def drain_problems(self, node: str, move: MoveMethod) -> list[str]:
+        """Pacemaker's scheduler asked on a copy of the CIB with `node` in standby (and, for
+        move = save, its resources stopped): every resource that would stop rather than move,
+        with the constraints that hold it. Nothing in the cluster changes."""
+        node = _xml_id(node, "node name")
+        status, config = await self.read()
+        saved = (
+            [_xml_id(r.id, "resource id") for r in _roles_on(status, node)] if move is MoveMethod.SAVE else []
+        )
+        stop_saved = "".join(
+            f'CIB_file="$f" crm_resource --resource {rid} --meta --set-parameter target-role '
+            "--parameter-value Stopped >/dev/null && "
+            for rid in saved
+        )
+        script = (
+            'f=$(mktemp /tmp/cau-simulate.XXXXXX) && cibadmin --query > "$f" && '
+            f'CIB_file="$f" crm_attribute --node {node} --name standby --update on >/dev/null && '
+            f'{stop_saved}crm_simulate --xml-file "$f" --run --output-as=xml; rc=$?; rm -f "$f"; exit $rc'
+        )
+        result = await self._member_run(script)
+        if not result.ok:
+            raise ProviderError(
+                f"crm_simulate failed (exit {result.exit_status}): "
+                f"{tail(result.stderr or result.stdout, 300)}"
+            )
+        return drain_stops(parse_simulation(result.stdout), status, config, node, saved=saved)
+
+    async def enter_maintenance(self, node: str, move: MoveMethod, prior: MaintenancePrior) -> None:
         node = _xml_id(node, "node name")
         status = await self.read_status()
         if move is MoveMethod.SAVE:
@@ -330,7 +359,9 @@ class PacemakerProvider(SshProvider):
                     # Marked first: a crash between the two commands still leaves a trace.
                     await self._set_meta(rid, SAVED_META, node)
                 await self._set_meta(rid, "target-role", "Stopped")
-        moving = [r.id for r in _roles_on(status, node)]
+        # What ran on the node before cau touched it must run elsewhere now: also on a retry, when
+        # an earlier attempt's standby has already stopped it (gone from the node, but not moved).
+        moving = sorted({*prior.role_owners, *(r.id for r in _roles_on(status, node))})
         await self._checked(
             f"crm_attribute --node {node} --name standby --update on", f"putting {node} in standby"
         )

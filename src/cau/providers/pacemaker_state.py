@@ -1,7 +1,8 @@
 """What Pacemaker says about a cluster, parsed: `crm_mon --output-as=xml --inactive` for the live
-state (nodes, DC, quorum, where each resource runs, failures) and the CIB (`cibadmin --query`)
-for the configuration (meta attributes such as allow-migrate and target-role, location
-constraints, stickiness, node attributes).
+state (nodes, DC, quorum, where each resource runs, failures), the CIB (`cibadmin --query`)
+for the configuration (meta attributes such as allow-migrate and target-role, location and
+colocation constraints, stickiness, node attributes), and `crm_simulate --run --output-as=xml`
+for what Pacemaker's scheduler would do (the actions of a transition).
 
 Pure functions over text, so they are tested against real outputs captured from the lab
 (tests/fixtures/pacemaker/). Nothing here runs a command.
@@ -10,6 +11,7 @@ Pure functions over text, so they are tested against real outputs captured from 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cau.errors import ProviderError
@@ -105,7 +107,23 @@ class LocationConstraint:
     id: str
     resource: str
     node: str | None
-    score: str  # "INFINITY", "-INFINITY", "100", ... (rules have node None)
+    score: str  # "INFINITY", "-INFINITY", "100", ... (a rule's score for a rule-based one)
+    rule: bool = False  # placed by <rule> elements (node is None)
+
+    def describe(self) -> str:
+        where = f"on {self.node}" if self.node else "by a rule"
+        return f"{self.id} ({self.resource} {self.score} {where})"
+
+
+@dataclass(frozen=True)
+class Colocation:
+    id: str
+    resource: str  # placed relative to with_resource
+    with_resource: str
+    score: str
+
+    def describe(self) -> str:
+        return f"{self.id} ({self.resource} with {self.with_resource}, {self.score})"
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,7 @@ class ClusterConfig:
     meta: dict[str, dict[str, str]] = field(default_factory=dict)  # top-level id -> meta attributes
     kinds: dict[str, str] = field(default_factory=dict)  # top-level id -> primitive/group/clone
     locations: tuple[LocationConstraint, ...] = ()
+    colocations: tuple[Colocation, ...] = ()
     node_attributes: dict[str, dict[str, str]] = field(default_factory=dict)  # uname -> attrs
     rsc_defaults: dict[str, str] = field(default_factory=dict)
 
@@ -147,6 +166,17 @@ class ClusterConfig:
 
     def cau_constraints(self) -> list[LocationConstraint]:
         return [c for c in self.locations if c.id.startswith(CAU_CONSTRAINT_PREFIX)]
+
+    def restrictions_on(self, ids: Iterable[str]) -> list[str]:
+        """The constraints that can keep any of `ids` off nodes: location bans (a negative score
+        or a rule), colocations either way, and target-role=Stopped."""
+        wanted = set(ids)
+        out = [
+            c.describe() for c in self.locations if c.resource in wanted and (c.rule or _score(c.score) < 0)
+        ]
+        out += [c.describe() for c in self.colocations if c.resource in wanted or c.with_resource in wanted]
+        out += [f"{rid} target-role=Stopped" for rid in sorted(wanted) if self.target_role(rid) == "Stopped"]
+        return out
 
 
 def _score(score: str) -> float:
@@ -357,14 +387,26 @@ def parse_cib(text: str) -> ClusterConfig:
     locations = []
     constraints = config.find("constraints")
     for c in constraints.findall("rsc_location") if constraints is not None else []:
+        rules = c.findall("rule")
+        score = c.get("score") or next((r.get("score") or r.get("score-attribute") for r in rules), None)
         locations.append(
             LocationConstraint(
                 id=c.get("id", ""),
-                resource=c.get("rsc", ""),
+                resource=c.get("rsc", "") or c.get("rsc-pattern", ""),
                 node=c.get("node"),
-                score=c.get("score", "0"),
+                score=score or "0",
+                rule=bool(rules),
             )
         )
+    colocations = tuple(
+        Colocation(
+            id=c.get("id", ""),
+            resource=c.get("rsc", ""),
+            with_resource=c.get("with-rsc", ""),
+            score=c.get("score", "0"),
+        )
+        for c in (constraints.findall("rsc_colocation") if constraints is not None else [])
+    )
     node_attributes: dict[str, dict[str, str]] = {}
     nodes = config.find("nodes")
     for n in nodes.findall("node") if nodes is not None else []:
@@ -374,6 +416,7 @@ def parse_cib(text: str) -> ClusterConfig:
         meta=meta,
         kinds=kinds,
         locations=tuple(locations),
+        colocations=colocations,
         node_attributes=node_attributes,
         rsc_defaults=rsc_defaults,
     )
@@ -406,3 +449,83 @@ def health_problems(status: ClusterStatus) -> list[str]:
     if blocked:
         problems.append(f"resource(s) {', '.join(blocked)} blocked")
     return problems
+
+
+# --- crm_simulate: what the scheduler would do ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimulatedAction:
+    """One <rsc_action> of `crm_simulate --run --output-as=xml` (its "Transition Summary")."""
+
+    action: str  # stop | start | move | migrate | recover | restart | promote | demote | ...
+    resource: str  # a primitive as the scheduler names it; clone instances are "web-local:1"
+    node: str | None = None  # where a stop, start... happens
+    source: str | None = None  # a move's or migration's from ...
+    dest: str | None = None  # ... and to
+    reason: str = ""
+
+    @property
+    def primitive(self) -> str:
+        return self.resource.split(":", 1)[0]
+
+
+def parse_simulation(text: str) -> list[SimulatedAction]:
+    root = _parse_xml(text, "crm_simulate")
+    status = root.find("status")
+    if status is not None and status.get("code") not in (None, "0"):
+        raise ProviderError(f"crm_simulate failed: {status.get('message')} (code {status.get('code')})")
+    return [
+        SimulatedAction(
+            action=a.get("action", ""),
+            resource=a.get("resource", ""),
+            node=a.get("node"),
+            source=a.get("source"),
+            dest=a.get("dest"),
+            reason=a.get("reason", ""),
+        )
+        for a in root.findall("actions/rsc_action")
+    ]
+
+
+def drain_stops(
+    actions: Iterable[SimulatedAction],
+    status: ClusterStatus,
+    config: ClusterConfig,
+    node: str,
+    *,
+    saved: Iterable[str] = (),
+) -> list[str]:
+    """What draining `node` would stop rather than move, from the scheduler's own transition
+    (`actions`, simulated with `node` in standby): one line per top-level resource, naming the
+    constraints that can hold it. Expected stops are not counted: a clone's instance on `node`
+    (the other instances keep running), and with move = save the `saved` resources on `node`.
+    Empty when everything that runs on `node` can run elsewhere."""
+    top: dict[str, PcmkResource] = {}
+    for resource in status.resources:
+        for member in resource.members or (resource.id,):
+            top[member] = resource
+    expected = set(saved)
+    stops: dict[str, list[str]] = {}
+    for act in actions:
+        if act.action != "stop":
+            continue
+        res = top.get(act.primitive)
+        rid = res.id if res is not None else act.primitive
+        if act.node == node and ((res is not None and res.kind in ("clone", "bundle")) or rid in expected):
+            continue
+        where = stops.setdefault(rid, [])
+        if act.node and act.node not in where:
+            where.append(act.node)
+    lines = []
+    for rid, where in stops.items():
+        found = status.resource(rid)
+        ids = [rid, *(found.members if found is not None else ())]
+        held_by = config.restrictions_on(ids)
+        because = (
+            f"constraints: {', '.join(held_by)}"
+            if held_by
+            else "no other node may run it (see `crm_simulate`)"
+        )
+        lines.append(f"{rid} would stop on {', '.join(where) or 'its node'}, not move ({because})")
+    return lines

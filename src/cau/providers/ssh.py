@@ -299,7 +299,7 @@ class SshProvider:
                 f"{tail(result.stderr or result.stdout, 300)}"
             )
 
-    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
+    async def enter_maintenance(self, node: str, move: MoveMethod, prior: MaintenancePrior) -> None:
         # A list of hosts has no roles to move: the hook is where traffic is drained.
         await self._hook(node, "maintenance enter", self.options.maintenance.enter)
 

@@ -86,8 +86,8 @@ class SandboxProvider:
         self._known(node)
         return self.sim.prior(node)
 
-    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
-        await self.sim.enter_maintenance(node, move)
+    async def enter_maintenance(self, node: str, move: MoveMethod, prior: MaintenancePrior) -> None:
+        await self.sim.enter_maintenance(node, move)  # a failed move leaves the role on the node
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
         await self.sim.exit_maintenance(node, prior)
