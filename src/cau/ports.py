@@ -200,6 +200,22 @@ class PredictsDrain(Protocol):
         ...
 
 
+@runtime_checkable
+class CleansUp(Protocol):
+    """Optional provider capability: find what cau changed in the cluster by looking at it, not
+    at the journal (e.g. Pacemaker constraints named `cau-*`, resources cau stopped in place),
+    and undo it: the way out after a coordinator was lost with its journal, or a journal that
+    says less than the cluster shows."""
+
+    async def leftovers(self, node: str | None = None) -> list[str]:
+        """What cau left (on `node`, or anywhere), one line each; empty when nothing."""
+        ...
+
+    async def clean_up(self, node: str | None = None) -> tuple[list[str], list[str]]:
+        """Undo what `leftovers` finds: (what was done, what must wait, with why)."""
+        ...
+
+
 ProgressCallback = Callable[[str], None]
 
 

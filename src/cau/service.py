@@ -24,11 +24,12 @@ from cau.domain.updates import Update
 from cau.domain.validation import describe_errors
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
-from cau.engine.replay import replay
+from cau.engine.replay import NodeProgress, replay
 from cau.engine.start import preflight, run_created_data
 from cau.errors import CauError, ConfigError, NotFound, PreflightError
 from cau.ports import (
     AvailabilitySource,
+    CleansUp,
     Clock,
     ClusterProvider,
     MaintenancePrior,
@@ -68,6 +69,22 @@ class NodeScan:
     restart_pending: bool = False
     errors: dict[str, str] = field(default_factory=dict)
     reachable: bool = True
+
+
+@dataclass
+class NodeResumed:
+    node: str
+    run_id: str | None = None  # the run that left it in maintenance, if one did
+    roles_failed_back: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)  # cau's leftovers removed, found by looking
+    waiting: list[str] = field(default_factory=list)  # what could not be undone yet, and why
+
+
+@dataclass
+class Cleanup:
+    cluster: str
+    done: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -411,25 +428,122 @@ class Service:
             raise NotFound(f"'{run_id}' matches several runs: {', '.join(m.run_id for m in matches)}")
         return next((m for m in matches if m.run_id == run_id), matches[0])
 
-    async def resume_node(self, cluster: str, node: str, *, by: str) -> tuple[str, list[str]]:
-        """Take a node out of the maintenance cau left it in (a node that did not come back in
-        time), using the prior state recorded before cau put it there. Returns (run id, roles
-        failed back). Refuses when cau has no such record: it only undoes what it did."""
+    def _left_in_maintenance(self, cluster: str) -> dict[str, tuple[RunRecord, NodeProgress]]:
+        """Nodes the journal says cau left in maintenance (the newest record per node)."""
         store = self.store
         runs = store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=50))
-        found: tuple[RunRecord, Any] | None = None
-        for record in reversed(runs):
+        found: dict[str, tuple[RunRecord, NodeProgress]] = {}
+        seen: set[str] = set()
+        for record in reversed(runs):  # newest first: a node's newest record decides
             progress = replay(store.events(record.run_id))
-            entry = progress.nodes.get(node)
-            if entry is not None and entry.result.get("left_in_maintenance"):
-                found = (record, entry)
-                break
-        if found is None:
-            raise NotFound(
-                f"cau has no record of leaving '{node}' of '{cluster}' in maintenance; nothing to undo",
-                hint="a node put in maintenance by someone else is theirs to take out",
+            for name, entry in progress.nodes.items():
+                if name in seen or entry.status is None:
+                    continue
+                seen.add(name)
+                if entry.result.get("left_in_maintenance"):
+                    found[name] = (record, entry)
+        return found
+
+    def _refuse_unfinished(self, cluster: str) -> None:
+        active = self.store.active_run(cluster)
+        if active is not None:
+            raise PreflightError(
+                f"run {active.run_id} on '{cluster}' is not finished: it undoes what it left itself",
+                hint=f"`cau run {cluster}` resumes it (`cau stop {cluster}` first to end it early)",
             )
-        record, entry = found
+
+    async def resume_node(self, cluster: str, node: str, *, by: str) -> NodeResumed:
+        """Take a node out of the maintenance cau left it in (a node that did not come back in
+        time), using the prior state recorded before cau put it there, and remove what cau left
+        in the cluster for that node (found by looking: e.g. constraints of a lost coordinator).
+        Refuses when there is neither: it only undoes what cau did."""
+        self.config.cluster(cluster)
+        found = self._left_in_maintenance(cluster).get(node)
+        provider = self.open_provider(cluster)
+        owner = LockOwner.this_process("cau node resume")
+        try:
+            self.store.acquire_lock(
+                cluster,
+                owner,
+                run_id=found[0].run_id if found else None,
+                now=_utcnow(),
+                lease_seconds=self.lease_seconds,
+            )
+            try:
+                self._refuse_unfinished(cluster)
+                left = await provider.leftovers(node) if isinstance(provider, CleansUp) else []
+                if found is None and not left:
+                    raise NotFound(
+                        f"cau has no record of leaving '{node}' of '{cluster}' in maintenance, and "
+                        "finds nothing of its own there; nothing to undo",
+                        hint="a node put in maintenance by someone else is theirs to take out",
+                    )
+                result = NodeResumed(node=node)
+                if found is not None:
+                    record, entry = found
+                    result.run_id = record.run_id
+                    result.roles_failed_back = await self._resume_recorded(provider, record, entry, by=by)
+                if isinstance(provider, CleansUp):
+                    result.cleaned, result.waiting = await provider.clean_up(node)
+                    self._note_cleanup(cluster, result.cleaned, by=by)
+                return result
+            finally:
+                self.store.release_lock(cluster, owner)
+        finally:
+            await provider.close()
+
+    async def cleanup(self, cluster: str, *, by: str) -> Cleanup:
+        """Undo everything cau left in the cluster: nodes the journal says it left in maintenance
+        (once they are back), then whatever the provider finds of cau's by looking."""
+        self.config.cluster(cluster)
+        provider = self.open_provider(cluster)
+        owner = LockOwner.this_process("cau cleanup")
+        try:
+            self.store.acquire_lock(
+                cluster, owner, run_id=None, now=_utcnow(), lease_seconds=self.lease_seconds
+            )
+            try:
+                self._refuse_unfinished(cluster)
+                result = Cleanup(cluster=cluster)
+                for node, (record, entry) in sorted(self._left_in_maintenance(cluster).items()):
+                    if await provider.boot_id(node) is None:
+                        result.waiting.append(f"{node} is still down and stays in maintenance")
+                        continue
+                    moved = await self._resume_recorded(provider, record, entry, by=by)
+                    result.done.append(
+                        f"took {node} out of maintenance (run {record.run_id}); "
+                        f"roles failed back: {', '.join(moved) or 'none'}"
+                    )
+                if isinstance(provider, CleansUp):
+                    done, waiting = await provider.clean_up(None)
+                    self._note_cleanup(cluster, done, by=by)
+                    result.done += done
+                    result.waiting += waiting
+                return result
+            finally:
+                self.store.release_lock(cluster, owner)
+        finally:
+            await provider.close()
+
+    def _note_cleanup(self, cluster: str, done: list[str], *, by: str) -> None:
+        """What a clean-up removed, in the journal of the cluster's last run (its history)."""
+        if not done:
+            return
+        last = self.store.list_runs(ReportQuery(cluster=cluster, last=1))
+        if last:
+            self.store.append(
+                last[0].run_id,
+                EventKind.WARNING,
+                self.clock.now(),
+                data={"message": f"cleaned up by {by}: " + "; ".join(done)},
+            )
+
+    async def _resume_recorded(
+        self, provider: ClusterProvider, record: RunRecord, entry: NodeProgress, *, by: str
+    ) -> list[str]:
+        """Take `entry`'s node out of the maintenance run `record` left it in; the roles moved back."""
+        store = self.store
+        node = entry.name
         prior_data = entry.prior or {}
         prior = MaintenancePrior(
             node=node,
@@ -438,63 +552,52 @@ class Service:
             extra=dict(prior_data.get("extra", {})),
         )
         mode = RunProfile.model_validate(record.profile).failback_mode
-        provider = self.open_provider(cluster)
-        owner = LockOwner.this_process("cau node resume")
-        try:
-            store.acquire_lock(
-                cluster, owner, run_id=record.run_id, now=_utcnow(), lease_seconds=self.lease_seconds
+        if await provider.boot_id(node) is None:
+            raise PreflightError(f"'{node}' is still down; once it is back, run this again")
+        now = self.clock.now()
+        key = f"exit_maintenance/manual-{now:%Y%m%dT%H%M%S}"
+        store.append(
+            record.run_id,
+            EventKind.INTENT,
+            now,
+            node=node,
+            step="exit_maintenance",
+            key=key,
+            data={"by": by},
+        )
+        await provider.exit_maintenance(node, prior)
+        store.append(
+            record.run_id,
+            EventKind.OUTCOME,
+            self.clock.now(),
+            node=node,
+            step="exit_maintenance",
+            key=key,
+            data={"ok": True},
+        )
+        moved = await provider.failback(node, prior, mode)
+        result = {**entry.result, "left_in_maintenance": False}
+        store.append(record.run_id, EventKind.NODE_FINISHED, self.clock.now(), node=node, data=result)
+        store.append(
+            record.run_id,
+            EventKind.WARNING,
+            self.clock.now(),
+            node=node,
+            data={
+                "message": f"{node}: taken out of maintenance by {by} (`cau node resume`); "
+                f"roles failed back: {', '.join(moved) or 'none'}"
+            },
+        )
+        fresh = store.get_run(record.run_id)
+        assert fresh is not None
+        report = build_report(fresh, replay(store.events(record.run_id)), now=self.clock.now())
+        saved = store.get_report(record.run_id)
+        if saved is not None:  # keep the measured outages of the original report
+            report = report.model_copy(
+                update={
+                    "outages": RunReport.model_validate(saved).outages,
+                    "availability": RunReport.model_validate(saved).availability,
+                }
             )
-            try:
-                if await provider.boot_id(node) is None:
-                    raise PreflightError(f"'{node}' is still down; once it is back, run this again")
-                now = self.clock.now()
-                key = f"exit_maintenance/manual-{now:%Y%m%dT%H%M%S}"
-                store.append(
-                    record.run_id,
-                    EventKind.INTENT,
-                    now,
-                    node=node,
-                    step="exit_maintenance",
-                    key=key,
-                    data={"by": by},
-                )
-                await provider.exit_maintenance(node, prior)
-                store.append(
-                    record.run_id,
-                    EventKind.OUTCOME,
-                    self.clock.now(),
-                    node=node,
-                    step="exit_maintenance",
-                    key=key,
-                    data={"ok": True},
-                )
-                moved = await provider.failback(node, prior, mode)
-                result = {**entry.result, "left_in_maintenance": False}
-                store.append(record.run_id, EventKind.NODE_FINISHED, self.clock.now(), node=node, data=result)
-                store.append(
-                    record.run_id,
-                    EventKind.WARNING,
-                    self.clock.now(),
-                    node=node,
-                    data={
-                        "message": f"{node}: taken out of maintenance by {by} (`cau node resume`); "
-                        f"roles failed back: {', '.join(moved) or 'none'}"
-                    },
-                )
-                fresh = store.get_run(record.run_id)
-                assert fresh is not None
-                report = build_report(fresh, replay(store.events(record.run_id)), now=self.clock.now())
-                saved = store.get_report(record.run_id)
-                if saved is not None:  # keep the measured outages of the original report
-                    report = report.model_copy(
-                        update={
-                            "outages": RunReport.model_validate(saved).outages,
-                            "availability": RunReport.model_validate(saved).availability,
-                        }
-                    )
-                store.save_report(record.run_id, report.model_dump(mode="json"))
-                return record.run_id, moved
-            finally:
-                store.release_lock(cluster, owner)
-        finally:
-            await provider.close()
+        store.save_report(record.run_id, report.model_dump(mode="json"))
+        return moved

@@ -9,125 +9,30 @@ floating address) and web-clone (on every node).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
 from cau.lab import Lab
 from cau.lab.config import LabError
+from tests.lab.support import (
+    NEW,
+    NOTHING_LEFT,
+    START,
+    availability,
+    cau,
+    cau_leftovers,
+    env,
+    only_updates_on,
+    run_json,
+    run_watched,
+    versions,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-NEW = {"labpkg": "1.1", "labtool": "1.1", "labrelease": "1.1", "labextra": "1.1"}
-T = TypeVar("T")
-START = {"vm1": ["node1"], "web": ["node2"], "web-clone": ["node1", "node2", "node3"]}
-
-
-def _env(lab: Lab, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAU_")}
-    env.update(CAU_HOME=str(home), CAU_CONFIG=str(lab.config_path), COLUMNS="200")
-    return env
-
-
-def cau(lab: Lab, home: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cau", *args],
-        env=_env(lab, home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def run_json(lab: Lab, home: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    """(exit code, the JSON document printed: a report, or an error, and every message)."""
-    result = cau(lab, home, "run", lab.cluster, "--output", "json", *args)
-    data: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, data, result.stderr + result.stdout
-
-
-def run_watched(
-    lab: Lab, home: Path, sample: Callable[[], T | None], *args: str
-) -> tuple[subprocess.CompletedProcess[str], list[T]]:
-    """`cau run` in the background with `args`, calling `sample()` every 0.2 s until it ends:
-    the finished process and every sample that was not None."""
-    samples: list[T] = []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cau", "run", lab.cluster, "--output", "json", *args],
-        env=_env(lab, home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while proc.poll() is None:
-            value = sample()
-            if value is not None:
-                samples.append(value)
-            time.sleep(0.2)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), samples
-
-
-def versions(lab: Lab, node: str) -> dict[str, str]:
-    out = lab.exec(node, "dpkg-query -W -f='${Package} ${Version}\\n' 'lab*'").stdout
-    return dict(line.split() for line in out.splitlines() if line.strip())
-
-
-def availability(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {a["role"]: a for a in report["availability"]}
-
-
-def cau_leftovers(lab: Lab) -> dict[str, Any]:
-    """What cau may change in the CIB, as it is now: standby nodes, cau-* constraints,
-    resources marked saved, target-role meta attributes."""
-    root = ET.fromstring(lab.pacemaker.cib(scope="configuration"))
-    return {
-        "standby": sorted(
-            n.get("uname", "")
-            for n in root.iter("node")
-            for nv in n.iter("nvpair")
-            if nv.get("name") == "standby" and nv.get("value") == "on"
-        ),
-        "constraints": sorted(
-            c.get("id", "") for c in root.iter("rsc_location") if c.get("id", "").startswith("cau-")
-        ),
-        "meta": sorted(
-            f"{nv.get('name')}={nv.get('value')}"
-            for nv in root.iter("nvpair")
-            if nv.get("name") in ("cau-saved-on", "target-role")
-        ),
-    }
-
-
-NOTHING_LEFT: dict[str, list[str]] = {"standby": [], "constraints": [], "meta": []}
-
-
-def only_updates_on(lab: Lab, nodes: list[str]) -> None:
-    """Only `nodes` have updates: the others get the new versions first (and no restart flag)."""
-    for node in lab.nodes:
-        if node in nodes:
-            continue
-        done = lab.exec(
-            node,
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-            "labpkg labtool labrelease && apt-get update -qq && "
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq labextra && "
-            "rm -f /var/run/reboot-required /var/run/reboot-required.pkgs",
-        )
-        assert done.returncode == 0, done.stderr
 
 
 def test_live_run_updates_every_node_keeps_clone_and_vm_up_and_fails_everything_back(
@@ -350,7 +255,7 @@ def test_coordinator_killed_mid_drain_resumes_and_leaves_nothing_behind(
     pm = lab.pacemaker
     proc = subprocess.Popen(
         [sys.executable, "-m", "cau", "run", lab.cluster, "--node-order", "node1"],
-        env=_env(lab, tmp_path),
+        env=env(lab, tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

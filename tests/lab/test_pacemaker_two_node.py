@@ -12,7 +12,7 @@ import pytest
 
 from cau.lab import Lab, LabConfig
 from tests.lab.conftest import running_lab
-from tests.lab.test_pacemaker_runs import NEW, NOTHING_LEFT, availability, cau_leftovers, run_json, versions
+from tests.lab.support import NEW, NOTHING_LEFT, availability, cau_leftovers, run_json, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

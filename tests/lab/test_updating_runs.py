@@ -7,38 +7,16 @@ themselves (package versions with dpkg-query, boot ids, the maintenance marker).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cau.lab import Lab
+from tests.lab.support import NEW, OLD, cau, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-NEW = {"labpkg": "1.1", "labtool": "1.1", "labrelease": "1.1", "labextra": "1.1"}
-OLD = {"labpkg": "1.0", "labtool": "1.0", "labrelease": "1.0", "labextra": "1.0"}
-
-
-def cau(lab: Lab, home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAU_")}
-    env.update(CAU_HOME=str(home), CAU_CONFIG=str(lab.config_path), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "cau", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def versions(lab: Lab, node: str) -> dict[str, str]:
-    out = lab.exec(node, "dpkg-query -W -f='${Package} ${Version}\\n' 'lab*'").stdout
-    return dict(line.split() for line in out.splitlines() if line.strip())
 
 
 def in_maintenance(lab: Lab, node: str) -> bool:

@@ -418,7 +418,7 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
 
     from cau.clock import VirtualClock
     from cau.errors import NotFound
-    from cau.service import Service
+    from cau.service import NodeResumed, Service
 
     nodes = [node("n1", restart_seconds=1200), node("n2"), node("n3")]
     config = write_cluster(tmp_path, spec(nodes, roles=ROLES))
@@ -428,7 +428,7 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
     assert done.state["nodes"]["n1"]["in_maintenance"] and done.state["roles"]["web"]["owner"] != "n1"
     assert any("cau node resume c1 n1" in w for w in done.report.warnings)
 
-    async def later() -> tuple[str, list[str]]:
+    async def later() -> NodeResumed:
         svc = Service(tmp_path, config, clock=VirtualClock(datetime(2026, 11, 1, 5, 0, tzinfo=UTC)))
         try:
             with pytest.raises(NotFound, match="no record"):
@@ -437,8 +437,9 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
         finally:
             svc.close()
 
-    run_id, moved = run_virtual(later())
-    assert run_id == done.outcome.run_id and moved == ["web"]
+    resumed = run_virtual(later())
+    run_id = resumed.run_id
+    assert run_id == done.outcome.run_id and resumed.roles_failed_back == ["web"]
     svc = Service(tmp_path, config)
     report = svc.run_report(svc.find_run(run_id))
     svc.close()

@@ -247,3 +247,29 @@ def test_save_mode_stops_the_saved_resources_on_purpose_and_nothing_else() -> No
 def test_a_failed_simulation_is_a_provider_error() -> None:
     with pytest.raises(ProviderError, match="crm_simulate failed: Invalid"):
         parse_simulation('<pacemaker-result><status code="65" message="Invalid data"/></pacemaker-result>')
+
+
+def test_a_group_half_started_elsewhere_is_not_moved() -> None:
+    status = mon("web-half-started")
+    web = status.resource("web")
+    assert web is not None and web.nodes == ("node1",)  # crm_mon lists it on node1 ...
+    assert web.complete_on == ()  # ... but it does not run whole anywhere
+    assert web.present_on == ("node1",)
+    assert status.active_on("node2") == []
+
+
+def test_a_member_still_starting_is_not_running_yet() -> None:
+    # captured while web-server's start on node3 was under way (crm_mon: role Starting, active)
+    status = mon("web-server-starting")
+    web = status.resource("web")
+    assert web is not None and web.nodes == ("node3",) and web.present_on == ("node3",)
+    assert web.complete_on == ()  # web-ip runs on node3, web-server is only starting there
+    assert status.resource("vm1").complete_on == ("node1",)  # type: ignore[union-attr]
+
+
+def test_a_member_whose_start_failed_is_not_running() -> None:
+    # captured just after web-server's start failed on node3: crm_mon shows it Started, active
+    # and failed there until Pacemaker has stopped it
+    status = mon("web-server-failed-start")
+    web = status.resource("web")
+    assert web is not None and web.nodes == ("node3",) and web.complete_on == ()

@@ -733,16 +733,53 @@ def node_resume(
     json_out = output is OutputFormat.JSON
     svc = _state(ctx).service()
     with reported(json_out):
-        run_id, moved = asyncio.run(
-            svc.resume_node(cluster, node, by=f"{getpass.getuser()}@{socket.gethostname()}")
-        )
+        done = asyncio.run(svc.resume_node(cluster, node, by=f"{getpass.getuser()}@{socket.gethostname()}"))
     if json_out:
-        _print_json({"node": node, "run_id": run_id, "roles_failed_back": moved})
+        _print_json(
+            {
+                "node": node,
+                "run_id": done.run_id,
+                "roles_failed_back": done.roles_failed_back,
+                "cleaned": done.cleaned,
+                "waiting": done.waiting,
+            }
+        )
         return
-    _console().print(
-        f"{node} is out of maintenance (recorded in run {run_id}); "
-        f"roles failed back: {', '.join(moved) or 'none'}"
-    )
+    console = _console()
+    if done.run_id is not None:
+        console.print(
+            f"{node} is out of maintenance (recorded in run {done.run_id}); "
+            f"roles failed back: {', '.join(done.roles_failed_back) or 'none'}"
+        )
+    for line in done.cleaned:
+        console.print(f"{node}: {line}")
+    for line in done.waiting:
+        console.print(f"[yellow]{node}: {line}[/]")
+
+
+@app.command("cleanup")
+def cleanup(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """Undo everything cau left in a cluster: nodes it left in maintenance (once back), and what
+    it finds of its own by looking (e.g. Pacemaker constraints `cau-*` of a lost coordinator)."""
+    import getpass
+    import socket
+
+    json_out = output is OutputFormat.JSON
+    svc = _state(ctx).service()
+    with reported(json_out):
+        done = asyncio.run(svc.cleanup(cluster, by=f"{getpass.getuser()}@{socket.gethostname()}"))
+    if json_out:
+        _print_json({"cluster": cluster, "done": done.done, "waiting": done.waiting})
+        return
+    console = _console()
+    if not done.done and not done.waiting:
+        console.print(f"nothing of cau's left in '{cluster}'")
+    for line in done.done:
+        console.print(line)
+    for line in done.waiting:
+        console.print(f"[yellow]{line}[/]")
+    if done.waiting:
+        raise typer.Exit(1)
 
 
 # --- SSH host keys -----------------------------------------------------------------------------------

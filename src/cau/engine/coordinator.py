@@ -20,6 +20,7 @@ from typing import Any
 from cau.domain.planning import Admission, may_start
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
+from cau.engine.crash import CrashPoint
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding
 from cau.engine.replay import NodeProgress, apply, replay
@@ -93,6 +94,7 @@ class Coordinator:
         self._runs: dict[str, NodeRun] = {}
         self.availability = availability
         self._measuring = False  # the availability source is started and its events journaled
+        self._crash = CrashPoint.from_env()  # tests only: die right after a given journal event
 
     # --- the context the node pipelines use ------------------------------------------------------
 
@@ -109,6 +111,8 @@ class Coordinator:
             self.run_id, kind, self.clock.now(), node=node, step=step, key=key, data=data
         )
         apply(self.progress, event)
+        if self._crash is not None:
+            self._crash.check(event)
         if self._on_event is not None:
             self._on_event(event)
         return event

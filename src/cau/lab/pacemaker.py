@@ -461,7 +461,13 @@ class Pacemaker:
                 f"no starting CIB saved ({self.baseline})", hint="bring the lab up with --pacemaker"
             )
         nodes = self.cfg.node_names
-        _parallel(lambda n: self.exec(n, "systemctl start corosync && systemctl start pacemaker"), nodes)
+        # the labvm agent's test knobs (slow stops, failing starts) go first
+        _parallel(
+            lambda n: self.exec(
+                n, "rm -rf /etc/labvm && systemctl start corosync && systemctl start pacemaker"
+            ),
+            nodes,
+        )
         node = self._wait_members(timeout)
         # the starting configuration plus the start constraints (resources move back, vm1 live)
         root = ET.fromstring(self.baseline.read_text())

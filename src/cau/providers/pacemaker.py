@@ -101,7 +101,7 @@ def _xml_id(value: str, what: str) -> str:
 
 def _roles_on(status: ClusterStatus, node: str) -> list[PcmkResource]:
     """The movable roles (primitives and groups, not clones) active on `node`."""
-    return [r for r in status.resources if r.kind in ("primitive", "group") and node in r.nodes]
+    return [r for r in status.resources if r.kind in ("primitive", "group") and node in r.present_on]
 
 
 def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]:
@@ -282,18 +282,17 @@ class PacemakerProvider(SshProvider):
                     + "; ".join(unhealthy)
                     + " (fix it, e.g. `crm_resource --cleanup`, or allow it with --allow-unhealthy-cluster)"
                 )
-        saved = {rid: meta[SAVED_META] for rid, meta in config.meta.items() if SAVED_META in meta}
-        for rid, node in sorted(saved.items()):
+        for rid, node in sorted(self._saved_on(config).items()):
             problems.append(
                 f"{rid} was stopped on {node} by an earlier run (move = save) and not started again: "
-                f"`cau node resume {self.cluster} {node}` starts it"
+                f"`cau cleanup {self.cluster}` starts it"
             )
         constraints = [c.id for c in config.cau_constraints()]
         if constraints:
             problems.append(
                 "location constraints left by an earlier cau run: "
                 + ", ".join(constraints)
-                + " (`cau node resume` on their node removes them)"
+                + f" (`cau cleanup {self.cluster}` removes them)"
             )
         return problems
 
@@ -397,7 +396,7 @@ class PacemakerProvider(SshProvider):
     @staticmethod
     def _is_down(status: ClusterStatus, rid: str) -> bool:
         res = status.resource(rid)
-        return res is not None and not res.nodes
+        return res is not None and not res.complete_on  # a group half started elsewhere is down
 
     @staticmethod
     def _stuck_message(
@@ -457,7 +456,7 @@ class PacemakerProvider(SshProvider):
         back = [
             rid
             for rid in prior.role_owners
-            if (res := status.resource(rid)) is not None and res.nodes and node not in res.nodes
+            if (res := status.resource(rid)) is not None and res.present_on and node not in res.complete_on
         ]
         if not back:
             return []
@@ -479,7 +478,7 @@ class PacemakerProvider(SshProvider):
                 rid
                 for rid in rids
                 if (r := s.resource(rid)) is None
-                or node not in r.nodes
+                or node not in r.complete_on
                 or any(other != node for other in s.left_behind_on(rid))
             ],
         )
@@ -501,6 +500,58 @@ class PacemakerProvider(SshProvider):
             if f.resource in wanted
         ]
         return f" (failed actions: {'; '.join(lines)})" if lines else ""
+
+    # --- leftovers, found by looking ------------------------------------------------------------
+
+    @staticmethod
+    def _saved_on(config: ClusterConfig) -> dict[str, str]:
+        return {rid: meta[SAVED_META] for rid, meta in config.meta.items() if SAVED_META in meta}
+
+    async def leftovers(self, node: str | None = None) -> list[str]:
+        config = await self.read_config()
+        found = [
+            f"location constraint {c.describe()}"
+            for c in config.cau_constraints()
+            if node is None or c.node == node
+        ]
+        found += [
+            f"{rid} stopped on {on} by cau (move = save; meta attribute {SAVED_META})"
+            for rid, on in sorted(self._saved_on(config).items())
+            if node is None or on == node
+        ]
+        return found
+
+    async def clean_up(self, node: str | None = None) -> tuple[list[str], list[str]]:
+        """Removes cau's location constraints, and starts again on their node the resources cau
+        stopped there (move = save) once that node is online and out of standby."""
+        status, config = await self.read()
+        done: list[str] = []
+        waiting: list[str] = []
+        for c in config.cau_constraints():
+            if node is not None and c.node != node:
+                continue
+            await self._delete_constraint(c.id)
+            done.append(f"removed location constraint {c.describe()}")
+        by_node: dict[str, list[str]] = {}
+        for rid, on in sorted(self._saved_on(config).items()):
+            if node is None or on == node:
+                by_node.setdefault(on, []).append(rid)
+        for on, rids in by_node.items():
+            member = status.node(on)
+            if member is None or not member.online or member.standby or member.maintenance:
+                state = (
+                    "not a member" if member is None else ("offline" if not member.online else "in standby")
+                )
+                waiting.append(
+                    f"{', '.join(rids)} stay stopped: {on} is {state}; run this again once it is back"
+                )
+                continue
+            # the prior target-role is in the journal only: without it, the resource's default
+            await self._restore_saved(
+                _xml_id(on, "node name"), MaintenancePrior(on, was_in_maintenance=False)
+            )
+            done.append(f"started {', '.join(rids)} again on {on}")
+        return done, waiting
 
     # --- CIB edits ---------------------------------------------------------------------------------
 
@@ -548,15 +599,17 @@ class PacemakerProvider(SshProvider):
         else:
             ids = [self._constraint_id(rid, node) for rid in rids]
         for cid in ids:
-            xml = f'<rsc_location id="{_xml_id(cid, "constraint id")}"/>'
-            result = await self._member_run(
-                f"cibadmin --delete --scope constraints --xml-text {shlex.quote(xml)}"
+            await self._delete_constraint(cid)
+
+    async def _delete_constraint(self, cid: str) -> None:
+        xml = f'<rsc_location id="{_xml_id(cid, "constraint id")}"/>'
+        result = await self._member_run(
+            f"cibadmin --delete --scope constraints --xml-text {shlex.quote(xml)}"
+        )
+        if not result.ok and "no such" not in (result.stderr + result.stdout).lower():
+            raise MaintenanceError(
+                f"removing constraint {cid} failed (exit {result.exit_status}): {tail(result.stderr, 300)}"
             )
-            if not result.ok and "no such" not in (result.stderr + result.stdout).lower():
-                raise MaintenanceError(
-                    f"removing constraint {cid} failed (exit {result.exit_status}): "
-                    f"{tail(result.stderr, 300)}"
-                )
 
     # --- restarts --------------------------------------------------------------------------------
 

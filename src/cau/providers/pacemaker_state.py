@@ -52,6 +52,19 @@ class PcmkResource:
     agent: str | None = None
     role: str | None = None  # Started / Stopped / Promoted ... (primitives)
     blocked: bool = False
+    # A resource on its way, or a group only half there, is not "moved": nodes where it runs
+    # whole (done starting; for a group every member; else as `nodes`), and nodes where any part
+    # of it is active (else as `nodes`).
+    whole_on: tuple[str, ...] | None = None
+    partly_on: tuple[str, ...] | None = None
+
+    @property
+    def complete_on(self) -> tuple[str, ...]:
+        return self.nodes if self.whole_on is None else self.whole_on
+
+    @property
+    def present_on(self) -> tuple[str, ...]:
+        return self.nodes if self.partly_on is None else self.partly_on
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ class ClusterStatus:
         return [
             r.id
             for r in self.resources
-            if node in r.nodes or r.id in leaving or not leaving.isdisjoint(r.members)
+            if node in r.present_on or r.id in leaving or not leaving.isdisjoint(r.members)
         ]
 
 
@@ -201,6 +214,19 @@ def _parse_xml(text: str, what: str) -> ET.Element:
         raise ProviderError(f"{what}: unreadable XML ({exc})") from exc
 
 
+# Roles of a resource still on its way: active on its node for crm_mon, but not running there yet
+# (or any more). A move is not over while one of these is shown.
+_IN_TRANSITION = frozenset({"Starting", "Stopping", "Migrating", "Promoting", "Demoting"})
+
+
+def _settled_nodes(el: ET.Element) -> tuple[str, ...]:
+    """Nodes a crm_mon <resource> runs on, done starting (not Starting/Stopping/... there) and
+    not failed (a failed start shows as active, with failed="true", until its stop has run)."""
+    if el.get("role") in _IN_TRANSITION or _bool(el.get("failed")):
+        return ()
+    return _active_nodes(el)
+
+
 def _active_nodes(el: ET.Element) -> tuple[str, ...]:
     """Nodes a crm_mon <resource> element is active on."""
     if not _bool(el.get("active")):
@@ -215,6 +241,7 @@ def _resource(el: ET.Element) -> PcmkResource | None:
             id=el.get("id", ""),
             kind="primitive",
             nodes=_active_nodes(el),
+            whole_on=_settled_nodes(el),
             failed=_bool(el.get("failed")),
             managed=_bool(el.get("managed", "true")),
             agent=el.get("resource_agent"),
@@ -230,10 +257,16 @@ def _resource(el: ET.Element) -> PcmkResource | None:
             else:  # a group inside a clone, or a bundle replica
                 prims.extend(child.iter("resource"))
         nodes: list[str] = []
+        whole: tuple[str, ...] | None = None
+        partly: tuple[str, ...] | None = None
         if tag == "group":
-            # A group runs where its first member runs (its members are colocated).
+            # A group runs where its first member runs (its members are colocated); it runs whole
+            # only where every member is active (a member that failed to start leaves it broken).
             if prims:
                 nodes = list(_active_nodes(prims[0]))
+                settled = [set(_settled_nodes(p)) for p in prims]
+                whole = tuple(n for n in nodes if all(n in m for m in settled))
+                partly = tuple(sorted(set().union(*(_active_nodes(p) for p in prims))))
         else:
             for p in prims:
                 for n in _active_nodes(p):
@@ -250,6 +283,8 @@ def _resource(el: ET.Element) -> PcmkResource | None:
             kind=tag,
             nodes=tuple(nodes),
             members=tuple(ids),
+            whole_on=whole,
+            partly_on=partly,
             failed=_bool(el.get("failed")) or any(_bool(p.get("failed")) for p in prims),
             managed=_bool(el.get("managed", "true")),
             blocked=any(_bool(p.get("blocked")) for p in prims),
