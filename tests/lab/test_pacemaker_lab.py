@@ -44,39 +44,43 @@ def served_number(body: str) -> int:
 # --- formation ---------------------------------------------------------------------------------
 
 
-def test_cluster_forms_with_every_node_online_and_a_dc(pcmk_lab: Lab) -> None:
-    state = pcmk_lab.pacemaker.state()
+def test_cluster_forms_with_every_node_online_and_a_dc(clean_pcmk_lab: Lab) -> None:
+    state = clean_pcmk_lab.pacemaker.state()
     assert state.online == ["node1", "node2", "node3"]
-    assert state.dc in pcmk_lab.nodes and state.quorum
+    assert state.dc in clean_pcmk_lab.nodes and state.quorum
     assert not any(n.standby or n.maintenance for n in state.nodes.values())
     # every node sees the same membership (the CLI runs inside each host)
-    for node in pcmk_lab.nodes:
-        assert pcmk_lab.pacemaker.state(node).online == state.online
+    for node in clean_pcmk_lab.nodes:
+        assert clean_pcmk_lab.pacemaker.state(node).online == state.online
 
 
-def test_the_starting_cib_has_the_lab_settings_and_no_location_constraint(pcmk_lab: Lab) -> None:
+def test_the_starting_cib_has_the_lab_settings_and_no_location_constraint(clean_pcmk_lab: Lab) -> None:
     def prop(name: str) -> str:
-        return crm(pcmk_lab, f"crm_attribute --type crm_config --name {name} --query --quiet").strip()
+        return crm(clean_pcmk_lab, f"crm_attribute --type crm_config --name {name} --query --quiet").strip()
 
     assert prop("stonith-enabled") == "false"
     assert prop("no-quorum-policy") == "stop"
     assert prop("dc-deadtime") == "2s"
-    stickiness = crm(pcmk_lab, "crm_attribute --type rsc_defaults --name resource-stickiness --query --quiet")
+    stickiness = crm(
+        clean_pcmk_lab, "crm_attribute --type rsc_defaults --name resource-stickiness --query --quiet"
+    )
     assert stickiness.strip() == "100"
-    assert pcmk_lab.pacemaker.location_constraints() == []
+    assert clean_pcmk_lab.pacemaker.location_constraints() == []
 
 
-def test_workloads_run_on_their_start_nodes_and_answer_on_their_addresses(pcmk_lab: Lab) -> None:
-    assert pcmk_lab.pacemaker.locations() == START
-    assert get(url(pcmk_lab, "vm1")).startswith("vm1 on node1: request ")
-    assert get(url(pcmk_lab, "web")).startswith("web-server on node2: request ")
-    clone = next(w for w in pcmk_lab.pacemaker.workloads if w.id == "web-clone")
-    for node, address in zip(pcmk_lab.nodes, clone.urls, strict=True):
+def test_workloads_run_on_their_start_nodes_and_answer_on_their_addresses(clean_pcmk_lab: Lab) -> None:
+    assert clean_pcmk_lab.pacemaker.locations() == START
+    assert get(url(clean_pcmk_lab, "vm1")).startswith("vm1 on node1: request ")
+    assert get(url(clean_pcmk_lab, "web")).startswith("web-server on node2: request ")
+    clone = next(w for w in clean_pcmk_lab.pacemaker.workloads if w.id == "web-clone")
+    for node, address in zip(clean_pcmk_lab.nodes, clone.urls, strict=True):
         assert get(address).startswith(f"web-local on {node}: request ")
     # vm1's address is where vm1 runs, and nowhere else
-    vm_ip = url(pcmk_lab, "vm1").split("/")[2]
+    vm_ip = url(clean_pcmk_lab, "vm1").split("/")[2]
     holders = [
-        n for n in pcmk_lab.nodes if pcmk_lab.exec(n, f"ip -o -4 addr show to {vm_ip}/32").stdout.strip()
+        n
+        for n in clean_pcmk_lab.nodes
+        if clean_pcmk_lab.exec(n, f"ip -o -4 addr show to {vm_ip}/32").stdout.strip()
     ]
     assert holders == ["node1"]
 
