@@ -20,7 +20,7 @@ from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
-from cau.domain.updates import Update
+from cau.domain.updates import HeldUpdate, Update
 from cau.domain.validation import describe_errors
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
@@ -66,6 +66,7 @@ class LockLost(CauError):
 class NodeScan:
     node: str
     updates: list[Update] = field(default_factory=list)
+    held: list[HeldUpdate] = field(default_factory=list)  # not taken on purpose (held, kept back)
     restart_pending: bool = False
     errors: dict[str, str] = field(default_factory=dict)
     reachable: bool = True
@@ -213,6 +214,7 @@ class Service:
                             break
                         continue
                     result.updates.extend(found.updates)
+                    result.held.extend(found.held)
                     result.restart_pending = result.restart_pending or found.restart_pending
                 return result
 

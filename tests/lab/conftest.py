@@ -75,6 +75,16 @@ def clean_lab(lab: Lab) -> Lab:
     return lab
 
 
+@pytest.fixture
+def fresh(clean_lab: Lab) -> Lab:
+    """The clean lab, with no maintenance marker and no pending restart on any host."""
+    for node in clean_lab.nodes:
+        clean_lab.exec(
+            node, "rm -f /var/lib/cau/maintenance /var/run/reboot-required /var/run/reboot-required.pkgs"
+        )
+    return clean_lab
+
+
 # --- the Pacemaker lab -------------------------------------------------------------------------
 
 PCMK_STATE_DIR = Path(os.environ.get("CAU_LAB_PCMK_TEST_STATE_DIR", "/var/tmp/cau-lab-pcmk-test"))

@@ -28,15 +28,6 @@ def report(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture
-def fresh(clean_lab: Lab, tmp_path: Path) -> Lab:
-    for node in clean_lab.nodes:
-        clean_lab.exec(
-            node, "rm -f /var/lib/cau/maintenance /var/run/reboot-required /var/run/reboot-required.pkgs"
-        )
-    return clean_lab
-
-
 def test_full_run_updates_every_host_and_restarts_exactly_those_that_need_it(
     fresh: Lab, tmp_path: Path
 ) -> None:

@@ -32,6 +32,8 @@ from cau.plugins.apt_facts import (
     parse_apt_plan,
     parse_apt_simulation,
     parse_apt_summary,
+    parse_dpkg_audit,
+    parse_dpkg_errors,
     parse_dpkg_query,
     parse_dpkg_status,
     parse_dpkg_versions,
@@ -65,6 +67,12 @@ PARSERS: dict[str, Parser] = {
         "installed": jsonable(parse_dpkg_status(text)),
     },
     "apt_mark_hold": lambda text, _: jsonable(parse_apt_mark_hold(text)),
+    "dpkg_audit": lambda text, _: [
+        {"name": p.name, "version": p.version, "state": p.state} for p in parse_dpkg_audit(text)
+    ],
+    "dpkg_errors": lambda text, _: [
+        {**jsonable(e), "describe": e.describe()} for e in parse_dpkg_errors(text)
+    ],
     "needrestart_batch": _needrestart,
     "reboot_required": _reboot,
     "lock_error": lambda text, _: {

@@ -370,6 +370,16 @@ def scan(
                             }
                             for u in s.updates
                         ],
+                        "held": [
+                            {
+                                "id": h.id,
+                                "title": h.title,
+                                "plugin": h.plugin,
+                                "reason": h.reason,
+                                "details": h.details,
+                            }
+                            for h in s.held
+                        ],
                     }
                     for s in scans
                 ],
@@ -389,6 +399,8 @@ def scan(
         for u in s.updates:
             flag = " [yellow](restart)[/]" if u.needs_restart else ""
             console.print(f"  {escape(f'{u.id:<36}')} {escape(u.title)}{flag}", highlight=False)
+        for h in s.held:
+            console.print(f"  [cyan]not installed, {escape(h.reason)}:[/] {escape(h.title)}", highlight=False)
         for name, err in s.errors.items():
             console.print(f"  [red]{escape(name)}: {escape(err)}[/]")
         total += len(s.updates)

@@ -200,6 +200,8 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
                         u.message,
                     )
                 parts.append(t)
+            for h in node.held_updates:
+                parts.append(Text(f"  not installed, {h.reason}: {h.title}", style="cyan"))
             for err in node.transient_errors:
                 parts.append(Text(f"  transient: {err}", style="yellow"))
             if node.roles_failed_back:

@@ -20,12 +20,25 @@ class Update:
 
 
 @dataclass(frozen=True)
+class HeldUpdate:
+    """An update the node does not take, on purpose: held by its admin (`apt-mark hold`), or kept
+    back (its upgrade would need new packages or removals). Not installed, and not a failure."""
+
+    id: str
+    title: str
+    plugin: str
+    reason: str  # "held" | "kept back"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """What a plug-in found applicable on one node."""
 
     updates: tuple[Update, ...] = ()
     # The node already waits for a restart (e.g. a previous run used no_restart).
     restart_pending: bool = False
+    held: tuple[HeldUpdate, ...] = ()
 
 
 class UpdateOutcome(StrEnum):

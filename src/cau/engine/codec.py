@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from cau.domain.updates import Update, UpdateResult
+from cau.domain.updates import HeldUpdate, Update, UpdateResult
 
 _updates = TypeAdapter(list[Update])
 _results = TypeAdapter(list[UpdateResult])
+_held = TypeAdapter(list[HeldUpdate])
 
 
 def dump_updates(updates: list[Update] | tuple[Update, ...]) -> list[dict[str, Any]]:
@@ -26,3 +27,11 @@ def dump_results(results: list[UpdateResult]) -> list[dict[str, Any]]:
 
 def load_results(data: Any) -> list[UpdateResult]:
     return _results.validate_python(data or [])
+
+
+def dump_held(held: list[HeldUpdate] | tuple[HeldUpdate, ...]) -> list[dict[str, Any]]:
+    return list(_held.dump_python(list(held), mode="json"))
+
+
+def load_held(data: Any) -> list[HeldUpdate]:
+    return _held.validate_python(data or [])

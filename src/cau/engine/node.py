@@ -26,8 +26,8 @@ from cau.domain.durations import format_duration
 from cau.domain.planning import Admission
 from cau.domain.profile import DrainPolicy, RunProfile
 from cau.domain.results import ErrorId, Status, node_status
-from cau.domain.updates import Update, UpdateOutcome, UpdateResult
-from cau.engine.codec import dump_results, dump_updates, load_results, load_updates
+from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
+from cau.engine.codec import dump_held, dump_results, dump_updates, load_held, load_results, load_updates
 from cau.engine.gate import MaintenanceGate, NeverAdmitted
 from cau.engine.replay import NodeProgress
 from cau.errors import CauError, NodeUnreachable, PluginError
@@ -101,6 +101,7 @@ class ScanOutcome:
     by_plugin: dict[str, list[Update]]
     restart_pending: bool
     errors: dict[str, str]
+    held: list[HeldUpdate]
 
     @property
     def updates(self) -> list[Update]:
@@ -113,6 +114,7 @@ class ScanOutcome:
             by_plugin={k: load_updates(v) for k, v in out.get("updates", {}).items()},
             restart_pending=bool(out.get("restart_pending")),
             errors=dict(out.get("errors", {})),
+            held=[h for v in out.get("held", {}).values() for h in load_held(v)],
         )
 
 
@@ -128,6 +130,7 @@ class NodeRun:
         self.remaining: list[str] = []
         self.left_in_maintenance = False
         self.pending_restart = False
+        self.held: list[HeldUpdate] = []  # as the node's last scan saw them
         self.exit_error: tuple[ErrorId, str] | None = None
         self._prior: MaintenancePrior | None = None
         self._session: NodeSession | None = None
@@ -244,6 +247,7 @@ class NodeRun:
                 "transient_errors": self.transient,
                 "left_in_maintenance": self.left_in_maintenance,
                 "pending_restart": self.pending_restart,
+                "held": dump_held(self.held),
             },
         )
         return status
@@ -385,6 +389,7 @@ class NodeRun:
             else:
                 pairs = list(await asyncio.gather(*(scan_one(b) for b in self.ctx.plugins)))
             updates: dict[str, Any] = {}
+            held: dict[str, Any] = {}
             errors: dict[str, str] = {}
             restart_pending = False
             for name, result in pairs:
@@ -392,12 +397,15 @@ class NodeRun:
                     errors[name] = redact(str(result))
                 else:
                     updates[name] = dump_updates(result.updates)
+                    if result.held:
+                        held[name] = dump_held(result.held)
                     restart_pending = restart_pending or result.restart_pending
             out: Outcome = {
                 "ok": bool(updates),
                 "updates": updates,
                 "restart_pending": restart_pending,
                 "errors": errors,
+                "held": held,
                 "count": sum(len(v) for v in updates.values()),
             }
             if not updates:
@@ -405,6 +413,8 @@ class NodeRun:
             return out
 
         outcome = ScanOutcome.from_outcome(await self.step(key, step, act))
+        if outcome.ok:
+            self.held = outcome.held
         for plugin, error in outcome.errors.items():
             if outcome.ok:
                 self.warn(f"the {plugin} plug-in could not scan: {error}")

@@ -13,19 +13,26 @@ drained; install is non-interactive, keeps changed conffiles unless told otherwi
 packages and installs exactly the versions the scan saw. A restart is needed when
 /var/run/reboot-required appears (or needrestart says the kernel is outdated); the per-package
 results carry the versions before and after. apt always runs with LC_ALL=C: its output is parsed.
+
+The scan also reads dpkg's own state: a package left half-configured, unpacked, half-installed or
+with triggers pending (a maintainer script failed, dpkg was interrupted) is an update to finish
+(`details.action = "repair"`, its dpkg state in `details.state`): the node is not compliant until
+apt has finished it. Held packages (`apt-mark hold`) and upgrades apt keeps back are reported as
+such (`ScanResult.held`): never installed, not a failure. A failed install names the package,
+the maintainer script and its exit status as dpkg said them.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from cau.domain.durations import Duration
-from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
+from cau.domain.updates import HeldUpdate, ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
 from cau.errors import CauError, PluginError
 from cau.plugins import apt_facts as facts
 from cau.plugins import refuse_this_machine
@@ -33,7 +40,11 @@ from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginCont
 from cau.redact import tail
 
 ENV = "LC_ALL=C DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_MODE=l"
+T = TypeVar("T")
 REBOOT_REQUIRED = "/var/run/reboot-required"
+# binary:Package: a multi-arch node has libc6:amd64 and libc6:i386, both "libc6" for ${Package}
+DPKG_QUERY = "dpkg-query -W -f='${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n'"
+_SPLIT = "@@cau-split@@"
 
 
 class AptArgs(BaseModel):
@@ -82,38 +93,92 @@ class AptNodeUpdater:
 
     # --- scan ------------------------------------------------------------------------------------
 
-    async def _changes(self) -> list[facts.AptChange]:
+    async def _plan(self) -> facts.AptPlan:
         if self._args.update_lists:
             refreshed = await self._run(self._apt("update"), 600, "apt-get update")
             if not refreshed.ok:
                 raise self._failure("apt-get update", refreshed)
-        sim = await self._run(f"{ENV} apt-get -s -o Debug::NoLocking=1 {self._args.mode}", 600, "simulation")
+        sim = await self._run(
+            f"{ENV} apt-get -s -o Debug::NoLocking=1 -o APT::Get::Show-Versions=1 {self._args.mode}",
+            600,
+            "simulation",
+        )
         if not sim.ok:
             raise self._failure(f"apt-get -s {self._args.mode}", sim)
-        changes = facts.parse_apt_simulation(sim.stdout)
-        wanted = [c for c in changes if c.action != "remove"]
-        return facts.filter_changes(wanted, self._args.include, self._args.exclude, self._args.origins)
+        return self._parsed(facts.parse_apt_plan, sim.stdout, "apt-get -s")
+
+    def _parsed(self, parser: Callable[[str], T], text: str, what: str) -> T:
+        try:
+            return parser(text)
+        except facts.AptParseError as exc:
+            raise PluginError(f"apt: unexpected output of {what} on {self._node}: {exc}") from exc
 
     async def scan(self) -> ScanResult:
-        changes = await self._changes()
-        pending = await self._run(f"test -e {REBOOT_REQUIRED}", 30, "reboot-required check")
-        updates = tuple(
-            Update(
-                id=c.package,
-                title=f"{c.package} {c.old_version or '(new)'} -> {c.new_version}",
-                plugin="apt",
-                # Known only after the install (reboot-required); a kernel is a safe guess to show.
-                needs_restart=c.package.startswith(("linux-image", "linux-modules")),
-                details={
-                    "from": c.old_version or "",
-                    "to": c.new_version,
-                    "origin": ", ".join(c.origins),
-                    "action": c.action,
-                },
-            )
-            for c in changes
+        plan = await self._plan()
+        wanted = [c for c in plan.changes if c.action != "remove"]
+        changes = facts.filter_changes(wanted, self._args.include, self._args.exclude, self._args.origins)
+        state = await self._run(
+            f"test -e {REBOOT_REQUIRED}; echo $?; {DPKG_QUERY}; echo {_SPLIT}; apt-mark showhold",
+            60,
+            "dpkg state",
         )
-        return ScanResult(updates=updates, restart_pending=pending.ok)
+        pending_text, _, rest = state.stdout.partition("\n")
+        dpkg_text, _, hold_text = rest.partition(_SPLIT)
+        unfinished = self._parsed(facts.parse_dpkg_audit, dpkg_text, "dpkg-query")
+        holds = facts.parse_apt_mark_hold(hold_text)
+        updates = [self._update(c) for c in changes]
+        upgrading = {u.id for u in updates}
+        updates += [self._repair(p) for p in unfinished if p.name not in upgrading and self._selected(p.name)]
+        held = tuple(
+            HeldUpdate(
+                id=name,
+                title=self._held_title(name, plan, holds),
+                plugin="apt",
+                reason="held" if name in holds else "kept back",
+                details=dict(zip(("from", "to"), plan.versions.get(name, ("", "")), strict=True)),
+            )
+            for name in plan.kept_back
+            if self._selected(name)
+        )
+        return ScanResult(updates=tuple(updates), restart_pending=pending_text.strip() == "0", held=held)
+
+    def _selected(self, package: str) -> bool:
+        """The profile's include/exclude patterns (origins need apt's candidate: not here)."""
+        change = facts.AptChange(package, facts.AptAction.UPGRADE, None, "")
+        return bool(facts.filter_changes([change], self._args.include, self._args.exclude))
+
+    @staticmethod
+    def _held_title(name: str, plan: facts.AptPlan, holds: set[str]) -> str:
+        old, new = plan.versions.get(name, ("", ""))
+        versions = f" {old} -> {new}" if old and new else ""
+        why = "held (apt-mark hold)" if name in holds else "kept back (needs new packages or removals)"
+        return f"{name}{versions}: {why}"
+
+    @staticmethod
+    def _update(c: facts.AptChange) -> Update:
+        return Update(
+            id=c.package,
+            title=f"{c.package} {c.old_version or '(new)'} -> {c.new_version}",
+            plugin="apt",
+            # Known only after the install (reboot-required); a kernel is a safe guess to show.
+            needs_restart=c.package.startswith(("linux-image", "linux-modules")),
+            details={
+                "from": c.old_version or "",
+                "to": c.new_version,
+                "origin": ", ".join(c.origins),
+                "action": c.action,
+            },
+        )
+
+    @staticmethod
+    def _repair(p: facts.DpkgPackage) -> Update:
+        """A package dpkg did not finish: installing its version again finishes it."""
+        return Update(
+            id=p.name,
+            title=f"{p.name} {p.version} is {p.state}: finish installing it",
+            plugin="apt",
+            details={"from": p.version, "to": p.version, "action": "repair", "state": p.state},
+        )
 
     # --- stage and install -----------------------------------------------------------------------
 
@@ -137,13 +202,17 @@ class AptNodeUpdater:
         message = "downloaded" if ok else str(self._failure("download", result))
         return [StagingResult(u.id, ok=ok, message=message) for u in updates]
 
-    async def _versions(self, packages: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    async def _packages(self, packages: Sequence[str]) -> dict[str, facts.DpkgPackage]:
         if not packages:
             return {}
         names = " ".join(shlex.quote(p) for p in packages)
-        fmt = "'${Package}\\t${Version}\\t${db:Status-Abbrev}\\n'"
-        result = await self._run(f"dpkg-query -W -f={fmt} {names} 2>/dev/null; true", 60, "dpkg-query")
-        return facts.parse_dpkg_status(result.stdout)
+        result = await self._run(f"{DPKG_QUERY} {names} 2>/dev/null; true", 60, "dpkg-query")
+        found: dict[str, facts.DpkgPackage] = {}
+        for p in self._parsed(facts.parse_dpkg_query, result.stdout, "dpkg-query"):
+            found[p.name] = p
+            # apt names a native Multi-Arch: same package "libc6", dpkg "libc6:amd64"
+            found.setdefault(p.name.split(":", 1)[0], p)
+        return found
 
     async def _restart_facts(self) -> tuple[bool, list[str]]:
         check = (
@@ -167,28 +236,40 @@ class AptNodeUpdater:
         if not updates:
             return []
         names = [u.id for u in updates]
-        before = await self._versions(names)
+        before = await self._packages(names)
         progress(f"apt-get installing {len(updates)} package(s)")
         started = self._clock.now()
         command = self._apt(f"-y {self._dpkg_options()} {self._selection(updates)}")
         result = await self._run(command, self._args.install_timeout.total_seconds(), "install")
-        after = await self._versions(names)
+        after = await self._packages(names)
         needed, pkgs = await self._restart_facts()
         finished = self._clock.now()
+        # dpkg's own words per package (a failing maintainer script, its exit status)
+        dpkg_errors = {
+            e.package.split(":", 1)[0]: e for e in facts.parse_dpkg_errors(result.stdout + result.stderr)
+        }
         failure = "" if result.ok else str(self._failure("apt-get install", result))
         out = []
         for u in updates:
             target = u.details.get("to", "")
-            now_version, held = after.get(u.id, ("", False))
-            installed = now_version == target or (not target and result.ok)
+            now = after.get(u.id)
+            now_version = now.version if now is not None and now.status != "n" else ""
+            done = now is not None and now.installed
+            installed = done and (now_version == target or (not target and result.ok))
             restart = needed and (not pkgs or u.id in pkgs or u.needs_restart)
             message = ""
             if not installed:
-                message = (
-                    f"held: not upgraded ({now_version})"
-                    if held
-                    else failure or f"still at {now_version or 'nothing'} after apt-get, wanted {target}"
-                )
+                error = dpkg_errors.get(u.id.split(":", 1)[0])
+                if now is not None and now.held and done:
+                    message = f"held: not upgraded ({now_version})"
+                elif error is not None:
+                    message = error.describe()
+                    if now is not None and now.unfinished:
+                        message += f"; left {now.state}"
+                elif now is not None and now.unfinished:
+                    message = f"left {now.state} at {now_version}: " + (failure or "dpkg did not finish it")
+                else:
+                    message = failure or f"still at {now_version or 'nothing'} after apt-get, wanted {target}"
             out.append(
                 UpdateResult(
                     update_id=u.id,
@@ -201,13 +282,20 @@ class AptNodeUpdater:
                     started=started,
                     finished=finished,
                     details={
-                        "before": before.get(u.id, ("", False))[0],
-                        "after": now_version,
+                        "before": _version_state(before.get(u.id)),
+                        "after": _version_state(now),
                         "wanted": target,
                     },
                 )
             )
         return out
+
+
+def _version_state(package: facts.DpkgPackage | None) -> str:
+    """A package's version as a report shows it: "1.1", or "1.1 (half-configured)"."""
+    if package is None or package.status == "n":
+        return ""
+    return package.version if package.installed else f"{package.version} ({package.state})"
 
 
 class AptPlugin:

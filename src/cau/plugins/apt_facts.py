@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from fnmatch import fnmatchcase
 
@@ -80,6 +80,9 @@ class AptPlan:
     deferred_phasing: tuple[str, ...] = ()  # Ubuntu phased updates not offered to this node yet
     held_changed: tuple[str, ...] = ()  # held packages the request would change anyway
     autoremovable: tuple[str, ...] = ()
+    # name -> (installed, candidate) for list entries apt annotated with their versions
+    # (APT::Get::Show-Versions=1: "labpkg (1.0 => 1.1)"), e.g. what a kept-back package would be
+    versions: dict[str, tuple[str, str]] = field(default_factory=dict)
     summary: AptSummary | None = None
     errors: tuple[str, ...] = ()  # `E:` lines (when stderr was captured with stdout)
 
@@ -142,6 +145,7 @@ def parse_apt_plan(text: str) -> AptPlan:
         "autoremovable": [],
     }
     counts: dict[str, int] = {}
+    versions: dict[str, tuple[str, str]] = {}
     errors: list[str] = []
     section: str | None = None
     for raw in text.splitlines():
@@ -151,6 +155,7 @@ def parse_apt_plan(text: str) -> AptPlan:
                 counts.update(_v30_counts(line))
             elif section in lists:
                 lists[section].extend(_list_items(line))
+                versions.update(_annotated_versions(line))
             continue
         section = None
         if not line:
@@ -181,6 +186,7 @@ def parse_apt_plan(text: str) -> AptPlan:
         deferred_phasing=tuple(lists["deferred_phasing"]),
         held_changed=tuple(lists["held_changed"]),
         autoremovable=tuple(lists["autoremovable"]),
+        versions=versions,
         summary=summary,
         errors=tuple(errors),
     )
@@ -211,6 +217,13 @@ def _list_items(line: str) -> list[str]:
     # "  curl* jq (1.6 => 1.7)": drop version annotations (APT::Get::Show-Versions) and purge marks.
     line = re.sub(r"\([^)]*\)", " ", line)
     return [item.rstrip("*") for item in line.split() if item.rstrip("*")]
+
+
+_ANNOTATED = re.compile(r"(\S+) \((\S+) => (\S+)\)")
+
+
+def _annotated_versions(line: str) -> dict[str, tuple[str, str]]:
+    return {name.rstrip("*"): (old, new) for name, old, new in _ANNOTATED.findall(line)}
 
 
 def _v30_counts(line: str) -> dict[str, int]:
@@ -429,6 +442,30 @@ class DpkgPackage:
         """dpkg was interrupted on this package: `dpkg --configure -a` / a reinstall is due."""
         return self.status in ("H", "U", "F") or self.error == "R"
 
+    @property
+    def unfinished(self) -> bool:
+        """Not fully installed: broken, or its triggers still to run (what `dpkg --audit` lists)."""
+        return self.broken or self.status in ("W", "t")
+
+    @property
+    def state(self) -> str:
+        """dpkg's name of the package's state ("half-configured", "installed", ...)."""
+        if self.error == "R":
+            return "reinstall-required"
+        return _DPKG_STATES.get(self.status, f"status {self.status!r}")
+
+
+_DPKG_STATES = {
+    "n": "not-installed",
+    "c": "config-files",
+    "H": "half-installed",
+    "U": "unpacked",
+    "F": "half-configured",
+    "W": "triggers-awaited",
+    "t": "triggers-pending",
+    "i": "installed",
+}
+
 
 def parse_dpkg_query(text: str) -> list[DpkgPackage]:
     """Every package line. Use `${binary:Package}` on multi-arch nodes (else libc6:amd64 and
@@ -453,6 +490,11 @@ def parse_dpkg_status(text: str) -> dict[str, tuple[str, bool]]:
 def parse_dpkg_versions(text: str) -> dict[str, str]:
     """Installed packages: name -> version."""
     return {p.name: p.version for p in parse_dpkg_query(text) if p.installed}
+
+
+def parse_dpkg_audit(text: str) -> list[DpkgPackage]:
+    """The packages of a full `dpkg-query -W` listing that are not fully installed."""
+    return [p for p in parse_dpkg_query(text) if p.unfinished]
 
 
 def parse_apt_mark_hold(text: str) -> set[str]:
@@ -578,3 +620,44 @@ def lock_holder(stderr: str) -> tuple[int, str | None] | None:
     if match.group(3):
         return int(match.group(3)), None
     return int(match.group(1)), match.group(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpkg's errors (in apt's output: apt runs dpkg on a terminal, so they reach apt's stdout)
+
+
+@dataclass(frozen=True)
+class DpkgError:
+    """One "dpkg: error processing package P (--configure):" block: the package, what dpkg was
+    doing (--configure, --unpack, --install...) and why ("installed P package post-installation
+    script subprocess returned error exit status 1")."""
+
+    package: str
+    action: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.reason} (dpkg {self.action} {self.package})"
+
+
+_DPKG_ERROR = re.compile(r"^dpkg: error processing (?:package|archive) (\S+) \((--[a-z-]+)\):\s*$")
+
+
+def parse_dpkg_errors(text: str) -> list[DpkgError]:
+    """Every dpkg error block, in order; a package's reason is its indented lines joined."""
+    out: list[DpkgError] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = _DPKG_ERROR.match(line.rstrip())
+        if not match:
+            continue
+        reason = []
+        for follow in lines[i + 1 :]:
+            if not follow.startswith(" ") or not follow.strip():
+                break
+            reason.append(follow.strip())
+        package = match.group(1)
+        if package.endswith(".deb"):  # "error processing archive /var/cache/.../p_1.1_all.deb"
+            package = package.rsplit("/", 1)[-1].split("_", 1)[0]
+        out.append(DpkgError(package, match.group(2), " ".join(reason) or "failed"))
+    return out

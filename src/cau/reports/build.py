@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cau.engine.codec import load_results
+from cau.engine.codec import load_held, load_results
 from cau.engine.replay import NodeProgress, RunProgress
 from cau.ports import RoleOutage
 from cau.reports.availability import (
@@ -16,6 +16,7 @@ from cau.reports.availability import (
     role_availability,
 )
 from cau.reports.model import (
+    HeldUpdateReport,
     NodeReport,
     OutageReport,
     RunReport,
@@ -92,6 +93,15 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         )
         for r in raw
     ]
+    if node.status is not None:
+        held = load_held(result.get("held"))
+    else:  # in progress: as the last scan saw them
+        scans = [s for s in node.steps.values() if s.step in ("scan", "rescan") and s.ok and s.outcome]
+        held = (
+            [h for v in (scans[-1].outcome or {}).get("held", {}).values() for h in load_held(v)]
+            if scans
+            else []
+        )
     state = "done" if node.status is not None else ("running" if node.started else "pending")
     return NodeReport(
         name=node.name,
@@ -112,6 +122,10 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         failed_count=sum(1 for u in updates if u.status == "Failed"),
         updates=updates,
         remaining_updates=list(result.get("remaining", [])),
+        held_updates=[
+            HeldUpdateReport(id=h.id, title=h.title, plugin=h.plugin, reason=h.reason, details=h.details)
+            for h in held
+        ],
         roles_failed_back=moved,
         transient_errors=list(result.get("transient_errors", [])),
         left_in_maintenance=bool(result.get("left_in_maintenance")),

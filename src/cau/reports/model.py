@@ -28,6 +28,16 @@ class UpdateReport(BaseModel):
     details: dict[str, str] = {}
 
 
+class HeldUpdateReport(BaseModel):
+    """An update the node did not take on purpose (held, kept back): not installed, not failed."""
+
+    id: str
+    title: str
+    plugin: str
+    reason: str  # held | kept back
+    details: dict[str, str] = {}
+
+
 class StepReport(BaseModel):
     step: str
     key: str
@@ -56,6 +66,7 @@ class NodeReport(BaseModel):
     failed_count: int = 0
     updates: list[UpdateReport] = []
     remaining_updates: list[str] = []
+    held_updates: list[HeldUpdateReport] = []  # added later: older reports load without it
     roles_failed_back: list[str] = []
     transient_errors: list[str] = []
     left_in_maintenance: bool = False

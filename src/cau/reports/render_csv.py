@@ -153,9 +153,15 @@ def _availability_rows(r: RunReport) -> Iterable[Sequence[Cell]]:
 
 def _detailed_rows(r: RunReport) -> Iterable[Sequence[Cell]]:
     for n in r.nodes:
-        updates: list[UpdateReport | None] = list(n.updates) or [None]
+        updates: list[UpdateReport | None] = list(n.updates) or ([] if n.held_updates else [None])
         for u in updates:
             yield _detailed_row(r, n, u)
+        for h in n.held_updates:  # not installed on purpose: status "Held" / "KeptBack", no failure
+            status = "Held" if h.reason == "held" else "KeptBack"
+            held = UpdateReport(
+                id=h.id, title=h.title, plugin=h.plugin, status=status, attempts=0, message=h.reason
+            )
+            yield _detailed_row(r, n, held)
 
 
 def _detailed_row(r: RunReport, n: NodeReport, u: UpdateReport | None) -> Sequence[Cell]:
