@@ -34,7 +34,6 @@ from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState
 from cau.engine.coordinator import Coordinator
 from cau.errors import CauError, ConfigError
-from cau.lab.cli import lab_app
 from cau.reports.model import RunReport
 from cau.service import Service
 from cau.store.base import JournalEvent, ReportQuery
@@ -51,10 +50,28 @@ sandbox_app = typer.Typer(help="The built-in simulated cluster.", no_args_is_hel
 profile_app = typer.Typer(help="Updating Run Profiles.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(profile_app, name="profile")
-app.add_typer(lab_app, name="lab")
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 app.command("serve")(serve)
+
+
+def _add_command_groups() -> None:
+    """Command groups other distributions add under `cau` (entry point group `cau.commands`,
+    name -> a Typer app): e.g. `cau lab` from cau-lab. One that fails to load is left out with a
+    warning; cau itself still works."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="cau.commands"):
+        try:
+            sub = ep.load()
+        except Exception as exc:  # a broken add-on must not break cau
+            print(f"cau: the '{ep.name}' commands ({ep.value}) did not load: {exc}", file=sys.stderr)
+            continue
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=ep.name)
+
+
+_add_command_groups()
 
 
 class OutputFormat(StrEnum):
