@@ -81,12 +81,19 @@ class MaintenancePrior:
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific (e.g. LB weight)
 
 
+# How a provider reaches a node (or another host of its configuration, e.g. a maintenance hook
+# host), by its name there: returns the Transport to it. Tests give cau.testing.ScriptedCluster.
+TransportFactory = Callable[[str], Transport]
+
+
 @dataclass(frozen=True)
 class ProviderContext:
     cluster: str
     clock: Clock
     data_dir: Path
     config_dir: Path | None = None
+    # None: the provider connects its own way (SSH for the ssh and pacemaker providers).
+    transports: TransportFactory | None = None
 
 
 class ClusterProvider(Protocol):
