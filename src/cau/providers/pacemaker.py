@@ -23,7 +23,8 @@ set), location constraints whose id starts with `cau-`, and the `cau-saved-on` m
 on the resources it stopped (their prior target-role is journaled too).
 
 The cluster CLIs (crm_mon, cibadmin, crm_attribute, crm_resource) run on a member node, over the
-same verified SSH connections as the updates: they talk to the local Pacemaker daemons.
+same verified SSH connections as the updates (or `ProviderContext.transports`, as for the ssh
+provider): they talk to the local Pacemaker daemons.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from cau.domain.cluster import ClusterSnapshot, Node, NodeState, Role, RoleKind
 from cau.domain.durations import Duration
 from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
 from cau.errors import MaintenanceError, NodeUnreachable, ProviderError
-from cau.ports import CommandResult, MaintenancePrior, ProviderContext
+from cau.ports import CommandResult, MaintenancePrior, ProviderContext, TransportFactory
 from cau.providers.corosync_quorum import Votequorum, parse_quorumtool
 from cau.providers.pacemaker_state import (
     CAU_CONSTRAINT_PREFIX,
@@ -124,15 +125,17 @@ class PacemakerProvider(SshProvider):
     Options: ClassVar[type[BaseModel]] = PacemakerOptions
     default_plugins: tuple[str, ...] = ("apt",)
 
-    def __init__(self, cluster: str, options: PacemakerOptions) -> None:
-        super().__init__(cluster, options)
+    def __init__(
+        self, cluster: str, options: PacemakerOptions, *, transports: TransportFactory | None = None
+    ) -> None:
+        super().__init__(cluster, options, transports=transports)
         self.pcmk = options
         self._control: str | None = None  # the member that last answered a cluster command
 
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> PacemakerProvider:
         assert isinstance(options, PacemakerOptions)
-        return cls(ctx.cluster, options)
+        return cls(ctx.cluster, options, transports=ctx.transports)
 
     # --- cluster commands ------------------------------------------------------------------------
 

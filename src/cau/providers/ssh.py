@@ -24,6 +24,11 @@
 
 Without hooks, maintenance is a marker file on the node (/var/lib/cau/maintenance), so a node
 put in maintenance by cau is visible to anyone on it, and to the next coordinator.
+
+Nodes (and hook hosts) are reached through `ProviderContext.transports` when it is given (by
+their names in the options: tests give scripted transports, see cau.testing), over SSH otherwise.
+Everything goes through the Transport protocol: after a restart a transport is closed, and the
+next command reconnects.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cau.domain.cluster import Capacity, ClusterSnapshot, Node, NodeState
 from cau.domain.durations import Duration
 from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
-from cau.errors import CauError, MaintenanceError, NodeUnreachable, NotFound, ProviderError, TransportError
-from cau.ports import MaintenancePrior, ProviderContext
+from cau.errors import CauError, CommandTimeout, MaintenanceError, NodeUnreachable, NotFound, ProviderError
+from cau.ports import MaintenancePrior, ProviderContext, Transport, TransportFactory
 from cau.redact import tail
 from cau.transport.ssh import SshTarget, SshTransport, fetch_host_key, record_host_key
 
@@ -121,7 +126,7 @@ class SshOptions(BaseModel):
 @dataclass
 class SshSession:
     node: str
-    transport: SshTransport
+    transport: Transport
 
 
 def _is_local_address(host: str) -> bool:
@@ -148,16 +153,19 @@ class SshProvider:
     Options: ClassVar[type[BaseModel]] = SshOptions
     default_plugins: tuple[str, ...] = ("apt",)
 
-    def __init__(self, cluster: str, options: SshOptions) -> None:
+    def __init__(
+        self, cluster: str, options: SshOptions, *, transports: TransportFactory | None = None
+    ) -> None:
         self._cluster = cluster
         self.options = options
         self._nodes = {n.name: n for n in options.nodes}
-        self._transports: dict[str, SshTransport] = {}
+        self._factory = transports
+        self._transports: dict[str, Transport] = {}
 
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> SshProvider:
         assert isinstance(options, SshOptions)
-        return cls(ctx.cluster, options)
+        return cls(ctx.cluster, options, transports=ctx.transports)
 
     @property
     def cluster(self) -> str:
@@ -190,19 +198,24 @@ class SshProvider:
             )
         return self._nodes[node]
 
-    def transport(self, node: str) -> SshTransport:
+    def transport(self, node: str) -> Transport:
         if node not in self._transports:
-            self._transports[node] = SshTransport(self.target(node))
+            target = self.target(node)
+            self._transports[node] = SshTransport(target) if self._factory is None else self._factory(node)
         return self._transports[node]
 
-    def _hook_transport(self, node: str) -> SshTransport:
+    def _hook_transport(self, node: str) -> Transport:
         where = self.options.maintenance.run_on
         if where == "node":
             return self.transport(node)
         key = f"hook:{where}"
         if key not in self._transports:
             hh = self.options.hook_hosts[where]
-            self._transports[key] = SshTransport(self._target(where, hh.host, hh.port, hh.user))
+            self._transports[key] = (
+                SshTransport(self._target(where, hh.host, hh.port, hh.user))
+                if self._factory is None
+                else self._factory(where)
+            )
         return self._transports[key]
 
     def _hook_env(self, node: str) -> dict[str, str]:
@@ -317,27 +330,24 @@ class SshProvider:
         transport = self.transport(node)
         try:
             result = await transport.run(self.options.reboot_command, timeout=60)
-        except NodeUnreachable:
-            result = None  # the connection went down with the node: that is the restart
-        except TransportError as exc:
-            if "did not finish" not in str(exc):
-                raise
-            result = None
+        except (NodeUnreachable, CommandTimeout):
+            result = None  # the connection went down with the node (or hung): that is the restart
         if result is not None and result.exit_status not in (0, -1):
             raise ProviderError(
                 f"reboot_command failed on {node} (exit {result.exit_status}): {tail(result.stderr, 300)}"
             )
-        await transport.drop()
+        await transport.close()  # the next command reconnects
 
     async def wait_ready(self, node: str, *, previous_boot_id: str | None, timeout: float) -> str:
         """Poll until the node answers with a new boot id (and ready_command succeeds).
 
         A refused connection costs a few milliseconds, so it is retried every 50 ms: the node is
-        seen back within about one SSH handshake of sshd accepting again."""
+        seen back within about one SSH handshake of sshd accepting again. A probe that hangs
+        (CommandTimeout) is a node not back yet, like one that does not answer."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         transport = self.transport(node)
-        await transport.drop()
+        await transport.close()
         last = "no answer yet"
         while True:
             left = deadline - loop.time()
@@ -346,9 +356,9 @@ class SshProvider:
             try:
                 async with asyncio.timeout(max(0.5, min(left, self.options.connect_timeout))):
                     result = await self._probe(transport)
-            except (NodeUnreachable, TimeoutError) as exc:
+            except (NodeUnreachable, CommandTimeout, TimeoutError) as exc:
                 last = str(exc) or "connection timed out"
-                await transport.drop()
+                await transport.close()
                 await asyncio.sleep(0.05)
                 continue
             if result is not None and result != previous_boot_id:
@@ -359,17 +369,18 @@ class SshProvider:
                 last = "still the old boot"  # the reboot has not happened yet
                 await asyncio.sleep(0.1)
 
-    async def _probe(self, transport: SshTransport) -> str | None:
+    async def _probe(self, transport: Transport) -> str | None:
         result = await transport.run(self.options.boot_id_command, timeout=10)
         return result.stdout.strip() if result.ok and result.stdout.strip() else None
 
-    async def _ready(self, transport: SshTransport, deadline: float) -> bool:
+    async def _ready(self, transport: Transport, deadline: float) -> bool:
         command = self.options.ready_command
         if command is None:
             return True
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
-            with contextlib.suppress(NodeUnreachable):
+            # a ready_command still waiting at the deadline (`--wait`) is "not ready", not an error
+            with contextlib.suppress(NodeUnreachable, CommandTimeout):
                 result = await transport.run(command, timeout=max(1.0, deadline - loop.time()))
                 if result.ok:
                     return True

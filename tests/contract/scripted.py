@@ -1,0 +1,307 @@
+"""Scripted nodes and clusters (cau.testing) that answer like real ones, from the golden fixtures:
+the contract tests bring every registered adapter up on them, and the unit tests of the
+providers and package plug-ins drive the real code with them, without root or a lab.
+
+    FixtureHost       a node answering commands from tests/fixtures/<folder> by their recorded
+                      command, exactly (a fixture whose recorded command drifted is not answered)
+    SshHosts          hosts as the ssh provider sees them: boot ids, the maintenance marker, restarts
+    PacemakerCluster  SshHosts that are a Pacemaker cluster: crm_mon, cibadmin, crm_attribute,
+                      crm_resource, crm_simulate, corosync-quorumtool, from tests/fixtures/pacemaker
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cau.errors import NodeUnreachable
+from cau.providers.ssh import MaintenanceHooks
+from cau.testing import Answer, Reply, Result, Rules, ScriptedCluster, UnexpectedCommand
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+# --- a node that answers from golden fixtures -----------------------------------------------------
+
+
+class FixtureHost:
+    """A node whose commands are answered by golden fixtures (FOLDER/NAME.txt, the command it was
+    recorded from in NAME.json), matched by that command exactly: the whole command, or each of its
+    `; `-separated parts in turn (with `echo`, `echo $?`, `test -e PATH` and `true` understood), so a
+    compound command is answered by the fixtures of its parts. `answer` adds what no fixture holds.
+    `served` lists the fixtures used, in order."""
+
+    def __init__(self, folder: str, *fixtures: str, files: Iterable[str] = ()) -> None:
+        self.folder = FIXTURES / folder
+        self.files = set(files)  # paths that exist on the node, for `test -e`
+        self.served: list[str] = []
+        self._answers: dict[str, tuple[str | None, Rules]] = {}
+        for name in fixtures:
+            self.serve(name)
+
+    def spec(self, name: str) -> dict[str, Any]:
+        spec: dict[str, Any] = json.loads((self.folder / f"{name}.json").read_text())
+        return spec
+
+    def text(self, name: str) -> str:
+        return (self.folder / f"{name}.txt").read_text()
+
+    def serve(self, name: str, *, stderr: str = "") -> str:
+        """Answer the fixture's recorded command with its text (and exit status: `exit_status`, or
+        the parser's `args.exit_code`); returns that command."""
+        spec = self.spec(name)
+        status = spec.get("exit_status", spec.get("args", {}).get("exit_code", 0))
+        self._answers[spec["command"]] = (name, Rules({"": Reply(self.text(name), status, stderr)}))
+        return str(spec["command"])
+
+    def answer(self, command: str, *answers: Answer) -> None:
+        """Answer `command` (exactly, or as a part) with `answers`, one per call (see Rules)."""
+        self._answers[command] = (None, Rules({"": list(answers)}))
+
+    def _one(self, command: str) -> Result | None:
+        if command not in self._answers:
+            return None
+        name, rules = self._answers[command]
+        if name is not None:
+            self.served.append(name)
+        return rules(command)
+
+    def __call__(self, command: str) -> Result:
+        whole = self._one(command)
+        if whole is not None:
+            return whole
+        out, status = [], 0
+        for part in command.split("; "):
+            result = self._one(part)
+            if result is not None:
+                reply = result if isinstance(result, Reply) else Reply(str(result))
+                out.append(reply.stdout)
+                status = reply.exit_status
+            elif part == "echo $?":
+                out.append(f"{status}\n")
+                status = 0
+            elif part.startswith("echo ") and "$" not in part:
+                out.append(part[5:] + "\n")
+                status = 0
+            elif part.startswith("test -e "):
+                status = 0 if part[8:] in self.files else 1
+            elif part == "true":
+                status = 0
+            else:
+                raise UnexpectedCommand(f"{self.folder.name}: nothing answers {part!r} (of {command!r})")
+        return Reply("".join(out), status)
+
+
+# --- hosts over SSH ---------------------------------------------------------------------------------
+
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+REBOOT = "systemctl reboot"
+HOOKS = MaintenanceHooks()
+
+
+class SshHosts:
+    """Hosts as the ssh provider reaches them: a boot id that changes at every restart, the
+    maintenance marker file of the default hooks, `hostname`. A restarting host refuses
+    connections for `restart_probes` commands, then answers with its new boot id; a host in
+    `held` never comes back. `overrides` (Rules) answer first, on every host.
+    `transports` is the factory for ProviderContext.transports."""
+
+    def __init__(self, names: Iterable[str], *, restart_probes: int = 2) -> None:
+        self.names = list(names)
+        self.boots = dict.fromkeys(self.names, 1)
+        self.marker: set[str] = set()
+        self.down: dict[str, int] = {}  # commands a restarting host still refuses
+        self.held: set[str] = set()
+        self.restart_probes = restart_probes
+        self.overrides = Rules()
+        self.transports = ScriptedCluster(self.answer)
+
+    def boot_id(self, node: str) -> str:
+        return f"{node}-boot-{self.boots[node]}"
+
+    def answer(self, node: str, command: str) -> Result:
+        if node in self.held or self.down.get(node, 0) > 0:
+            if node not in self.held:
+                self.down[node] -= 1
+            raise NodeUnreachable(f"cannot reach {node}: [Errno 111] Connect call failed")
+        try:
+            return self.overrides(command)
+        except UnexpectedCommand:
+            pass
+        if command == BOOT_ID:
+            return self.boot_id(node) + "\n"
+        if command == "hostname":
+            return node + "\n"
+        if command == REBOOT:
+            self.boots[node] += 1
+            self.down[node] = self.restart_probes
+            raise NodeUnreachable(f"lost the connection to {node}: Connection lost")
+        if command == HOOKS.status:
+            return Reply("", 0 if node in self.marker else 1)
+        if command == HOOKS.enter:
+            self.marker.add(node)
+            return ""
+        if command == HOOKS.exit:
+            self.marker.discard(node)
+            return ""
+        return self.other(node, command)
+
+    def other(self, node: str, command: str) -> Result:
+        raise UnexpectedCommand(f"{node}: no answer to {command!r}")
+
+
+# --- a Pacemaker cluster ----------------------------------------------------------------------------
+
+PCMK = FIXTURES / "pacemaker"
+CRM_MON = "crm_mon --output-as=xml --inactive"
+CIB = "cibadmin --query --scope configuration"
+QUORUM = "corosync-quorumtool -s"
+SPLIT = "@@cau-split@@"
+SIMULATE = 'f=$(mktemp /tmp/cau-simulate.XXXXXX) && cibadmin --query > "$f"'
+# what a cluster CLI answers on a node whose Pacemaker does not run
+NOT_CONNECTED = Reply(
+    '<pacemaker-result api-version="2.25"><status code="102" message="Not connected"/></pacemaker-result>\n',
+    102,
+    "crm_mon: Error: cluster is not available on this node\n",
+)
+
+
+def crm_mon(state: str) -> str:
+    return (PCMK / f"{state}.crm_mon.xml").read_text()
+
+
+class PacemakerCluster(SshHosts):
+    """The lab's three Pacemaker nodes as their CLIs answer (tests/fixtures/pacemaker). crm_mon
+    says the states of `mon` in turn (one per call, the last repeating; `then(command, *states)`
+    changes them when a command runs), cibadmin the CIB of the starting state as the commands run
+    since edited it, corosync-quorumtool the `quorum` fixture, crm_simulate `simulate`.
+    `edits` lists the commands that changed the cluster, in order."""
+
+    def __init__(
+        self, state: str = "all-online", *, quorum: str = "three-nodes", simulate: str | Reply | None = None
+    ) -> None:
+        super().__init__(["node1", "node2", "node3"])
+        self.mon = [state]
+        self.cib = ET.fromstring((PCMK / f"{state}.cib.xml").read_text())
+        self.quorum = (FIXTURES / "corosync" / f"{quorum}.quorumtool.txt").read_text()
+        self.simulate = simulate
+        self.after: dict[str, list[str]] = {}
+        self.not_members: set[str] = set()
+        self.edits: list[str] = []
+        self.simulations: list[str] = []
+
+    def then(self, command: str, *states: str) -> PacemakerCluster:
+        """From the time `command` runs, crm_mon says `states` in turn."""
+        self.after[command] = list(states)
+        return self
+
+    # what the cluster says
+
+    def _crm_mon(self) -> str:
+        state = self.mon.pop(0) if len(self.mon) > 1 else self.mon[0]
+        return crm_mon(state)
+
+    def _config(self) -> str:
+        config = self.cib.find("configuration")
+        assert config is not None
+        return ET.tostring(config, encoding="unicode") + "\n"
+
+    def other(self, node: str, command: str) -> Result:
+        if node in self.not_members and command.split()[0] in ("crm_mon", "cibadmin", "crm_attribute"):
+            return NOT_CONNECTED
+        if command == CRM_MON:
+            return self._crm_mon()
+        if command == CIB:
+            return self._config()
+        if command == f"{CRM_MON}; echo {SPLIT}; {CIB}":
+            return f"{self._crm_mon()}\n{SPLIT}\n{self._config()}"
+        if command == QUORUM:
+            return Reply(self.quorum, 0 if "Quorate:          Yes" in self.quorum else 2)
+        if command.startswith(SIMULATE):
+            self.simulations.append(command)
+            if self.simulate is None:
+                raise UnexpectedCommand("crm_simulate was not expected")
+            if isinstance(self.simulate, Reply):
+                return self.simulate
+            return (PCMK / f"{self.simulate}.simulate.xml").read_text()
+        self.apply(command)
+        return ""
+
+    # what changes it
+
+    def apply(self, command: str) -> None:
+        """Carry out a CIB change as Pacemaker's CLI would (the state crm_mon shows follows `then`)."""
+        args = shlex.split(command)
+
+        def opt(flag: str) -> str | None:
+            return args[args.index(flag) + 1] if flag in args else None
+
+        if args[0] == "crm_attribute" and opt("--name") == "standby":
+            node = self._node(str(opt("--node")))
+            self._set(node, "instance_attributes", f"nodes-{node.get('id')}", "standby", opt("--update"))
+        elif args[0] == "crm_resource" and "--meta" in args:
+            rid = str(opt("--resource"))
+            el = self.cib.find(f".//resources//*[@id='{rid}']")
+            if el is None:
+                raise UnexpectedCommand(f"no resource {rid}: {command}")
+            name = str(opt("--set-parameter") or opt("--delete-parameter"))
+            self._set(el, "meta_attributes", f"{rid}-meta_attributes", name, opt("--parameter-value"))
+        elif args[:2] == ["cibadmin", "--modify"]:
+            self._constraints(ET.fromstring(args[-1]), add=True)
+        elif args[:2] == ["cibadmin", "--delete"]:
+            self._constraints(ET.fromstring(args[-1]), add=False)
+        else:
+            raise UnexpectedCommand(f"not a Pacemaker command this cluster knows: {command!r}")
+        self.edits.append(command)
+        for prefix, states in self.after.items():
+            if command.startswith(prefix):
+                self.mon = list(states)
+
+    def _node(self, name: str) -> ET.Element:
+        node = self.cib.find(f"configuration/nodes/node[@uname='{name}']")
+        assert node is not None, name
+        return node
+
+    @staticmethod
+    def _set(el: ET.Element, section: str, set_id: str, name: str, value: str | None) -> None:
+        attrs = el.find(section)
+        if attrs is None:
+            attrs = ET.SubElement(el, section, id=set_id)
+        for nv in attrs.findall("nvpair"):
+            if nv.get("name") == name:
+                attrs.remove(nv)
+        if value is not None:
+            ET.SubElement(attrs, "nvpair", id=f"{set_id}-{name}", name=name, value=value)
+
+    def _constraints(self, el: ET.Element, *, add: bool) -> None:
+        constraints = self.cib.find("configuration/constraints")
+        assert constraints is not None
+        for old in constraints.findall(el.tag):
+            if old.get("id") == el.get("id"):
+                constraints.remove(old)
+        if add:
+            constraints.append(el)
+
+    # what tests look at
+
+    def node_attribute(self, node: str, name: str) -> str | None:
+        for nv in self._node(node).iter("nvpair"):
+            if nv.get("name") == name:
+                return nv.get("value")
+        return None
+
+    def meta(self, rid: str) -> dict[str, str]:
+        el = self.cib.find(f".//resources//*[@id='{rid}']/meta_attributes")
+        return {nv.get("name", ""): nv.get("value", "") for nv in (el if el is not None else [])}
+
+    def constraint_ids(self) -> list[str]:
+        constraints = self.cib.find("configuration/constraints")
+        return [c.get("id", "") for c in (constraints if constraints is not None else [])]
+
+    def cluster_commands(self) -> list[str]:
+        """The cluster CLI commands run, on whichever node (boot ids and restarts left out)."""
+        return [c for _, c in self.transports.log if c not in (BOOT_ID, REBOOT, "hostname")]
