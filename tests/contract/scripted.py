@@ -50,12 +50,17 @@ class FixtureHost:
     def text(self, name: str) -> str:
         return (self.folder / f"{name}.txt").read_text()
 
-    def serve(self, name: str, *, stderr: str = "") -> str:
+    def serve(self, name: str, *, stderr_lines: tuple[str, ...] = ()) -> str:
         """Answer the fixture's recorded command with its text (and exit status: `exit_status`, or
-        the parser's `args.exit_code`); returns that command."""
+        the parser's `args.exit_code`); lines starting with one of `stderr_lines` go to stderr
+        (a fixture recorded as stdout then stderr). Returns that command."""
         spec = self.spec(name)
         status = spec.get("exit_status", spec.get("args", {}).get("exit_code", 0))
-        self._answers[spec["command"]] = (name, Rules({"": Reply(self.text(name), status, stderr)}))
+        lines = self.text(name).splitlines(keepends=True)
+        to_err = [bool(stderr_lines) and line.startswith(stderr_lines) for line in lines]
+        err = [line for line, e in zip(lines, to_err, strict=True) if e]
+        out = [line for line, e in zip(lines, to_err, strict=True) if not e]
+        self._answers[spec["command"]] = (name, Rules({"": Reply("".join(out), status, "".join(err))}))
         return str(spec["command"])
 
     def answer(self, command: str, *answers: Answer) -> None:

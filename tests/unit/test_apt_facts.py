@@ -26,20 +26,14 @@ from cau.plugins.apt_facts import (
     compare_versions,
     filter_changes,
     is_lock_error,
-    lock_holder,
     origin_matches,
     parse_apt_mark_hold,
     parse_apt_plan,
-    parse_apt_simulation,
-    parse_apt_summary,
     parse_dpkg_audit,
     parse_dpkg_errors,
     parse_dpkg_query,
-    parse_dpkg_status,
-    parse_dpkg_versions,
-    parse_kept_back,
     parse_needrestart_batch,
-    reboot_required,
+    parse_reboot_required,
 )
 from tests.golden import GoldenFiles, Parser, jsonable
 
@@ -55,17 +49,26 @@ def _needrestart(text: str, _: dict[str, Any]) -> Any:
     }
 
 
-def _reboot(text: str, args: dict[str, Any]) -> Any:
-    required, packages = reboot_required(args["reboot_required_exists"], text)
+def _reboot(text: str, _: dict[str, Any]) -> Any:
+    required, packages = parse_reboot_required(text)
     return {"required": required, "packages": packages}
+
+
+def _dpkg_query(text: str, _: dict[str, Any]) -> Any:
+    packages = parse_dpkg_query(text)
+    return {
+        "packages": jsonable(packages),
+        "installed": {p.name: [p.version, p.held] for p in packages if p.installed},
+    }
+
+
+def plan_changes(text: str) -> list[AptChange]:
+    return list(parse_apt_plan(text).changes)
 
 
 PARSERS: dict[str, Parser] = {
     "apt_plan": lambda text, _: jsonable(parse_apt_plan(text)),
-    "dpkg_query": lambda text, _: {
-        "packages": jsonable(parse_dpkg_query(text)),
-        "installed": jsonable(parse_dpkg_status(text)),
-    },
+    "dpkg_query": _dpkg_query,
     "apt_mark_hold": lambda text, _: jsonable(parse_apt_mark_hold(text)),
     "dpkg_audit": lambda text, _: [
         {"name": p.name, "version": p.version, "state": p.state} for p in parse_dpkg_audit(text)
@@ -75,10 +78,7 @@ PARSERS: dict[str, Parser] = {
     ],
     "needrestart_batch": _needrestart,
     "reboot_required": _reboot,
-    "lock_error": lambda text, _: {
-        "is_lock_error": is_lock_error(text),
-        "holder": jsonable(lock_holder(text)),
-    },
+    "lock_error": lambda text, _: {"is_lock_error": is_lock_error(text)},
 }
 
 
@@ -114,14 +114,11 @@ def test_changes_agree_with_apts_own_counts(name: str) -> None:
     assert count[AptAction.REMOVE] == plan.summary.to_remove
     assert count[AptAction.DOWNGRADE] == plan.summary.downgraded
     assert count[AptAction.REINSTALL] == plan.summary.reinstalled
-    assert parse_apt_simulation(text) == list(plan.changes)
-    assert parse_kept_back(text) == list(plan.kept_back)
-    assert parse_apt_summary(text) == plan.summary
 
 
 def test_security_origins_and_multi_origin_lines() -> None:
     text, _ = golden("sim-upgrade-security-multi-origin")
-    by_name = {c.package: c for c in parse_apt_simulation(text)}
+    by_name = {c.package: c for c in plan_changes(text)}
     gcrypt = by_name["libgcrypt20"]
     assert gcrypt.origins == ("Debian:12.15/oldstable", "Debian-Security:12/oldstable-security")
     assert gcrypt.arch == "amd64" and gcrypt.old_version == "1.10.1-3" and gcrypt.action is AptAction.UPGRADE
@@ -132,7 +129,7 @@ def test_security_origins_and_multi_origin_lines() -> None:
 
 def test_filter_by_origin_label_archive_prefix_and_glob() -> None:
     text, _ = golden("sim-upgrade-security-multi-origin")
-    changes = parse_apt_simulation(text)
+    changes = plan_changes(text)
     security = filter_changes(changes, [], [], ["Debian-Security"])
     assert security and all(any("Security" in o for o in c.origins) for c in security)
     assert filter_changes(changes, [], [], ["oldstable-security"]) == security
@@ -148,7 +145,7 @@ def test_filter_by_origin_label_archive_prefix_and_glob() -> None:
 
 def test_filter_by_name_include_then_exclude() -> None:
     text, _ = golden("sim-upgrade-security-multi-origin")
-    changes = parse_apt_simulation(text)
+    changes = plan_changes(text)
     picked = filter_changes(changes, ["libssl*", "openssl"], ["libssl-dev"], [])
     assert [c.package for c in picked] == ["libssl3", "openssl"]
     assert filter_changes(changes) == changes
@@ -156,7 +153,7 @@ def test_filter_by_name_include_then_exclude() -> None:
 
 def test_filter_matches_foreign_arch_packages_by_bare_name() -> None:
     text, _ = golden("sim-crafted-ubuntu-phasing-multiarch")
-    changes = parse_apt_simulation(text)
+    changes = plan_changes(text)
     assert [c.package for c in filter_changes(changes, ["libc6"])] == ["libc6:i386", "libc6"]
     assert [c.package for c in filter_changes(changes, ["libc6:i386"])] == ["libc6:i386"]
     assert [c.package for c in filter_changes(changes, [], [], ["New Python Versions"])] == [
@@ -167,7 +164,7 @@ def test_filter_matches_foreign_arch_packages_by_bare_name() -> None:
 
 def test_an_origin_filter_never_selects_a_removal() -> None:
     text, _ = golden("sim-install-target-release-mixed")
-    changes = parse_apt_simulation(text)
+    changes = plan_changes(text)
     assert any(c.action is AptAction.REMOVE for c in changes)
     assert all(c.action is not AptAction.REMOVE for c in filter_changes(changes, [], [], ["*"]))
 
@@ -233,14 +230,15 @@ def test_debian_version_order(a: str, b: str, order: int) -> None:
     assert compare_versions(b, a) == -order
 
 
-def test_dpkg_status_and_versions_keep_installed_packages_only() -> None:
+def test_dpkg_states_installed_held_broken() -> None:
     text, _ = golden("dpkg-query-states")
-    versions = parse_dpkg_versions(text)
-    assert "linux-image-6.1.0-26-amd64" not in versions  # rc: only its config files remain
-    assert "postgresql-15" not in versions and "nginx-common" not in versions  # half-configured, unpacked
-    assert versions["man-db"] == "2.11.2-2"  # triggers pending: installed
-    assert parse_dpkg_status(text)["openssl"] == ("3.0.15-1~deb12u1", True)
-    assert {p.name for p in parse_dpkg_query(text) if p.broken} == {
+    packages = {p.name: p for p in parse_dpkg_query(text)}
+    installed = {name for name, p in packages.items() if p.installed}
+    assert "linux-image-6.1.0-26-amd64" not in installed  # rc: only its config files remain
+    assert "postgresql-15" not in installed and "nginx-common" not in installed  # half-configured, unpacked
+    assert "man-db" in installed  # triggers pending: installed
+    assert packages["openssl"].held and packages["openssl"].version == "3.0.15-1~deb12u1"
+    assert {p.name for p in packages.values() if p.broken} == {
         "postgresql-15",
         "nginx-common",
         "brokenpkg",
@@ -271,7 +269,7 @@ def test_needrestart_kernel_states() -> None:
 )
 def test_malformed_change_lines_are_errors_not_silence(line: str) -> None:
     with pytest.raises(AptParseError):
-        parse_apt_simulation(line + "\n")
+        plan_changes(line + "\n")
 
 
 def test_malformed_dpkg_query_line_is_an_error() -> None:
@@ -280,19 +278,13 @@ def test_malformed_dpkg_query_line_is_an_error() -> None:
 
 
 def test_conf_lines_alone_change_nothing() -> None:
-    assert parse_apt_simulation("Conf libc6 (2.36-9 Debian:12/stable [amd64])\n") == []
+    assert plan_changes("Conf libc6 (2.36-9 Debian:12/stable [amd64])\n") == []
 
 
-def test_reboot_required_ignores_a_stale_package_list() -> None:
-    assert reboot_required(False, "linux-image-6.1.0-28-amd64\n") == (False, [])
-    assert reboot_required(True, "") == (True, [])
-
-
-def test_lock_holder_is_named() -> None:
-    text, _ = golden("lock-frontend-held")
-    assert is_lock_error(text)
-    holder = lock_holder(text)
-    assert holder is not None and holder[1] == "python3"
+def test_reboot_required_is_the_flag_not_a_package_list() -> None:
+    assert parse_reboot_required("no\nlinux-image-6.1.0-28-amd64\n") == (False, [])
+    assert parse_reboot_required("yes\n") == (True, [])
+    assert parse_reboot_required("") == (False, [])
 
 
 def test_an_apt_change_is_a_value() -> None:

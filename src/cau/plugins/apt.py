@@ -220,8 +220,7 @@ class AptNodeUpdater:
             "else echo no; fi"
         )
         probe = await self._run(check, 30, "reboot-required check")
-        first, _, rest = probe.stdout.partition("\n")
-        needed, pkgs = facts.reboot_required(first.strip() == "yes", rest)
+        needed, pkgs = facts.parse_reboot_required(probe.stdout)
         if self._args.use_needrestart and not needed:
             nr = await self._run(
                 "command -v needrestart >/dev/null && needrestart -b 2>/dev/null; true", 120, "needrestart"

@@ -2,11 +2,17 @@
 
 Every parser takes text and returns small frozen values; none does I/O. The plug-in runs:
 
-    apt-get -s -o Debug::NoLocking=1 upgrade | dist-upgrade | install PKG...   parse_apt_plan
+    apt-get -s -o Debug::NoLocking=1 ... upgrade | dist-upgrade               parse_apt_plan
     dpkg-query -W -f='${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n' parse_dpkg_query
+                                    (every package: parse_dpkg_audit)
     apt-mark showhold                                                         parse_apt_mark_hold
-    test -e /var/run/reboot-required; cat /var/run/reboot-required.pkgs       reboot_required
+    if test -e /var/run/reboot-required; then echo yes; cat ....pkgs; ...     parse_reboot_required
     needrestart -b                                                            parse_needrestart_batch
+    apt-get install (its output: dpkg's errors, a held lock)        parse_dpkg_errors, is_lock_error
+
+tests/fixtures/apt holds outputs of these commands, each recorded with the exact command the
+plug-in runs (a test checks that it does), and outputs of other apt commands, for the shapes the
+parsers must also read.
 
 Run them all with `LC_ALL=C` (and `LANGUAGE=` unset): apt translates its headings ("The following
 packages have been kept back:") and summary line; only the `Inst`/`Remv` lines are not translated.
@@ -190,20 +196,6 @@ def parse_apt_plan(text: str) -> AptPlan:
         summary=summary,
         errors=tuple(errors),
     )
-
-
-def parse_apt_simulation(text: str) -> list[AptChange]:
-    """The changes `apt-get -s upgrade | dist-upgrade | install` would make, in apt's order."""
-    return list(parse_apt_plan(text).changes)
-
-
-def parse_kept_back(text: str) -> list[str]:
-    """The packages an upgrade leaves alone ("have been kept back" / "Not upgrading")."""
-    return list(parse_apt_plan(text).kept_back)
-
-
-def parse_apt_summary(text: str) -> AptSummary | None:
-    return parse_apt_plan(text).summary
 
 
 def _heading(line: str) -> str | None:
@@ -482,16 +474,6 @@ def parse_dpkg_query(text: str) -> list[DpkgPackage]:
     return out
 
 
-def parse_dpkg_status(text: str) -> dict[str, tuple[str, bool]]:
-    """Installed packages: name -> (version, held)."""
-    return {p.name: (p.version, p.held) for p in parse_dpkg_query(text) if p.installed}
-
-
-def parse_dpkg_versions(text: str) -> dict[str, str]:
-    """Installed packages: name -> version."""
-    return {p.name: p.version for p in parse_dpkg_query(text) if p.installed}
-
-
 def parse_dpkg_audit(text: str) -> list[DpkgPackage]:
     """The packages of a full `dpkg-query -W` listing that are not fully installed."""
     return [p for p in parse_dpkg_query(text) if p.unfinished]
@@ -506,13 +488,16 @@ def parse_apt_mark_hold(text: str) -> set[str]:
 # Restart facts
 
 
-def reboot_required(reboot_required_exists: bool, pkgs_text: str) -> tuple[bool, list[str]]:
-    """/var/run/reboot-required (its existence is the fact) and reboot-required.pkgs (which
-    packages asked, one per line, may repeat). Without the flag file the list is ignored."""
-    if not reboot_required_exists:
+def parse_reboot_required(text: str) -> tuple[bool, list[str]]:
+    """`if test -e /var/run/reboot-required; then echo yes; cat /var/run/reboot-required.pkgs;
+    else echo no; fi`: the flag file's existence is the fact; reboot-required.pkgs says which
+    packages asked (one per line, may repeat), and is only read with the flag (a list left behind
+    without it means nothing)."""
+    first, _, rest = text.partition("\n")
+    if first.strip() != "yes":
         return False, []
     seen: dict[str, None] = {}
-    for line in pkgs_text.splitlines():
+    for line in rest.splitlines():
         if line.strip():
             seen.setdefault(line.strip(), None)
     return True, list(seen)
@@ -602,7 +587,6 @@ _LOCK_HELD = re.compile(
     r"|Waiting for cache lock"
     r"|locked by another process"  # dpkg: "dpkg frontend lock was locked by another process with pid N"
 )
-_LOCK_HOLDER = re.compile(r"held by process (\d+)(?: \(([^)]*)\))?|locked by another process with pid (\d+)")
 
 
 def is_lock_error(stderr: str) -> bool:
@@ -610,16 +594,6 @@ def is_lock_error(stderr: str) -> bool:
     retry). Not a permission problem ("Could not open lock file ... Permission denied", "are you
     root?"): retrying would not help with that."""
     return bool(_LOCK_HELD.search(stderr))
-
-
-def lock_holder(stderr: str) -> tuple[int, str | None] | None:
-    """(pid, process name) of the lock holder when apt or dpkg names it."""
-    match = _LOCK_HOLDER.search(stderr)
-    if not match:
-        return None
-    if match.group(3):
-        return int(match.group(3)), None
-    return int(match.group(1)), match.group(2)
 
 
 # ---------------------------------------------------------------------------------------------
