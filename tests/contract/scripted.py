@@ -4,6 +4,8 @@ providers and package plug-ins drive the real code with them, without root or a 
 
     FixtureHost       a node answering commands from tests/fixtures/<folder> by their recorded
                       command, exactly (a fixture whose recorded command drifted is not answered)
+    RhelHost          a RHEL 9 node for the dnf plug-in: check-update, updateinfo and
+                      needs-restarting from tests/fixtures/dnf, an rpm database that upgrades change
     SshHosts          hosts as the ssh provider sees them: boot ids, the maintenance marker, restarts
     PacemakerCluster  SshHosts that are a Pacemaker cluster: crm_mon, cibadmin, crm_attribute,
                       crm_resource, crm_simulate, corosync-quorumtool, from tests/fixtures/pacemaker
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cau.errors import NodeUnreachable
+from cau.plugins.dnf_facts import parse_check_update, split_nevra
 from cau.providers.ssh import MaintenanceHooks
 from cau.testing import Answer, Reply, Result, Rules, ScriptedCluster, UnexpectedCommand
 
@@ -99,6 +102,51 @@ class FixtureHost:
             else:
                 raise UnexpectedCommand(f"{self.folder.name}: nothing answers {part!r} (of {command!r})")
         return Reply("".join(out), status)
+
+
+class RhelHost(FixtureHost):
+    """A RHEL 9 node: check-update offers check-update-rhel9 (every package installed at an older
+    version); `dnf upgrade` installs the NEVRAs it names (but those of `broken`), after which
+    check-update offers nothing and needs-restarting says a reboot is required."""
+
+    RPM = "rpm -q --qf '%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' "
+    UPGRADE = "LC_ALL=C dnf -y -q upgrade "
+
+    def __init__(self, *, broken: Iterable[str] = ()) -> None:
+        super().__init__(
+            "dnf", "check-update-rhel9", "updateinfo-security-rhel9", "needs-restarting-not-required"
+        )
+        self.broken = set(broken)
+        self.installed = {
+            (c.name, c.arch): "0.1-1.el9" for c in parse_check_update(self.text("check-update-rhel9"))
+        }
+
+    def __call__(self, command: str) -> Result:
+        if command.startswith(self.RPM):
+            lines = []
+            for name in shlex.split(command[len(self.RPM) :]):
+                found = [(arch, evr) for (n, arch), evr in self.installed.items() if n == name]
+                lines += [
+                    f"{name}\t{evr if ':' in evr else '(none):' + evr}\t{arch}\n" for arch, evr in found
+                ]
+                lines += [] if found else [f"package {name} is not installed\n"]
+            return "".join(lines)
+        if command.startswith(self.UPGRADE + "--downloadonly "):
+            return ""
+        if command.startswith(self.UPGRADE):
+            failed = []
+            for nevra in shlex.split(command[len(self.UPGRADE) :]):
+                name, evr, arch = split_nevra(nevra)
+                if name in self.broken:
+                    failed.append(nevra)
+                else:
+                    self.installed[(name, arch)] = evr
+            self.serve("check-update-none")
+            self.serve("needs-restarting-required")
+            if failed:
+                return Reply("", 1, f"Error: Transaction test error: {', '.join(failed)} conflicts\n")
+            return ""
+        return super().__call__(command)
 
 
 # --- hosts over SSH ---------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ tests/fixtures/apt/NAME.txt is raw output; NAME.json says which parser reads it,
 came from, and what the parser must return:
 
     {"parser": "apt_plan", "command": "...", "provenance": "real: ..." | "crafted: ...",
-     "args": {...}, "expected": ...}
+     "exit_status": N, "args": {...}, "expected": ...}
+
+`command` is exactly the command the plug-in runs, for the outputs of commands it runs
+(tests/unit/test_apt_plugin.py checks that it does); `exit_status` when it matters.
 
 Adding a pair adds a test. `CAU_UPDATE_GOLDEN=1 pytest tests/unit/test_apt_facts.py` rewrites every
 "expected" from the current parsers (then read the diff before committing it).

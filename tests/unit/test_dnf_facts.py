@@ -1,5 +1,6 @@
 """The dnf plug-in's facts, tested with golden files (tests/fixtures/dnf/NAME.txt + NAME.json, the
-same layout as the apt ones: {"parser", "command", "provenance", "args"?, "expected"}).
+same layout as the apt ones: {"parser", "command", "provenance", "exit_status"?, "args"?, "expected"};
+`command` is exactly what the plug-in runs, where it runs it: tests/unit/test_dnf_plugin.py checks).
 
 No RPM host was at hand: the fixtures are crafted from dnf 4's formatting code (output.py
 fmtColumns: a cell wider than its column ends the line and the row goes on, indented, on the

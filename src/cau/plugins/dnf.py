@@ -44,10 +44,6 @@ class DnfArgs(BaseModel):
     refresh: bool = True
 
 
-def nevra(change: facts.DnfChange) -> str:
-    return f"{change.name}-{change.evr}.{change.arch}"
-
-
 class DnfNodeUpdater:
     def __init__(self, session: NodeSession, args: DnfArgs, clock: Clock) -> None:
         self._session = session
@@ -102,7 +98,7 @@ class DnfNodeUpdater:
                 title=f"{c.name} {c.evr}",
                 plugin="dnf",
                 needs_restart=c.name in RESTART_PACKAGES,
-                details={"name": c.name, "arch": c.arch, "to": c.evr, "repo": c.repo, "nevra": nevra(c)},
+                details={"name": c.name, "arch": c.arch, "to": c.evr, "repo": c.repo, "nevra": c.nevra},
             )
             for c in changes
             if self._wanted(c)

@@ -1,14 +1,17 @@
 """Facts of the dnf plug-in: PURE parsers of what dnf, needs-restarting and rpm print.
 
-    dnf -q check-update                       parse_check_update (exit 100: updates, 0: none)
+    dnf -q check-update [--refresh]           parse_check_update (exit 100: updates, 0: none)
     dnf -q updateinfo list --security         parse_updateinfo_list (with --all / --with-cve too)
-    dnf needs-restarting -r                   parse_needs_restarting_r (exit 1: reboot required)
+    needs-restarting -r                       parse_needs_restarting_r (exit 1: reboot required)
     rpm -q --qf '%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n' NAME...   parse_rpm_versions
 
 Run them with `LC_ALL=C`. The formats are those of dnf 4 (RHEL/Alma/Rocky 8-10, Fedora <= 40):
 check-update prints `name.arch  [epoch:]version-release  repo` in columns sized for an
 80-column terminal, and a name (or version) wider than its column is printed alone with the rest
 of the row on the next line, indented. dnf 5 (Fedora >= 41) prints differently and is not handled.
+
+tests/fixtures/dnf holds outputs of these commands, each recorded with the exact command the
+plug-in runs (a test checks that it does), and a few of other dnf commands the parsers also read.
 """
 
 from __future__ import annotations
