@@ -56,7 +56,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cau.lab import Lab, LabConfig
+from cau_lab import Lab, LabConfig
 
 ANSIBLE_CORE = "2.19.14"  # pinned: the version the numbers in the docs were taken with
 ANSIBLE_VENV = Path("/var/tmp/cau-bench-venv")

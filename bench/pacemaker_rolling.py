@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cau.lab import Lab, LabConfig
+from cau_lab import Lab, LabConfig
 
 STATE = Path("/var/tmp/cau-lab-bench-pcmk")
 STEPS = ("enter_maintenance", "install", "restart", "exit_maintenance", "failback")

@@ -1,9 +1,9 @@
-"""The lab of real hosts, brought up once per test session (see cau.lab).
+"""The lab of real hosts, brought up once per test session (see cau_lab).
 
     def test_something(lab):          # the session's lab, as the previous test left it
     def test_other(clean_lab):        # the same lab, first put back to its starting state
 
-`lab` is a cau.lab.Lab: state_dir, nodes, addresses ({node: address}), config_path
+`lab` is a cau_lab.Lab: state_dir, nodes, addresses ({node: address}), config_path
 (clusters.toml, cluster name `lab.cluster` == "lab"), known_hosts, identity, exec(node, cmd),
 ssh(node, cmd), kill/boot/reset/poweroff/hold(node), boot_id(node), publish_new(),
 publish_old(), reset_packages(nodes), repos (add test packages), restore().
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab import Lab, LabConfig
+from cau_lab import Lab, LabConfig
 
 STATE_DIR = Path(os.environ.get("CAU_LAB_TEST_STATE_DIR", "/var/tmp/cau-lab-test"))
 NAME = "caulabt"
@@ -98,8 +98,9 @@ def pcmk_lab() -> Iterator[Lab]:
     Corosync/Pacemaker cluster with vm1 on node1 (http://10.77.201.101/, live-migratable), the
     web group on node2 (http://10.77.201.100/), web-clone on every node (port 8080).
 
-    `pcmk_lab.pacemaker` reads and drives the cluster from inside a host: state() (parsed
-    crm_mon XML: nodes, primitives, locations(rid), dc, quorum, failures), locations(),
+    `pcmk_lab.pacemaker` reads and drives the cluster from inside a host: state() (crm_mon XML
+    read by cau's parser: nodes, online, dc, quorum, failures, locations(rid), all_started(),
+    and cau's ClusterStatus as `status`), locations(),
     location_constraints(), crm_mon_xml(), cib(), wait(until), wait_placed(), restore(),
     workloads (ids, start nodes, URLs), exec(node, cmd)."""
     yield from running_lab(

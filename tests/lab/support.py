@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from cau.lab import Lab
 from cau.store.base import EventKind, JournalEvent
 from cau.store.sqlite import SqliteStore
+from cau_lab import Lab
 
 OLD = {"labpkg": "1.0", "labtool": "1.0", "labrelease": "1.0", "labextra": "1.0"}
 NEW = {"labpkg": "1.1", "labtool": "1.1", "labrelease": "1.1", "labextra": "1.1"}

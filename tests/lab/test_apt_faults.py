@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cau.lab import Lab
-from cau.lab.repo import PackageSpec, failing_postinst
+from cau_lab import Lab
+from cau_lab.repo import PackageSpec, failing_postinst
 from tests.lab.support import NEW, OLD, cau, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

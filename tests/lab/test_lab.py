@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cau.config import load_config
-from cau.lab import Lab, LabConfig, LabError
-from cau.lab.cli import lab_app
-from cau.lab.repo import failing_postinst
+from cau_lab import Lab, LabConfig, LabError
+from cau_lab.cli import lab_app
+from cau_lab.repo import failing_postinst
 from tests.lab.conftest import lab_unavailable
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

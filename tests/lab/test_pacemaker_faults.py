@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab import Lab
+from cau_lab import Lab
 from tests.lab.support import (
     NEW,
     NOTHING_LEFT,

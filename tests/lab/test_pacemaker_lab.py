@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab import Lab
-from cau.lab.pacemaker import ClusterState
-from cau.lab.proc import ProcRef, mounts_under, run
+from cau_lab import Lab
+from cau_lab.cluster_state import ClusterState
+from cau_lab.proc import ProcRef, mounts_under, run
 from tests.lab.probe_loop import ProbeLoop
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

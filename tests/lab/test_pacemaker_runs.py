@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab import Lab
-from cau.lab.config import LabError
+from cau_lab import Lab
+from cau_lab.config import LabError
 from tests.lab.support import (
     NEW,
     NOTHING_LEFT,

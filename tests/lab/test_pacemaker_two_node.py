@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab import Lab, LabConfig
+from cau_lab import Lab, LabConfig
 from tests.lab.conftest import running_lab
 from tests.lab.support import NEW, NOTHING_LEFT, availability, cau_leftovers, run_json, versions
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cau.lab import Lab
+from cau_lab import Lab
 from tests.lab.support import NEW, OLD, cau, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

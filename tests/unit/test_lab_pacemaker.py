@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from cau.lab.access import clusters_toml_text
-from cau.lab.config import LabConfig
-from cau.lab.pacemaker import corosync_conf, parse_crm_mon, resources_xml, seed_script, workloads
+from cau_lab.access import clusters_toml_text
+from cau_lab.cluster_state import ClusterState, cluster_state
+from cau_lab.config import LabConfig
+from cau_lab.pacemaker import corosync_conf, resources_xml, seed_script, workloads
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "pacemaker"
+FAILED_MONITOR = ("web-local", "node3", "monitor")
 
 
-def state(name: str):  # type: ignore[no-untyped-def]
-    return parse_crm_mon((FIXTURES / f"{name}.crm_mon.xml").read_text())
+def state(name: str) -> ClusterState:
+    return cluster_state((FIXTURES / f"{name}.crm_mon.xml").read_text())
 
 
 def test_all_online_fixture_reads_as_the_starting_state() -> None:
@@ -27,7 +29,10 @@ def test_all_online_fixture_reads_as_the_starting_state() -> None:
         "web": ["node2"],
         "web-clone": ["node1", "node2", "node3"],
     }
-    assert s.members == {"web": ["web-ip", "web-server"], "web-clone": ["web-local"]}
+    assert {r.id: r.members for r in s.status.resources if r.members} == {
+        "web": ("web-ip", "web-server"),
+        "web-clone": ("web-local",),
+    }
     assert s.all_started() and s.failures == []
 
 
@@ -37,7 +42,7 @@ def test_all_online_fixture_reads_as_the_starting_state() -> None:
         ("standby-node2", lambda s: s.nodes["node2"].standby and s.locations("web") == ["node3"]),
         ("standby-node2", lambda s: s.locations("web-clone") == ["node1", "node3"] and s.all_started()),
         ("node1-offline", lambda s: s.online == ["node2", "node3"] and s.locations("vm1") == ["node2"]),
-        ("resource-failed", lambda s: [f["op_key"] for f in s.failures] == ["web-local_monitor_5000"]),
+        ("resource-failed", lambda s: [(f.resource, f.node, f.task) for f in s.failures] == [FAILED_MONITOR]),
         ("node3-maintenance", lambda s: s.nodes["node3"].maintenance and not s.nodes["node1"].maintenance),
         ("move-web-cli-prefer", lambda s: s.locations("web") == ["node3"]),
         ("ban-vm1-cli-ban", lambda s: s.locations("vm1") == ["node2"]),
@@ -47,10 +52,23 @@ def test_all_online_fixture_reads_as_the_starting_state() -> None:
         # the source of a live migration, its stop still to run: not drained yet
         ("migrated-vm1-source-not-stopped", lambda s: s.locations("vm1") == ["node1", "node2"]),
         ("migrating-vm1-pending-off", lambda s: s.locations("vm1") == ["node1"] and not s.all_started()),
+        # a group is started once every member is, on its node
+        ("web-half-started", lambda s: s.locations("web") == ["node1"] and not s.all_started()),
+        ("web-server-starting", lambda s: s.locations("web") == ["node3"] and not s.all_started()),
+        ("web-server-failed-start", lambda s: not s.all_started()),
     ],
 )
 def test_fixture_states_read_as_captured(name: str, check) -> None:  # type: ignore[no-untyped-def]
     assert check(state(name))
+
+
+def test_a_clone_whose_instances_are_all_still_starting_is_not_started() -> None:
+    text = (FIXTURES / "all-online.crm_mon.xml").read_text()
+    instance = 'id="web-local" resource_agent="ocf:cau:labvm" role='
+    starting = text.replace(f'{instance}"Started"', f'{instance}"Starting"')
+    assert starting.count(f'{instance}"Starting"') == 3
+    s = cluster_state(starting)
+    assert s.locations("web-clone") == ["node1", "node2", "node3"] and not s.all_started()
 
 
 def test_cli_constraints_are_in_the_fixture_cibs() -> None:

@@ -21,12 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from cau.lab import access, hosts, image, net
-from cau.lab.config import LabConfig, LabError
-from cau.lab.layer import assets_dir, build_layer
-from cau.lab.pacemaker import Pacemaker
-from cau.lab.proc import HOST_TOOLS, Log, ensure_tools, mounts_under, quiet, remove_tree, require_root
-from cau.lab.repo import EXTRA_LIST, MAINTAINER, STANDARD, LabRepos
+from cau_lab import access, hosts, image, net
+from cau_lab.config import LabConfig, LabError
+from cau_lab.layer import assets_dir, build_layer
+from cau_lab.pacemaker import Pacemaker
+from cau_lab.proc import HOST_TOOLS, Log, ensure_tools, mounts_under, quiet, remove_tree, require_root
+from cau_lab.repo import EXTRA_LIST, MAINTAINER, STANDARD, LabRepos
 
 T = TypeVar("T")
 

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import IMAGE_TOOLS, Log, ensure_tools, quiet, remove_tree, run
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import IMAGE_TOOLS, Log, ensure_tools, quiet, remove_tree, run
 
 # Bump when the build steps below change in a way that changes the image.
 RECIPE_VERSION = 2

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cau.lab.config import LabError
+from cau_lab.config import LabError
 
 Log = Callable[[str], None]
 

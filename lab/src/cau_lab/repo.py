@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import run
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import run
 
 MAINTAINER = "CAU lab <lab@cau-lab.invalid>"  # marks every package the lab built
 OLD, NEW = "1.0", "1.1"
@@ -95,7 +95,7 @@ def build_deb(spec: PackageSpec, out_dir: Path) -> Path:
         ]
         if spec.depends:
             control.append(f"Depends: {spec.depends}")
-        control.append(f"Description: {spec.description}\n Built by cau's lab (cau.lab.repo).")
+        control.append(f"Description: {spec.description}\n Built by cau's lab (cau_lab.repo).")
         (debian / "control").write_text("\n".join(control) + "\n")
         for script in ("preinst", "postinst", "prerm", "postrm"):
             body = getattr(spec, script)

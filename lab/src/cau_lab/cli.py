@@ -10,11 +10,12 @@ from typing import Annotated
 
 import typer
 
-from cau.cli.errors import reported
-from cau.lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, LabError, state_dir_default
-from cau.lab.control import Lab
-from cau.lab.hosts import exec_argv
-from cau.lab.pacemaker import workloads
+from cau.errors import CauError
+from cau_lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, state_dir_default
+from cau_lab.control import Lab
+from cau_lab.errors import reported
+from cau_lab.hosts import exec_argv
+from cau_lab.pacemaker import workloads
 
 lab_app = typer.Typer(
     help="A lab of real Linux hosts on this machine (namespaces, needs root), for trying cau.",
@@ -139,7 +140,7 @@ def _print_status(lab: Lab) -> None:
     if lab.cfg.pacemaker:
         try:
             state = lab.pacemaker.state()
-        except LabError as exc:
+        except CauError as exc:  # LabError, or crm_mon output cau could not read
             typer.echo(f"pacemaker: no answer ({exc})")
             return
         quorum = "with quorum" if state.quorum else "WITHOUT quorum"

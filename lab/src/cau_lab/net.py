@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import run, wait_until
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import run, wait_until
 
 
 def _netns_list() -> set[str]:

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import ProcRef, pid_namespace, pids_in_pid_namespace, run, wait_until
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import ProcRef, pid_namespace, pids_in_pid_namespace, run, wait_until
 
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -145,7 +145,7 @@ def start(cfg: LabConfig, node: str, *, detach: bool) -> ProcRef:
     d = cfg.host_dir(node)
     for name in ("stop-requested", "reset-requested", "no-return", "supervisor.pid"):
         (d / name).unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "cau.lab.supervisor", str(cfg.state_dir), node]
+    argv = [sys.executable, "-m", "cau_lab.supervisor", str(cfg.state_dir), node]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(d / "supervisor.log", "ab") as log:
         if detach:

@@ -24,13 +24,14 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from cau.lab import hosts
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import Log, quiet
-from cau.providers.pacemaker_state import dangling_migrations
+from cau.errors import CauError
+from cau_lab import hosts
+from cau_lab.cluster_state import ClusterState, cluster_state
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import Log, quiet
 
 # host offsets of the floating addresses in the lab subnet
 WEB_OFFSET = 100
@@ -209,122 +210,6 @@ systemctl enable pacemaker
 """
 
 
-# --- the cluster's state (crm_mon --output-as=xml) ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeState:
-    name: str
-    online: bool
-    standby: bool
-    maintenance: bool
-    is_dc: bool
-
-
-@dataclass(frozen=True)
-class ResourceState:
-    """A primitive; for a clone's primitive, all its instances together."""
-
-    id: str
-    roles: tuple[str, ...]  # one per instance: Started, Stopped, ...
-    failed: bool
-    managed: bool
-    nodes: tuple[str, ...]  # where an instance is active
-    cloned: bool = False
-
-    @property
-    def active(self) -> bool:
-        return bool(self.nodes)
-
-    @property
-    def started(self) -> bool:
-        """Running and healthy: every instance Started (a clone: at least one, none failed)."""
-        if self.failed or "Started" not in self.roles:
-            return False
-        return self.cloned or all(r == "Started" for r in self.roles)
-
-
-@dataclass
-class ClusterState:
-    """What `crm_mon --output-as=xml` says (from one node's point of view)."""
-
-    nodes: dict[str, NodeState] = field(default_factory=dict)
-    primitives: dict[str, ResourceState] = field(default_factory=dict)
-    members: dict[str, list[str]] = field(default_factory=dict)  # group/clone id -> primitive ids
-    dc: str | None = None
-    quorum: bool = False
-    failures: list[dict[str, str]] = field(default_factory=list)
-
-    def locations(self, rid: str) -> list[str]:
-        """The nodes where a primitive, group or clone is active (sorted)."""
-        ids = self.members.get(rid, [rid])
-        return sorted({n for p in ids if p in self.primitives for n in self.primitives[p].nodes})
-
-    def all_started(self) -> bool:
-        return all(p.started for p in self.primitives.values())
-
-    @property
-    def online(self) -> list[str]:
-        return sorted(n for n, s in self.nodes.items() if s.online)
-
-
-def _bool(value: str | None) -> bool:
-    return value == "true"
-
-
-def parse_crm_mon(xml_text: str) -> ClusterState:
-    root = ET.fromstring(xml_text)
-    state = ClusterState()
-    dc = root.find("./summary/current_dc")
-    if dc is not None and _bool(dc.get("present")):
-        state.dc = dc.get("name")
-        state.quorum = _bool(dc.get("with_quorum"))
-    for node in root.iterfind("./nodes/node"):
-        name = node.get("name", "")
-        state.nodes[name] = NodeState(
-            name=name,
-            online=_bool(node.get("online")),
-            standby=_bool(node.get("standby")),
-            maintenance=_bool(node.get("maintenance")),
-            is_dc=_bool(node.get("is_dc")),
-        )
-
-    def primitive(el: ET.Element, cloned: bool) -> None:
-        rid = el.get("id", "")
-        active = _bool(el.get("active"))
-        here = tuple(n.get("name", "") for n in el.iterfind("./node")) if active else ()
-        old = state.primitives.get(rid)  # clone instances share the primitive's id
-        state.primitives[rid] = ResourceState(
-            id=rid,
-            roles=(old.roles if old else ()) + (el.get("role", ""),),
-            failed=_bool(el.get("failed")) or (old is not None and old.failed),
-            managed=_bool(el.get("managed")) and (old is None or old.managed),
-            nodes=(old.nodes if old else ()) + here,
-            cloned=cloned,
-        )
-
-    resources = root.find("./resources")
-    for el in resources if resources is not None else []:
-        if el.tag == "resource":
-            primitive(el, cloned=False)
-        elif el.tag in ("group", "clone"):
-            ids: list[str] = []
-            for sub in el.iter("resource"):
-                primitive(sub, cloned=el.tag == "clone")
-                ids.append(sub.get("id", ""))
-            state.members[el.get("id", "")] = sorted(set(ids))
-    for failure in root.iterfind("./failures/failure"):
-        state.failures.append(dict(failure.attrib))
-    # A live migration's source still runs the resource until its stop there (crm_mon shows
-    # the target only by then): what a test waiting for a node to be drained must not miss.
-    for source, left in dangling_migrations(root).items():
-        for rid in left:
-            old = state.primitives.get(rid)
-            if old is not None and source not in old.nodes:
-                state.primitives[rid] = replace(old, nodes=(*old.nodes, source))
-    return state
-
-
 # --- driving the cluster ------------------------------------------------------------------------
 
 
@@ -358,7 +243,7 @@ class Pacemaker:
         return self.exec(node or self.any_node(), "crm_mon --output-as=xml", timeout=30)
 
     def state(self, node: str | None = None) -> ClusterState:
-        return parse_crm_mon(self.crm_mon_xml(node))
+        return cluster_state(self.crm_mon_xml(node))
 
     def cib(self, node: str | None = None, scope: str | None = None) -> str:
         opt = f" --scope {scope}" if scope else ""
@@ -385,7 +270,7 @@ class Pacemaker:
                 if until(state):
                     return state
                 last = state
-            except (LabError, ET.ParseError) as exc:
+            except CauError as exc:  # LabError, or crm_mon output cau cannot read: ask again
                 last = str(exc)
             if time.monotonic() > deadline:
                 raise LabError(f"pacemaker: condition not met after {timeout:g} s; last: {last}")
@@ -427,7 +312,7 @@ class Pacemaker:
                 if not problems:
                     return state
                 last = "; ".join(problems)
-            except (LabError, ET.ParseError) as exc:
+            except CauError as exc:  # LabError, or crm_mon output cau cannot read: ask again
                 last = str(exc)
             if time.monotonic() > deadline:
                 raise LabError(f"the pacemaker cluster is not ready after {timeout:g} s: {last}")
@@ -507,7 +392,7 @@ class Pacemaker:
                 if state.online == sorted(self.cfg.node_names) and state.dc is not None:
                     return node
                 last = f"online: {', '.join(state.online) or 'none'}"
-            except (LabError, ET.ParseError) as exc:
+            except CauError as exc:  # LabError, or crm_mon output cau cannot read: ask again
                 last = str(exc)
             if time.monotonic() > deadline:
                 raise LabError(f"pacemaker nodes not all online after {timeout:g} s: {last}")

@@ -1,4 +1,4 @@
-"""The power supply of one lab host: `python -m cau.lab.supervisor STATE_DIR NODE`.
+"""The power supply of one lab host: `python -m cau_lab.supervisor STATE_DIR NODE`.
 
 It boots the host (host-boot.sh as PID 1 of new namespaces) and waits for it to end. A host
 that called reboot(2) inside its PID namespace ends "killed by SIGHUP": the supervisor boots it
@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.proc import ProcRef, children
+from cau_lab.config import LabConfig, LabError
+from cau_lab.proc import ProcRef, children
 
 # reboot(2) RESTART in a child PID namespace: its PID 1 dies of SIGHUP; `unshare --fork`
 # passes that on by killing itself with the same signal.
@@ -138,7 +138,7 @@ def _describe(rc: int) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m cau.lab.supervisor STATE_DIR NODE", file=sys.stderr)
+        print("usage: python -m cau_lab.supervisor STATE_DIR NODE", file=sys.stderr)
         return 2
     try:
         cfg = LabConfig.load(Path(argv[0]))

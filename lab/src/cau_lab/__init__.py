@@ -6,8 +6,8 @@ built once with debootstrap, sshd, in-host reboot that really restarts the host,
 apt repository with test packages at an OLD and a NEW version. See control.Lab.
 """
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.control import Lab
-from cau.lab.repo import PackageSpec, Repo
+from cau_lab.config import LabConfig, LabError
+from cau_lab.control import Lab
+from cau_lab.repo import PackageSpec, Repo
 
 __all__ = ["Lab", "LabConfig", "LabError", "PackageSpec", "Repo"]

@@ -9,9 +9,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from cau.lab.config import LabConfig, LabError
-from cau.lab.pacemaker import workloads
-from cau.lab.proc import run
+from cau_lab.config import LabConfig, LabError
+from cau_lab.pacemaker import workloads
+from cau_lab.proc import run
 
 
 def ensure_client_key(cfg: LabConfig) -> Path:

@@ -2,7 +2,7 @@
 # host-boot.sh NODE LOWERDIRS HOSTDIR REPODIR -- one "power-on" of a lab host.
 #
 # Runs as PID 1 of fresh PID, UTS, IPC, mount and time namespaces inside the host's
-# network namespace; the supervisor (cau.lab.supervisor) starts it as
+# network namespace; the supervisor (cau_lab.supervisor) starts it as
 #   ip netns exec NETNS unshare --uts --ipc --pid --mount --time --boottime -N --fork \
 #       --propagation private host-boot.sh ...
 # It builds the host's root filesystem (overlay: persistent upper dir over the shared

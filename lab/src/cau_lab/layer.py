@@ -4,7 +4,7 @@ key in root's authorized_keys, /etc/hosts for this lab's names, and sources.list
 at the lab repositories. It is small and rebuilt by every `up`, so the cached image never has
 to change when these files do.
 
-The files come from `cau/lab/assets/rootfs/` (package data).
+The files come from `cau_lab/assets/rootfs/` (package data).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import shutil
 from importlib.resources import as_file, files
 from pathlib import Path
 
-from cau.lab.config import LabConfig
-from cau.lab.proc import remove_tree
+from cau_lab.config import LabConfig
+from cau_lab.proc import remove_tree
 
 # Where a script is executable; everything else is a 0644 file.
 _EXECUTABLE_DIRS = ("usr/sbin", "usr/local/sbin", "usr/local/bin", "usr/lib/ocf/resource.d")
@@ -32,7 +32,7 @@ _ALIASES = {
 
 def assets_dir() -> Path:
     """The assets folder; an editable or regular install both have it on disk."""
-    with as_file(files("cau.lab") / "assets") as path:
+    with as_file(files("cau_lab") / "assets") as path:
         return Path(path)
 
 
