@@ -1,14 +1,16 @@
 """The hotfix plug-in on a local node: rules, exit codes, integrity and ACL checks, the registry.
 
 The "node" here is this machine through the local transport; every command the test makes it run
-is a script of the test's own, writing under the test's temporary folder.
+is a script of the test's own, writing under the test's temporary folder. One test puts the files
+on a remote node instead: a scripted transport (cau.testing) that records what it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import shlex
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,17 +19,12 @@ from cau.clock import SystemClock
 from cau.domain.updates import UpdateOutcome
 from cau.errors import PluginError
 from cau.plugins.hotfix import HotfixArgs, HotfixPlugin
-from cau.ports import PluginContext, Transport
+from cau.ports import PluginContext
+from cau.testing import Reply, Result, ScriptedTransport, Session, UnexpectedCommand
 from cau.transport.local import LocalTransport
 from tests.support_hotfix import hotfix_root, write_manifest
 
 HOST = socket.gethostname()
-
-
-@dataclass
-class LocalSession:
-    node: str
-    transport: Transport
 
 
 def updater(tmp: Path, root: Path, **args: object):  # type: ignore[no-untyped-def]
@@ -35,7 +32,7 @@ def updater(tmp: Path, root: Path, **args: object):  # type: ignore[no-untyped-d
         root=str(root), staging_dir=str(tmp / "staging"), registry=str(tmp / "installed"), **args
     )  # type: ignore[arg-type]
     ctx = PluginContext("run-1", "c", SystemClock(), tmp)
-    return HotfixPlugin().create_updater(LocalSession(HOST, LocalTransport()), parsed, ctx)
+    return HotfixPlugin().create_updater(Session(HOST, LocalTransport()), parsed, ctx)
 
 
 def test_rules_order_exit_codes_and_registry(tmp_path: Path) -> None:
@@ -120,3 +117,57 @@ def test_bad_config_names_the_key_and_the_file(tmp_path: Path) -> None:
     (root / "hotfix.toml").write_text('[[rules]]\nmatch = "*.sh"\ncomand = "sh $update$"\n')
     with pytest.raises(PluginError, match=r"hotfix.toml.*comand"):
         asyncio.run(updater(tmp_path, root).scan())
+
+
+def test_on_a_remote_node_files_are_pushed_then_checked_there_before_they_run(tmp_path: Path) -> None:
+    """A node reached over a transport (scripted here): the coordinator's checked files are put on
+    the node (0700, named by digest), their digest is checked there, then the rule runs them."""
+    root = hotfix_root(tmp_path / "share", "/var/tmp/trace", node="web1")
+    registry: list[str] = []
+    exits = {"bios.cap": 0, "fix.sh": 0, "only.sh": 100}
+
+    def web1(command: str) -> Result:
+        if command == "cat -- /var/lib/cau/hotfix-installed 2>/dev/null; true":
+            return "".join(registry)
+        if command.startswith("sha256sum -- "):
+            path = shlex.split(command)[2]
+            data = [p.data for p in node.puts if p.remote == path][-1]
+            return f"{hashlib.sha256(data).hexdigest()}  {path}\n"
+        if command.startswith("sh "):
+            return Reply("", exits[shlex.split(command)[1].rsplit("/", 1)[1].split("-", 1)[1]])
+        if command.startswith('mkdir -p -- "$(dirname /var/lib/cau/hotfix-installed)" && echo '):
+            registry.append(shlex.split(command.split(" && echo ", 1)[1])[0] + "\n")
+            return ""
+        raise UnexpectedCommand(command)
+
+    node = ScriptedTransport(web1, name="web1")
+    ctx = PluginContext("run-1", "c", SystemClock(), tmp_path)
+    up = HotfixPlugin().create_updater(Session("web1", node), HotfixArgs(root=str(root)), ctx)
+
+    async def main() -> None:
+        found = await up.scan()
+        assert [u.id for u in found.updates] == ["_all/firmware/bios.cap", "_all/fix.sh", "web1/only.sh"]
+        results = await up.install(found.updates, lambda _m: None)
+        assert [(r.outcome, r.restart_required) for r in results] == [
+            (UpdateOutcome.SUCCEEDED, True),  # always_restart
+            (UpdateOutcome.SUCCEEDED, False),
+            (UpdateOutcome.SUCCEEDED, True),  # exit 100: success, restart needed
+        ]
+        assert (await up.scan()).updates == ()  # recorded on the node
+
+    asyncio.run(main())
+    digests = {
+        u: hashlib.sha256((root / u).read_bytes()).hexdigest() for u in ("_all/fix.sh", "web1/only.sh")
+    }
+    assert {(p.remote, p.mode) for p in node.puts} >= {
+        (f"/var/tmp/cau-hotfix/{digests['_all/fix.sh'][:16]}-fix.sh", 0o700),
+        (f"/var/tmp/cau-hotfix/{digests['web1/only.sh'][:16]}-only.sh", 0o700),
+    }
+    assert all(
+        p.data == (root / "_all" / "fix.sh").read_bytes() for p in node.puts if p.remote.endswith("-fix.sh")
+    )
+    assert sorted(line.split()[1] for line in registry) == [
+        "_all/firmware/bios.cap",
+        "_all/fix.sh",
+        "web1/only.sh",
+    ]

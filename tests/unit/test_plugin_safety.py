@@ -3,16 +3,16 @@ a local transport (a sandbox node's commands run here: `apt-get upgrade` would u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cau.clock import SystemClock
 from cau.errors import PluginError
-from cau.ports import PluginContext, Transport
+from cau.ports import PluginContext
 from cau.registry import Registry
 from cau.sandbox.provider import SandboxSession
+from cau.testing import Rules, ScriptedTransport, Session
 from cau.transport.local import LocalTransport
 
 ARGS = {
@@ -21,12 +21,6 @@ ARGS = {
     "hotfix": {"root": "/nonexistent"},
     "command": {"scan": "true", "install": "true $update$"},
 }
-
-
-@dataclass
-class Plain:
-    node: str
-    transport: Transport
 
 
 @pytest.mark.parametrize("name", sorted(ARGS))
@@ -43,4 +37,13 @@ def test_package_managers_refuse_the_local_machine(name: str, tmp_path: Path) ->
     plugin = Registry.discover().plugin(name)
     ctx = PluginContext("r", "c", SystemClock(), tmp_path)
     with pytest.raises(PluginError, match="coordinator's own machine"):
-        plugin().create_updater(Plain("me", LocalTransport()), plugin.Args.model_validate(ARGS[name]), ctx)
+        plugin().create_updater(Session("me", LocalTransport()), plugin.Args.model_validate(ARGS[name]), ctx)
+
+
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_a_node_reached_over_a_transport_is_accepted(name: str, tmp_path: Path) -> None:
+    plugin = Registry.discover().plugin(name)
+    ctx = PluginContext("r", "c", SystemClock(), tmp_path)
+    node = Session("web1", ScriptedTransport(Rules()))  # answers nothing: nothing may run yet
+    assert plugin().create_updater(node, plugin.Args.model_validate(ARGS[name]), ctx) is not None
+    assert node.transport.commands == []  # type: ignore[attr-defined]
