@@ -4,6 +4,8 @@ providers and package plug-ins drive the real code with them, without root or a 
 
     FixtureHost       a node answering commands from tests/fixtures/<folder> by their recorded
                       command, exactly (a fixture whose recorded command drifted is not answered)
+    DebianHost        the lab's Debian host for the apt plug-in, from tests/fixtures/apt: installs
+                      upgrade its dpkg database, but for the package whose postinst fails
     RhelHost          a RHEL 9 node for the dnf plug-in: check-update, updateinfo and
                       needs-restarting from tests/fixtures/dnf, an rpm database that upgrades change
     SshHosts          hosts as the ssh provider sees them: boot ids, the maintenance marker, restarts
@@ -102,6 +104,62 @@ class FixtureHost:
             else:
                 raise UnexpectedCommand(f"{self.folder.name}: nothing answers {part!r} (of {command!r})")
         return Reply("".join(out), status)
+
+
+APT_ENV = "LC_ALL=C DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_MODE=l"
+APT = f"{APT_ENV} apt-get -q -o DPkg::Lock::Timeout=300"
+APT_SIMULATE = f"{APT_ENV} apt-get -s -o Debug::NoLocking=1 -o APT::Get::Show-Versions=1 upgrade"
+DPKG_QUERY = "dpkg-query -W -f='${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n'"
+APT_NOTHING = (  # `apt-get -s upgrade` with nothing to upgrade
+    "Reading package lists...\nBuilding dependency tree...\nReading state information...\n"
+    "Calculating upgrade...\n0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n"
+)
+
+
+class DebianHost(FixtureHost):
+    """The lab host of the apt fixtures: labpkg, labrelease, labtool 1.0 with 1.1 published,
+    labbroken 1.1 half-configured. `apt-get install` upgrades the lab packages it names; labbroken's
+    postinst fails again, in dpkg's words (install-lab-postinst-fails), and it stays half-configured."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "apt",
+            "sim-lab-half-configured",
+            "dpkg-query-lab-half-configured",
+            "apt-mark-showhold-none",
+            "reboot-required-absent",
+            "needrestart-all-current",
+        )
+        self.answer(f"{APT} update", "")
+        self.dpkg = {
+            name: (version, status)
+            for name, version, status in (
+                line.split("\t") for line in self.text("dpkg-query-lab-half-configured").splitlines()
+            )
+        }
+
+    def _listing(self, names: Iterable[str] | None = None) -> str:
+        wanted = set(self.dpkg if names is None else names)
+        return "".join(f"{n}\t{v}\t{s}\n" for n, (v, s) in sorted(self.dpkg.items()) if n in wanted)
+
+    def __call__(self, command: str) -> Result:
+        if command.startswith(DPKG_QUERY + " ") and command.endswith(" 2>/dev/null; true"):
+            return self._listing(shlex.split(command[len(DPKG_QUERY) : -len(" 2>/dev/null; true")]))
+        if command.startswith(f"{APT} -y -d install "):
+            return ""
+        if command.startswith(f"{APT} -y -o Dpkg::Options::"):
+            pins = [pin for pin in (arg.split("=", 1) for arg in shlex.split(command)) if pin[0] in self.dpkg]
+            for name, version in pins:
+                if name != "labbroken":
+                    self.dpkg[name] = (version, "ii ")
+            self.answer(DPKG_QUERY, self._listing())
+            broken = self.dpkg["labbroken"][1] != "ii "
+            self.answer(APT_SIMULATE, APT_NOTHING + ("1 not fully installed or removed.\n" if broken else ""))
+            if any(name == "labbroken" for name, _ in pins):
+                out = self.text("install-lab-postinst-fails").splitlines(keepends=True)
+                return Reply("".join(line for line in out if not line.startswith("E: ")), 100, out[-1])
+            return "".join(f"Setting up {name} ({version}) ...\n" for name, version in pins)
+        return super().__call__(command)
 
 
 class RhelHost(FixtureHost):
@@ -235,9 +293,14 @@ class PacemakerCluster(SshHosts):
     `edits` lists the commands that changed the cluster, in order."""
 
     def __init__(
-        self, state: str = "all-online", *, quorum: str = "three-nodes", simulate: str | Reply | None = None
+        self,
+        state: str = "all-online",
+        *,
+        quorum: str = "three-nodes",
+        simulate: str | Reply | None = None,
+        restart_probes: int = 2,
     ) -> None:
-        super().__init__(["node1", "node2", "node3"])
+        super().__init__(["node1", "node2", "node3"], restart_probes=restart_probes)
         self.mon = [state]
         self.cib = ET.fromstring((PCMK / f"{state}.cib.xml").read_text())
         self.quorum = (FIXTURES / "corosync" / f"{quorum}.quorumtool.txt").read_text()
