@@ -14,9 +14,9 @@ import tomli_w
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.profile import build_profile
 from cau.engine.coordinator import Coordinator, RunOutcome
+from cau.journal.events import EventKind, JournalEvent
 from cau.registry import Registry
 from cau.service import Service
-from cau.store.base import EventKind, JournalEvent
 
 
 def node(name: str, **kw: Any) -> dict[str, Any]:

@@ -1,25 +1,35 @@
-"""Exceptions of cau. Callers choose retry vs stop by class.
+"""Exceptions of cau: one closed tree. Callers decide by class: `retryable` says whether trying
+the same thing again can help (a timeout, a lost connection: yes; a changed host key, a refused
+login, output cau cannot read: no, and the engine fails the node at once instead of retrying).
 
-    CauError
-    ├── ConfigError            bad input: cluster config, sandbox spec, plug-in arguments
-    ├── NotFound               an unknown cluster, run, node, plug-in or provider
-    ├── PreflightError         a run refuses to start (nothing was changed)
-    ├── LockHeld               another coordinator is updating the cluster
-    ├── ProviderError          the cluster provider's infrastructure failed
-    │   ├── MaintenanceError   a node could not enter or leave maintenance (names what blocked)
-    │   └── NodeUnreachable    a node does not answer
-    ├── PluginError            a plug-in's infrastructure failed (not a per-update failure)
-    └── TransportError         running a command on a node failed
-        └── CommandTimeout
-
-`ProfileError` (bad run profile) lives in `cau.domain.profile`, next to the model it validates.
+    CauError                       retryable = False unless said
+    ├── ConfigError                bad input: cluster config, sandbox spec, plug-in arguments
+    │   └── ProfileError           a run profile (file plus overrides) that cannot be used
+    ├── NotFound                   an unknown cluster, run, node, plug-in or provider
+    ├── PreflightError             a run refuses to start (nothing was changed)
+    ├── LockHeld                   another coordinator is updating the cluster
+    ├── LockLost                   this coordinator's lease was taken over: it stops acting
+    ├── ProviderError              the cluster provider's infrastructure failed      retryable
+    │   ├── MaintenanceError       a node could not enter or leave maintenance      retryable
+    │   └── NodeUnreachable        a node does not answer                           retryable
+    ├── PluginError                a plug-in's infrastructure failed                retryable
+    ├── OutputError                a command's output is not what it should be (names the
+    │                              command and the node): a bug or an unknown version, not luck
+    └── TransportError             running a command on a node failed               retryable
+        ├── CommandTimeout                                                          retryable
+        ├── HostKeyError           unknown or changed host key: refused, says how to trust it
+        └── AuthError              the node refused the login
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class CauError(Exception):
     """Base class. `hint` tells an operator what to do about it."""
+
+    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -32,6 +42,15 @@ class CauError(Exception):
 
 class ConfigError(CauError):
     pass
+
+
+class ProfileError(ConfigError):
+    """A profile (file plus overrides) that cannot be used. `problems` are 'key: message' lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 class NotFound(CauError):
@@ -48,8 +67,12 @@ class LockHeld(CauError):
         self.owner = owner
 
 
-class ProviderError(CauError):
+class LockLost(CauError):
     pass
+
+
+class ProviderError(CauError):
+    retryable = True
 
 
 class MaintenanceError(ProviderError):
@@ -61,12 +84,29 @@ class NodeUnreachable(ProviderError):
 
 
 class PluginError(CauError):
+    retryable = True
+
+
+class OutputError(CauError):
     pass
 
 
 class TransportError(CauError):
-    pass
+    retryable = True
 
 
 class CommandTimeout(TransportError):
     pass
+
+
+class HostKeyError(TransportError):
+    retryable = False
+
+
+class AuthError(TransportError):
+    retryable = False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether trying again can help: cau's own errors say; anything else is a bug (no)."""
+    return isinstance(exc, CauError) and exc.retryable

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateResult
+from cau.journal.events import ProbeEvent
 
 
 class Clock(Protocol):
@@ -157,17 +158,10 @@ class ReportsAvailability(Protocol):
     async def role_outages(self, since: datetime, until: datetime | None) -> list[RoleOutage]: ...
 
 
-@dataclass(frozen=True)
-class AvailabilityEvent:
-    """What an availability source asks the coordinator to journal: a role's probe went down
-    (`probe_down`), came back with the outage's numbers (`probe_up`), or its running counts
-    (`probe_summary`). `data` is JSON-able and holds no secret."""
-
-    kind: str  # probe_down | probe_up | probe_summary
-    data: dict[str, Any]
-
-
-AvailabilityRecorder = Callable[[AvailabilityEvent], None]
+# What an availability source asks the coordinator to journal: a role's probe went down
+# (ProbeDown), came back with the outage's numbers (ProbeUp), or its running counts
+# (ProbeSummary); events of cau.journal.events, holding no secret.
+AvailabilityRecorder = Callable[[ProbeEvent], None]
 
 
 @runtime_checkable

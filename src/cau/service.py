@@ -22,17 +22,18 @@ from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.updates import HeldUpdate, Update
 from cau.domain.validation import describe_errors
+from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
-from cau.engine.replay import NodeProgress, replay
-from cau.engine.start import preflight, run_created_data
-from cau.errors import CauError, ConfigError, NotFound, PreflightError
+from cau.engine.start import preflight, run_created
+from cau.errors import CauError, ConfigError, LockLost, NotFound, PreflightError
+from cau.journal.events import WarningEvent
+from cau.journal.progress import NodeProgress, replay
 from cau.ports import (
     AvailabilitySource,
     CleansUp,
     Clock,
     ClusterProvider,
-    MaintenancePrior,
     PluginContext,
     ProviderContext,
 )
@@ -40,7 +41,7 @@ from cau.probes import ProbeMonitor
 from cau.registry import Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
-from cau.store.base import EventKind, LockInfo, LockOwner, ReportQuery, RunRecord
+from cau.store.base import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.store.sqlite import SqliteStore
 
 LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
@@ -56,10 +57,6 @@ def new_run_id(now: datetime) -> str:
 
 def _validation_problems(exc: ValidationError) -> str:
     return "; ".join(describe_errors(exc))
-
-
-class LockLost(CauError):
-    pass
 
 
 @dataclass
@@ -272,9 +269,8 @@ class Service:
                 if lock.recovered_from:
                     store.append(
                         run_id,
-                        EventKind.WARNING,
+                        WarningEvent(message=f"cluster lock taken over from {lock.recovered_from}"),
                         self.clock.now(),
-                        data={"message": f"cluster lock taken over from {lock.recovered_from}"},
                     )
                 probes = self.config.cluster(cluster).probes
                 # The probes measure the run as long as a coordinator drives it (and resumes).
@@ -337,8 +333,7 @@ class Service:
                 profile=resolved.model_dump(mode="json"),
             )
         )
-        data = run_created_data(snapshot, resolved, provider_name)
-        self.store.append(run_id, EventKind.RUN_CREATED, now, data=data)
+        self.store.append(run_id, run_created(snapshot, resolved, provider_name), now)
         return run_id
 
     async def _execute_with_lease(
@@ -442,7 +437,7 @@ class Service:
                 if name in seen or entry.status is None:
                     continue
                 seen.add(name)
-                if entry.result.get("left_in_maintenance"):
+                if entry.left_in_maintenance:
                     found[name] = (record, entry)
         return found
 
@@ -535,9 +530,8 @@ class Service:
         if last:
             self.store.append(
                 last[0].run_id,
-                EventKind.WARNING,
+                WarningEvent(message=f"cleaned up by {by}: " + "; ".join(done)),
                 self.clock.now(),
-                data={"message": f"cleaned up by {by}: " + "; ".join(done)},
             )
 
     async def _resume_recorded(
@@ -546,50 +540,25 @@ class Service:
         """Take `entry`'s node out of the maintenance run `record` left it in; the roles moved back."""
         store = self.store
         node = entry.name
-        prior_data = entry.prior or {}
-        prior = MaintenancePrior(
-            node=node,
-            was_in_maintenance=bool(prior_data.get("was_in_maintenance")),
-            role_owners=dict(prior_data.get("role_owners", {})),
-            extra=dict(prior_data.get("extra", {})),
-        )
-        mode = RunProfile.model_validate(record.profile).failback_mode
         if await provider.boot_id(node) is None:
             raise PreflightError(f"'{node}' is still down; once it is back, run this again")
-        now = self.clock.now()
-        key = f"exit_maintenance/manual-{now:%Y%m%dT%H%M%S}"
-        store.append(
-            record.run_id,
-            EventKind.INTENT,
-            now,
+        moved = await take_out_of_maintenance(
+            store=store,
+            run_id=record.run_id,
+            cluster=record.cluster,
+            provider=provider,
+            profile=RunProfile.model_validate(record.profile),
+            clock=self.clock,
+            data_dir=self.data_dir,
             node=node,
-            step="exit_maintenance",
-            key=key,
-            data={"by": by},
+            by=by,
         )
-        await provider.exit_maintenance(node, prior)
-        store.append(
-            record.run_id,
-            EventKind.OUTCOME,
-            self.clock.now(),
-            node=node,
-            step="exit_maintenance",
-            key=key,
-            data={"ok": True},
-        )
-        moved = await provider.failback(node, prior, mode)
-        result = {**entry.result, "left_in_maintenance": False}
-        store.append(record.run_id, EventKind.NODE_FINISHED, self.clock.now(), node=node, data=result)
-        store.append(
-            record.run_id,
-            EventKind.WARNING,
-            self.clock.now(),
-            node=node,
-            data={
-                "message": f"{node}: taken out of maintenance by {by} (`cau node resume`); "
-                f"roles failed back: {', '.join(moved) or 'none'}"
-            },
-        )
+        if moved is None:
+            raise PreflightError(
+                f"'{node}' could not leave maintenance "
+                f"(see `cau report {record.cluster} --run {record.run_id}`)",
+                hint="fix the cause, then run this again",
+            )
         fresh = store.get_run(record.run_id)
         assert fresh is not None
         report = build_report(fresh, replay(store.events(record.run_id)), now=self.clock.now())

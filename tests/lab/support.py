@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from cau.store.base import EventKind, JournalEvent
+from cau.journal.events import EventKind, JournalEvent
 from cau.store.sqlite import SqliteStore
 from cau_lab import Lab
 

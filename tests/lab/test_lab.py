@@ -111,7 +111,8 @@ def test_clusters_toml_describes_the_lab_for_cau(lab: Lab) -> None:
     assert load_config(lab.config_path).cluster(lab.cluster).provider == "ssh"
 
 
-def test_hosts_are_isolated_from_the_machine_and_from_each_other(lab: Lab) -> None:
+def test_hosts_are_isolated_from_the_machine_and_from_each_other(clean_lab: Lab) -> None:
+    lab = clean_lab  # another test may have left a repository or package behind
     node1, node2 = lab.nodes[:2]
     # no way out of the subnet: no default route, an outside address is unreachable
     assert "default" not in ok(lab.exec(node1, "ip route"))

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from cau.domain.cluster import RoleKind
 from cau.domain.profile import MoveMethod
+from cau.journal.events import EventKind, JournalEvent
 from cau.sandbox.cluster import SandboxCluster
 from cau.sandbox.spec import parse_spec
-from cau.store.base import EventKind, JournalEvent
 
 CLUSTER = "c1"
 CLUSTERS_TOML = (

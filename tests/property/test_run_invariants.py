@@ -36,8 +36,9 @@ from cau.domain.profile import build_profile
 from cau.domain.results import RunState
 from cau.engine.coordinator import RunOutcome
 from cau.errors import NotFound, PreflightError
+from cau.journal.events import EventKind, JournalEvent
 from cau.service import Service
-from cau.store.base import EventKind, JournalEvent, ReportQuery, RunRecord
+from cau.store.base import ReportQuery, RunRecord
 
 from .strategies import (
     CLUSTER,

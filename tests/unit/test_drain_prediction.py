@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from cau.domain.profile import MoveMethod
+from cau.journal.events import EventKind
 from cau.registry import Entry, Registry
 from cau.sandbox.provider import SandboxProvider
-from cau.store.base import EventKind
 from tests.support import run_cluster, spec, write_cluster
 
 WOULD_STOP = {"n2": ["db would stop on n2, not move (constraints: ban-db (db -INFINITY on n1))"]}

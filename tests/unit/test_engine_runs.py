@@ -10,7 +10,7 @@ import pytest
 from cau.clock import run_virtual
 from cau.domain.profile import build_profile
 from cau.errors import PreflightError
-from cau.store.base import EventKind
+from cau.journal.events import EventKind
 from tests.support import (
     installs,
     max_concurrent_maintenance,

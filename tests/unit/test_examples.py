@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cau.config import load_config
-from cau.domain.profile import ProfileError, build_profile
+from cau.domain.profile import build_profile
+from cau.errors import ProfileError
 from cau.sandbox.spec import default_spec, load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

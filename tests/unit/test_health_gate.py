@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from cau.journal.events import EventKind, JournalEvent
 from cau.registry import Entry, Registry
 from cau.sandbox.provider import SandboxProvider
-from cau.store.base import EventKind, JournalEvent
 from tests.support import node, run_cluster, spec, write_cluster
 
 PROBLEMS: list[str] = []

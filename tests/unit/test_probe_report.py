@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 from cau.domain.results import RunState, Status
-from cau.engine.replay import replay
+from cau.journal.events import EventKind, JournalEvent, load_payload
+from cau.journal.progress import replay
 from cau.ports import RoleOutage
 from cau.reports.availability import INTERRUPTED
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.reports.render_csv import render_csv
 from cau.reports.render_html import render_html
-from cau.store.base import EventKind, JournalEvent, RunRecord
+from cau.store.base import RunRecord
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
@@ -29,14 +30,24 @@ class Journal:
     def __init__(self) -> None:
         self.events: list[JournalEvent] = []
 
-    def add(self, kind: EventKind, at: float, *, node: str | None = None, **kw: Any) -> None:
-        self.events.append(
-            JournalEvent(run_id="r1", seq=len(self.events) + 1, ts=t(at), kind=kind, node=node, **kw)
-        )
+    def add(
+        self,
+        kind: EventKind,
+        at: float,
+        *,
+        node: str | None = None,
+        step: str | None = None,
+        key: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """An event as the store keeps it (kind, step, key and a JSON object), read back."""
+        payload = load_payload(kind.value, step, key, data or {})
+        self.events.append(JournalEvent.of("r1", len(self.events) + 1, t(at), node, payload))
 
     def step(self, node: str, step: str, start: float, end: float | None) -> None:
         key = f"{step}/1"
-        self.add(EventKind.INTENT, start, node=node, step=step, key=key)
+        intent = {"plugin": "sandbox"} if step == "install" else {}
+        self.add(EventKind.INTENT, start, node=node, step=step, key=key, data=intent)
         if end is not None:
             self.add(EventKind.OUTCOME, end, node=node, step=step, key=key, data={"ok": True})
 

@@ -13,7 +13,7 @@ import pytest
 from cau.clock import run_virtual
 from cau.config import load_config
 from cau.errors import ConfigError
-from cau.ports import AvailabilityEvent
+from cau.journal.events import ProbeEvent, ProbeSummary, ProbeUp
 from cau.probes import ProbeMonitor, ProbeSpec
 from cau.probes.check import Checker, CheckResult
 from cau.probes.stats import ProbeStats
@@ -188,7 +188,7 @@ def test_a_hanging_server_does_not_stop_the_checks() -> None:
     """A server that accepts and never answers: every check is late, and checks keep starting."""
     with HttpServer(delay=30) as hanging:
         spec = ProbeSpec(role="r", targets=[hanging.url], interval="20ms", timeout="200ms")
-        events: list[AvailabilityEvent] = []
+        events: list[ProbeEvent] = []
 
         async def main() -> ProbeMonitor:
             monitor = ProbeMonitor([spec], summary_seconds=3600)
@@ -201,8 +201,9 @@ def test_a_hanging_server_does_not_stop_the_checks() -> None:
     stats = monitor.stats("r")
     assert stats.ok == 0 and stats.late == stats.failed == stats.sent and stats.sent >= 10
     assert [e.kind for e in events] == ["probe_down", "probe_summary"]
-    final = events[-1].data
-    assert final["final"] and final["down"]["errors"][0].startswith("timeout after 200ms")
+    final = events[-1]
+    assert isinstance(final, ProbeSummary) and final.final and final.down is not None
+    assert final.down.errors[0].startswith("timeout after 200ms")
 
 
 # --- the monitor ---------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ class FakeChecker:
 def test_the_grid_keeps_its_beat_with_a_hanging_target() -> None:
     """Check k starts at k * interval even while earlier checks hang; results fold in send order."""
     spec = ProbeSpec(role="web", targets=["http://h/"], interval="50ms", timeout="1s")
-    events: list[AvailabilityEvent] = []
+    events: list[ProbeEvent] = []
 
     async def main() -> FakeChecker:
         loop = asyncio.get_running_loop()
@@ -250,18 +251,18 @@ def test_the_grid_keeps_its_beat_with_a_hanging_target() -> None:
     assert len(offsets) == 41
     kinds = [e.kind for e in events]
     assert kinds == ["probe_down", "probe_up", "probe_summary", "probe_summary"]
-    up = events[1].data
+    up, first, summary = events[1], events[2], events[3]
+    assert isinstance(up, ProbeUp) and isinstance(first, ProbeSummary) and isinstance(summary, ProbeSummary)
     # checks 2, 3 (late) and 4 (refused) are one outage: from check 2's send to check 5's
-    assert up["failed_checks"] == 3 and up["late_checks"] == 2
-    assert up["seconds"] == pytest.approx(0.15)
-    assert not events[2].data["final"] and events[2].data["failed"] == 3
-    summary = events[3].data
-    assert summary["final"] and summary["sent"] == summary["ok"] + summary["failed"]
-    assert summary["late"] == 2 and summary["failed"] == 3 and summary["probe"] == "web"
+    assert up.failed_checks == 3 and up.late_checks == 2
+    assert up.seconds == pytest.approx(0.15)
+    assert not first.final and first.failed == 3
+    assert summary.final and summary.sent == summary.ok + summary.failed
+    assert summary.late == 2 and summary.failed == 3 and summary.probe == "web"
 
 
 def test_monitor_against_a_real_server_taken_down_and_up() -> None:
-    events: list[AvailabilityEvent] = []
+    events: list[ProbeEvent] = []
     with HttpServer() as web:
         spec = ProbeSpec(role="web", targets=[web.url], interval="20ms")
 
@@ -277,10 +278,10 @@ def test_monitor_against_a_real_server_taken_down_and_up() -> None:
             return monitor.stats("web")
 
         stats = asyncio.run(main())
-    ups = [e.data for e in events if e.kind == "probe_up"]
-    assert len(ups) == 1 and any(e.startswith("connection refused") for e in ups[0]["errors"])
-    assert ups[0]["failed_checks"] >= 2
+    ups = [e for e in events if isinstance(e, ProbeUp)]
+    assert len(ups) == 1 and any(e.startswith("connection refused") for e in ups[0].errors)
+    assert ups[0].failed_checks >= 2
     assert stats.failed >= 2 and stats.ok >= 5 and stats.sent == stats.ok + stats.failed
-    summaries = [e.data for e in events if e.kind == "probe_summary"]
-    assert len(summaries) >= 2 and summaries[-1]["final"] and not summaries[0]["final"]
-    assert all(e.data["session"] == events[0].data["session"] for e in events)
+    summaries = [e for e in events if isinstance(e, ProbeSummary)]
+    assert len(summaries) >= 2 and summaries[-1].final and not summaries[0].final
+    assert all(e.session == events[0].session for e in events)

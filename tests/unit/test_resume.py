@@ -13,8 +13,8 @@ import pytest
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.profile import build_profile
+from cau.journal.events import EventKind
 from cau.service import Service
-from cau.store.base import EventKind
 from tests.support import finished, installs, spec, write_cluster
 
 ROLES = [

@@ -14,7 +14,8 @@ import pytest
 
 from cau.domain.results import RunState
 from cau.errors import ConfigError, LockHeld
-from cau.store.base import EventKind, LockOwner, ReportQuery, RunRecord
+from cau.journal.events import Progress
+from cau.store.base import LockOwner, ReportQuery, RunRecord
 from cau.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -30,11 +31,14 @@ def test_journal_is_ordered_and_readable_from_a_second_connection(tmp_path: Path
     store = SqliteStore(tmp_path / "cau.db")
     _run(store, "r1")
     for i in range(5):
-        store.append("r1", EventKind.PROGRESS, NOW, node="n1", data={"message": f"m{i}"})
+        store.append("r1", Progress(message=f"m{i}"), NOW, node="n1")
     other = SqliteStore(tmp_path / "cau.db")
     events = other.events("r1")
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-    assert [e.data["message"] for e in other.events("r1", after_seq=3)] == ["m3", "m4"]
+    assert [e.payload for e in other.events("r1", after_seq=3)] == [
+        Progress(message="m3"),
+        Progress(message="m4"),
+    ]
 
 
 def test_active_run_and_queries(tmp_path: Path) -> None:

@@ -374,7 +374,7 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     _, secret = access.create_token("t", Role.ADMIN, by="test")
     assert access.check_token(secret) is not None
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 2
+    assert int(version) == SCHEMA_VERSION == 3
     store.close()
 
 

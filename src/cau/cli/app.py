@@ -34,9 +34,10 @@ from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState
 from cau.engine.coordinator import Coordinator
 from cau.errors import CauError, ConfigError
+from cau.journal.events import JournalEvent
 from cau.reports.model import RunReport
 from cau.service import Service
-from cau.store.base import JournalEvent, ReportQuery
+from cau.store.base import ReportQuery
 
 app = typer.Typer(
     name="cau",

@@ -12,9 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cau.domain.profile import ProfileError
 from cau.domain.results import Status
-from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError
+from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError, ProfileError
 
 
 class Exit(IntEnum):

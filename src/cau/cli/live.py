@@ -11,60 +11,75 @@ from rich.live import Live
 from rich.text import Text
 
 from cau.cli.render_text import STEP_LABEL, nodes_table, run_headline
-from cau.engine.replay import RunProgress, apply, replay
+from cau.journal.events import (
+    Coordinator,
+    EnterIntent,
+    FailbackOutcome,
+    InstallIntent,
+    JournalEvent,
+    NodeFinished,
+    NodeStarted,
+    ProbeDown,
+    ProbeUp,
+    RestartOutcome,
+    RunFinished,
+    RunPaused,
+    ScanOutcome,
+    ScriptOutcome,
+    StepIntent,
+    StepOutcome,
+    StopRequested,
+    Waiting,
+    WarningEvent,
+)
+from cau.journal.progress import RunProgress, apply, replay
 from cau.reports.build import build_report
-from cau.store.base import EventKind, JournalEvent, RunRecord
+from cau.store.base import RunRecord
 
 
 def describe(ev: JournalEvent) -> str | None:
     """One human line for an event worth a line, or None."""
-    d = ev.data
     node = f"{ev.node}: " if ev.node else ""
-    kind = ev.kind
-    if kind is EventKind.COORDINATOR:
-        return ("resumed by " if d.get("resumed") else "started by ") + str(d.get("owner"))
-    if kind is EventKind.NODE_STARTED:
-        return f"{node}started"
-    if kind is EventKind.INTENT:
-        label = STEP_LABEL.get(ev.step or "", ev.step or "")
-        if ev.step == "install":
-            ups = d.get("updates", [])
-            return f"{node}installing {len(ups)} update(s) with {d.get('plugin')} (pass {d.get('pass')})"
-        if ev.step == "enter_maintenance" and ev.key != "enter_maintenance/1":
-            return f"{node}entering maintenance (retry {ev.key.rsplit('/', 1)[-1] if ev.key else ''})"
-        return f"{node}{label}"
-    if kind is EventKind.OUTCOME:
-        if not d.get("ok"):
-            msg = d.get("message") or d.get("stderr") or d.get("error_id") or "failed"
-            return f"{node}{STEP_LABEL.get(ev.step or '', ev.step or '')} failed: {msg}"
-        if ev.step in ("scan", "rescan"):
-            return f"{node}{d.get('count', 0)} applicable update(s)" + (
-                ", restart pending" if d.get("restart_pending") else ""
+    p = ev.payload
+    match p:
+        case Coordinator():
+            return ("resumed by " if p.resumed else "started by ") + p.owner
+        case NodeStarted():
+            return f"{node}started"
+        case InstallIntent():
+            return f"{node}installing {len(p.updates)} update(s) with {p.plugin} (pass {p.pass_no})"
+        case EnterIntent() if p.key != "enter_maintenance/1":
+            return f"{node}entering maintenance (retry {p.key.rsplit('/', 1)[-1]})"
+        case StepIntent():
+            return f"{node}{STEP_LABEL.get(p.step, p.step)}"
+        case StepOutcome() if not p.ok:
+            msg = p.message or (p.stderr if isinstance(p, ScriptOutcome) else "") or (p.error_id or "failed")
+            return f"{node}{STEP_LABEL.get(p.step, p.step)} failed: {msg}"
+        case ScanOutcome():
+            return f"{node}{p.count} applicable update(s)" + (
+                ", restart pending" if p.restart_pending else ""
             )
-        if ev.step == "restart":
-            return f"{node}back (boot id {str(d.get('boot_id'))[:8]})"
-        if ev.step == "failback" and d.get("moved"):
-            return f"{node}roles back: {', '.join(d['moved'])}"
-        return None
-    if kind is EventKind.WAITING:
-        return f"{node}waiting: {d.get('reason')}"
-    if kind is EventKind.NODE_FINISHED:
-        extra = f" - {d.get('message')}" if d.get("message") else ""
-        return f"{node}{d.get('status')}{extra}"
-    if kind is EventKind.WARNING:
-        return f"warning: {d.get('message')}"
-    if kind is EventKind.STOP_REQUESTED:
-        return f"stopping: {d.get('message')}"
-    if kind is EventKind.RUN_PAUSED:
-        return f"PAUSED: {d.get('error_id')}: {d.get('message')}"
-    if kind is EventKind.RUN_FINISHED:
-        return f"run finished: {d.get('status')}" + (f" ({d.get('error_id')})" if d.get("error_id") else "")
-    if kind is EventKind.PROBE_DOWN:
-        return f"probe {d.get('probe')}: DOWN ({d.get('error')})"
-    if kind is EventKind.PROBE_UP:
-        seconds = float(d.get("seconds") or 0)
-        took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f}s"
-        return f"probe {d.get('probe')}: up again after {took} ({d.get('failed_checks')} failed check(s))"
+        case RestartOutcome():
+            return f"{node}back (boot id {str(p.boot_id)[:8]})"
+        case FailbackOutcome() if p.moved:
+            return f"{node}roles back: {', '.join(p.moved)}"
+        case Waiting():
+            return f"{node}waiting: {p.reason}"
+        case NodeFinished():
+            return f"{node}{p.status}" + (f" - {p.message}" if p.message else "")
+        case WarningEvent():
+            return f"warning: {p.message}"
+        case StopRequested():
+            return f"stopping: {p.message}"
+        case RunPaused():
+            return f"PAUSED: {p.error_id}: {p.message}"
+        case RunFinished():
+            return f"run finished: {p.status}" + (f" ({p.error_id})" if p.error_id else "")
+        case ProbeDown():
+            return f"probe {p.probe}: DOWN ({p.error})"
+        case ProbeUp():
+            took = f"{p.seconds * 1000:.0f} ms" if p.seconds < 1 else f"{p.seconds:.1f}s"
+            return f"probe {p.probe}: up again after {took} ({p.failed_checks} failed check(s))"
     return None
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cau.domain.durations import format_duration
+from cau.journal.events import Step
 from cau.reports.model import NodeReport, RunReport
 
 STATUS_STYLE = {
@@ -19,17 +20,17 @@ STATUS_STYLE = {
     "Canceled": "bold bright_black",
 }
 
-STEP_LABEL = {
-    "pre_script": "pre-update script",
-    "scan": "scanning",
-    "stage": "downloading",
-    "enter_maintenance": "entering maintenance",
-    "install": "installing",
-    "restart": "restarting",
-    "rescan": "rescanning",
-    "exit_maintenance": "leaving maintenance",
-    "failback": "failing back",
-    "post_script": "post-update script",
+STEP_LABEL: dict[str, str] = {
+    Step.PRE_SCRIPT: "pre-update script",
+    Step.SCAN: "scanning",
+    Step.STAGE: "downloading",
+    Step.ENTER_MAINTENANCE: "entering maintenance",
+    Step.INSTALL: "installing",
+    Step.RESTART: "restarting",
+    Step.RESCAN: "rescanning",
+    Step.EXIT_MAINTENANCE: "leaving maintenance",
+    Step.FAILBACK: "failing back",
+    Step.POST_SCRIPT: "post-update script",
     "done": "done",
 }
 

@@ -6,13 +6,13 @@ from cau.domain.profile import (
     FailbackMode,
     MoveMethod,
     PluginSpec,
-    ProfileError,
     RunProfile,
     build_profile,
     default_max_failed_nodes,
 )
 from cau.domain.results import ErrorId, RunState, Status
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
+from cau.errors import ProfileError
 
 __all__ = [
     "Capacity",

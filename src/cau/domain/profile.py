@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cau.domain.durations import Duration
 from cau.domain.validation import describe_errors
+from cau.errors import ProfileError
 
 MAX_RETRIES_LIMIT = 64  # CAU's documented maximum for MaxRetriesPerNode
 
@@ -151,15 +152,6 @@ class RunProfile(BaseModel):
 def default_max_failed_nodes(node_count: int) -> int:
     """CAU: 'for most clusters, approximately one-third of the number of cluster nodes'."""
     return max(0, min(node_count // 3, node_count - 1))
-
-
-class ProfileError(Exception):
-    """A profile (file plus overrides) that cannot be used. `problems` are 'key: message' lines."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 def read_profile_file(path: Path) -> dict[str, Any]:

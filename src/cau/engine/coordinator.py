@@ -23,23 +23,24 @@ from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.crash import CrashPoint
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding
-from cau.engine.replay import NodeProgress, apply, replay
-from cau.ports import (
-    AvailabilityEvent,
-    AvailabilitySource,
-    Clock,
-    ClusterProvider,
-    ReportsAvailability,
+from cau.journal.events import Coordinator as CoordinatorTook
+from cau.journal.events import (
+    EventPayload,
+    JournalEvent,
+    NodeFinished,
+    ProbeEvent,
+    RunFinished,
+    RunPaused,
+    StopRequested,
+    WarningEvent,
 )
+from cau.journal.progress import NodeProgress, apply, replay
+from cau.ports import AvailabilitySource, Clock, ClusterProvider, ReportsAvailability
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
-from cau.store.base import EventKind, JournalEvent, Store
+from cau.store.base import Store
 
 EventListener = Callable[[JournalEvent], None]
-
-_AVAILABILITY_KINDS = {
-    k.value: k for k in (EventKind.PROBE_DOWN, EventKind.PROBE_UP, EventKind.PROBE_SUMMARY)
-}
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Coordinator:
         self._on_event = on_event
         self._poll = poll_seconds
         self.progress = replay(store.events(run_id))
-        self.max_failed: int = int(self.progress.created["max_failed"])
+        self.max_failed: int = self.progress.max_failed
         self.gate = MaintenanceGate(
             provider,
             profile.move,
@@ -98,18 +99,8 @@ class Coordinator:
 
     # --- the context the node pipelines use ------------------------------------------------------
 
-    def journal(
-        self,
-        kind: EventKind,
-        *,
-        node: str | None = None,
-        step: str | None = None,
-        key: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> JournalEvent:
-        event = self.store.append(
-            self.run_id, kind, self.clock.now(), node=node, step=step, key=key, data=data
-        )
+    def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
+        event = self.store.append(self.run_id, payload, self.clock.now(), node=node)
         apply(self.progress, event)
         if self._crash is not None:
             self._crash.check(event)
@@ -134,9 +125,7 @@ class Coordinator:
     def request_stop(self, reason: ErrorId, message: str, *, by: str = "coordinator") -> None:
         if self._stop is None:
             self._stop = (reason, message)
-            self.journal(
-                EventKind.STOP_REQUESTED, data={"error_id": reason.value, "message": message, "by": by}
-            )
+            self.journal(StopRequested(error_id=reason, message=message, by=by))
 
     def _check_limits(self) -> None:
         record = self.store.get_run(self.run_id)
@@ -155,10 +144,9 @@ class Coordinator:
             self._warned = True
             if not any("has not completed after" in m for _, m in self.progress.warnings):
                 self.journal(
-                    EventKind.WARNING,
-                    data={
-                        "message": f"the run has not completed after {self.profile.warn_after} (warn_after)"
-                    },
+                    WarningEvent(
+                        message=f"the run has not completed after {self.profile.warn_after} (warn_after)"
+                    )
                 )
         if self.profile.stop_after is not None and elapsed >= self.profile.stop_after:
             self.request_stop(
@@ -176,7 +164,7 @@ class Coordinator:
 
     async def execute(self) -> RunOutcome:
         resumed = any(n.started for n in self.progress.nodes.values())
-        self.journal(EventKind.COORDINATOR, data={"owner": self.owner, "resumed": resumed})
+        self.journal(CoordinatorTook(owner=self.owner, resumed=resumed))
         self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
         await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}
@@ -193,12 +181,11 @@ class Coordinator:
             await self._stop_measuring(record=True)
             message = f"{type(exc).__name__}: {exc}"
             self.journal(
-                EventKind.RUN_PAUSED,
-                data={
-                    "error_id": ErrorId.INTERNAL_ERROR.value,
-                    "message": message,
-                    "traceback": traceback.format_exc(limit=8)[-4000:],
-                },
+                RunPaused(
+                    error_id=ErrorId.INTERNAL_ERROR,
+                    message=message,
+                    traceback=traceback.format_exc(limit=8)[-4000:],
+                )
             )
             self.store.set_run_state(
                 self.run_id, RunState.PAUSED, error_id=ErrorId.INTERNAL_ERROR.value, message=message
@@ -208,10 +195,9 @@ class Coordinator:
 
     # --- measured availability (optional) -------------------------------------------------------
 
-    def _record_availability(self, event: AvailabilityEvent) -> None:
-        kind = _AVAILABILITY_KINDS.get(event.kind)
-        if self._measuring and kind is not None:
-            self.journal(kind, data=event.data)
+    def _record_availability(self, event: ProbeEvent) -> None:
+        if self._measuring:
+            self.journal(event)
 
     async def _start_measuring(self) -> None:
         if self.availability is None:
@@ -221,7 +207,7 @@ class Coordinator:
             await self.availability.start(self._record_availability)
         except Exception as exc:  # measuring must never break the run
             self._measuring = False
-            self.journal(EventKind.WARNING, data={"message": f"availability probes did not start: {exc}"})
+            self.journal(WarningEvent(message=f"availability probes did not start: {exc}"))
 
     async def _stop_measuring(self, *, record: bool) -> None:
         """Stop the probes; with `record`, their final counts reach the journal first."""
@@ -235,9 +221,7 @@ class Coordinator:
                 raise
         except Exception as exc:
             if record:
-                self.journal(
-                    EventKind.WARNING, data={"message": f"availability probes did not stop cleanly: {exc}"}
-                )
+                self.journal(WarningEvent(message=f"availability probes did not stop cleanly: {exc}"))
         finally:
             self._measuring = False
 
@@ -289,13 +273,12 @@ class Coordinator:
         reason = self._stop
         for name in pending:
             self.journal(
-                EventKind.NODE_FINISHED,
+                NodeFinished(
+                    status=Status.CANCELED,
+                    error_id=reason[0] if reason else None,
+                    message="not started: " + (reason[1] if reason else "the run ended"),
+                ),
                 node=name,
-                data={
-                    "status": Status.CANCELED.value,
-                    "error_id": reason[0].value if reason else None,
-                    "message": "not started: " + (reason[1] if reason else "the run ended"),
-                },
             )
 
     def _start(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> None:
@@ -312,7 +295,7 @@ class Coordinator:
         if error_id is None and status is not Status.SUCCEEDED:
             failed = [n.name for n in self.progress.nodes.values() if n.status is not Status.SUCCEEDED]
             message = f"not every node succeeded: {', '.join(failed)}"
-        left = [n.name for n in self.progress.nodes.values() if n.result.get("left_in_maintenance")]
+        left = [n.name for n in self.progress.nodes.values() if n.left_in_maintenance]
         if left:
             message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
         # The awaits of the finish come first: from here on nothing can interrupt, so a run is
@@ -322,13 +305,12 @@ class Coordinator:
         if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
             outages = await self.provider.role_outages(self.progress.created_at, self.clock.now())
         self.journal(
-            EventKind.RUN_FINISHED,
-            data={
-                "status": status.value,
-                "error_id": error_id,
-                "message": message,
-                "left_in_maintenance": left,
-            },
+            RunFinished(
+                status=status,
+                error_id=reason[0] if reason else None,
+                message=message,
+                left_in_maintenance=left,
+            )
         )
         now = self.clock.now()
         self.store.set_run_state(

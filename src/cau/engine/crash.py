@@ -12,7 +12,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-from cau.store.base import JournalEvent
+from cau.journal.events import JournalEvent
 
 ENV = "CAU_TEST_CRASH_AFTER"
 

@@ -4,10 +4,10 @@
     order) -> restart if needed -> wait for the node -> rescan for second-order updates, while
     retries remain -> exit maintenance -> fail back -> post-script
 
-Every side effect is a *step*: its intent is journaled before acting and its outcome after. On
-resume, a step with an outcome is not repeated (its recorded outcome is used), and a step with an
-intent but no outcome is re-run in a way that observes first (a restart checks the boot id, an
-install rescans), so nothing is done twice.
+Every side effect is a *step*: its intent is journaled before acting and its outcome after (the
+models of cau.journal.events). On resume, a step with an outcome is not repeated (its recorded
+outcome is used), and a step with an intent but no outcome is re-run in a way that observes first
+(a restart checks the boot id, an install rescans), so nothing is done twice.
 """
 
 from __future__ import annotations
@@ -16,21 +16,48 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from cau.domain.durations import format_duration
 from cau.domain.planning import Admission
-from cau.domain.profile import DrainPolicy, RunProfile
+from cau.domain.profile import DrainPolicy, MoveMethod, RunProfile
 from cau.domain.results import ErrorId, Status, node_status
-from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
-from cau.engine.codec import dump_held, dump_results, dump_updates, load_held, load_results, load_updates
+from cau.domain.updates import HeldUpdate, ScanResult, Update, UpdateOutcome, UpdateResult
 from cau.engine.gate import MaintenanceGate, NeverAdmitted
-from cau.engine.replay import NodeProgress
-from cau.errors import CauError, NodeUnreachable, PluginError
+from cau.errors import CauError, is_retryable
+from cau.journal.events import (
+    EnterIntent,
+    EnterOutcome,
+    EventPayload,
+    ExitIntent,
+    ExitOutcome,
+    FailbackIntent,
+    FailbackOutcome,
+    InstallIntent,
+    InstallOutcome,
+    JournalEvent,
+    NodeFinished,
+    NodeStarted,
+    PriorRecord,
+    Progress,
+    RestartIntent,
+    RestartOutcome,
+    ScanIntent,
+    ScanOutcome,
+    ScriptIntent,
+    ScriptOutcome,
+    StageIntent,
+    StageOutcome,
+    Step,
+    StepIntent,
+    StepOutcome,
+    Waiting,
+    WarningEvent,
+)
+from cau.journal.progress import NodeProgress
 from cau.ports import (
     Clock,
     ClusterProvider,
@@ -41,12 +68,12 @@ from cau.ports import (
     UpdaterPlugin,
 )
 from cau.redact import redact, tail
-from cau.store.base import EventKind, JournalEvent
 
 RETRY_DELAY_SECONDS = 10.0
 
-Outcome = dict[str, Any]
-Act = Callable[[dict[str, Any], bool], Awaitable[Outcome]]
+IntentT = TypeVar("IntentT", bound=StepIntent)
+OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -70,15 +97,7 @@ class RunContext(Protocol):
     plugins: list[PluginBinding]
     data_dir: Path
 
-    def journal(
-        self,
-        kind: EventKind,
-        *,
-        node: str | None = None,
-        step: str | None = None,
-        key: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> JournalEvent: ...
+    def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent: ...
 
     @property
     def stop_reason(self) -> ErrorId | None: ...
@@ -86,7 +105,7 @@ class RunContext(Protocol):
     def node_progress(self, node: str) -> NodeProgress: ...
 
 
-class NodeFinished(Exception):
+class NodeEnd(Exception):
     """Ends a node's pipeline early, with the reason."""
 
     def __init__(self, error_id: ErrorId, message: str) -> None:
@@ -95,27 +114,21 @@ class NodeFinished(Exception):
         self.message = message
 
 
-@dataclass
-class ScanOutcome:
-    ok: bool
-    by_plugin: dict[str, list[Update]]
-    restart_pending: bool
-    errors: dict[str, str]
-    held: list[HeldUpdate]
+def prior_record(prior: MaintenancePrior) -> PriorRecord:
+    return PriorRecord(
+        was_in_maintenance=prior.was_in_maintenance, role_owners=prior.role_owners, extra=prior.extra
+    )
 
-    @property
-    def updates(self) -> list[Update]:
-        return [u for ups in self.by_plugin.values() for u in ups]
 
-    @staticmethod
-    def from_outcome(out: Outcome) -> ScanOutcome:
-        return ScanOutcome(
-            ok=bool(out.get("ok")),
-            by_plugin={k: load_updates(v) for k, v in out.get("updates", {}).items()},
-            restart_pending=bool(out.get("restart_pending")),
-            errors=dict(out.get("errors", {})),
-            held=[h for v in out.get("held", {}).values() for h in load_held(v)],
-        )
+def prior_from_record(node: str, record: PriorRecord | None) -> MaintenancePrior:
+    if record is None:
+        return MaintenancePrior(node, was_in_maintenance=False)
+    return MaintenancePrior(
+        node=node,
+        was_in_maintenance=record.was_in_maintenance,
+        role_owners=dict(record.role_owners),
+        extra=dict(record.extra),
+    )
 
 
 class NodeRun:
@@ -132,29 +145,24 @@ class NodeRun:
         self.pending_restart = False
         self.held: list[HeldUpdate] = []  # as the node's last scan saw them
         self.exit_error: tuple[ErrorId, str] | None = None
-        self._prior: MaintenancePrior | None = None
         self._session: NodeSession | None = None
         self._updaters: dict[str, NodeUpdater] = {}
         self._last_wait: str | None = None
         recorded = self.record.prior
-        if recorded is not None:
-            self._prior = MaintenancePrior(
-                node=name,
-                was_in_maintenance=bool(recorded.get("was_in_maintenance")),
-                role_owners=dict(recorded.get("role_owners", {})),
-                extra=dict(recorded.get("extra", {})),
-            )
+        self._prior: MaintenancePrior | None = (
+            prior_from_record(name, recorded) if recorded is not None else None
+        )
 
     # --- journal helpers ---------------------------------------------------------------------
 
-    def _journal(self, kind: EventKind, **kw: Any) -> JournalEvent:
-        return self.ctx.journal(kind, node=self.name, **kw)
+    def _journal(self, payload: EventPayload) -> JournalEvent:
+        return self.ctx.journal(payload, node=self.name)
 
     def progress(self, message: str) -> None:
-        self._journal(EventKind.PROGRESS, data={"message": redact(message)})
+        self._journal(Progress(message=redact(message)))
 
     def warn(self, message: str) -> None:
-        self.ctx.journal(EventKind.WARNING, node=self.name, data={"message": f"{self.name}: {message}"})
+        self._journal(WarningEvent(message=f"{self.name}: {message}"))
 
     def recorded(self, key: str) -> bool:
         return key in self.record.steps
@@ -165,27 +173,29 @@ class NodeRun:
 
     @property
     def work_started(self) -> bool:
-        return any(s.step in ("install", "enter_maintenance") for s in self.record.steps.values())
+        return self.record.has_step(Step.INSTALL, Step.ENTER_MAINTENANCE)
 
     async def step(
         self,
         key: str,
-        step: str,
-        act: Act,
-        prepare: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-    ) -> Outcome:
-        """Run one journaled side effect (or return its recorded outcome)."""
+        intent_type: type[IntentT],
+        outcome_type: type[OutcomeT],
+        prepare: Callable[[], Awaitable[IntentT]],
+        act: Callable[[IntentT, bool], Awaitable[OutcomeT]],
+    ) -> OutcomeT:
+        """Run one journaled side effect (or return its recorded outcome). `act` gets the intent
+        and whether it is resumed (an intent journaled by a coordinator that died before the
+        outcome: observe before acting again)."""
         rec = self.record.steps.get(key)
         if rec is not None and rec.outcome is not None:
-            return rec.outcome
-        resumed = rec is not None
+            return _expect(rec.outcome, outcome_type, key)
         if rec is not None:
-            intent = rec.intent
+            intent = _expect(rec.intent, intent_type, key)
         else:
-            intent = await prepare() if prepare else {}
-            self._journal(EventKind.INTENT, step=step, key=key, data=intent)
-        outcome = await act(intent, resumed)
-        self._journal(EventKind.OUTCOME, step=step, key=key, data=outcome)
+            intent = await prepare()
+            self._journal(intent)
+        outcome = await act(intent, rec is not None)
+        self._journal(outcome)
         return outcome
 
     def _intent_time(self, key: str) -> datetime:
@@ -210,12 +220,12 @@ class NodeRun:
 
     async def run(self) -> Status:
         if self.record.started is None:
-            self._journal(EventKind.NODE_STARTED)
+            self._journal(NodeStarted())
         error: ErrorId | None = None
         message = ""
         try:
             await self._pipeline()
-        except NodeFinished as finished:
+        except NodeEnd as finished:
             error, message = finished.error_id, finished.message
         finally:
             # Whatever happened, this node no longer blocks others: if it is left in maintenance
@@ -234,21 +244,20 @@ class NodeRun:
         if status is Status.SUCCEEDED and error is not None and not message:
             message = "stopped"
         self._journal(
-            EventKind.NODE_FINISHED,
-            data={
-                "status": status.value,
-                "error_id": error.value if error else None,
-                "message": message,
-                "succeeded": succeeded,
-                "failed": failed,
-                "results": dump_results(list(self.results.values())),
-                "attempts": self.attempts,
-                "remaining": self.remaining,
-                "transient_errors": self.transient,
-                "left_in_maintenance": self.left_in_maintenance,
-                "pending_restart": self.pending_restart,
-                "held": dump_held(self.held),
-            },
+            NodeFinished(
+                status=status,
+                error_id=error,
+                message=message,
+                succeeded=succeeded,
+                failed=failed,
+                results=list(self.results.values()),
+                attempts=self.attempts,
+                remaining=self.remaining,
+                transient_errors=self.transient,
+                left_in_maintenance=self.left_in_maintenance,
+                pending_restart=self.pending_restart,
+                held=self.held,
+            )
         )
         return status
 
@@ -261,30 +270,31 @@ class NodeRun:
     def _stop_check(self) -> None:
         reason = self.ctx.stop_reason
         if reason is not None:
-            raise NodeFinished(reason, "the run is stopping")
+            raise NodeEnd(reason, "the run is stopping")
 
     async def _pipeline(self) -> None:
         if not self.record.steps:
             self._stop_check()
             snapshot = await self.ctx.provider.discover()
             if self.name not in snapshot.node_names or not snapshot.node(self.name).is_up:
-                raise NodeFinished(ErrorId.NODE_OFFLINE, f"{self.name} is down or unreachable")
+                raise NodeEnd(ErrorId.NODE_OFFLINE, f"{self.name} is down or unreachable")
         await self._pre_script()
-        finished: NodeFinished | None = None
+        finished: NodeEnd | None = None
         try:
-            scan = await self._scan("scan", "scan")
+            scan = await self._scan("scan", Step.SCAN)
             if not scan.ok:
-                raise NodeFinished(ErrorId.SCAN_FAILED, "scan failed: " + "; ".join(scan.errors.values()))
-            if scan.updates or scan.restart_pending:
+                raise NodeEnd(ErrorId.SCAN_FAILED, "scan failed: " + "; ".join(scan.errors.values()))
+            if scan.all_updates or scan.restart_pending:
                 await self._stage(scan)
                 if self.profile.drain is DrainPolicy.ALWAYS:
                     await self._enter_maintenance()
-                if not any(s.step == "install" for s in self.record.steps.values()):
+                if not self.record.has_step(Step.INSTALL):
                     self._stop_check()
                 await self._passes(scan)
             else:
-                self.progress("compliant: no applicable updates")
-        except NodeFinished as exc:
+                held = f" ({len(scan.all_held)} held or kept back)" if scan.all_held else ""
+                self.progress(f"compliant: no applicable updates{held}")
+        except NodeEnd as exc:
             finished = exc
         await self._leave_maintenance()
         # The post-script pairs with the pre-script: it runs when the node was prepared and is back.
@@ -297,136 +307,145 @@ class NodeRun:
     # --- scripts ---------------------------------------------------------------------------------
 
     def _pre_script_succeeded(self) -> bool:
-        return any(s.step == "pre_script" and s.ok for s in self.record.steps.values())
+        return any(s.ok for s in self.record.steps_of(Step.PRE_SCRIPT))
 
-    async def _script(self, key: str, step: str, script: str) -> Outcome:
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
+    async def _script(self, key: str, step: Step, script: str) -> ScriptOutcome:
+        async def prepare() -> ScriptIntent:
+            return ScriptIntent(step=step, key=key, script=redact(script))
+
+        async def act(intent: ScriptIntent, resumed: bool) -> ScriptOutcome:
             session = await self.session()
-            env = {"CAU_RUN_ID": self.ctx.run_id, "CAU_PHASE": step, "CAU_NODE": self.name}
+            env = {"CAU_RUN_ID": self.ctx.run_id, "CAU_PHASE": step.value, "CAU_NODE": self.name}
             try:
                 result = await session.transport.run(
                     script, timeout=self.profile.script_timeout.total_seconds(), env=env
                 )
             except CauError as exc:
-                return {"ok": False, "message": redact(str(exc))}
-            return {
-                "ok": result.ok,
-                "exit_status": result.exit_status,
-                "stdout": tail(result.stdout),
-                "stderr": tail(result.stderr),
-            }
+                return _failed(ScriptOutcome, step, key, None, exc)
+            return ScriptOutcome(
+                step=step,
+                key=key,
+                ok=result.ok,
+                exit_status=result.exit_status,
+                stdout=tail(result.stdout),
+                stderr=tail(result.stderr),
+            )
 
-        self.progress(f"running the {step.replace('_', '-')} script")
-        return await self.step(key, step, act, prepare=lambda: _const({"script": redact(script)}))
+        self.progress(f"running the {step.value.replace('_', '-')} script")
+        return await self.step(key, ScriptIntent, ScriptOutcome, prepare, act)
 
     async def _with_retries(
-        self, step: str, attempt: Callable[[int], Awaitable[Outcome]], *, give_up_when_stopping: bool
-    ) -> Outcome:
+        self, step: Step, attempt: Callable[[int], Awaitable[OutcomeT]], *, give_up_when_stopping: bool
+    ) -> tuple[OutcomeT, int]:
         """Up to max_retries_per_node + 1 attempts of one step, journaled as `step/1`, `step/2`...
-        A failure that is retried is recorded as a transient error."""
+        A failure that is retried is recorded as a transient error; one that retrying cannot
+        help (a refused login, a changed host key) ends the attempts at once. The last outcome
+        and how many attempts were made."""
         attempts = self.profile.max_retries_per_node + 1
-        out: Outcome = {}
-        for n in range(1, attempts + 1):
+        n = 1
+        while True:
             out = await attempt(n)
-            if out.get("ok") or n == attempts:
-                return out
-            self.transient.append(f"{step.replace('_', ' ')} attempt {n}: {_failure_text(out)}")
-            if not self.recorded(f"{step}/{n + 1}"):
+            if out.ok or n == attempts or out.retryable is False:
+                return out, n
+            self.transient.append(f"{step.value.replace('_', ' ')} attempt {n}: {out.failure_text()}")
+            if not self.recorded(f"{step.value}/{n + 1}"):
                 if give_up_when_stopping and self.ctx.stop_reason is not None:
-                    return out
+                    return out, n
                 await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
-        return out
+            n += 1
 
-    async def _retrying_script(self, step: str, script: str) -> Outcome:
+    async def _retrying_script(self, step: Step, script: str) -> tuple[ScriptOutcome, int]:
         return await self._with_retries(
             step,
-            lambda n: self._script(f"{step}/{n}", step, script),
-            give_up_when_stopping=step == "pre_script",
+            lambda n: self._script(f"{step.value}/{n}", step, script),
+            give_up_when_stopping=step is Step.PRE_SCRIPT,
         )
 
     async def _pre_script(self) -> None:
         script = self.profile.pre_update_script
         if not script:
             return
-        out = await self._retrying_script("pre_script", script)
-        if not out.get("ok"):
-            raise NodeFinished(
+        out, tries = await self._retrying_script(Step.PRE_SCRIPT, script)
+        if not out.ok:
+            raise NodeEnd(
                 ErrorId.PRE_UPDATE_SCRIPT_FAILED,
-                f"pre-update script failed {self.profile.max_retries_per_node + 1} time(s), "
-                f"the node was not updated: {_failure_text(out)}",
+                f"pre-update script failed {tries} time(s), the node was not updated: {out.failure_text()}",
             )
 
     async def _post_script(self) -> None:
         script = self.profile.post_update_script
         if not script:
             return
-        out = await self._retrying_script("post_script", script)
-        if not out.get("ok") and self.exit_error is None:
+        out, _ = await self._retrying_script(Step.POST_SCRIPT, script)
+        if not out.ok and self.exit_error is None:
             self.exit_error = (
                 ErrorId.POST_UPDATE_SCRIPT_FAILED,
-                f"post-update script failed: {_failure_text(out)}",
+                f"post-update script failed: {out.failure_text()}",
             )
 
     # --- scan and stage --------------------------------------------------------------------------
 
-    async def _scan(self, key: str, step: str) -> ScanOutcome:
-        async def scan_one(binding: PluginBinding) -> tuple[str, Any]:
+    async def _scan(self, key: str, step: Step) -> ScanOutcome:
+        async def scan_one(binding: PluginBinding) -> tuple[str, ScanResult | CauError]:
             try:
-                result = await (await self.updater(binding)).scan()
+                return binding.name, await (await self.updater(binding)).scan()
             except CauError as exc:
                 return binding.name, exc
-            return binding.name, result
 
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
+        async def prepare() -> ScanIntent:
+            return ScanIntent(step=step, key=key)
+
+        async def act(intent: ScanIntent, resumed: bool) -> ScanOutcome:
             self.progress("scanning for applicable updates")
             if self.profile.run_plugins_serially:
                 pairs = []
                 for binding in self.ctx.plugins:
                     pair = await scan_one(binding)
                     pairs.append(pair)
-                    if isinstance(pair[1], Exception) and self.profile.stop_on_plugin_failure:
+                    if isinstance(pair[1], CauError) and self.profile.stop_on_plugin_failure:
                         break
             else:
                 pairs = list(await asyncio.gather(*(scan_one(b) for b in self.ctx.plugins)))
-            updates: dict[str, Any] = {}
-            held: dict[str, Any] = {}
+            updates: dict[str, list[Update]] = {}
+            held: dict[str, list[HeldUpdate]] = {}
             errors: dict[str, str] = {}
             restart_pending = False
             for name, result in pairs:
-                if isinstance(result, Exception):
+                if isinstance(result, CauError):
                     errors[name] = redact(str(result))
-                else:
-                    updates[name] = dump_updates(result.updates)
-                    if result.held:
-                        held[name] = dump_held(result.held)
-                    restart_pending = restart_pending or result.restart_pending
-            out: Outcome = {
-                "ok": bool(updates),
-                "updates": updates,
-                "restart_pending": restart_pending,
-                "errors": errors,
-                "held": held,
-                "count": sum(len(v) for v in updates.values()),
-            }
-            if not updates:
-                out["error_id"] = ErrorId.SCAN_FAILED.value
-            return out
+                    continue
+                updates[name] = list(result.updates)
+                if result.held:
+                    held[name] = list(result.held)
+                restart_pending = restart_pending or result.restart_pending
+            return ScanOutcome(
+                step=step,
+                key=key,
+                ok=bool(updates),
+                error_id=None if updates else ErrorId.SCAN_FAILED,
+                updates=updates,
+                held=held,
+                restart_pending=restart_pending,
+                errors=errors,
+                count=sum(len(v) for v in updates.values()),
+            )
 
-        outcome = ScanOutcome.from_outcome(await self.step(key, step, act))
+        outcome = await self.step(key, ScanIntent, ScanOutcome, prepare, act)
         if outcome.ok:
-            self.held = outcome.held
-        for plugin, error in outcome.errors.items():
-            if outcome.ok:
+            self.held = outcome.all_held
+            for plugin, error in outcome.errors.items():
                 self.warn(f"the {plugin} plug-in could not scan: {error}")
         return outcome
 
     async def _stage(self, scan: ScanOutcome) -> None:
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            total = len(scan.updates)
-            self.progress(f"downloading {total} update(s) before draining")
+        async def prepare() -> StageIntent:
+            return StageIntent(key="stage")
+
+        async def act(intent: StageIntent, resumed: bool) -> StageOutcome:
+            self.progress(f"downloading {len(scan.all_updates)} update(s) before draining")
             failures: list[str] = []
             for binding in self.ctx.plugins:
-                ups = scan.by_plugin.get(binding.name) or []
+                ups = scan.updates.get(binding.name) or []
                 if not ups:
                     continue
                 try:
@@ -435,12 +454,12 @@ class NodeRun:
                     failures.append(f"{binding.name}: {redact(str(exc))}")
                     continue
                 failures += [f"{s.update_id}: {s.message}" for s in staged if not s.ok]
-            return {"ok": not failures, "failures": failures}
+            return StageOutcome(key="stage", ok=not failures, failures=failures)
 
-        out = await self.step("stage", "stage", act)
-        if not out.get("ok"):
+        out = await self.step("stage", StageIntent, StageOutcome, prepare, act)
+        if not out.ok:
             # Not fatal: install downloads what staging could not, only the drained window grows.
-            self.warn("staging incomplete: " + "; ".join(out.get("failures", [])))
+            self.warn("staging incomplete: " + "; ".join(out.failures))
 
     # --- maintenance -----------------------------------------------------------------------------
 
@@ -448,16 +467,12 @@ class NodeRun:
         if admission.reason != self._last_wait:
             self._last_wait = admission.reason
             self._journal(
-                EventKind.WAITING,
-                data={
-                    "reason": admission.reason,
-                    "block": admission.block.value if admission.block else None,
-                },
+                Waiting(reason=admission.reason, block=admission.block.value if admission.block else None)
             )
 
     def _drained(self) -> bool:
         """In maintenance by cau right now: the last drain succeeded and nothing undid it."""
-        last = [s for s in self.record.steps.values() if s.step == "enter_maintenance"]
+        last = self.record.steps_of(Step.ENTER_MAINTENANCE)
         return self.holds_maintenance and bool(last) and last[-1].ok
 
     async def _enter_maintenance(self) -> None:
@@ -468,59 +483,62 @@ class NodeRun:
         provider = self.ctx.provider
         move = self.profile.move
 
-        async def observe_prior() -> dict[str, Any]:
-            prior = await provider.maintenance_prior(self.name)
-            self._prior = prior
-            return {
-                "move": move.value,
-                "prior": {
-                    "was_in_maintenance": prior.was_in_maintenance,
-                    "role_owners": prior.role_owners,
-                    "extra": prior.extra,
-                },
-            }
+        def prepare_for(key: str) -> Callable[[], Awaitable[EnterIntent]]:
+            async def prepare() -> EnterIntent:
+                if self._prior is not None:  # observed with the first attempt
+                    return EnterIntent(key=key, prior_from="enter_maintenance/1")
+                self._prior = await provider.maintenance_prior(self.name)
+                return EnterIntent(key=key, move=move, prior=prior_record(self._prior))
 
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            self.progress(
-                f"entering maintenance ({'moving roles off' if move.value == 'live' else 'saving roles'})"
-            )
-            assert self._prior is not None  # observed (or replayed) with the first attempt's intent
-            try:
-                await provider.enter_maintenance(self.name, move, self._prior)
-            except CauError as exc:
-                return _failed(ErrorId.MAINTENANCE_ENTER_FAILED, exc)
-            return {"ok": True}
+            return prepare
+
+        def act_for(key: str) -> Callable[[EnterIntent, bool], Awaitable[EnterOutcome]]:
+            async def act(intent: EnterIntent, resumed: bool) -> EnterOutcome:
+                self.progress(
+                    "entering maintenance "
+                    + ("(moving roles off)" if move is MoveMethod.LIVE else "(saving roles)")
+                )
+                assert self._prior is not None  # observed (or replayed) with the first attempt's intent
+                try:
+                    await provider.enter_maintenance(self.name, move, self._prior)
+                except CauError as exc:
+                    return _failed(
+                        EnterOutcome, Step.ENTER_MAINTENANCE, key, ErrorId.MAINTENANCE_ENTER_FAILED, exc
+                    )
+                return EnterOutcome(key=key, ok=True)
+
+            return act
 
         # Each attempt is admitted afresh by the gate (quorum, capacity, health, and what the
         # cluster manager says the drain would do); a failed attempt is undone before the next.
         attempts = self.profile.max_retries_per_node + 1
-        out: Outcome = {}
+        out: EnterOutcome | None = None
         for n in range(1, attempts + 1):
             key = f"enter_maintenance/{n}"
             rec = self.record.steps.get(key)
             if rec is not None and rec.outcome is not None:
-                out = rec.outcome  # replayed: no admission for what already happened
+                out = _expect(rec.outcome, EnterOutcome, key)  # replayed: no admission for the past
             else:
-                prepare = observe_prior if self._prior is None else _prior_ref
                 try:
                     async with self.ctx.gate.draining(self.name):
-                        out = await self.step(key, "enter_maintenance", act, prepare=prepare)
+                        out = await self.step(key, EnterIntent, EnterOutcome, prepare_for(key), act_for(key))
                 except NeverAdmitted as exc:
                     await self._leave_maintenance()  # what an earlier attempt moved comes back
-                    raise NodeFinished(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
-            if out.get("ok"):
+                    raise NodeEnd(exc.block.error_id, f"cannot enter maintenance: {exc}") from None
+            if out.ok:
                 return
-            self.transient.append(f"enter maintenance attempt {n}: {_failure_text(out)}")
+            self.transient.append(f"enter maintenance attempt {n}: {out.failure_text()}")
             next_key = f"enter_maintenance/{n + 1}"
             stopping = self.ctx.stop_reason is not None and not self.recorded(next_key)
-            if n == attempts or stopping or not await self._undo_drain(n):
+            if n == attempts or stopping or out.retryable is False or not await self._undo_drain(n):
                 break
             if not self.recorded(next_key):
                 await self.ctx.clock.sleep(RETRY_DELAY_SECONDS)
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
         await self._leave_maintenance()
-        raise NodeFinished(
-            ErrorId.MAINTENANCE_ENTER_FAILED, f"could not enter maintenance: {out.get('message')}"
+        raise NodeEnd(
+            ErrorId.MAINTENANCE_ENTER_FAILED,
+            f"could not enter maintenance: {out.failure_text() if out else 'not attempted'}",
         )
 
     async def _undo_drain(self, attempt: int) -> bool:
@@ -529,18 +547,22 @@ class NodeRun:
         as it is then. False when the node could not leave (it then still holds maintenance)."""
         provider = self.ctx.provider
         prior = self._prior or MaintenancePrior(self.name, was_in_maintenance=False)
+        key = f"exit_maintenance/undo-{attempt}"
 
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
+        async def prepare() -> ExitIntent:
+            return ExitIntent(key=key)
+
+        async def act(intent: ExitIntent, resumed: bool) -> ExitOutcome:
             self.progress("leaving maintenance before the next attempt")
             try:
                 await provider.exit_maintenance(self.name, prior)
             except CauError as exc:
-                return _failed(ErrorId.MAINTENANCE_EXIT_FAILED, exc)
-            return {"ok": True, "undo": attempt}
+                return _failed(ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc)
+            return ExitOutcome(key=key, ok=True, undo=attempt)
 
         async with self.ctx.gate.leaving(self.name):
-            out = await self.step(f"exit_maintenance/undo-{attempt}", "exit_maintenance", act)
-        if not out.get("ok"):
+            out = await self.step(key, ExitIntent, ExitOutcome, prepare, act)
+        if not out.ok:
             self.ctx.gate.hold(self.name)  # still in maintenance: it still counts as down
             return False
         return True
@@ -552,9 +574,7 @@ class NodeRun:
     async def _leave_maintenance(self) -> None:
         """Undo cau's maintenance: leave it (unless already left), then fail roles back (unless
         done). A failback a killed coordinator began is finished by the next one."""
-        if self.left_in_maintenance or not any(
-            s.step == "enter_maintenance" for s in self.record.steps.values()
-        ):
+        if self.left_in_maintenance or not self.record.has_step(Step.ENTER_MAINTENANCE):
             return
         provider = self.ctx.provider
         prior = self._prior or MaintenancePrior(self.name, was_in_maintenance=False)
@@ -569,68 +589,82 @@ class NodeRun:
                 return
             # Leaving and failing back move roles: hold the gate so no drain is planned meanwhile.
             async with self.ctx.gate.leaving(self.name):
-                if await self._exit(prior):
-                    await self._failback(prior)
+                if await self.exit(prior):
+                    await self.failback(prior)
         elif not self._failback_done():
             async with self.ctx.gate.leaving(self.name):
-                await self._failback(prior)
+                await self.failback(prior)
 
-    async def _exit(self, prior: MaintenancePrior) -> bool:
+    async def exit(self, prior: MaintenancePrior, *, by: str | None = None) -> bool:
+        """Leave maintenance (with retries; never abandoned because of a stop). `by` names an
+        operator doing it after the run (`cau node resume`)."""
         provider = self.ctx.provider
 
-        async def exit_act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            self.progress("leaving maintenance")
-            try:
-                await provider.exit_maintenance(self.name, prior)
-            except CauError as exc:
-                return _failed(ErrorId.MAINTENANCE_EXIT_FAILED, exc)
-            return {"ok": True, "left_as_before": prior.was_in_maintenance}
+        def act_for(key: str) -> Callable[[ExitIntent, bool], Awaitable[ExitOutcome]]:
+            async def act(intent: ExitIntent, resumed: bool) -> ExitOutcome:
+                self.progress("leaving maintenance")
+                try:
+                    await provider.exit_maintenance(self.name, prior)
+                except CauError as exc:
+                    return _failed(
+                        ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc
+                    )
+                return ExitOutcome(key=key, ok=True, left_as_before=prior.was_in_maintenance)
 
-        out = await self._with_retries(
-            "exit_maintenance",
-            lambda n: self.step(f"exit_maintenance/{n}", "exit_maintenance", exit_act),
-            give_up_when_stopping=False,  # never abandon a node in maintenance because of a stop
-        )
-        if out.get("ok"):
+            return act
+
+        def attempt(n: int) -> Awaitable[ExitOutcome]:
+            key = (
+                f"exit_maintenance/{n}"
+                if by is None
+                else f"exit_maintenance/manual-{self.ctx.clock.now():%Y%m%dT%H%M%S}-{n}"
+            )
+
+            async def prepare() -> ExitIntent:
+                return ExitIntent(key=key, by=by)
+
+            return self.step(key, ExitIntent, ExitOutcome, prepare, act_for(key))
+
+        out, _ = await self._with_retries(Step.EXIT_MAINTENANCE, attempt, give_up_when_stopping=False)
+        if out.ok:
             return True
         self.left_in_maintenance = True
         self.exit_error = (
             ErrorId.MAINTENANCE_EXIT_FAILED,
-            f"could not leave maintenance: {out.get('message')}",
+            f"could not leave maintenance: {out.failure_text()}",
         )
         self.warn(
-            f"stays in maintenance: {out.get('message')}; "
+            f"stays in maintenance: {out.failure_text()}; "
             f"`cau node resume {self.ctx.cluster} {self.name}` retries"
         )
         return False
 
-    async def _failback(self, prior: MaintenancePrior) -> None:
+    async def failback(self, prior: MaintenancePrior) -> list[str]:
         provider = self.ctx.provider
+        mode = self.profile.failback_mode
 
-        async def failback_act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            mode = self.profile.failback_mode
-            if mode.value != "none":
-                self.progress(f"failing roles back ({mode.value})")
+        async def prepare() -> FailbackIntent:
+            return FailbackIntent(key="failback", mode=mode)
+
+        async def act(intent: FailbackIntent, resumed: bool) -> FailbackOutcome:
+            if intent.mode.value != "none":
+                self.progress(f"failing roles back ({intent.mode.value})")
             try:
-                moved = await provider.failback(self.name, prior, mode)
+                moved = await provider.failback(self.name, prior, intent.mode)
             except CauError as exc:
-                return _failed(ErrorId.FAILBACK_FAILED, exc)
-            return {"ok": True, "moved": moved}
+                return _failed(FailbackOutcome, Step.FAILBACK, "failback", ErrorId.FAILBACK_FAILED, exc)
+            return FailbackOutcome(key="failback", ok=True, moved=moved)
 
-        fb = await self.step(
-            "failback",
-            "failback",
-            failback_act,
-            prepare=lambda: _const({"mode": self.profile.failback_mode.value}),
-        )
-        if not fb.get("ok"):
-            self.transient.append(f"failback: {fb.get('message')}")
-            self.warn(f"roles were not failed back: {fb.get('message')}")
+        fb = await self.step("failback", FailbackIntent, FailbackOutcome, prepare, act)
+        if not fb.ok:
+            self.transient.append(f"failback: {fb.failure_text()}")
+            self.warn(f"roles were not failed back: {fb.failure_text()}")
+        return fb.moved
 
     # --- install, restart, rescan ----------------------------------------------------------------
 
     async def _passes(self, scan: ScanOutcome) -> None:
-        pending = scan.by_plugin
+        pending = scan.updates
         restart_pending = scan.restart_pending and not self.profile.no_restart
         if scan.restart_pending and self.profile.no_restart:
             self.pending_restart = True
@@ -644,23 +678,25 @@ class NodeRun:
                 else:
                     await self._enter_maintenance()
                     await self._restart(f"restart/{pass_no}")
-            rescan = await self._scan(f"rescan/{pass_no}", "rescan")
+            rescan = await self._scan(f"rescan/{pass_no}", Step.RESCAN)
             if not rescan.ok:
                 self.warn("rescan failed; second-order updates, if any, were not looked for")
                 return
-            pending = rescan.by_plugin
+            pending = rescan.updates
             restart_pending = rescan.restart_pending and not self.profile.no_restart
-            if not rescan.updates and not restart_pending:
+            if not rescan.all_updates and not restart_pending:
                 return
             next_key = f"install/{pass_no + 1}/"
             resuming_next = any(k.startswith(next_key) for k in self.record.steps)
             if pass_no >= max_passes or (self.ctx.stop_reason is not None and not resuming_next):
-                self.remaining = [u.id for u in rescan.updates]
+                self.remaining = [u.id for u in rescan.all_updates]
                 if self.ctx.stop_reason is None:
                     self.warn(f"{len(self.remaining)} update(s) still applicable after {pass_no} pass(es)")
                 return
             pass_no += 1
-            self.progress(f"pass {pass_no}: {len(rescan.updates)} more update(s) (second-order or retried)")
+            self.progress(
+                f"pass {pass_no}: {len(rescan.all_updates)} more update(s) (second-order or retried)"
+            )
 
     async def _install_pass(self, pass_no: int, pending: dict[str, list[Update]]) -> bool:
         """Install with each plug-in in order; returns whether a restart is (still) needed."""
@@ -670,36 +706,44 @@ class NodeRun:
             if not ups:
                 continue
             key = f"install/{pass_no}/{binding.name}"
-            intent = {"plugin": binding.name, "pass": pass_no, "updates": dump_updates(ups)}
-            out = await self.step(key, "install", self._install_act(binding), prepare=partial(_const, intent))
-            results = load_results(out.get("results"))
-            for r in results:
+
+            async def prepare(
+                key: str = key, plugin: str = binding.name, ups: list[Update] = ups
+            ) -> InstallIntent:
+                return InstallIntent(key=key, plugin=plugin, pass_no=pass_no, updates=ups)
+
+            out = await self.step(
+                key, InstallIntent, InstallOutcome, prepare, self._install_act(binding, key)
+            )
+            for r in out.results:
                 self.results[r.update_id] = r
                 self.attempts[r.update_id] = self.attempts.get(r.update_id, 0) + 1
                 if r.outcome is UpdateOutcome.FAILED and pass_no <= self.profile.max_retries_per_node:
                     self.transient.append(
                         f"{r.title}: {r.message or f'code {r.error_code}'} (pass {pass_no})"
                     )
-            plugin_failed = out.get("error_id") == ErrorId.PLUGIN_FAILED.value
+            plugin_failed = out.error_id is ErrorId.PLUGIN_FAILED
             if plugin_failed:
-                self.transient.append(f"{binding.name} plug-in: {out.get('message')}")
-                self.warn(f"the {binding.name} plug-in failed: {out.get('message')}")
-            restart_here = any(r.restart_required for r in results)
+                self.transient.append(f"{binding.name} plug-in: {out.message}")
+                self.warn(f"the {binding.name} plug-in failed: {out.message}")
+            restart_here = any(r.restart_required for r in out.results)
             if restart_here and self.profile.separate_reboots and not self.profile.no_restart:
                 await self._enter_maintenance()
                 await self._restart(f"restart/{pass_no}/{binding.name}")
             else:
                 needs_restart = needs_restart or restart_here
-            if self.profile.stop_on_plugin_failure and (plugin_failed or not out.get("ok")):
+            if self.profile.stop_on_plugin_failure and (plugin_failed or not out.ok):
                 self.warn(
                     f"stop_on_plugin_failure: the plug-ins after {binding.name} are skipped on this node"
                 )
                 break
         return needs_restart
 
-    def _install_act(self, binding: PluginBinding) -> Act:
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            updates = load_updates(intent.get("updates"))
+    def _install_act(
+        self, binding: PluginBinding, key: str
+    ) -> Callable[[InstallIntent, bool], Awaitable[InstallOutcome]]:
+        async def act(intent: InstallIntent, resumed: bool) -> InstallOutcome:
+            updates = list(intent.updates)
             observed: list[UpdateResult] = []
             try:
                 updater = await self.updater(binding)
@@ -723,13 +767,14 @@ class NodeRun:
                     ]
                     updates = [u for u in updates if u.id in still]
                 results = await updater.install(updates, self.progress) if updates else []
-            except (PluginError, NodeUnreachable, CauError) as exc:
-                return _failed(ErrorId.PLUGIN_FAILED, exc, results=dump_results(observed))
+            except CauError as exc:
+                return _failed(
+                    InstallOutcome, Step.INSTALL, key, ErrorId.PLUGIN_FAILED, exc, results=observed
+                )
             every = observed + list(results)
-            return {
-                "ok": all(r.outcome is UpdateOutcome.SUCCEEDED for r in every),
-                "results": dump_results(every),
-            }
+            return InstallOutcome(
+                key=key, ok=all(r.outcome is UpdateOutcome.SUCCEEDED for r in every), results=every
+            )
 
         return act
 
@@ -737,57 +782,75 @@ class NodeRun:
         provider = self.ctx.provider
         timeout = self.profile.reboot_timeout.total_seconds()
 
-        async def prepare() -> dict[str, Any]:
-            return {"boot_id": await provider.boot_id(self.name)}
+        async def prepare() -> RestartIntent:
+            return RestartIntent(key=key, boot_id=await provider.boot_id(self.name))
 
-        async def act(intent: dict[str, Any], resumed: bool) -> Outcome:
-            old = intent.get("boot_id")
+        async def act(intent: RestartIntent, resumed: bool) -> RestartOutcome:
+            old = intent.boot_id
             try:
                 if resumed:
                     current = await provider.boot_id(self.name)
                     if current is not None and current != old:
-                        return {"ok": True, "boot_id": current, "previous_boot_id": old, "observed": True}
+                        return RestartOutcome(
+                            key=key, ok=True, boot_id=current, previous_boot_id=old, observed=True
+                        )
                     if current is not None:
                         await provider.restart(self.name)  # the first restart never happened
                 else:
                     self.progress("restarting")
                     await provider.restart(self.name)
             except CauError as exc:
-                return _failed(ErrorId.RESTART_FAILED, exc)
+                return _failed(RestartOutcome, Step.RESTART, key, ErrorId.RESTART_FAILED, exc)
             elapsed = (self.ctx.clock.now() - self._intent_time(key)).total_seconds()
             left = max(timeout - elapsed, 1.0)
             self.progress(f"waiting for {self.name} to come back (reboot timeout {timeout / 60:g} min)")
             try:
                 new = await provider.wait_ready(self.name, previous_boot_id=old, timeout=left)
-            except NodeUnreachable:
-                return {
-                    "ok": False,
-                    "error_id": ErrorId.NODE_DID_NOT_RETURN.value,
-                    "message": f"{self.name} did not come back within the reboot timeout "
-                    f"({format_duration(timeout)}) after its restart",
-                }
-            return {"ok": True, "boot_id": new, "previous_boot_id": old}
+            except CauError as exc:
+                if exc.retryable:  # no answer within the time: it did not come back
+                    return RestartOutcome(
+                        key=key,
+                        ok=False,
+                        error_id=ErrorId.NODE_DID_NOT_RETURN,
+                        message=f"{self.name} did not come back within the reboot timeout "
+                        f"({format_duration(timeout)}) after its restart",
+                    )
+                # it answered, but cau must not trust or use it (a changed host key...): at once
+                return _failed(RestartOutcome, Step.RESTART, key, ErrorId.NODE_DID_NOT_RETURN, exc)
+            return RestartOutcome(key=key, ok=True, boot_id=new, previous_boot_id=old)
 
-        out = await self.step(key, "restart", act, prepare=prepare)
-        if not out.get("ok"):
-            raise NodeFinished(ErrorId(out["error_id"]), str(out.get("message")))
+        out = await self.step(key, RestartIntent, RestartOutcome, prepare, act)
+        if not out.ok:
+            raise NodeEnd(out.error_id or ErrorId.RESTART_FAILED, out.failure_text())
 
 
-async def _const(value: dict[str, Any]) -> dict[str, Any]:
+def _expect(value: StepIntent | StepOutcome, kind: type[T], key: str) -> T:
+    if not isinstance(value, kind):
+        raise TypeError(f"journal step {key}: expected {kind.__name__}, found {type(value).__name__}")
     return value
 
 
-async def _prior_ref() -> dict[str, Any]:
-    return {"prior_from": "enter_maintenance/1"}
-
-
-def _failed(error_id: ErrorId, exc: Exception, **extra: Any) -> Outcome:
+def _failed(
+    kind: type[OutcomeT],
+    step: Step,
+    key: str,
+    error_id: ErrorId | None,
+    exc: Exception,
+    **extra: object,
+) -> OutcomeT:
     """The outcome of a step whose action raised: a result for the journal, not a crash."""
-    return {"ok": False, "error_id": error_id.value, "message": redact(str(exc)), **extra}
-
-
-def _failure_text(out: Outcome) -> str:
-    if "exit_status" in out:
-        detail = (out.get("stderr") or out.get("stdout") or "").strip().splitlines()
-        return f"exit status {out['exit_status']}" + (f": {detail[-1]}" if detail else "")
-    return str(out.get("message", "failed"))
+    message = redact(str(exc))
+    hint = getattr(exc, "hint", None)
+    if hint:
+        message += f" ({hint})"
+    return kind.model_validate(
+        {
+            "step": step,
+            "key": key,
+            "ok": False,
+            "error_id": error_id,
+            "message": message,
+            "retryable": is_retryable(exc),
+            **extra,
+        }
+    )

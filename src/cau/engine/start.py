@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cau.domain.cluster import ClusterSnapshot, RoleKind
 from cau.domain.planning import order_nodes, unknown_nodes
 from cau.domain.profile import RunProfile
+from cau.journal.events import NodeAtStart, PluginRef, RoleAtStart, RunCreated
 from cau.redact import redact_data
 
 
@@ -51,33 +50,35 @@ def preflight(
     return problems
 
 
-def run_created_data(snapshot: ClusterSnapshot, profile: RunProfile, provider: str) -> dict[str, Any]:
-    """`profile` has its plug-ins resolved (the profile's, the cluster's or the provider's)."""
-    order = order_nodes(snapshot, profile.node_order)
-    return {
+def run_created(snapshot: ClusterSnapshot, profile: RunProfile, provider: str) -> RunCreated:
+    """The run's opening journal record. `profile` has its plug-ins resolved (the profile's, the
+    cluster's or the provider's)."""
+    return RunCreated(
         # The journal's copy is redacted (a script's command line may carry a secret); the run
         # record keeps the profile as given, since a resumed run must run the same scripts.
-        "profile": redact_data(profile.model_dump(mode="json")),
-        "provider": provider,
-        "plugins": redact_data([p.model_dump(mode="json") for p in profile.plugins or []]),
-        "order": order,
-        "max_failed": profile.effective_max_failed(len(snapshot.nodes)),
-        "nodes": {
-            n.name: {
-                "state": n.state.value,
-                "in_maintenance": n.in_maintenance,
-                "roles": [r.name for r in snapshot.roles_on(n.name)],
-                "boot_id": n.boot_id,
-            }
+        profile=redact_data(profile.model_dump(mode="json")),
+        provider=provider,
+        plugins=[
+            PluginRef.model_validate(redact_data(p.model_dump(mode="json"))) for p in profile.plugins or []
+        ],
+        order=order_nodes(snapshot, profile.node_order),
+        max_failed=profile.effective_max_failed(len(snapshot.nodes)),
+        nodes={
+            n.name: NodeAtStart(
+                state=n.state.value,
+                in_maintenance=n.in_maintenance,
+                roles=[r.name for r in snapshot.roles_on(n.name)],
+                boot_id=n.boot_id,
+            )
             for n in snapshot.nodes
         },
         # Where every role ran when the run started: failback is checked against this.
-        "roles": {
-            r.name: {
-                "kind": r.kind.value,
-                "owner": r.owner,
-                "instances": list(r.instances) if r.kind is RoleKind.CLONE else None,
-            }
+        roles={
+            r.name: RoleAtStart(
+                kind=r.kind.value,
+                owner=r.owner,
+                instances=list(r.instances) if r.kind is RoleKind.CLONE else None,
+            )
             for r in snapshot.roles
         },
-    }
+    )

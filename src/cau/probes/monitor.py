@@ -19,9 +19,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from cau.ports import AvailabilityEvent, AvailabilityRecorder
+from cau.journal.events import OutageFigures, ProbeDown, ProbeEvent, ProbeSummary, ProbeUp
+from cau.ports import AvailabilityRecorder
 from cau.probes.check import Checker, CheckResult
 from cau.probes.spec import ProbeSpec, probe_ids
 from cau.probes.stats import Outage, ProbeStats, Transition
@@ -151,54 +151,48 @@ class ProbeMonitor:
 
     # --- what reaches the journal --------------------------------------------------------------
 
-    def _base(self, probe: _Probe) -> dict[str, Any]:
-        return {"probe": probe.id, "role": probe.spec.role, "session": self.session}
-
-    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+    def _emit(self, event: ProbeEvent) -> None:
         if self._record is None:
             return
         try:
-            self._record(AvailabilityEvent(kind, data))
+            self._record(event)
         except Exception:  # the journal refusing an event must not stop the measurement
-            log.exception("could not record a %s event", kind)
+            log.exception("could not record a %s event", event.kind.value)
 
     def _emit_transition(self, probe: _Probe, transition: Transition) -> None:
         outage = transition.outage
+        who = {"probe": probe.id, "role": probe.spec.role, "session": self.session}
         if transition.kind == "down":
-            self._emit(
-                "probe_down",
-                {
-                    **self._base(probe),
-                    "started": outage.started.isoformat(),
-                    "error": next(iter(outage.errors), ""),
-                },
-            )
+            self._emit(ProbeDown(**who, started=outage.started, error=next(iter(outage.errors), "")))
             return
-        self._emit("probe_up", {**self._base(probe), **outage_data(outage)})
+        self._emit(ProbeUp(**who, **outage_figures(outage).model_dump()))
         self._emit_summary(probe, final=False)  # the counts around an outage survive a crash
 
     def _emit_summary(self, probe: _Probe, *, final: bool) -> None:
-        data: dict[str, Any] = {
-            **self._base(probe),
-            **probe.stats.summary(),
-            "targets": probe.spec.shown_targets,
-            "interval_ms": round(probe.spec.interval_seconds * 1000, 3),
-            "timeout_ms": round(probe.spec.timeout_seconds * 1000, 3),
-            "skipped": probe.skipped,
-            "final": final,
-        }
         current = probe.stats.current
-        if current is not None:  # an outage still going on: enough to report it if we die now
-            data["down"] = outage_data(current)
-        self._emit("probe_summary", data)
+        self._emit(
+            ProbeSummary(
+                probe=probe.id,
+                role=probe.spec.role,
+                session=self.session,
+                **probe.stats.summary(),
+                targets=probe.spec.shown_targets,
+                interval_ms=round(probe.spec.interval_seconds * 1000, 3),
+                timeout_ms=round(probe.spec.timeout_seconds * 1000, 3),
+                skipped=probe.skipped,
+                final=final,
+                # an outage still going on: enough to report it if we die now
+                down=outage_figures(current) if current is not None else None,
+            )
+        )
 
 
-def outage_data(outage: Outage) -> dict[str, Any]:
-    return {
-        "started": outage.started.isoformat(),
-        "ended": outage.ended.isoformat() if outage.ended else None,
-        "seconds": round(outage.seconds, 3),
-        "failed_checks": outage.failed_checks,
-        "late_checks": outage.late_checks,
-        "errors": outage.error_list(),
-    }
+def outage_figures(outage: Outage) -> OutageFigures:
+    return OutageFigures(
+        started=outage.started,
+        ended=outage.ended,
+        seconds=round(outage.seconds, 3),
+        failed_checks=outage.failed_checks,
+        late_checks=outage.late_checks,
+        errors=outage.error_list(),
+    )

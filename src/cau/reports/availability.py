@@ -9,13 +9,12 @@ was known to be down, and says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from cau.journal.events import ProbeDown, ProbeSummary, ProbeUp
 from cau.reports.model import NodeReport, OutageReport, RoleAvailability, StepRef
-from cau.store.base import EventKind, JournalEvent
 
 INTERRUPTED = "measurement interrupted (the coordinator stopped)"
 
@@ -34,20 +33,16 @@ class ProbeFigures:
     role: str
     targets: list[str] = field(default_factory=list)
     interval_ms: float | None = None
-    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last summary of each
+    sessions: dict[str, ProbeSummary] = field(default_factory=dict)  # the last summary of each
     outages: list[ProbeOutage] = field(default_factory=list)
 
-    def total(self, key: str) -> int:
-        return sum(int(s.get(key) or 0) for s in self.sessions.values())
-
-    def _ms(self, key: str) -> list[tuple[float, int]]:
-        return [
-            (float(s[key]), int(s.get("ok") or 0)) for s in self.sessions.values() if s.get(key) is not None
-        ]
+    def total(self, counter: Callable[[ProbeSummary], int]) -> int:
+        return sum(counter(s) for s in self.sessions.values())
 
     @property
     def p50_ms(self) -> float | None:
-        values = self._ms("p50_ms")  # across sessions: weighted by answers (an approximation)
+        # across sessions: weighted by answers (an approximation)
+        values = [(s.p50_ms, s.ok) for s in self.sessions.values() if s.p50_ms is not None]
         weight = sum(w for _, w in values)
         if not values or not weight:
             return None
@@ -55,68 +50,52 @@ class ProbeFigures:
 
     @property
     def p99_ms(self) -> float | None:
-        values = self._ms("p99_ms")  # across sessions: the worst one
-        return max(v for v, _ in values) if values else None
+        values = [s.p99_ms for s in self.sessions.values() if s.p99_ms is not None]
+        return max(values) if values else None  # across sessions: the worst one
 
     @property
     def max_ms(self) -> float | None:
-        values = self._ms("max_ms")
-        return max(v for v, _ in values) if values else None
+        values = [s.max_ms for s in self.sessions.values() if s.max_ms is not None]
+        return max(values) if values else None
 
 
-def _ts(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
-
-
-def fold_probe_events(events: Iterable[JournalEvent], *, running: bool = False) -> list[ProbeFigures]:
-    """An outage never closed is going on (up to the end of the run, or now) when the probe's last
-    coordinator ended measuring with it (its final summary) or, `running`, is still measuring;
-    otherwise a later coordinator took over (after a crash or a pause) and the outage ends at the
-    last moment it was known to be down."""
+def fold_probe_events(
+    events: Sequence[ProbeDown | ProbeUp | ProbeSummary], times: Sequence[datetime], *, running: bool = False
+) -> list[ProbeFigures]:
+    """`events` with the times they were journaled at (`times`). An outage never closed is going
+    on (up to the end of the run, or now) when the probe's last coordinator ended measuring with
+    it (its final summary) or, `running`, is still measuring; otherwise a later coordinator took
+    over (after a crash or a pause) and the outage ends at the last moment it was known to be down."""
     probes: dict[str, ProbeFigures] = {}
     latest: dict[str, str] = {}  # probe -> the session of its last event
-    open_downs: dict[tuple[str, str, str], JournalEvent] = {}  # (probe, session, started)
-    last_seen: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}  # (probe, session)
-    for ev in events:
-        d = ev.data
-        name, session = str(d.get("probe", "")), str(d.get("session", ""))
-        if not name:
+    open_downs: dict[tuple[str, str, datetime], tuple[datetime, ProbeDown]] = {}
+    last_seen: dict[tuple[str, str], tuple[datetime, ProbeSummary]] = {}  # (probe, session)
+    for ev, at in zip(events, times, strict=True):
+        if not ev.probe:
             continue
-        fig = probes.setdefault(name, ProbeFigures(name, str(d.get("role") or name)))
-        latest[name] = session
-        if ev.kind is EventKind.PROBE_DOWN:
-            open_downs[(name, session, str(d.get("started")))] = ev
-        elif ev.kind is EventKind.PROBE_UP:
-            open_downs.pop((name, session, str(d.get("started"))), None)
-            started = _ts(d.get("started"))
-            if started is not None:
-                fig.outages.append(
-                    ProbeOutage(
-                        started,
-                        _ts(d.get("ended")),
-                        int(d.get("failed_checks") or 0),
-                        [str(e) for e in d.get("errors") or []],
-                    )
-                )
-        elif ev.kind is EventKind.PROBE_SUMMARY:
-            fig.sessions[session] = d
-            fig.targets = [str(t) for t in d.get("targets") or fig.targets]
-            fig.interval_ms = d.get("interval_ms", fig.interval_ms)
-            last_seen[(name, session)] = (ev.ts, d)
+        fig = probes.setdefault(ev.probe, ProbeFigures(ev.probe, ev.role or ev.probe))
+        latest[ev.probe] = ev.session
+        match ev:
+            case ProbeDown():
+                open_downs[(ev.probe, ev.session, ev.started)] = (at, ev)
+            case ProbeUp():
+                open_downs.pop((ev.probe, ev.session, ev.started), None)
+                fig.outages.append(ProbeOutage(ev.started, ev.ended, ev.failed_checks, list(ev.errors)))
+            case ProbeSummary():
+                fig.sessions[ev.session] = ev
+                fig.targets = list(ev.targets) or fig.targets
+                fig.interval_ms = ev.interval_ms if ev.interval_ms is not None else fig.interval_ms
+                last_seen[(ev.probe, ev.session)] = (at, ev)
     # Outages never closed by a probe_up: still down at the end, or cut short by a crash.
-    for (name, session, started_text), ev in open_downs.items():
-        started = _ts(started_text)
-        if started is None:
-            continue
-        seen_at, summary = last_seen.get((name, session), (ev.ts, {}))
-        down = summary.get("down") or {}
-        errors = [str(e) for e in down.get("errors") or [ev.data.get("error") or "failed"]]
-        if session == latest[name] and (summary.get("final") or running):
-            outage = ProbeOutage(started, None, int(down.get("failed_checks") or 1), errors)
+    for (name, session, started), (at, down_event) in open_downs.items():
+        seen_at, summary = last_seen.get((name, session), (at, None))
+        down = summary.down if summary is not None else None
+        errors = list(down.errors) if down is not None and down.errors else [down_event.error or "failed"]
+        failed_checks = down.failed_checks if down is not None and down.failed_checks else 1
+        if session == latest[name] and ((summary is not None and summary.final) or running):
+            outage = ProbeOutage(started, None, failed_checks, errors)
         else:
-            outage = ProbeOutage(
-                started, max(seen_at, started), int(down.get("failed_checks") or 1), [*errors, INTERRUPTED]
-            )
+            outage = ProbeOutage(started, max(seen_at, started), failed_checks, [*errors, INTERRUPTED])
         probes[name].outages.append(outage)
     for fig in probes.values():
         fig.outages.sort(key=lambda o: o.started)
@@ -236,10 +215,10 @@ def role_availability(
             "probes": [f.probe for f in figs],
             "targets": [t for f in figs for t in f.targets],
             "interval_ms": min((f.interval_ms for f in figs if f.interval_ms), default=None),
-            "probes_sent": sum(f.total("sent") for f in figs),
-            "probes_ok": sum(f.total("ok") for f in figs),
-            "probes_failed": sum(f.total("failed") for f in figs),
-            "probes_late": sum(f.total("late") for f in figs),
+            "probes_sent": sum(f.total(lambda s: s.sent) for f in figs),
+            "probes_ok": sum(f.total(lambda s: s.ok) for f in figs),
+            "probes_failed": sum(f.total(lambda s: s.failed) for f in figs),
+            "probes_late": sum(f.total(lambda s: s.late) for f in figs),
             "response_ms_p50": max(p50) if p50 else None,
             "response_ms_p99": max(p99) if p99 else None,
             "response_ms_max": max(mx) if mx else None,

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from cau.engine.codec import load_held, load_results
-from cau.engine.replay import NodeProgress, RunProgress
+from cau.domain.updates import UpdateOutcome, UpdateResult
+from cau.journal.events import (
+    FailbackOutcome,
+    InstallOutcome,
+    RestartOutcome,
+    ScanOutcome,
+    ScriptOutcome,
+    Step,
+    StepOutcome,
+)
+from cau.journal.progress import NodeProgress, RunProgress
 from cau.ports import RoleOutage
 from cau.reports.availability import (
     attribute,
@@ -16,6 +24,7 @@ from cau.reports.availability import (
     role_availability,
 )
 from cau.reports.model import (
+    CoordinatorReport,
     HeldUpdateReport,
     NodeReport,
     OutageReport,
@@ -26,57 +35,67 @@ from cau.reports.model import (
 from cau.store.base import RunRecord
 
 
-def _step_message(outcome: dict[str, Any] | None) -> str:
-    if not outcome:
+def _step_message(outcome: StepOutcome | None) -> str:
+    if outcome is None:
         return ""
-    for key in ("message", "stderr"):
-        value = outcome.get(key)
-        if value:
-            return str(value)
-    failed = [r for r in outcome.get("results") or [] if r.get("outcome") == "Failed"]
-    if failed:  # an install step: say which updates failed and why
-        return "; ".join(
-            f"{r.get('title') or r.get('update_id')}: {r.get('message') or 'failed'}" for r in failed
-        )
+    if outcome.message:
+        return outcome.message
+    if isinstance(outcome, ScriptOutcome) and outcome.stderr:
+        return outcome.stderr
+    if isinstance(outcome, InstallOutcome):  # say which updates failed and why
+        failed = [r for r in outcome.results if r.outcome is UpdateOutcome.FAILED]
+        return "; ".join(f"{r.title or r.update_id}: {r.message or 'failed'}" for r in failed)
     return ""
 
 
 def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
     steps = [
         StepReport(
-            step=s.step,
+            step=s.step.value,
             key=s.key,
             started=s.started,
             finished=s.finished,
-            ok=None if s.outcome is None else bool(s.outcome.get("ok")),
+            ok=None if s.outcome is None else s.outcome.ok,
             message=_step_message(s.outcome),
         )
         for s in node.steps.values()
     ]
-    enters = node.steps_of("enter_maintenance")
-    exits = [s for s in node.steps_of("exit_maintenance") if s.ok]
+    enters = node.steps_of(Step.ENTER_MAINTENANCE)
+    exits = [s for s in node.steps_of(Step.EXIT_MAINTENANCE) if s.ok]
     maint_start = enters[0].started if enters else None
     maint_seconds = 0.0
     if maint_start is not None:
         maint_end = exits[-1].finished if exits and exits[-1].finished else (node.finished or end)
         maint_seconds = max(0.0, (maint_end - maint_start).total_seconds())
-    restarts = [s for s in node.steps_of("restart") if s.ok and s.outcome]
-    boot_ids = [str(s.outcome["boot_id"]) for s in restarts if s.outcome and s.outcome.get("boot_id")]
-    failback = [s for s in node.steps_of("failback") if s.ok and s.outcome]
-    moved = [str(r) for s in failback if s.outcome for r in s.outcome.get("moved", [])]
-
+    restarts = [
+        s.outcome for s in node.steps_of(Step.RESTART) if isinstance(s.outcome, RestartOutcome) and s.ok
+    ]
+    boot_ids = [r.boot_id for r in restarts if r.boot_id]
+    moved = [
+        role
+        for s in node.steps_of(Step.FAILBACK)
+        if isinstance(s.outcome, FailbackOutcome) and s.ok
+        for role in s.outcome.moved
+    ]
     result = node.result
-    if node.status is not None:
-        raw = load_results(result.get("results"))
-        attempts = dict(result.get("attempts", {}))
-    else:  # in progress: what the install steps have returned so far
-        latest: dict[str, object] = {}
+    if result is not None:
+        raw = list(result.results)
+        attempts = dict(result.attempts)
+        held = list(result.held)
+    else:  # in progress: what the install steps have returned so far, the last scan's held ones
+        latest: dict[str, UpdateResult] = {}
         attempts = {}
-        for s in node.steps_of("install"):
-            for r in load_results((s.outcome or {}).get("results")):
+        for s in node.steps_of(Step.INSTALL):
+            for r in s.outcome.results if isinstance(s.outcome, InstallOutcome) else []:
                 latest[r.update_id] = r
                 attempts[r.update_id] = attempts.get(r.update_id, 0) + 1
-        raw = list(latest.values())  # type: ignore[arg-type]
+        raw = list(latest.values())
+        scans = [
+            s.outcome
+            for s in node.steps_of(Step.SCAN, Step.RESCAN)
+            if isinstance(s.outcome, ScanOutcome) and s.ok
+        ]
+        held = scans[-1].all_held if scans else []
     updates = [
         UpdateReport(
             id=r.update_id,
@@ -93,15 +112,6 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         )
         for r in raw
     ]
-    if node.status is not None:
-        held = load_held(result.get("held"))
-    else:  # in progress: as the last scan saw them
-        scans = [s for s in node.steps.values() if s.step in ("scan", "rescan") and s.ok and s.outcome]
-        held = (
-            [h for v in (scans[-1].outcome or {}).get("held", {}).values() for h in load_held(v)]
-            if scans
-            else []
-        )
     state = "done" if node.status is not None else ("running" if node.started else "pending")
     return NodeReport(
         name=node.name,
@@ -110,8 +120,8 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         current_step=node.current,
         detail=node.detail,
         waiting=node.waiting,
-        error_id=result.get("error_id"),
-        message=str(result.get("message") or ""),
+        error_id=result.error_id.value if result is not None and result.error_id else None,
+        message=result.message if result is not None else "",
         started=node.started,
         finished=node.finished,
         maintenance_started=maint_start,
@@ -121,15 +131,15 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         succeeded_count=sum(1 for u in updates if u.status == "Succeeded"),
         failed_count=sum(1 for u in updates if u.status == "Failed"),
         updates=updates,
-        remaining_updates=list(result.get("remaining", [])),
+        remaining_updates=list(result.remaining) if result is not None else [],
         held_updates=[
             HeldUpdateReport(id=h.id, title=h.title, plugin=h.plugin, reason=h.reason, details=h.details)
             for h in held
         ],
         roles_failed_back=moved,
-        transient_errors=list(result.get("transient_errors", [])),
-        left_in_maintenance=bool(result.get("left_in_maintenance")),
-        pending_restart=bool(result.get("pending_restart")),
+        transient_errors=list(result.transient_errors) if result is not None else [],
+        left_in_maintenance=node.left_in_maintenance,
+        pending_restart=result.pending_restart if result is not None else False,
         steps=steps,
     )
 
@@ -163,28 +173,41 @@ def build_report(
             )
         )
     # A role with a probe is measured by its probe; the others keep what the provider reported.
-    figures = fold_probe_events(progress.probe_events, running=progress.finished is None)
+    figures = fold_probe_events(
+        progress.probe_events, progress.probe_times, running=progress.finished is None
+    )
     probed = {f.role for f in figures}
     clipped = [o for o in clipped if o.role not in probed] + probe_outage_reports(figures, started, end)
     clipped = attribute(sorted(clipped, key=lambda o: o.started), nodes, end)
-    roles = list(dict.fromkeys([*progress.created.get("roles", {}).keys(), *(f.role for f in figures)]))
+    created = progress.created
+    roles = list(dict.fromkeys([*(created.roles if created else {}), *(f.role for f in figures)]))
     span = (end - started).total_seconds()
-    finished_data = progress.finished or {}
+    fin = progress.finished
+    paused = progress.paused
+    error_id = (
+        (fin.error_id.value if fin is not None and fin.error_id else None)
+        or run.error_id
+        or (paused.error_id.value if paused is not None else None)
+    )
     return RunReport(
         run_id=run.run_id,
         cluster=run.cluster,
         provider=run.provider,
-        status=finished_data.get("status") or (run.status.value if run.status else None),
+        status=(fin.status.value if fin is not None else None) or (run.status.value if run.status else None),
         state=run.state.value,
-        error_id=finished_data.get("error_id") or run.error_id or (progress.paused or {}).get("error_id"),
-        message=finished_data.get("message") or run.message or (progress.paused or {}).get("message"),
+        error_id=error_id,
+        message=(fin.message if fin is not None else None)
+        or run.message
+        or (paused.message if paused else None),
         started=started,
         finished=finished,
         duration_seconds=round((end - started).total_seconds(), 3),
-        coordinators=progress.coordinators,
-        profile=dict(progress.created.get("profile", run.profile)),
-        plugins=[p["name"] if isinstance(p, dict) else str(p) for p in progress.created.get("plugins", [])],
-        max_failed_nodes=int(progress.created.get("max_failed", 0)),
+        coordinators=[
+            CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed) for c in progress.coordinators
+        ],
+        profile=dict(created.profile) if created else dict(run.profile),
+        plugins=[p.name for p in created.plugins] if created else [],
+        max_failed_nodes=progress.max_failed,
         nodes=nodes,
         warnings=[msg for _, msg in progress.warnings],
         outages=clipped,

@@ -28,6 +28,14 @@ class UpdateReport(BaseModel):
     details: dict[str, str] = {}
 
 
+class CoordinatorReport(BaseModel):
+    """A coordinator that took the run: the first, then one per resume."""
+
+    ts: datetime
+    owner: str
+    resumed: bool = False
+
+
 class HeldUpdateReport(BaseModel):
     """An update the node did not take on purpose (held, kept back): not installed, not failed."""
 
@@ -140,7 +148,7 @@ class RunReport(BaseModel):
     started: datetime
     finished: datetime | None = None
     duration_seconds: float = 0.0
-    coordinators: list[dict[str, Any]] = []
+    coordinators: list[CoordinatorReport] = []
     profile: dict[str, Any] = {}
     plugins: list[str] = []
     max_failed_nodes: int = 0

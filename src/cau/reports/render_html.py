@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cau import __version__
 from cau.domain.durations import format_duration
+from cau.journal.events import Step
 from cau.reports.model import NodeReport, OutageReport, RunReport, StepReport
 
 __all__ = ["STEP_KINDS", "StepKind", "render_html"]
@@ -112,21 +113,21 @@ class StepKind:
     key: str
     label: str
     color: str
-    steps: tuple[str, ...]
+    steps: tuple[Step, ...]
 
 
 STEP_KINDS: tuple[StepKind, ...] = (
-    StepKind("scan", "Scan / rescan", "#94a3b8", ("scan", "rescan")),
-    StepKind("stage", "Stage (download)", "#22d3ee", ("stage",)),
-    StepKind("script", "Pre / post script", "#c084fc", ("pre_script", "post_script")),
-    StepKind("enter", "Enter maintenance (drain)", "#f59e0b", ("enter_maintenance",)),
-    StepKind("install", "Install", "#2563eb", ("install",)),
-    StepKind("restart", "Restart", "#334155", ("restart",)),
-    StepKind("exit", "Exit maintenance", "#84cc16", ("exit_maintenance",)),
-    StepKind("failback", "Failback", "#10b981", ("failback",)),
+    StepKind("scan", "Scan / rescan", "#94a3b8", (Step.SCAN, Step.RESCAN)),
+    StepKind("stage", "Stage (download)", "#22d3ee", (Step.STAGE,)),
+    StepKind("script", "Pre / post script", "#c084fc", (Step.PRE_SCRIPT, Step.POST_SCRIPT)),
+    StepKind("enter", "Enter maintenance (drain)", "#f59e0b", (Step.ENTER_MAINTENANCE,)),
+    StepKind("install", "Install", "#2563eb", (Step.INSTALL,)),
+    StepKind("restart", "Restart", "#334155", (Step.RESTART,)),
+    StepKind("exit", "Exit maintenance", "#84cc16", (Step.EXIT_MAINTENANCE,)),
+    StepKind("failback", "Failback", "#10b981", (Step.FAILBACK,)),
 )
 _OTHER_KIND = StepKind("other", "Other", "#a8a29e", ())
-_KIND_OF_STEP = {step: kind for kind in STEP_KINDS for step in kind.steps}
+_KIND_OF_STEP: dict[str, StepKind] = {step: kind for kind in STEP_KINDS for step in kind.steps}
 
 
 def step_kind(step: str) -> StepKind:

@@ -1,5 +1,5 @@
 """Persistence: runs, journals, reports and cluster locks."""
 
-from cau.store.base import EventKind, JournalEvent, LockInfo, LockOwner, ReportQuery, RunRecord, Store
+from cau.store.base import LockInfo, LockOwner, ReportQuery, RunRecord, Store
 
-__all__ = ["EventKind", "JournalEvent", "LockInfo", "LockOwner", "ReportQuery", "RunRecord", "Store"]
+__all__ = ["LockInfo", "LockOwner", "ReportQuery", "RunRecord", "Store"]

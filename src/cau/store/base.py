@@ -10,47 +10,15 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
 from cau.domain.results import RunState, Status
+from cau.journal.events import EventPayload, JournalEvent
 
-SCHEMA_VERSION = 2  # 2: API tokens, users, browser sessions, audit trail, stored profiles
-
-
-class EventKind(StrEnum):
-    RUN_CREATED = "run_created"  # data: profile, nodes, order, max_failed, ...
-    COORDINATOR = "coordinator"  # a coordinator took the run (first start or resume)
-    NODE_STARTED = "node_started"
-    INTENT = "intent"  # about to act (key names the step instance)
-    OUTCOME = "outcome"  # what the action did (data.ok, data.error_id, ...)
-    PROGRESS = "progress"  # not a side effect: a line for people watching
-    WAITING = "waiting"  # a node waits for quorum / capacity
-    NODE_FINISHED = "node_finished"
-    WARNING = "warning"
-    STOP_REQUESTED = "stop_requested"
-    RUN_PAUSED = "run_paused"
-    RUN_FINISHED = "run_finished"
-    # Availability probes (not side effects): transitions and periodic counts, never every check.
-    PROBE_DOWN = "probe_down"  # data: probe, role, session, started, error
-    PROBE_UP = "probe_up"  # data: probe, role, session, started, ended, seconds, errors, ...
-    PROBE_SUMMARY = "probe_summary"  # data: probe, role, session, sent, ok, failed, late, ms, down?
-
-
-class JournalEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    run_id: str
-    seq: int
-    ts: datetime
-    kind: EventKind
-    node: str | None = None
-    step: str | None = None
-    key: str | None = None
-    data: dict[str, Any] = {}
+# 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
+# (each event's event schema, cau.journal.events.EVENT_SCHEMA)
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -162,15 +130,7 @@ class Store(Protocol):
 
     # journal
     def append(
-        self,
-        run_id: str,
-        kind: EventKind,
-        ts: datetime,
-        *,
-        node: str | None = None,
-        step: str | None = None,
-        key: str | None = None,
-        data: dict[str, Any] | None = None,
+        self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
     ) -> JournalEvent: ...
 
     def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]: ...

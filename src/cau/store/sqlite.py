@@ -13,10 +13,9 @@ from typing import Any
 
 from cau.domain.results import RunState, Status
 from cau.errors import ConfigError, LockHeld
+from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload, payload_data
 from cau.store.base import (
     SCHEMA_VERSION,
-    EventKind,
-    JournalEvent,
     LockInfo,
     LockOwner,
     ReportQuery,
@@ -53,6 +52,7 @@ CREATE TABLE IF NOT EXISTS journal (
     data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+-- schema 3: journal.schema (added by _migrate to older stores), the event schema of each event
 CREATE TABLE IF NOT EXISTS reports (
     run_id TEXT PRIMARY KEY REFERENCES runs (run_id),
     report TEXT NOT NULL
@@ -137,6 +137,9 @@ class SqliteStore:
     def _migrate(self) -> None:
         # CREATE ... IF NOT EXISTS is idempotent; executescript commits on its own.
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
+        if "schema" not in columns:  # schema 3: events written before it are event schema 1
+            self._db.execute("ALTER TABLE journal ADD COLUMN schema INTEGER NOT NULL DEFAULT 1")
         with self._tx():
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -144,8 +147,8 @@ class SqliteStore:
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
             elif int(row["value"]) < SCHEMA_VERSION:
-                # Older stores: every table added since is created above (IF NOT EXISTS); no
-                # existing table changed shape, so recording the new version is the whole migration.
+                # Older stores: every table added since is created above (IF NOT EXISTS); the
+                # columns added since are added here. Old rows keep what they were written as.
                 self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise ConfigError(
@@ -305,34 +308,27 @@ class SqliteStore:
     # journal ---------------------------------------------------------------------------------
 
     def append(
-        self,
-        run_id: str,
-        kind: EventKind,
-        ts: datetime,
-        *,
-        node: str | None = None,
-        step: str | None = None,
-        key: str | None = None,
-        data: dict[str, Any] | None = None,
+        self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
     ) -> JournalEvent:
-        payload = json.dumps(data or {}, default=str)
+        data = json.dumps(payload_data(payload))
         with self._tx():
             row = self._db.execute(
-                "INSERT INTO journal (run_id, seq, ts, kind, node, step, key, data) VALUES"
-                " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE run_id=?), ?,?,?,?,?,?)"
+                "INSERT INTO journal (run_id, seq, ts, kind, node, step, key, data, schema) VALUES"
+                " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE run_id=?), ?,?,?,?,?,?,?)"
                 " RETURNING seq",
-                (run_id, run_id, _ts(ts), kind.value, node, step, key, payload),
+                (
+                    run_id,
+                    run_id,
+                    _ts(ts),
+                    payload.kind.value,
+                    node,
+                    getattr(payload, "step", None),
+                    getattr(payload, "key", None),
+                    data,
+                    EVENT_SCHEMA,
+                ),
             ).fetchone()
-        return JournalEvent(
-            run_id=run_id,
-            seq=row["seq"],
-            ts=ts,
-            kind=kind,
-            node=node,
-            step=step,
-            key=key,
-            data=json.loads(payload),
-        )
+        return JournalEvent.of(run_id, row["seq"], ts, node, payload)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]:
         rows = self._db.execute(
@@ -343,11 +339,10 @@ class SqliteStore:
                 run_id=r["run_id"],
                 seq=r["seq"],
                 ts=datetime.fromisoformat(r["ts"]),
-                kind=EventKind(r["kind"]),
                 node=r["node"],
-                step=r["step"],
-                key=r["key"],
-                data=json.loads(r["data"]),
+                payload=load_payload(
+                    r["kind"], r["step"], r["key"], json.loads(r["data"]), schema=r["schema"]
+                ),
             )
             for r in rows
         ]

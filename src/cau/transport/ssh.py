@@ -5,12 +5,8 @@ Host keys are always verified against a known_hosts file: an unknown or changed 
 with the command that records it on purpose (`cau hosts trust`). Commands run as the login user,
 through `sudo -n` when that user is not root, with a timeout each.
 
-    SshError tree (callers choose retry vs stop by class):
-        TransportError
-        ├── HostKeyError        unknown or changed host key: refuse, tell how to trust
-        ├── AuthError           the key was not accepted
-        ├── NodeUnreachable     (cau.errors) cannot connect / connection lost
-        └── CommandTimeout      the command did not finish in time
+Errors (cau.errors): HostKeyError and AuthError (not worth retrying), NodeUnreachable (cannot
+connect, connection lost) and CommandTimeout (both retryable).
 """
 
 from __future__ import annotations
@@ -24,17 +20,11 @@ from pathlib import Path
 
 import asyncssh
 
-from cau.errors import CommandTimeout, NodeUnreachable, TransportError
+from cau.errors import AuthError, CommandTimeout, HostKeyError, NodeUnreachable, TransportError
 from cau.ports import CommandResult
 from cau.redact import redact
 
-
-class HostKeyError(TransportError):
-    pass
-
-
-class AuthError(TransportError):
-    pass
+__all__ = ["AuthError", "HostKeyError", "SshTarget", "SshTransport"]
 
 
 @dataclass(frozen=True)

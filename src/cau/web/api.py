@@ -253,8 +253,7 @@ async def run_events(
         while True:
             batch = store.events(rid, after_seq=seen)
             for ev in batch:
-                data = ev.model_dump(mode="json")
-                yield f"id: {ev.seq}\nevent: journal\ndata: {json.dumps(data)}\n\n"
+                yield f"id: {ev.seq}\nevent: journal\ndata: {json.dumps(ev.flat())}\n\n"
                 seen = ev.seq
             current = store.get_run(rid)
             if not batch and (current is None or current.state is not RunState.RUNNING):

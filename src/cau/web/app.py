@@ -11,9 +11,9 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cau import __version__
+from cau.journal.events import JournalEvent
 from cau.service import Service
 from cau.store.access import AccessStore, Principal
-from cau.store.base import JournalEvent
 from cau.web import api, errors, pages
 from cau.web.auth import viewer
 from cau.web.context import Settings, WebContext

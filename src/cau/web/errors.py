@@ -13,8 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cau.domain.profile import ProfileError
-from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError, ProviderError
+from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError, ProfileError, ProviderError
 
 
 class ApiError(Exception):

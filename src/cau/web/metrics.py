@@ -14,8 +14,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cau.domain.results import RunState
+from cau.journal.events import JournalEvent, StepIntent, StepOutcome
 from cau.reports.model import RunReport
-from cau.store.base import EventKind, JournalEvent, ReportQuery
+from cau.store.base import ReportQuery
 from cau.store.sqlite import SqliteStore
 
 _RECENT_RUNS = 1000  # scrape cost stays bounded on a store with a long history
@@ -93,13 +94,11 @@ class Metrics:
 
     def observe(self, event: JournalEvent) -> None:
         """Fed every journal event of this server's runs: intent..outcome pairs are step durations."""
-        if event.key is None or event.step is None:
-            return
-        key = (event.run_id, f"{event.node}/{event.key}")
-        if event.kind is EventKind.INTENT:
-            self._open[key] = event.ts
-        elif event.kind is EventKind.OUTCOME:
-            started = self._open.pop(key, None)
+        p = event.payload
+        if isinstance(p, StepIntent):
+            self._open[(event.run_id, f"{event.node}/{p.key}")] = event.ts
+        elif isinstance(p, StepOutcome):
+            started = self._open.pop((event.run_id, f"{event.node}/{p.key}"), None)
             if started is not None:
-                ok = "true" if event.data.get("ok", True) else "false"
-                self.steps.labels(event.step, ok).observe(max((event.ts - started).total_seconds(), 0.0))
+                ok = "true" if p.ok else "false"
+                self.steps.labels(p.step.value, ok).observe(max((event.ts - started).total_seconds(), 0.0))

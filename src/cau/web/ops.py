@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cau.domain.profile import ProfileError, RunProfile, build_profile
+from cau.domain.profile import RunProfile, build_profile
 from cau.domain.results import RunState
-from cau.errors import CauError, NotFound
+from cau.errors import CauError, NotFound, ProfileError
 from cau.reports.model import RunReport
 from cau.store.access import Principal
 from cau.store.base import ReportQuery, RunRecord

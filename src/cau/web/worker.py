@@ -19,8 +19,8 @@ from typing import Any
 from cau.domain.profile import RunProfile
 from cau.engine.coordinator import Coordinator
 from cau.errors import LockHeld
+from cau.journal.events import JournalEvent
 from cau.service import Service
-from cau.store.base import JournalEvent
 
 log = logging.getLogger("cau.web")
 
