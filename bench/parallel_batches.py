@@ -17,6 +17,7 @@ every drain, restart and role move: they must be 0) and the real time the simula
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
@@ -38,10 +39,10 @@ from cau.domain.placement import place_roles
 from cau.domain.planning import order_nodes
 from cau.domain.profile import MoveMethod, build_profile
 from cau.engine.coordinator import RunOutcome
+from cau.journal.events import EventKind, JournalEvent
 from cau.sandbox.cluster import SandboxCluster
 from cau.sandbox.spec import parse_spec
 from cau.service import Service
-from cau.store.base import EventKind, JournalEvent
 
 CLUSTER = "bench"
 NODE_CPU = 16.0
@@ -260,7 +261,7 @@ def run_once(spec: dict[str, Any], parallel: int | str, label: str) -> Result:
                 started = time.perf_counter()
                 outcome = run_virtual(svc.run(CLUSTER, profile))
                 wall = time.perf_counter() - started
-            events = svc.store.events(outcome.run_id)
+            events = asyncio.run(svc.store.events(outcome.run_id))
         finally:
             svc.close()
         state = json.loads((data_dir / "sandbox" / f"{CLUSTER}.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ def run_cluster(
 def finished(home: Path, cluster: str, outcome: RunOutcome) -> Done:
     svc = Service(home)
     try:
-        events = svc.store.events(outcome.run_id)
+        events = asyncio.run(svc.store.events(outcome.run_id))
     finally:
         svc.close()
     state = json.loads((home / "sandbox" / f"{cluster}.json").read_text())

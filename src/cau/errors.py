@@ -13,8 +13,10 @@ login, output cau cannot read: no, and the engine fails the node at once instead
     │   ├── MaintenanceError       a node could not enter or leave maintenance      retryable
     │   └── NodeUnreachable        a node does not answer                           retryable
     ├── PluginError                a plug-in's infrastructure failed                retryable
-    ├── OutputError                a command's output is not what it should be (names the
-    │                              command and the node): a bug or an unknown version, not luck
+    │   └── PluginOutputError      a command's output the plug-in cannot read (names the command
+    │                              and the node): an unknown version or a bug, not bad luck
+    ├── OutputError                output that has not the documented shape (pure parsers:
+    │                              AptParseError, DnfParseError; callers say where it came from)
     └── TransportError             running a command on a node failed               retryable
         ├── CommandTimeout                                                          retryable
         ├── HostKeyError           unknown or changed host key: refused, says how to trust it
@@ -85,6 +87,10 @@ class NodeUnreachable(ProviderError):
 
 class PluginError(CauError):
     retryable = True
+
+
+class PluginOutputError(PluginError):
+    retryable = False
 
 
 class OutputError(CauError):

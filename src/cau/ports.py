@@ -7,6 +7,7 @@ nothing else of theirs.
   UpdaterPlugin    (registered under `cau.plugins`) makes one NodeUpdater per node
   NodeUpdater      scan / stage / install on one node
   AvailabilitySource  measures workload availability during a run (cau's probes), optional
+  Store            runs, their journals and reports, cluster locks (SQLite now; PostgreSQL, etcd)
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from pydantic import BaseModel
 
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.profile import FailbackMode, MoveMethod
+from cau.domain.results import RunState, Status
+from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateResult
-from cau.journal.events import ProbeEvent
+from cau.journal.events import EventPayload, JournalEvent, ProbeEvent
+from cau.reports.model import RunReport
 
 
 class Clock(Protocol):
@@ -256,3 +260,85 @@ class ProviderFactory(Protocol):
 
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> ClusterProvider: ...
+
+
+class Store(Protocol):
+    """Where runs, their journals, their reports and the cluster locks are kept.
+
+    Every method is a coroutine: a backend reached over the network (PostgreSQL for fleets, the
+    cluster's own etcd in self-updating mode) never blocks the event loop, and one on a local
+    file runs its blocking calls off it. The journal is append-only and ordered per run (`seq`
+    from 1, no gaps, whatever appends concurrently); `acquire_lock` decides with
+    `cau.lease.take_over` inside one transaction. The contract: tests/contract/test_store.py."""
+
+    # runs
+    async def create_run(self, run: RunRecord) -> None: ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def find_runs(self, prefix: str) -> list[RunRecord]:
+        """Runs whose id starts with `prefix`, oldest first."""
+        ...
+
+    async def active_run(self, cluster: str) -> RunRecord | None:
+        """The cluster's newest run that has not finished (running or paused)."""
+        ...
+
+    async def list_runs(self, query: ReportQuery) -> list[RunRecord]:
+        """Matching runs, oldest first (`last`: only the newest N)."""
+        ...
+
+    async def set_run_state(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        owner: str | None = None,
+        status: Status | None = None,
+        finished: datetime | None = None,
+        error_id: str | None = None,
+        message: str | None = None,
+    ) -> None: ...
+
+    async def request_stop(self, run_id: str, *, by: str, reason: str) -> None: ...
+
+    async def save_report(self, run_id: str, report: RunReport) -> None: ...
+
+    async def get_report(self, run_id: str) -> RunReport | None: ...
+
+    # journal
+    async def append(
+        self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
+    ) -> JournalEvent:
+        """Durable when it returns: an intent is on disk before the act it announces."""
+        ...
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]: ...
+
+    # cluster locks
+    async def acquire_lock(
+        self,
+        cluster: str,
+        owner: LockOwner,
+        *,
+        run_id: str | None,
+        now: datetime,
+        lease_seconds: float,
+        force: bool = False,
+    ) -> LockInfo:
+        """Take (or keep) the cluster's lock; raises LockHeld while a live coordinator holds it."""
+        ...
+
+    async def set_lock_run(self, cluster: str, owner: LockOwner, run_id: str) -> None: ...
+
+    async def renew_lock(
+        self, cluster: str, owner: LockOwner, *, now: datetime, lease_seconds: float
+    ) -> bool:
+        """Extend the lease; False when `owner` no longer holds the lock (it must stop acting)."""
+        ...
+
+    async def release_lock(self, cluster: str, owner: LockOwner) -> None: ...
+
+    async def get_lock(self, cluster: str) -> LockInfo | None: ...
+
+    async def close(self) -> None: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,20 +20,24 @@ from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
+from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.updates import HeldUpdate, Update
 from cau.domain.validation import describe_errors
 from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
+from cau.engine.scan import scan_plugins
 from cau.engine.start import preflight, run_created
-from cau.errors import CauError, ConfigError, LockLost, NotFound, PreflightError
-from cau.journal.events import WarningEvent
+from cau.errors import ConfigError, LockLost, NotFound, PreflightError
+from cau.journal.events import JournalEvent, WarningEvent
 from cau.journal.progress import NodeProgress, replay
+from cau.lease import Holder, driving, holder_state, this_process
 from cau.ports import (
     AvailabilitySource,
     CleansUp,
     Clock,
     ClusterProvider,
+    NodeUpdater,
     PluginContext,
     ProviderContext,
 )
@@ -41,8 +45,8 @@ from cau.probes import ProbeMonitor
 from cau.registry import Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
-from cau.store.base import LockInfo, LockOwner, ReportQuery, RunRecord
-from cau.store.sqlite import SqliteStore
+from cau.store.access import AccessStore
+from cau.store.sqlite import SqliteFile, SqliteStore
 
 LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
 
@@ -91,7 +95,19 @@ class ClusterStatus:
     run: RunRecord | None  # the active run, or else the last one
     report: RunReport | None
     lock: LockInfo | None
+    holder: Holder  # whether the lock's holder is alive (cau.lease)
     active: bool
+
+    @property
+    def driven(self) -> bool:
+        """A live coordinator drives the active run (else it is interrupted: `cau run` resumes it)."""
+        return (
+            self.active
+            and self.run is not None
+            and self.holder is Holder.ALIVE
+            and self.lock is not None
+            and self.lock.run_id == self.run.run_id
+        )
 
 
 class Service:
@@ -111,6 +127,7 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.lease_seconds = lease_seconds
         self._store: SqliteStore | None = None
+        self._access: AccessStore | None = None
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -126,10 +143,21 @@ class Service:
             self._store = SqliteStore(self.data_dir / "cau.db")
         return self._store
 
+    @property
+    def access(self) -> AccessStore:
+        """Tokens, users, sessions, the audit trail, stored profiles: in the store's file, through
+        a connection of their own."""
+        if self._access is None:
+            self._access = AccessStore(SqliteFile(self.data_dir / "cau.db"))
+        return self._access
+
     def close(self) -> None:
         if self._store is not None:
-            self._store.close()
+            self._store.close_now()
             self._store = None
+        if self._access is not None:
+            self._access.close()
+            self._access = None
 
     def open_provider(self, cluster: str, *, overrides: dict[str, Any] | None = None) -> ClusterProvider:
         cfg = self.config.cluster(cluster)
@@ -189,31 +217,36 @@ class Service:
     # --- scan (Invoke-CauScan) -----------------------------------------------------------------
 
     async def scan(self, cluster: str, profile: RunProfile) -> list[NodeScan]:
+        """What each node would install (Invoke-CauScan), with the plug-ins scanning as a run's
+        scans do (cau.engine.scan); nothing changes."""
         provider = self.open_provider(cluster)
         try:
-            bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
+            bindings = {b.name: b for b in self.bind_plugins(self.plugin_specs(cluster, profile, provider))}
             snapshot = await provider.discover()
+            ctx = PluginContext(None, cluster, self.clock, self.data_dir)
 
             async def scan_node(name: str) -> NodeScan:
-                result = NodeScan(name)
                 if not snapshot.node(name).is_up:
-                    result.reachable = False
-                    result.errors["node"] = f"{name} is down"
-                    return result
+                    return NodeScan(name, reachable=False, errors={"node": f"{name} is down"})
                 session = await provider.session(name)
-                ctx = PluginContext(None, cluster, self.clock, self.data_dir)
-                for binding in bindings:
-                    try:
-                        found = await binding.plugin.create_updater(session, binding.args, ctx).scan()
-                    except CauError as exc:
-                        result.errors[binding.name] = str(exc)
-                        if profile.stop_on_plugin_failure:
-                            break
-                        continue
-                    result.updates.extend(found.updates)
-                    result.held.extend(found.held)
-                    result.restart_pending = result.restart_pending or found.restart_pending
-                return result
+
+                async def updater(plugin: str) -> NodeUpdater:
+                    binding = bindings[plugin]
+                    return binding.plugin.create_updater(session, binding.args, ctx)
+
+                found = await scan_plugins(
+                    list(bindings),
+                    updater,
+                    serially=profile.run_plugins_serially,
+                    stop_on_failure=profile.stop_on_plugin_failure,
+                )
+                return NodeScan(
+                    name,
+                    updates=[u for ups in found.updates.values() for u in ups],
+                    held=[h for hs in found.held.values() for h in hs],
+                    restart_pending=found.restart_pending,
+                    errors=found.errors,
+                )
 
             return list(await asyncio.gather(*(scan_node(n) for n in snapshot.node_names)))
         finally:
@@ -229,7 +262,7 @@ class Service:
         force_recovery: bool = False,
         provider_overrides: dict[str, Any] | None = None,
         on_event: EventListener | None = None,
-        on_coordinator: Callable[[Coordinator], None] | None = None,
+        on_coordinator: Callable[[Coordinator], Awaitable[None]] | None = None,
         on_notice: Callable[[str], None] | None = None,
         profile_given: bool = False,
         owner_label: str = "cau run",  # how `cau status` names this coordinator (e.g. "cau serve")
@@ -237,9 +270,9 @@ class Service:
         notice = on_notice or (lambda _msg: None)
         store = self.store
         provider = self.open_provider(cluster, overrides=provider_overrides)
-        owner = LockOwner.this_process(owner_label)
+        owner = this_process(owner_label)
         try:
-            lock = store.acquire_lock(
+            lock = await store.acquire_lock(
                 cluster,
                 owner,
                 run_id=None,
@@ -250,11 +283,11 @@ class Service:
             try:
                 if lock.recovered_from:
                     notice(f"took over the cluster lock from {lock.recovered_from}")
-                active = store.active_run(cluster)
+                active = await store.active_run(cluster)
                 if active is not None:
                     run_id = active.run_id
                     # The run record holds the profile with its plug-ins resolved, as it started.
-                    profile = RunProfile.model_validate(active.profile)
+                    profile = active.profile
                     bindings = self.bind_plugins(list(profile.plugins or []))
                     notice(f"resuming run {run_id} (started {active.created:%Y-%m-%d %H:%M:%S} UTC)")
                     if profile_given:
@@ -265,9 +298,9 @@ class Service:
                 else:
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
                     run_id = await self._create_run(cluster, provider, profile, bindings)
-                store.set_lock_run(cluster, owner, run_id)
+                await store.set_lock_run(cluster, owner, run_id)
                 if lock.recovered_from:
-                    store.append(
+                    await store.append(
                         run_id,
                         WarningEvent(message=f"cluster lock taken over from {lock.recovered_from}"),
                         self.clock.now(),
@@ -277,7 +310,7 @@ class Service:
                 availability: AvailabilitySource | None = (
                     ProbeMonitor(list(probes), now=self.clock.now) if probes else None
                 )
-                coordinator = Coordinator(
+                coordinator = await Coordinator.load(
                     store=store,
                     run_id=run_id,
                     provider=provider,
@@ -290,10 +323,10 @@ class Service:
                     availability=availability,
                 )
                 if on_coordinator is not None:
-                    on_coordinator(coordinator)
+                    await on_coordinator(coordinator)
                 return await self._execute_with_lease(cluster, owner, coordinator)
             finally:
-                store.release_lock(cluster, owner)
+                await store.release_lock(cluster, owner)
         finally:
             await provider.close()
 
@@ -323,17 +356,17 @@ class Service:
             }
         )
         provider_name = self.config.cluster(cluster).provider
-        self.store.create_run(
+        await self.store.create_run(
             RunRecord(
                 run_id=run_id,
                 cluster=cluster,
                 provider=provider_name,
                 state=RunState.RUNNING,
                 created=now,
-                profile=resolved.model_dump(mode="json"),
+                profile=resolved,
             )
         )
-        self.store.append(run_id, run_created(snapshot, resolved, provider_name), now)
+        await self.store.append(run_id, run_created(snapshot, resolved, provider_name), now)
         return run_id
 
     async def _execute_with_lease(
@@ -346,7 +379,10 @@ class Service:
             nonlocal lost
             while True:
                 await asyncio.sleep(self.lease_seconds / 10)
-                if not self.store.renew_lock(cluster, owner, now=_utcnow(), lease_seconds=self.lease_seconds):
+                renewed = await self.store.renew_lock(
+                    cluster, owner, now=_utcnow(), lease_seconds=self.lease_seconds
+                )
+                if not renewed:
                     lost = True
                     work.cancel()  # another coordinator owns the cluster now: do nothing more
                     return
@@ -386,53 +422,68 @@ class Service:
         finally:
             await provider.close()
 
-    def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
+    async def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
         self.config.cluster(cluster)
-        active = self.store.active_run(cluster)
+        active = await self.store.active_run(cluster)
         if active is None:
             raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
         # A paused or interrupted run records the request too: its resume stops gracefully.
-        self.store.request_stop(active.run_id, by=by, reason=reason)
-        record = self.store.get_run(active.run_id)
+        await self.store.request_stop(active.run_id, by=by, reason=reason)
+        record = await self.store.get_run(active.run_id)
         assert record is not None
         return record
 
-    def run_report(self, run: RunRecord) -> RunReport:
+    async def run_report(self, run: RunRecord) -> RunReport:
         """The saved report of a finished run, or one built now from the journal."""
-        saved = self.store.get_report(run.run_id)
+        saved = await self.store.get_report(run.run_id)
         if saved is not None and run.state is RunState.FINISHED:
-            return RunReport.model_validate(saved)
-        return build_report(run, replay(self.store.events(run.run_id)), now=self.clock.now())
+            return saved
+        return build_report(run, replay(await self.store.events(run.run_id)), now=self.clock.now())
 
-    def status(self, cluster: str) -> ClusterStatus:
+    async def status(self, cluster: str) -> ClusterStatus:
         self.config.cluster(cluster)
-        active = self.store.active_run(cluster)
+        active = await self.store.active_run(cluster)
         run = active
         if run is None:
-            last = self.store.list_runs(ReportQuery(cluster=cluster, last=1))
+            last = await self.store.list_runs(ReportQuery(cluster=cluster, last=1))
             run = last[0] if last else None
-        report = self.run_report(run) if run is not None else None
-        return ClusterStatus(cluster, run, report, self.store.get_lock(cluster), active is not None)
+        report = await self.run_report(run) if run is not None else None
+        lock = await self.store.get_lock(cluster)
+        return ClusterStatus(cluster, run, report, lock, holder_state(lock, _utcnow()), active is not None)
 
-    def runs(self, query: ReportQuery) -> list[RunRecord]:
-        return self.store.list_runs(query)
+    async def driven(self, run: RunRecord) -> bool:
+        """Whether a live coordinator drives this run now."""
+        return driving(await self.store.get_lock(run.cluster), run.run_id, _utcnow())
 
-    def find_run(self, run_id: str) -> RunRecord:
-        matches = self.store.find_runs(run_id)
+    async def runs(self, query: ReportQuery) -> list[RunRecord]:
+        return await self.store.list_runs(query)
+
+    async def active_run(self, cluster: str) -> RunRecord | None:
+        self.config.cluster(cluster)
+        return await self.store.active_run(cluster)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self.store.get_run(run_id)
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]:
+        return await self.store.events(run_id, after_seq)
+
+    async def find_run(self, run_id: str) -> RunRecord:
+        matches = await self.store.find_runs(run_id)
         if not matches:
             raise NotFound(f"no run '{run_id}'")
         if len(matches) > 1 and not any(m.run_id == run_id for m in matches):
             raise NotFound(f"'{run_id}' matches several runs: {', '.join(m.run_id for m in matches)}")
         return next((m for m in matches if m.run_id == run_id), matches[0])
 
-    def _left_in_maintenance(self, cluster: str) -> dict[str, tuple[RunRecord, NodeProgress]]:
+    async def _left_in_maintenance(self, cluster: str) -> dict[str, tuple[RunRecord, NodeProgress]]:
         """Nodes the journal says cau left in maintenance (the newest record per node)."""
         store = self.store
-        runs = store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=50))
+        runs = await store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=50))
         found: dict[str, tuple[RunRecord, NodeProgress]] = {}
         seen: set[str] = set()
         for record in reversed(runs):  # newest first: a node's newest record decides
-            progress = replay(store.events(record.run_id))
+            progress = replay(await store.events(record.run_id))
             for name, entry in progress.nodes.items():
                 if name in seen or entry.status is None:
                     continue
@@ -441,8 +492,8 @@ class Service:
                     found[name] = (record, entry)
         return found
 
-    def _refuse_unfinished(self, cluster: str) -> None:
-        active = self.store.active_run(cluster)
+    async def _refuse_unfinished(self, cluster: str) -> None:
+        active = await self.store.active_run(cluster)
         if active is not None:
             raise PreflightError(
                 f"run {active.run_id} on '{cluster}' is not finished: it undoes what it left itself",
@@ -455,11 +506,11 @@ class Service:
         in the cluster for that node (found by looking: e.g. constraints of a lost coordinator).
         Refuses when there is neither: it only undoes what cau did."""
         self.config.cluster(cluster)
-        found = self._left_in_maintenance(cluster).get(node)
+        found = (await self._left_in_maintenance(cluster)).get(node)
         provider = self.open_provider(cluster)
-        owner = LockOwner.this_process("cau node resume")
+        owner = this_process("cau node resume")
         try:
-            self.store.acquire_lock(
+            await self.store.acquire_lock(
                 cluster,
                 owner,
                 run_id=found[0].run_id if found else None,
@@ -467,7 +518,7 @@ class Service:
                 lease_seconds=self.lease_seconds,
             )
             try:
-                self._refuse_unfinished(cluster)
+                await self._refuse_unfinished(cluster)
                 left = await provider.leftovers(node) if isinstance(provider, CleansUp) else []
                 if found is None and not left:
                     raise NotFound(
@@ -482,10 +533,10 @@ class Service:
                     result.roles_failed_back = await self._resume_recorded(provider, record, entry, by=by)
                 if isinstance(provider, CleansUp):
                     result.cleaned, result.waiting = await provider.clean_up(node)
-                    self._note_cleanup(cluster, result.cleaned, by=by)
+                    await self._note_cleanup(cluster, result.cleaned, by=by)
                 return result
             finally:
-                self.store.release_lock(cluster, owner)
+                await self.store.release_lock(cluster, owner)
         finally:
             await provider.close()
 
@@ -494,15 +545,15 @@ class Service:
         (once they are back), then whatever the provider finds of cau's by looking."""
         self.config.cluster(cluster)
         provider = self.open_provider(cluster)
-        owner = LockOwner.this_process("cau cleanup")
+        owner = this_process("cau cleanup")
         try:
-            self.store.acquire_lock(
+            await self.store.acquire_lock(
                 cluster, owner, run_id=None, now=_utcnow(), lease_seconds=self.lease_seconds
             )
             try:
-                self._refuse_unfinished(cluster)
+                await self._refuse_unfinished(cluster)
                 result = Cleanup(cluster=cluster)
-                for node, (record, entry) in sorted(self._left_in_maintenance(cluster).items()):
+                for node, (record, entry) in sorted((await self._left_in_maintenance(cluster)).items()):
                     if await provider.boot_id(node) is None:
                         result.waiting.append(f"{node} is still down and stays in maintenance")
                         continue
@@ -513,26 +564,23 @@ class Service:
                     )
                 if isinstance(provider, CleansUp):
                     done, waiting = await provider.clean_up(None)
-                    self._note_cleanup(cluster, done, by=by)
+                    await self._note_cleanup(cluster, done, by=by)
                     result.done += done
                     result.waiting += waiting
                 return result
             finally:
-                self.store.release_lock(cluster, owner)
+                await self.store.release_lock(cluster, owner)
         finally:
             await provider.close()
 
-    def _note_cleanup(self, cluster: str, done: list[str], *, by: str) -> None:
+    async def _note_cleanup(self, cluster: str, done: list[str], *, by: str) -> None:
         """What a clean-up removed, in the journal of the cluster's last run (its history)."""
         if not done:
             return
-        last = self.store.list_runs(ReportQuery(cluster=cluster, last=1))
+        last = await self.store.list_runs(ReportQuery(cluster=cluster, last=1))
         if last:
-            self.store.append(
-                last[0].run_id,
-                WarningEvent(message=f"cleaned up by {by}: " + "; ".join(done)),
-                self.clock.now(),
-            )
+            note = WarningEvent(message=f"cleaned up by {by}: " + "; ".join(done))
+            await self.store.append(last[0].run_id, note, self.clock.now())
 
     async def _resume_recorded(
         self, provider: ClusterProvider, record: RunRecord, entry: NodeProgress, *, by: str
@@ -547,7 +595,7 @@ class Service:
             run_id=record.run_id,
             cluster=record.cluster,
             provider=provider,
-            profile=RunProfile.model_validate(record.profile),
+            profile=record.profile,
             clock=self.clock,
             data_dir=self.data_dir,
             node=node,
@@ -559,16 +607,11 @@ class Service:
                 f"(see `cau report {record.cluster} --run {record.run_id}`)",
                 hint="fix the cause, then run this again",
             )
-        fresh = store.get_run(record.run_id)
+        fresh = await store.get_run(record.run_id)
         assert fresh is not None
-        report = build_report(fresh, replay(store.events(record.run_id)), now=self.clock.now())
-        saved = store.get_report(record.run_id)
+        report = build_report(fresh, replay(await store.events(record.run_id)), now=self.clock.now())
+        saved = await store.get_report(record.run_id)
         if saved is not None:  # keep the measured outages of the original report
-            report = report.model_copy(
-                update={
-                    "outages": RunReport.model_validate(saved).outages,
-                    "availability": RunReport.model_validate(saved).availability,
-                }
-            )
-        store.save_report(record.run_id, report.model_dump(mode="json"))
+            report = report.model_copy(update={"outages": saved.outages, "availability": saved.availability})
+        await store.save_report(record.run_id, report)
         return moved

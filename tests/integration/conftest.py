@@ -62,7 +62,11 @@ class Cau:
 def cau(tmp_path: Path) -> Iterator[Cau]:
     runner = Cau(tmp_path)
     yield runner
-    for proc in runner.procs:  # end what the test started, by PID
+    for i, proc in enumerate(runner.procs):  # end what the test started, by PID
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        # shown by pytest beside a failure: what each background command printed
+        log = tmp_path / f"bg-{i}.log"
+        print(f"--- cau {' '.join(map(str, proc.args[3:]))} (exit {proc.returncode}) ---")
+        print(log.read_text(errors="replace")[-4000:] if log.exists() else "(no output)")

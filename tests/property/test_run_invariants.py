@@ -34,11 +34,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from cau.clock import VirtualClock, VirtualTimeLoop, run_virtual
 from cau.domain.profile import build_profile
 from cau.domain.results import RunState
+from cau.domain.runs import ReportQuery, RunRecord
 from cau.engine.coordinator import RunOutcome
 from cau.errors import NotFound, PreflightError
 from cau.journal.events import EventKind, JournalEvent
 from cau.service import Service
-from cau.store.base import ReportQuery, RunRecord
 
 from .strategies import (
     CLUSTER,
@@ -67,6 +67,11 @@ def paused_detail(events: list[JournalEvent]) -> str:
     return paused[-1].data.get("traceback", "") if paused else ""
 
 
+def journal_listing(events: list[JournalEvent]) -> str:
+    """The journal, one event a line: what a failing example's message shows."""
+    return "\n".join(f"{e.seq:4d} {e.node or '-':4} {e.kind.value} {e.step or ''} {e.flat()}" for e in events)
+
+
 def run_case(case: Case) -> None:
     profile = build_profile(None, case.profile)
     max_parallel = None if profile.max_parallel_nodes == "auto" else int(profile.max_parallel_nodes)
@@ -88,11 +93,11 @@ def run_case(case: Case) -> None:
                     out = None
             state = read_state(data_dir)
             if out is None:
-                assert svc.store.list_runs(ReportQuery(cluster=CLUSTER)) == []
+                assert asyncio.run(svc.store.list_runs(ReportQuery(cluster=CLUSTER))) == []
                 assert check_unchanged(case.spec, state) == []
                 assert observer.restarts == observer.moves == 0
                 return
-            events = svc.store.events(out.run_id)
+            events = asyncio.run(svc.store.events(out.run_id))
         finally:
             svc.close()
     note(f"outcome: {out.state} {out.status} {out.error_id} {out.message}")
@@ -210,14 +215,14 @@ class StopKillResume(RuleBasedStateMachine):
             outcome = task.result()
             assert outcome.state is not RunState.PAUSED, (
                 f"the run paused: {outcome.message}\n"
-                + paused_detail(self.svc.store.events(outcome.run_id) if self.svc else [])
+                + paused_detail(asyncio.run(self.svc.store.events(outcome.run_id)) if self.svc else [])
             )
         # A coordinator killed right after it finished the run leaves a finished run: look.
         assert self.svc is not None
         ids = self.observer.run_ids
         assert len(ids) <= 1, f"more than one run: {ids}"
         if ids:
-            record = self.svc.store.get_run(next(iter(ids)))
+            record = asyncio.run(self.svc.store.get_run(next(iter(ids))))
             if record is not None and record.state is RunState.FINISHED:
                 self.record = record
 
@@ -249,7 +254,7 @@ class StopKillResume(RuleBasedStateMachine):
         assert self.svc is not None
         if not self.finished:
             with contextlib.suppress(NotFound):  # the run may not exist yet
-                self.svc.stop(CLUSTER, by=by, reason="property test")
+                asyncio.run(self.svc.stop(CLUSTER, by=by, reason="property test"))
 
     @rule(events=st.integers(1, 25))
     def kill_after(self, events: int) -> None:
@@ -322,11 +327,13 @@ class StopKillResume(RuleBasedStateMachine):
             return
         record = self.record
         assert record is not None
-        events = self.svc.store.events(record.run_id)
+        events = asyncio.run(self.svc.store.events(record.run_id))
         event(f"run {record.status} {record.error_id or ''}".strip())
         note(f"outcome: {record.state} {record.status} {record.error_id} kills={self.kills}")
         assert record.state is RunState.FINISHED, paused_detail(events)
-        assert self.svc.store.get_report(record.run_id) is not None, "a finished run without its report"
+        assert asyncio.run(self.svc.store.get_report(record.run_id)) is not None, (
+            "a finished run without its report"
+        )
         coordinators = [e for e in events if e.kind is EventKind.COORDINATOR]
         assert len(coordinators) <= self.starts
         problems = (
@@ -340,7 +347,7 @@ class StopKillResume(RuleBasedStateMachine):
                 if k > 1
             ]
         )
-        assert problems == [], "\n".join(problems)
+        assert problems == [], "\n".join(problems) + "\n" + journal_listing(events)
 
 
 StopKillResume.TestCase.settings = settings(

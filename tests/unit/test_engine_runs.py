@@ -202,7 +202,7 @@ def test_node_already_in_maintenance_is_refused_by_default(tmp_path: Path) -> No
         with pytest.raises(PreflightError, match="n2 already in maintenance") as err:
             await svc.run("c1", build_profile(None, {}))
         assert "nothing was changed" in (err.value.hint or "")
-        assert svc.store.active_run("c1") is None and svc.store.get_lock("c1") is None
+        assert await svc.store.active_run("c1") is None and await svc.store.get_lock("c1") is None
         svc.close()
 
     run_virtual(main())
@@ -296,7 +296,7 @@ def test_operator_stop_finishes_the_node_in_hand(tmp_path: Path) -> None:
 
         async def stopper() -> None:
             await asyncio.sleep(100)  # n1 is mid-way: installing or restarting
-            svc.stop("c1", by="tester", reason="change freeze")
+            await svc.stop("c1", by="tester", reason="change freeze")
 
         task = asyncio.ensure_future(stopper())
         out = await svc.run("c1", build_profile(None, {}))
@@ -441,7 +441,7 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
     run_id = resumed.run_id
     assert run_id == done.outcome.run_id and resumed.roles_failed_back == ["web"]
     svc = Service(tmp_path, config)
-    report = svc.run_report(svc.find_run(run_id))
+    report = asyncio.run(svc.run_report(asyncio.run(svc.find_run(run_id))))
     svc.close()
     assert not next(n for n in report.nodes if n.name == "n1").left_in_maintenance
     assert any("taken out of maintenance by tester" in w for w in report.warnings)

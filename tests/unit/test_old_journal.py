@@ -10,24 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from cau.domain.runs import ReportQuery
 from cau.journal.events import EVENT_SCHEMA, EventKind, RunCreated, StepIntent, StepOutcome
 from cau.journal.progress import replay
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
-from cau.store.base import SCHEMA_VERSION, ReportQuery
-from cau.store.sqlite import SqliteStore
+from cau.store.sqlite import SCHEMA_VERSION, SqliteFile
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "journal" / "release-5b9c0de.cau.db"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
+def store(tmp_path: Path) -> SqliteFile:
     path = tmp_path / "cau.db"
     shutil.copy(FIXTURE, path)
-    return SqliteStore(path)
+    return SqliteFile(path)  # the file the async store delegates to
 
 
-def test_the_old_store_is_migrated_and_its_events_keep_their_schema(store: SqliteStore) -> None:
+def test_the_old_store_is_migrated_and_its_events_keep_their_schema(store: SqliteFile) -> None:
     db = store.connection
     assert (
         int(db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) == SCHEMA_VERSION
@@ -50,7 +50,7 @@ def test_the_old_store_is_migrated_and_its_events_keep_their_schema(store: Sqlit
         assert steps and all(p.key for p in steps)
 
 
-def test_new_events_appended_to_an_old_journal_carry_the_new_schema(store: SqliteStore) -> None:
+def test_new_events_appended_to_an_old_journal_carry_the_new_schema(store: SqliteFile) -> None:
     from datetime import UTC, datetime
 
     from cau.journal.events import WarningEvent
@@ -65,7 +65,7 @@ def test_new_events_appended_to_an_old_journal_carry_the_new_schema(store: Sqlit
 
 
 @pytest.mark.parametrize("cluster", ["sandbox", "faulty", "probed", "rackp"])
-def test_each_old_run_replays_into_the_report_the_old_release_saved(store: SqliteStore, cluster: str) -> None:
+def test_each_old_run_replays_into_the_report_the_old_release_saved(store: SqliteFile, cluster: str) -> None:
     (run,) = store.list_runs(ReportQuery(cluster=cluster))
     saved = store.get_report(run.run_id)
     assert saved is not None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cau.domain.results import RunState, Status
+from cau.domain.runs import RunRecord
 from cau.journal.events import EventKind, JournalEvent, load_payload
 from cau.journal.progress import replay
 from cau.ports import RoleOutage
@@ -17,7 +18,6 @@ from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.reports.render_csv import render_csv
 from cau.reports.render_html import render_html
-from cau.store.base import RunRecord
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 

@@ -76,7 +76,7 @@ def _event_count(tmp: Path, config: Path) -> int:
     async def main() -> int:
         svc = _svc(tmp, config, 2)
         out = await svc.run("c1", build_profile(None, {}))
-        n = len(svc.store.events(out.run_id))
+        n = len(await svc.store.events(out.run_id))
         svc.close()
         return n
 
@@ -93,6 +93,9 @@ def test_resume_after_interruption_at_every_journal_event(tmp_path: Path) -> Non
         first = _interrupted_run(home, config, cut)
         if first is None:
             continue
+        svc = Service(home)
+        journal_ended = any(e.kind is EventKind.RUN_FINISHED for e in asyncio.run(svc.store.events(first)))
+        svc.close()
         done = _resume(home, config)
         report = done.report
         where = f"interrupted after event {cut}"
@@ -117,13 +120,14 @@ def test_resume_after_interruption_at_every_journal_event(tmp_path: Path) -> Non
         assert begun == ended, (where, sorted(begun - ended))
         if done.outcome.run_id == first:
             coordinators = [e for e in done.events if e.kind is EventKind.COORDINATOR]
-            assert len(coordinators) == 2, where
+            # a journal that already ended is only saved (record and report), not run again
+            assert len(coordinators) == (1 if journal_ended else 2), where
         else:
             # interrupted after it had finished: that run is complete, with its report
             svc = Service(home)
-            record = svc.store.get_run(first)
+            record = asyncio.run(svc.store.get_run(first))
             assert record is not None and record.status is not None, where
-            assert svc.store.get_report(first) is not None, where
+            assert asyncio.run(svc.store.get_report(first)) is not None, where
             svc.close()
 
 
@@ -171,10 +175,69 @@ def test_a_stop_requested_while_no_coordinator_runs_takes_effect_on_resume(tmp_p
     first = _interrupted_run(tmp_path, config, 30)  # n1 is in the middle of its update
     assert first is not None
     svc = _svc(tmp_path, config, 3)
-    svc.stop("c1", by="tester", reason="maintenance window closed")
+    asyncio.run(svc.stop("c1", by="tester", reason="maintenance window closed"))
     svc.close()
     done = _resume(tmp_path, config)
     assert done.outcome.run_id == first
     assert done.report.status == "Canceled" and "maintenance window closed" in (done.report.message or "")
     assert not any(n["in_maintenance"] for n in done.state["nodes"].values())
     assert [n.status for n in done.report.nodes][1:] == ["Canceled", "Canceled"]
+
+
+def test_nodes_canceled_before_starting_stay_finished_across_a_resume(tmp_path: Path) -> None:
+    # A stopped run cancels the nodes it never started, one journal event each; a coordinator
+    # killed among those events must not cancel them a second time when the run resumes.
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+    first = _interrupted_run(tmp_path, config, 30)
+    assert first is not None
+    svc = _svc(tmp_path, config, 3)
+    asyncio.run(svc.stop("c1", by="tester", reason="window closed"))
+    svc.close()
+
+    async def killed_after_n2_is_canceled() -> None:
+        svc = _svc(tmp_path, config, 3)
+        me = asyncio.current_task()
+
+        def on_event(ev: Any) -> None:
+            if ev.kind is EventKind.NODE_FINISHED and ev.node == "n2" and me is not None:
+                me.cancel()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await svc.run("c1", build_profile(None, {}), on_event=on_event)
+        svc.close()
+
+    run_virtual(killed_after_n2_is_canceled())
+    done = _resume(tmp_path, config)
+    assert done.outcome.run_id == first
+    finished_nodes = [e.node for e in done.events if e.kind is EventKind.NODE_FINISHED]
+    assert sorted(finished_nodes) == ["n1", "n2", "n3"]
+    assert done.report.status == "Canceled"
+
+
+def test_the_first_reason_to_stop_stays_the_reason_after_a_resume(tmp_path: Path) -> None:
+    # The failure budget stopped the run; its coordinator died; an operator then asked it to stop
+    # too. The resumed run ends Failed for the budget, not Canceled by the operator.
+    bad = [{"id": "bad", "install_seconds": 5, "fail_installs": {"*": 9}}]
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=bad))
+    profile = build_profile(None, {"max_failed_nodes": 0, "max_retries_per_node": 0})
+
+    async def killed_once_the_budget_stops_it() -> None:
+        svc = _svc(tmp_path, config, 2)
+        me = asyncio.current_task()
+
+        def on_event(ev: Any) -> None:
+            if ev.kind is EventKind.STOP_REQUESTED and me is not None:
+                me.cancel()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await svc.run("c1", profile, on_event=on_event)
+        svc.close()
+
+    run_virtual(killed_once_the_budget_stops_it())
+    svc = _svc(tmp_path, config, 3)
+    asyncio.run(svc.stop("c1", by="tester", reason="going home"))
+    svc.close()
+    done = _resume(tmp_path, config)
+    assert (done.report.status, done.report.error_id) == ("Failed", "MaxFailedNodesExceeded")
+    stops = [e for e in done.events if e.kind is EventKind.STOP_REQUESTED]
+    assert [s.data["error_id"] for s in stops] == ["MaxFailedNodesExceeded"]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from cau.service import Service
-from cau.store.access import AccessStore, Role
+from cau.store.access import Role
 from cau.web.app import create_app
 from tests.support import spec, write_cluster
 
@@ -69,7 +69,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     write_cluster(tmp_path, quick_spec(2000), name="quick")
     config = write_cluster(tmp_path, quick_spec(60), name="slow")
     svc = Service(tmp_path / "data", config)
-    access = AccessStore(svc.store)
+    access = svc.access
     tokens = {role.value: access.create_token(f"test-{role.value}", role, by="test")[1] for role in Role}
     loop = asyncio.new_event_loop()
     api = Api(svc, create_app(svc), tokens, loop)

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from cau.store.access import AccessStore, Role
-from cau.store.base import SCHEMA_VERSION
-from cau.store.sqlite import SqliteStore
+from cau.store.sqlite import SCHEMA_VERSION, SqliteFile
 from tests.web.conftest import Api
 
 # (method, path, the least role allowed, a body that is harmless or invalid when allowed)
@@ -369,7 +368,7 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
         "INSERT INTO meta VALUES ('schema_version', '1');"
     )
     db.close()
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     access = AccessStore(store)
     _, secret = access.create_token("t", Role.ADMIN, by="test")
     assert access.check_token(secret) is not None

@@ -198,7 +198,7 @@ class Lab:
         access.write_known_hosts(cfg, keys)
         t = self._step("old packages installed, host keys read", t)
 
-        self._parallel(lambda n: hosts.wait_ssh(cfg, n, timeout=30))
+        self._parallel(lambda n: hosts.wait_ssh(cfg, n, timeout=60))
         self._parallel(self._check_login)
         t = self._step("ssh", t)
         if cfg.pacemaker:

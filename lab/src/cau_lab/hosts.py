@@ -259,7 +259,26 @@ def ssh_banner(address: str, timeout: float = 1.0) -> bool:
 def wait_ssh(cfg: LabConfig, node: str, timeout: float = 60) -> None:
     address = cfg.address(node)
     if not wait_until(lambda: ssh_banner(address, 0.5), timeout=timeout, interval=0.05):
-        raise LabError(f"{node}: sshd on {address} does not answer after {timeout:g} s")
+        raise LabError(
+            f"{node}: sshd on {address} does not answer after {timeout:g} s; " + _ssh_diagnosis(cfg, node),
+            hint=f"see {cfg.host_dir(node) / 'console.log'} and the host's /var/log/lab/ssh.log",
+        )
+
+
+def _ssh_diagnosis(cfg: LabConfig, node: str) -> str:
+    """What the host itself says about its sshd: is it running, listening, what did it print."""
+    try:
+        out = exec_in(
+            cfg,
+            node,
+            "pgrep -a sshd | head -3; ip -brief address | grep -v '^lo'; ss -ltn | grep ':22 ';"
+            " tail -n 5 /var/log/lab/ssh.log",
+            timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired, LabError) as exc:
+        return f"the host could not be asked ({exc})"
+    lines = [x.strip() for x in (out.stdout + out.stderr).splitlines() if x.strip()]
+    return "in the host: " + (" | ".join(lines[-10:]) or "no sshd, no listener, no log")
 
 
 # --- console -----------------------------------------------------------------------------------

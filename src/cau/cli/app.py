@@ -32,12 +32,14 @@ from cau.config import default_data_dir
 from cau.domain.durations import format_duration
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState
+from cau.domain.runs import ReportQuery, RunRecord
 from cau.engine.coordinator import Coordinator
 from cau.errors import CauError, ConfigError
 from cau.journal.events import JournalEvent
+from cau.journal.progress import apply, replay
+from cau.lease import Holder
 from cau.reports.model import RunReport
 from cau.service import Service
-from cau.store.base import ReportQuery
 
 app = typer.Typer(
     name="cau",
@@ -298,7 +300,13 @@ def _run_with_signals(
     hand is finished or brought back), the second abandons at once (the run stays resumable)."""
     coordinators: list[Coordinator] = []
     live = console.is_terminal and not json_out
-    watcher = RunWatcher(console, load_record=svc.store.get_run, load_events=svc.store.events, live=live)
+    watcher = RunWatcher(console, live=live)
+
+    async def on_coordinator(coordinator: Coordinator) -> None:
+        coordinators.append(coordinator)
+        record = await svc.get_run(coordinator.run_id)
+        if record is not None:
+            watcher.attach(record, coordinator.progress)  # the coordinator keeps it up to date
 
     def on_event(ev: JournalEvent) -> None:
         if not json_out:
@@ -335,7 +343,7 @@ def _run_with_signals(
                 force_recovery=force_recovery,
                 provider_overrides=provider_overrides,
                 on_event=on_event,
-                on_coordinator=coordinators.append,
+                on_coordinator=on_coordinator,
                 on_notice=notice,
                 profile_given=profile_given,
             )
@@ -442,7 +450,7 @@ def status(
     json_out = output is OutputFormat.JSON
     svc = _state(ctx).service()
     with reported(json_out):
-        st = svc.status(cluster)
+        st = asyncio.run(svc.status(cluster))
     if json_out:
         lock = st.lock
         _print_json(
@@ -456,7 +464,7 @@ def status(
                     "run_id": lock.run_id,
                     "acquired": lock.acquired.isoformat(),
                     "lease_expires": lock.lease_expires.isoformat(),
-                    "owner_alive": not lock.owner.provably_dead(),
+                    "owner_alive": st.holder is Holder.ALIVE,
                 },
                 "run": st.report.model_dump(mode="json") if (st.report and st.active) else None,
                 "last_run": st.report.model_dump(mode="json") if (st.report and not st.active) else None,
@@ -473,8 +481,7 @@ def status(
             )
         return
     assert st.run is not None and st.report is not None
-    alive = st.lock is not None and not st.lock.owner.provably_dead()
-    if st.lock is not None and alive:
+    if st.lock is not None and st.driven:
         owner, until = escape(str(st.lock.owner)), when(st.lock.lease_expires)
         console.print(f"[dim]coordinator: {owner}, lease until {until} UTC[/]")
     elif st.run.state is RunState.RUNNING:
@@ -495,25 +502,31 @@ def status(
 
 
 def _watch(svc: Service, run_id: str, console: Console) -> None:
-    watcher = RunWatcher(
-        console, load_record=svc.store.get_run, load_events=svc.store.events, live=console.is_terminal
-    )
-    seen = 0
+    watcher = RunWatcher(console, live=console.is_terminal)
+
+    async def follow() -> RunRecord | None:
+        record = await svc.get_run(run_id)
+        if record is None:
+            return None
+        progress = replay(await svc.events(run_id))
+        watcher.attach(record, progress)
+        while True:
+            for ev in await svc.events(run_id, after_seq=progress.last_seq):
+                apply(progress, ev)
+                watcher.feed(ev)
+            record = await svc.get_run(run_id)
+            if record is None or record.state is not RunState.RUNNING:
+                return record
+            watcher.attach(record, progress)
+            await asyncio.sleep(0.5)
+
     try:
         with watcher:
-            while True:
-                for ev in svc.store.events(run_id, after_seq=seen):
-                    watcher.feed(ev)
-                    seen = ev.seq
-                record = svc.store.get_run(run_id)
-                if record is None or record.state is not RunState.RUNNING:
-                    break
-                time.sleep(0.5)
+            record = asyncio.run(follow())
     except KeyboardInterrupt:
         return
-    record = svc.store.get_run(run_id)
     if record is not None:
-        console.print(run_summary(svc.run_report(record)))
+        console.print(run_summary(asyncio.run(svc.run_report(record))))
 
 
 @app.command()
@@ -532,15 +545,14 @@ def stop(
 
     by = f"{getpass.getuser()}@{socket.gethostname()}"
     with reported(json_out):
-        record = svc.stop(cluster, by=by, reason=reason)
+        record = asyncio.run(svc.stop(cluster, by=by, reason=reason))
 
     def coordinator_alive() -> bool:
-        lock = svc.store.get_lock(cluster)
-        return lock is not None and not lock.owner.provably_dead()
+        return asyncio.run(svc.driven(record))
 
     final = None
     while wait:
-        current = svc.store.get_run(record.run_id)
+        current = asyncio.run(svc.get_run(record.run_id))
         if current is None or current.state is not RunState.RUNNING:
             final = current if current is not None and current.state is RunState.FINISHED else None
             break
@@ -606,10 +618,11 @@ def report(
         fmt = ReportFormat.JSON
     json_out = fmt is ReportFormat.JSON
     svc = _state(ctx).service()
-    with reported(json_out):
+
+    async def load() -> list[RunReport]:
         svc.config.cluster(cluster)
         if run_id:
-            records = [svc.find_run(run_id)]
+            records = [await svc.find_run(run_id)]
         else:
             query = ReportQuery(
                 cluster=cluster,
@@ -617,8 +630,11 @@ def report(
                 until=_parse_date(until, "--until"),
                 last=1 if last else None,
             )
-            records = svc.runs(query)
-        reports = [svc.run_report(r) for r in records]
+            records = await svc.runs(query)
+        return [await svc.run_report(r) for r in records]
+
+    with reported(json_out):
+        reports = asyncio.run(load())
     text = _render_reports(reports, fmt, detailed, availability=availability)
     if out_file is not None:
         out_file.write_text(text if isinstance(text, str) else "", encoding="utf-8")
@@ -863,7 +879,7 @@ def sandbox_reset(
     svc = _state(ctx).service()
     with reported(output is OutputFormat.JSON):
         _sandbox(svc, cluster)
-        active = svc.store.active_run(cluster)
+        active = asyncio.run(svc.active_run(cluster))
         if active is not None:
             raise CauError(
                 f"run {active.run_id} is not finished on '{cluster}'",

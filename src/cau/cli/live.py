@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.console import Console, Group, RenderableType
@@ -11,6 +10,7 @@ from rich.live import Live
 from rich.text import Text
 
 from cau.cli.render_text import STEP_LABEL, nodes_table, run_headline
+from cau.domain.runs import RunRecord
 from cau.journal.events import (
     Coordinator,
     EnterIntent,
@@ -32,9 +32,8 @@ from cau.journal.events import (
     Waiting,
     WarningEvent,
 )
-from cau.journal.progress import RunProgress, apply, replay
+from cau.journal.progress import RunProgress
 from cau.reports.build import build_report
-from cau.store.base import RunRecord
 
 
 def describe(ev: JournalEvent) -> str | None:
@@ -84,24 +83,21 @@ def describe(ev: JournalEvent) -> str | None:
 
 
 class RunWatcher:
-    """Consumes a run's journal events and shows them."""
+    """Shows a run's journal events as they come: the progress table on a terminal (rebuilt from
+    the run's progress, which the coordinator or the caller keeps up to date), a line each
+    otherwise."""
 
-    def __init__(
-        self,
-        console: Console,
-        *,
-        load_record: Callable[[str], RunRecord | None],
-        load_events: Callable[[str], list[JournalEvent]],
-        live: bool,
-    ) -> None:
+    def __init__(self, console: Console, *, live: bool) -> None:
         self.console = console
-        self._load_record = load_record
-        self._load_events = load_events
         self._live_mode = live
         self._live: Live | None = None
         self.progress: RunProgress | None = None
         self.record: RunRecord | None = None
         self._recent: deque[str] = deque(maxlen=6)
+
+    def attach(self, record: RunRecord, progress: RunProgress) -> None:
+        """The run to show and its progress (kept up to date by whoever reads its journal)."""
+        self.record, self.progress = record, progress
 
     def __enter__(self) -> RunWatcher:
         if self._live_mode:
@@ -122,11 +118,6 @@ class RunWatcher:
             self._live = None
 
     def feed(self, ev: JournalEvent) -> None:
-        if self.progress is None or self.progress.run_id != ev.run_id:
-            self.record = self._load_record(ev.run_id)
-            self.progress = replay(self._load_events(ev.run_id))
-        elif ev.seq > self.progress.last_seq:
-            apply(self.progress, ev)
         line = describe(ev)
         if line is None:
             return

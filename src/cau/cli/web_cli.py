@@ -16,7 +16,7 @@ from rich.console import Console
 from cau.cli.errors import reported
 from cau.config import default_data_dir
 from cau.service import Service
-from cau.store.access import AccessStore, Role
+from cau.store.access import Role
 
 token_app = typer.Typer(help="API tokens for the REST API and the dashboard.", no_args_is_help=True)
 user_app = typer.Typer(help="Names with a password, for signing in to the dashboard.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def token_create(
     """Create an API token. Its secret is printed this once; only a hash of it is kept."""
     svc = _service(ctx)
     with reported(output == "json"):
-        access = AccessStore(svc.store)
+        access = svc.access
         info, secret = access.create_token(name or role.value, role, by=_operator())
         access.audit(_operator(), "token.create", info.token_id, {"name": info.name, "role": role.value})
     if output == "json":
@@ -63,7 +63,7 @@ def token_list(ctx: typer.Context) -> None:
     """The tokens (never their secrets)."""
     svc = _service(ctx)
     with reported(False):
-        tokens = AccessStore(svc.store).list_tokens()
+        tokens = svc.access.list_tokens()
     console = Console()
     for t in tokens:
         state = f"revoked {t.revoked:%Y-%m-%d %H:%M}" if t.revoked else "active"
@@ -76,7 +76,7 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument()])
     """Revoke a token by id (`cau token list`)."""
     svc = _service(ctx)
     with reported(False):
-        access = AccessStore(svc.store)
+        access = svc.access
         if not access.revoke_token(token_id):
             from cau.errors import NotFound
 
@@ -105,7 +105,7 @@ def user_password(
         raise typer.BadParameter("a password needs at least 12 characters")
     svc = _service(ctx)
     with reported(False):
-        access = AccessStore(svc.store)
+        access = svc.access
         access.set_password(name, role, password)
         access.audit(_operator(), "user.password", name, {"role": role.value})
     Console().print(f"password set for {name} ({role.value})")

@@ -48,7 +48,11 @@ class ErrorId(StrEnum):
     STOP_AFTER_EXCEEDED = "StopAfterExceeded"
     UPDATES_REMAINING = "UpdatesRemaining"
     INTERNAL_ERROR = "InternalError"
+    STORE_UNAVAILABLE = "StoreUnavailable"  # the journal could not be written: the run pauses
 
+
+# Why a run pauses (a closed list): `cau run` resumes it once the cause is fixed.
+PAUSE_REASONS = frozenset({ErrorId.INTERNAL_ERROR, ErrorId.STORE_UNAVAILABLE})
 
 # Errors that mean the node itself failed: whatever was installed before, the node is Failed.
 NODE_FATAL_ERRORS = frozenset(

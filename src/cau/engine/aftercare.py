@@ -10,10 +10,10 @@ from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding, prior_from_record
+from cau.engine.writer import JournalWriter
 from cau.journal.events import EventPayload, JournalEvent, WarningEvent
-from cau.journal.progress import NodeProgress, RunProgress, apply, replay
-from cau.ports import Clock, ClusterProvider
-from cau.store.base import Store
+from cau.journal.progress import NodeProgress, RunProgress, replay
+from cau.ports import Clock, ClusterProvider, Store
 
 
 @dataclass
@@ -29,15 +29,18 @@ class _AfterRun:
     data_dir: Path
     progress: RunProgress
     gate: MaintenanceGate = field(init=False)
+    writer: JournalWriter = field(init=False)
     plugins: list[PluginBinding] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.gate = MaintenanceGate(self.provider, self.profile.move, lambda _n, _a: None)
+        self.writer = JournalWriter(self.store, self.run_id, self.clock, self.progress)
 
-    def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
-        event = self.store.append(self.run_id, payload, self.clock.now(), node=node)
-        apply(self.progress, event)
-        return event
+    async def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
+        return await self.writer.record(payload, node=node)
+
+    def note(self, payload: EventPayload, *, node: str | None = None) -> None:
+        self.writer.note(payload, node=node)
 
     @property
     def stop_reason(self) -> ErrorId | None:
@@ -62,21 +65,24 @@ async def take_out_of_maintenance(
     """Leave the maintenance run `run_id` left `node` in, using the prior state it recorded, and
     fail its roles back per the run's failback mode. The roles moved back, or None when the node
     could not leave maintenance (it stays so, journaled)."""
-    progress = replay(store.events(run_id))
+    progress = replay(await store.events(run_id))
     ctx = _AfterRun(run_id, cluster, provider, profile, clock, store, data_dir, progress)
     entry = progress.node(node)
     run = NodeRun(ctx, node)
     prior = prior_from_record(node, entry.prior)
-    if not await run.exit(prior, by=by):
-        return None
-    moved = await run.failback(prior)
-    if entry.result is not None:
-        ctx.journal(entry.result.model_copy(update={"left_in_maintenance": False}), node=node)
-    ctx.journal(
-        WarningEvent(
-            message=f"{node}: taken out of maintenance by {by} (`cau node resume`); "
-            f"roles failed back: {', '.join(moved) or 'none'}"
-        ),
-        node=node,
-    )
-    return moved
+    try:
+        if not await run.exit(prior, by=by):
+            return None
+        moved = await run.failback(prior)
+        if entry.result is not None:
+            await ctx.journal(entry.result.model_copy(update={"left_in_maintenance": False}), node=node)
+        await ctx.journal(
+            WarningEvent(
+                message=f"{node}: taken out of maintenance by {by} (`cau node resume`); "
+                f"roles failed back: {', '.join(moved) or 'none'}"
+            ),
+            node=node,
+        )
+        return moved
+    finally:
+        await ctx.writer.close()

@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cau.domain.planning import Admission, may_start
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
-from cau.engine.crash import CrashPoint
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding
+from cau.engine.writer import EventListener, JournalWriter
 from cau.journal.events import Coordinator as CoordinatorTook
 from cau.journal.events import (
     EventPayload,
@@ -34,13 +33,12 @@ from cau.journal.events import (
     StopRequested,
     WarningEvent,
 )
-from cau.journal.progress import NodeProgress, apply, replay
-from cau.ports import AvailabilitySource, Clock, ClusterProvider, ReportsAvailability
+from cau.journal.progress import NodeProgress, RunProgress, replay
+from cau.ports import AvailabilitySource, Clock, ClusterProvider, ReportsAvailability, Store
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
-from cau.store.base import Store
 
-EventListener = Callable[[JournalEvent], None]
+__all__ = ["Coordinator", "EventListener", "RunOutcome"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +52,47 @@ class RunOutcome:
 
 
 class Coordinator:
+    """Build it with `await Coordinator.load(...)` (it replays the run's journal)."""
+
+    @classmethod
+    async def load(
+        cls,
+        *,
+        store: Store,
+        run_id: str,
+        provider: ClusterProvider,
+        plugins: list[PluginBinding],
+        profile: RunProfile,
+        clock: Clock,
+        owner: str,
+        data_dir: Path,
+        on_event: EventListener | None = None,
+        poll_seconds: float = 1.0,
+        gate_recheck_seconds: float = 30.0,
+        availability: AvailabilitySource | None = None,
+    ) -> Coordinator:
+        return cls(
+            store=store,
+            run_id=run_id,
+            progress=replay(await store.events(run_id)),
+            provider=provider,
+            plugins=plugins,
+            profile=profile,
+            clock=clock,
+            owner=owner,
+            data_dir=data_dir,
+            on_event=on_event,
+            poll_seconds=poll_seconds,
+            gate_recheck_seconds=gate_recheck_seconds,
+            availability=availability,
+        )
+
     def __init__(
         self,
         *,
         store: Store,
         run_id: str,
+        progress: RunProgress,
         provider: ClusterProvider,
         plugins: list[PluginBinding],
         profile: RunProfile,
@@ -79,10 +113,10 @@ class Coordinator:
         self.clock = clock
         self.owner = owner
         self.data_dir = data_dir
-        self._on_event = on_event
         self._poll = poll_seconds
-        self.progress = replay(store.events(run_id))
+        self.progress = progress
         self.max_failed: int = self.progress.max_failed
+        self.writer = JournalWriter(store, run_id, clock, progress, on_event)
         self.gate = MaintenanceGate(
             provider,
             profile.move,
@@ -90,23 +124,23 @@ class Coordinator:
             gate_recheck_seconds,
             check_health=not profile.allow_unhealthy_cluster,
         )
-        self._stop: tuple[ErrorId, str] | None = None
+        # A resumed run keeps the stop its journal holds: the first reason to stop stays the reason.
+        first = progress.stop
+        self._stop: tuple[ErrorId, str] | None = (first.error_id, first.message) if first else None
         self._warned = False
         self._runs: dict[str, NodeRun] = {}
         self.availability = availability
         self._measuring = False  # the availability source is started and its events journaled
-        self._crash = CrashPoint.from_env()  # tests only: die right after a given journal event
 
     # --- the context the node pipelines use ------------------------------------------------------
 
-    def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
-        event = self.store.append(self.run_id, payload, self.clock.now(), node=node)
-        apply(self.progress, event)
-        if self._crash is not None:
-            self._crash.check(event)
-        if self._on_event is not None:
-            self._on_event(event)
-        return event
+    async def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
+        """Journal a side effect's record: durable when this returns."""
+        return await self.writer.record(payload, node=node)
+
+    def note(self, payload: EventPayload, *, node: str | None = None) -> None:
+        """Journal what is not a side effect (progress, a warning), in order, without waiting."""
+        self.writer.note(payload, node=node)
 
     @property
     def stop_reason(self) -> ErrorId | None:
@@ -125,10 +159,10 @@ class Coordinator:
     def request_stop(self, reason: ErrorId, message: str, *, by: str = "coordinator") -> None:
         if self._stop is None:
             self._stop = (reason, message)
-            self.journal(StopRequested(error_id=reason, message=message, by=by))
+            self.note(StopRequested(error_id=reason, message=message, by=by))
 
-    def _check_limits(self) -> None:
-        record = self.store.get_run(self.run_id)
+    async def _check_limits(self) -> None:
+        record = await self.store.get_run(self.run_id)
         if record is not None and record.stop_requested and self._stop is None:
             by = record.stop_requested_by or "an operator"
             self.request_stop(
@@ -143,7 +177,7 @@ class Coordinator:
         if self.profile.warn_after is not None and elapsed >= self.profile.warn_after and not self._warned:
             self._warned = True
             if not any("has not completed after" in m for _, m in self.progress.warnings):
-                self.journal(
+                self.note(
                     WarningEvent(
                         message=f"the run has not completed after {self.profile.warn_after} (warn_after)"
                     )
@@ -163,9 +197,19 @@ class Coordinator:
     # --- the run -------------------------------------------------------------------------------
 
     async def execute(self) -> RunOutcome:
+        self.writer.start()
+        try:
+            return await self._execute()
+        finally:
+            await self.writer.close()
+
+    async def _execute(self) -> RunOutcome:
+        if self.progress.finished is not None:
+            # A coordinator died between journaling the end and saving it: only the saving is left.
+            return await self._save_finished()
         resumed = any(n.started for n in self.progress.nodes.values())
-        self.journal(CoordinatorTook(owner=self.owner, resumed=resumed))
-        self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
+        await self.journal(CoordinatorTook(owner=self.owner, resumed=resumed))
+        await self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
         await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}
         try:
@@ -179,25 +223,26 @@ class Coordinator:
         except Exception as exc:
             await self._cancel(tasks)
             await self._stop_measuring(record=True)
-            message = f"{type(exc).__name__}: {exc}"
-            self.journal(
-                RunPaused(
-                    error_id=ErrorId.INTERNAL_ERROR,
-                    message=message,
-                    traceback=traceback.format_exc(limit=8)[-4000:],
-                )
-            )
-            self.store.set_run_state(
-                self.run_id, RunState.PAUSED, error_id=ErrorId.INTERNAL_ERROR.value, message=message
-            )
-            return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.INTERNAL_ERROR.value, message, None)
+            return await self._pause(exc)
         return await self._finish()
+
+    async def _pause(self, exc: Exception) -> RunOutcome:
+        """An unexpected error: the run pauses with a reason from a closed list; `cau run` resumes."""
+        failed_write = self.writer.failure
+        reason = ErrorId.STORE_UNAVAILABLE if failed_write is not None else ErrorId.INTERNAL_ERROR
+        message = f"{type(exc).__name__}: {exc}"
+        if failed_write is None:
+            await self.journal(
+                RunPaused(error_id=reason, message=message, traceback=traceback.format_exc(limit=8)[-4000:])
+            )
+        await self.store.set_run_state(self.run_id, RunState.PAUSED, error_id=reason.value, message=message)
+        return RunOutcome(self.run_id, RunState.PAUSED, None, reason.value, message, None)
 
     # --- measured availability (optional) -------------------------------------------------------
 
     def _record_availability(self, event: ProbeEvent) -> None:
         if self._measuring:
-            self.journal(event)
+            self.note(event)
 
     async def _start_measuring(self) -> None:
         if self.availability is None:
@@ -207,7 +252,7 @@ class Coordinator:
             await self.availability.start(self._record_availability)
         except Exception as exc:  # measuring must never break the run
             self._measuring = False
-            self.journal(WarningEvent(message=f"availability probes did not start: {exc}"))
+            self.note(WarningEvent(message=f"availability probes did not start: {exc}"))
 
     async def _stop_measuring(self, *, record: bool) -> None:
         """Stop the probes; with `record`, their final counts reach the journal first."""
@@ -221,7 +266,7 @@ class Coordinator:
                 raise
         except Exception as exc:
             if record:
-                self.journal(WarningEvent(message=f"availability probes did not stop cleanly: {exc}"))
+                self.note(WarningEvent(message=f"availability probes did not stop cleanly: {exc}"))
         finally:
             self._measuring = False
 
@@ -241,12 +286,17 @@ class Coordinator:
                 if node.maintenance_intended:
                     self.gate.hold(name)
                 self._start(name, tasks)
-        pending = [n for n in order if self.progress.nodes[n].started is None]
+        # Not started yet; a node already finished without starting (canceled) stays finished.
+        pending = [
+            n
+            for n in order
+            if self.progress.nodes[n].started is None and self.progress.nodes[n].result is None
+        ]
         max_parallel = (
             None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
         )
         while True:
-            self._check_limits()
+            await self._check_limits()
             while self._stop is None and pending:
                 admission = may_start(
                     in_flight=len(tasks),
@@ -272,7 +322,7 @@ class Coordinator:
         # Nodes never started: canceled before operations began.
         reason = self._stop
         for name in pending:
-            self.journal(
+            await self.journal(
                 NodeFinished(
                     status=Status.CANCELED,
                     error_id=reason[0] if reason else None,
@@ -298,13 +348,8 @@ class Coordinator:
         left = [n.name for n in self.progress.nodes.values() if n.left_in_maintenance]
         if left:
             message = (message + "; " if message else "") + f"left in maintenance: {', '.join(left)}"
-        # The awaits of the finish come first: from here on nothing can interrupt, so a run is
-        # never marked finished without its report.
         await self._stop_measuring(record=True)
-        outages = []
-        if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
-            outages = await self.provider.role_outages(self.progress.created_at, self.clock.now())
-        self.journal(
+        await self.journal(
             RunFinished(
                 status=status,
                 error_id=reason[0] if reason else None,
@@ -312,12 +357,37 @@ class Coordinator:
                 left_in_maintenance=left,
             )
         )
-        now = self.clock.now()
-        self.store.set_run_state(
-            self.run_id, RunState.FINISHED, status=status, finished=now, error_id=error_id, message=message
-        )
-        record = self.store.get_run(self.run_id)
+        return await self._save_finished()
+
+    async def _save_finished(self) -> RunOutcome:
+        """The report, then the run marked finished: a finished run always has its report (a
+        coordinator killed in between leaves the run to a next one, which only saves)."""
+        finished = self.progress.finished
+        assert finished is not None
+        await self.writer.flush()
+        outages = []
+        if isinstance(self.provider, ReportsAvailability) and self.progress.created_at is not None:
+            outages = await self.provider.role_outages(self.progress.created_at, self.clock.now())
+        now = self.progress.finished_at or self.clock.now()
+        record = await self.store.get_run(self.run_id)
         assert record is not None
+        error_id = finished.error_id.value if finished.error_id else None
+        record = replace(
+            record,
+            state=RunState.FINISHED,
+            status=finished.status,
+            finished=now,
+            error_id=error_id,
+            message=finished.message,
+        )
         report = build_report(record, self.progress, now=now, outages=outages)
-        self.store.save_report(self.run_id, report.model_dump(mode="json"))
-        return RunOutcome(self.run_id, RunState.FINISHED, status, error_id, message, report)
+        await self.store.save_report(self.run_id, report)
+        await self.store.set_run_state(
+            self.run_id,
+            RunState.FINISHED,
+            status=finished.status,
+            finished=now,
+            error_id=error_id,
+            message=finished.message,
+        )
+        return RunOutcome(self.run_id, RunState.FINISHED, finished.status, error_id, finished.message, report)

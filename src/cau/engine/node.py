@@ -12,7 +12,6 @@ outcome is used), and a step with an intent but no outcome is re-run in a way th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +24,9 @@ from cau.domain.durations import format_duration
 from cau.domain.planning import Admission
 from cau.domain.profile import DrainPolicy, MoveMethod, RunProfile
 from cau.domain.results import ErrorId, Status, node_status
-from cau.domain.updates import HeldUpdate, ScanResult, Update, UpdateOutcome, UpdateResult
+from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
 from cau.engine.gate import MaintenanceGate, NeverAdmitted
+from cau.engine.scan import scan_plugins
 from cau.errors import CauError, is_retryable
 from cau.journal.events import (
     EnterIntent,
@@ -97,7 +97,13 @@ class RunContext(Protocol):
     plugins: list[PluginBinding]
     data_dir: Path
 
-    def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent: ...
+    async def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
+        """A side effect's record: durable when it returns."""
+        ...
+
+    def note(self, payload: EventPayload, *, node: str | None = None) -> None:
+        """What is not a side effect (progress, warnings): journaled in order, not waited for."""
+        ...
 
     @property
     def stop_reason(self) -> ErrorId | None: ...
@@ -155,14 +161,14 @@ class NodeRun:
 
     # --- journal helpers ---------------------------------------------------------------------
 
-    def _journal(self, payload: EventPayload) -> JournalEvent:
-        return self.ctx.journal(payload, node=self.name)
+    async def _journal(self, payload: EventPayload) -> JournalEvent:
+        return await self.ctx.journal(payload, node=self.name)
 
     def progress(self, message: str) -> None:
-        self._journal(Progress(message=redact(message)))
+        self.ctx.note(Progress(message=redact(message)), node=self.name)
 
     def warn(self, message: str) -> None:
-        self._journal(WarningEvent(message=f"{self.name}: {message}"))
+        self.ctx.note(WarningEvent(message=f"{self.name}: {message}"), node=self.name)
 
     def recorded(self, key: str) -> bool:
         return key in self.record.steps
@@ -193,9 +199,9 @@ class NodeRun:
             intent = _expect(rec.intent, intent_type, key)
         else:
             intent = await prepare()
-            self._journal(intent)
+            await self._journal(intent)
         outcome = await act(intent, rec is not None)
-        self._journal(outcome)
+        await self._journal(outcome)
         return outcome
 
     def _intent_time(self, key: str) -> datetime:
@@ -220,7 +226,7 @@ class NodeRun:
 
     async def run(self) -> Status:
         if self.record.started is None:
-            self._journal(NodeStarted())
+            await self._journal(NodeStarted())
         error: ErrorId | None = None
         message = ""
         try:
@@ -243,7 +249,7 @@ class NodeRun:
         status = node_status(succeeded, failed, error, work_started=self.work_started)
         if status is Status.SUCCEEDED and error is not None and not message:
             message = "stopped"
-        self._journal(
+        await self._journal(
             NodeFinished(
                 status=status,
                 error_id=error,
@@ -386,48 +392,32 @@ class NodeRun:
     # --- scan and stage --------------------------------------------------------------------------
 
     async def _scan(self, key: str, step: Step) -> ScanOutcome:
-        async def scan_one(binding: PluginBinding) -> tuple[str, ScanResult | CauError]:
-            try:
-                return binding.name, await (await self.updater(binding)).scan()
-            except CauError as exc:
-                return binding.name, exc
+        bindings = {b.name: b for b in self.ctx.plugins}
+
+        async def updater(name: str) -> NodeUpdater:
+            return await self.updater(bindings[name])
 
         async def prepare() -> ScanIntent:
             return ScanIntent(step=step, key=key)
 
         async def act(intent: ScanIntent, resumed: bool) -> ScanOutcome:
             self.progress("scanning for applicable updates")
-            if self.profile.run_plugins_serially:
-                pairs = []
-                for binding in self.ctx.plugins:
-                    pair = await scan_one(binding)
-                    pairs.append(pair)
-                    if isinstance(pair[1], CauError) and self.profile.stop_on_plugin_failure:
-                        break
-            else:
-                pairs = list(await asyncio.gather(*(scan_one(b) for b in self.ctx.plugins)))
-            updates: dict[str, list[Update]] = {}
-            held: dict[str, list[HeldUpdate]] = {}
-            errors: dict[str, str] = {}
-            restart_pending = False
-            for name, result in pairs:
-                if isinstance(result, CauError):
-                    errors[name] = redact(str(result))
-                    continue
-                updates[name] = list(result.updates)
-                if result.held:
-                    held[name] = list(result.held)
-                restart_pending = restart_pending or result.restart_pending
+            found = await scan_plugins(
+                list(bindings),
+                updater,
+                serially=self.profile.run_plugins_serially,
+                stop_on_failure=self.profile.stop_on_plugin_failure,
+            )
             return ScanOutcome(
                 step=step,
                 key=key,
-                ok=bool(updates),
-                error_id=None if updates else ErrorId.SCAN_FAILED,
-                updates=updates,
-                held=held,
-                restart_pending=restart_pending,
-                errors=errors,
-                count=sum(len(v) for v in updates.values()),
+                ok=found.ok,
+                error_id=None if found.ok else ErrorId.SCAN_FAILED,
+                updates=found.updates,
+                held=found.held,
+                restart_pending=found.restart_pending,
+                errors=found.errors,
+                count=sum(len(v) for v in found.updates.values()),
             )
 
         outcome = await self.step(key, ScanIntent, ScanOutcome, prepare, act)
@@ -466,8 +456,9 @@ class NodeRun:
     def on_gate_wait(self, admission: Admission) -> None:
         if admission.reason != self._last_wait:
             self._last_wait = admission.reason
-            self._journal(
-                Waiting(reason=admission.reason, block=admission.block.value if admission.block else None)
+            self.ctx.note(
+                Waiting(reason=admission.reason, block=admission.block.value if admission.block else None),
+                node=self.name,
             )
 
     def _drained(self) -> bool:
@@ -787,6 +778,9 @@ class NodeRun:
 
         async def act(intent: RestartIntent, resumed: bool) -> RestartOutcome:
             old = intent.boot_id
+            # The reboot timeout counts from the restart cau asked for: the intent's time, or now
+            # when a resumed run finds the node still on its old boot and asks again.
+            since = self._intent_time(key)
             try:
                 if resumed:
                     current = await provider.boot_id(self.name)
@@ -795,13 +789,15 @@ class NodeRun:
                             key=key, ok=True, boot_id=current, previous_boot_id=old, observed=True
                         )
                     if current is not None:
-                        await provider.restart(self.name)  # the first restart never happened
+                        self.progress("restarting (the first restart never happened)")
+                        since = self.ctx.clock.now()
+                        await provider.restart(self.name)
                 else:
                     self.progress("restarting")
                     await provider.restart(self.name)
             except CauError as exc:
                 return _failed(RestartOutcome, Step.RESTART, key, ErrorId.RESTART_FAILED, exc)
-            elapsed = (self.ctx.clock.now() - self._intent_time(key)).total_seconds()
+            elapsed = (self.ctx.clock.now() - since).total_seconds()
             left = max(timeout - elapsed, 1.0)
             self.progress(f"waiting for {self.name} to come back (reboot timeout {timeout / 60:g} min)")
             try:

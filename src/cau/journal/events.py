@@ -22,10 +22,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
 from cau.domain.profile import FailbackMode, MoveMethod
-from cau.domain.results import ErrorId, Status
+from cau.domain.results import PAUSE_REASONS, ErrorId, Status
 from cau.domain.updates import HeldUpdate, Update, UpdateResult
 
 # 1: the journals of the first releases (untyped dicts, same shapes); 2: these models.
@@ -149,9 +149,16 @@ class StopRequested(EventPayload):
 
 class RunPaused(EventPayload):
     kind: Literal[EventKind.RUN_PAUSED] = EventKind.RUN_PAUSED
-    error_id: ErrorId
+    error_id: ErrorId  # one of cau.domain.results.PAUSE_REASONS
     message: str
     traceback: str = ""
+
+    @field_validator("error_id")
+    @classmethod
+    def _a_pause_reason(cls, value: ErrorId) -> ErrorId:
+        if value not in PAUSE_REASONS:
+            raise ValueError(f"{value} is not a reason to pause a run")
+        return value
 
 
 class RunFinished(EventPayload):

@@ -174,7 +174,7 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
         case WarningEvent():
             progress.warnings.append((ev.ts, p.message))
         case StopRequested():
-            progress.stop = p
+            progress.stop = progress.stop or p  # the first stop is the one that took effect
         case RunPaused():
             progress.paused = p
         case RunFinished():

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cau.domain.durations import Duration
 from cau.domain.updates import HeldUpdate, ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
-from cau.errors import CauError, PluginError
+from cau.errors import CauError, PluginError, PluginOutputError
 from cau.plugins import apt_facts as facts
 from cau.plugins import refuse_this_machine
 from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
@@ -111,7 +111,7 @@ class AptNodeUpdater:
         try:
             return parser(text)
         except facts.AptParseError as exc:
-            raise PluginError(f"apt: unexpected output of {what} on {self._node}: {exc}") from exc
+            raise PluginOutputError(f"apt: unexpected output of {what} on {self._node}: {exc}") from exc
 
     async def scan(self) -> ScanResult:
         plan = await self._plan()

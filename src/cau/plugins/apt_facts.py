@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from fnmatch import fnmatchcase
 
+from cau.errors import OutputError
 
-class AptParseError(ValueError):
+
+class AptParseError(OutputError):
     """Output that does not have the documented shape (the message quotes the line)."""
 
 

@@ -20,8 +20,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cau.errors import OutputError
 
-class DnfParseError(ValueError):
+
+class DnfParseError(OutputError):
     """Output that does not have the documented shape (the message quotes the line)."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from cau.domain.runs import RunRecord
 from cau.domain.updates import UpdateOutcome, UpdateResult
 from cau.journal.events import (
     FailbackOutcome,
@@ -32,7 +33,6 @@ from cau.reports.model import (
     StepReport,
     UpdateReport,
 )
-from cau.store.base import RunRecord
 
 
 def _step_message(outcome: StepOutcome | None) -> str:

@@ -1,5 +1,2 @@
-"""Persistence: runs, journals, reports and cluster locks."""
-
-from cau.store.base import LockInfo, LockOwner, ReportQuery, RunRecord, Store
-
-__all__ = ["LockInfo", "LockOwner", "ReportQuery", "RunRecord", "Store"]
+"""The stores: SQLite (the default, `sqlite.py`) behind the `cau.ports.Store` protocol, and the
+access records of the dashboard and API (`access.py`) in the same file."""

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from cau.redact import redact_data
-from cau.store.sqlite import SqliteStore
+from cau.store.sqlite import SqliteFile
 
 TOKEN_PREFIX = "cau_"
 # scrypt cost: 2**14 x 8 x 1 takes about 50 ms and 16 MB; enough for a sign-in form.
@@ -112,9 +112,15 @@ class StoredProfile:
 
 
 class AccessStore:
-    def __init__(self, store: SqliteStore) -> None:
+    """Synchronous (the web's authentication calls it on every request; each call is a few
+    milliseconds on its own connection to the store's file)."""
+
+    def __init__(self, store: SqliteFile) -> None:
         self._store = store
         self._db = store.connection
+
+    def close(self) -> None:
+        self._store.close()
 
     # --- API tokens ------------------------------------------------------------------------------
 

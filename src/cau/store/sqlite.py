@@ -1,26 +1,39 @@
-"""The default store: one SQLite file in WAL mode, shared safely by several cau processes."""
+"""The default store: one SQLite file in WAL mode, shared safely by several cau processes.
+
+`SqliteStore` is the `cau.ports.Store` the engine and the services use: its calls run on one
+thread of their own (SQLite's calls block), so a slow disk never stalls the event loop, the
+engine or the probes. `SqliteFile` is the synchronous file underneath, which the access records
+(`cau.store.access`) share through a connection of their own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from cau.clock import VirtualTimeLoop
+from cau.domain.profile import RunProfile
 from cau.domain.results import RunState, Status
-from cau.errors import ConfigError, LockHeld
+from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
+from cau.errors import ConfigError
 from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload, payload_data
-from cau.store.base import (
-    SCHEMA_VERSION,
-    LockInfo,
-    LockOwner,
-    ReportQuery,
-    RunRecord,
-)
+from cau.lease import take_over
+from cau.reports.model import RunReport
+
+# 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
+# (each event's event schema, cau.journal.events.EVENT_SCHEMA)
+SCHEMA_VERSION = 3
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,13 +134,17 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-class SqliteStore:
+class SqliteFile:
+    """The store's SQLite file, synchronously: one connection, short transactions."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN ourselves, so every write is its own short
         # transaction and an intent is on disk before the action it announces.
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        # check_same_thread=False: SqliteStore opens it on the event loop's thread and uses it on
+        # its own worker thread only (never two threads at once).
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -194,7 +211,7 @@ class SqliteStore:
                     _ts(run.created),
                     _ts(run.finished),
                     run.owner,
-                    json.dumps(run.profile),
+                    run.profile.model_dump_json(),
                     run.error_id,
                     run.message,
                 ),
@@ -210,7 +227,7 @@ class SqliteStore:
             provider=row["provider"],
             state=RunState(row["state"]),
             created=created,
-            profile=json.loads(row["profile"]),
+            profile=RunProfile.model_validate_json(row["profile"]),
             owner=row["owner"],
             status=Status(row["status"]) if row["status"] else None,
             finished=_dt(row["finished"]),
@@ -293,17 +310,17 @@ class SqliteStore:
                 (by, reason, run_id),
             )
 
-    def save_report(self, run_id: str, report: dict[str, Any]) -> None:
+    def save_report(self, run_id: str, report: RunReport) -> None:
         with self._tx():
             self._db.execute(
                 "INSERT INTO reports (run_id, report) VALUES (?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET report=excluded.report",
-                (run_id, json.dumps(report)),
+                (run_id, report.model_dump_json()),
             )
 
-    def get_report(self, run_id: str) -> dict[str, Any] | None:
+    def get_report(self, run_id: str) -> RunReport | None:
         row = self._db.execute("SELECT report FROM reports WHERE run_id=?", (run_id,)).fetchone()
-        return None if row is None else dict(json.loads(row["report"]))
+        return None if row is None else RunReport.model_validate_json(row["report"])
 
     # journal ---------------------------------------------------------------------------------
 
@@ -377,26 +394,10 @@ class SqliteStore:
         lease_seconds: float,
         force: bool = False,
     ) -> LockInfo:
-        """Take the cluster lock. A live holder refuses; a holder that is provably dead (same host,
-        process gone) or whose lease expired is replaced, and so is any holder with `force`."""
+        """Take the cluster lock: refused while a live coordinator holds it (cau.lease)."""
         with self._tx():
             row = self._db.execute("SELECT * FROM locks WHERE cluster=?", (cluster,)).fetchone()
-            recovered_from: str | None = None
-            if row is not None:
-                held = self._lock(row)
-                if held.owner.id != owner.id:
-                    dead = held.owner.provably_dead() or held.lease_expires <= now
-                    if not (dead or force):
-                        raise LockHeld(
-                            f"cluster '{cluster}' is being updated by {held.owner}"
-                            + (f", run {held.run_id}" if held.run_id else "")
-                            + f", since {held.acquired:%Y-%m-%d %H:%M:%S} UTC"
-                            f" (lease until {held.lease_expires:%H:%M:%S} UTC)",
-                            owner=str(held.owner),
-                            hint=f"wait for it, or stop it with `cau stop {cluster}`; if that coordinator "
-                            "is dead, `cau run --force-recovery` takes its lock over",
-                        )
-                    recovered_from = str(held.owner)
+            recovered_from = take_over(None if row is None else self._lock(row), owner, now, force=force)
             expires = now + timedelta(seconds=lease_seconds)
             self._db.execute(
                 "INSERT INTO locks (cluster, owner_host, owner_pid, owner_started, owner_label, run_id,"
@@ -444,3 +445,121 @@ class SqliteStore:
                 " AND COALESCE(owner_started, '') = COALESCE(?, '')",
                 (cluster, owner.host, owner.pid, owner.started),
             )
+
+
+class SqliteStore:
+    """The store, asynchronously: every call runs on the store's own thread (see the module)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = SqliteFile(path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cau-store")
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualTimeLoop):
+            # A simulation (tests, benchmarks): a store call takes no virtual time, and running it
+            # in line keeps the interleaving of tasks a function of virtual time alone, not of
+            # when a thread happens to finish (a property test must replay the same way twice).
+            return fn(*args, **kwargs)
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    async def close(self) -> None:
+        await self._call(self._file.close)
+        self._thread.shutdown(wait=False)
+
+    def close_now(self) -> None:
+        """Close from outside any event loop (a command ending): waits for the calls in flight."""
+        self._thread.shutdown(wait=True)
+        self._file.close()
+
+    # runs
+    async def create_run(self, run: RunRecord) -> None:
+        await self._call(self._file.create_run, run)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._call(self._file.get_run, run_id)
+
+    async def find_runs(self, prefix: str) -> list[RunRecord]:
+        return await self._call(self._file.find_runs, prefix)
+
+    async def active_run(self, cluster: str) -> RunRecord | None:
+        return await self._call(self._file.active_run, cluster)
+
+    async def list_runs(self, query: ReportQuery) -> list[RunRecord]:
+        return await self._call(self._file.list_runs, query)
+
+    async def set_run_state(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        owner: str | None = None,
+        status: Status | None = None,
+        finished: datetime | None = None,
+        error_id: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        await self._call(
+            self._file.set_run_state,
+            run_id,
+            state,
+            owner=owner,
+            status=status,
+            finished=finished,
+            error_id=error_id,
+            message=message,
+        )
+
+    async def request_stop(self, run_id: str, *, by: str, reason: str) -> None:
+        await self._call(self._file.request_stop, run_id, by=by, reason=reason)
+
+    async def save_report(self, run_id: str, report: RunReport) -> None:
+        await self._call(self._file.save_report, run_id, report)
+
+    async def get_report(self, run_id: str) -> RunReport | None:
+        return await self._call(self._file.get_report, run_id)
+
+    # journal
+    async def append(
+        self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
+    ) -> JournalEvent:
+        return await self._call(self._file.append, run_id, payload, ts, node=node)
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]:
+        return await self._call(self._file.events, run_id, after_seq)
+
+    # cluster locks
+    async def acquire_lock(
+        self,
+        cluster: str,
+        owner: LockOwner,
+        *,
+        run_id: str | None,
+        now: datetime,
+        lease_seconds: float,
+        force: bool = False,
+    ) -> LockInfo:
+        return await self._call(
+            self._file.acquire_lock,
+            cluster,
+            owner,
+            run_id=run_id,
+            now=now,
+            lease_seconds=lease_seconds,
+            force=force,
+        )
+
+    async def set_lock_run(self, cluster: str, owner: LockOwner, run_id: str) -> None:
+        await self._call(self._file.set_lock_run, cluster, owner, run_id)
+
+    async def renew_lock(
+        self, cluster: str, owner: LockOwner, *, now: datetime, lease_seconds: float
+    ) -> bool:
+        return await self._call(self._file.renew_lock, cluster, owner, now=now, lease_seconds=lease_seconds)
+
+    async def release_lock(self, cluster: str, owner: LockOwner) -> None:
+        await self._call(self._file.release_lock, cluster, owner)
+
+    async def get_lock(self, cluster: str) -> LockInfo | None:
+        return await self._call(self._file.get_lock, cluster)

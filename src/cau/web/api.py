@@ -160,7 +160,7 @@ async def end_session(request: Request, who: Viewer) -> Response:
 
 @router.get("/clusters", response_model=list[ClusterSummary], tags=["clusters"])
 async def list_clusters(request: Request, _who: Viewer) -> list[ClusterSummary]:
-    return ops.clusters(context(request))
+    return await ops.clusters(context(request))
 
 
 @router.get("/clusters/{cluster}", response_model=ClusterDetail, tags=["clusters"])
@@ -184,10 +184,10 @@ async def start_run(request: Request, cluster: str, who: Operator, body: StartRu
 async def stop_cluster(request: Request, cluster: str, who: Operator, body: StopRequest) -> StopResult:
     ctx = context(request)
     ctx.svc.config.cluster(cluster)
-    active = ctx.svc.store.active_run(cluster)
+    active = await ctx.svc.active_run(cluster)
     if active is None:
         raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
-    return ops.stop_run(ctx, who, active.run_id, body.reason)
+    return await ops.stop_run(ctx, who, active.run_id, body.reason)
 
 
 @router.get("/runs", response_model=list[RunSummary], tags=["runs"])
@@ -199,21 +199,21 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[RunSummary]:
     ctx = context(request)
-    rows = ops.reports(ctx, cluster or None, None, None, limit)
-    out = [ops.run_summary(ctx, rec, rep) for rec, rep in rows]
+    rows = await ops.reports(ctx, cluster or None, None, None, limit)
+    out = [await ops.run_summary(ctx, rec, rep) for rec, rep in rows]
     return [r for r in out if r.state != RunState.FINISHED.value] if active else out
 
 
 @router.get("/runs/{run_id}", response_model=RunReport, tags=["runs"])
 async def get_run(request: Request, run_id: str, _who: Viewer) -> RunReport:
     """A run's report as of now: every node's current step, progress, results."""
-    return ops.report(context(request), run_id)[1]
+    return (await ops.report(context(request), run_id))[1]
 
 
 @router.post("/runs/{run_id}/stop", response_model=StopResult, tags=["runs"])
 async def stop_run(request: Request, run_id: str, who: Operator, body: StopRequest) -> StopResult:
     """Stop gracefully (Stop-CauRun): the node in hand is finished or brought back, the rest canceled."""
-    return ops.stop_run(context(request), who, run_id, body.reason)
+    return await ops.stop_run(context(request), who, run_id, body.reason)
 
 
 @router.get(
@@ -231,7 +231,7 @@ async def run_events(
     """The run's journal as Server-Sent Events (`event: journal`, `id:` the journal seq), then
     `event: end` once the run is finished or paused. Reconnect with `Last-Event-ID` to resume."""
     ctx = context(request)
-    record = ctx.svc.find_run(run_id)
+    record = await ctx.svc.find_run(run_id)
     start = after or 0
     if last_event_id is not None:
         try:
@@ -243,7 +243,7 @@ async def run_events(
                 "Last-Event-ID must be a journal sequence number",
                 fields=[{"field": "Last-Event-ID", "message": "not an integer"}],
             ) from None
-    store = ctx.svc.store
+    svc = ctx.svc
     rid = record.run_id
 
     async def stream() -> object:
@@ -251,11 +251,11 @@ async def run_events(
         idle = 0.0
         yield "retry: 2000\n\n"
         while True:
-            batch = store.events(rid, after_seq=seen)
+            batch = await svc.events(rid, after_seq=seen)
             for ev in batch:
                 yield f"id: {ev.seq}\nevent: journal\ndata: {json.dumps(ev.flat())}\n\n"
                 seen = ev.seq
-            current = store.get_run(rid)
+            current = await svc.get_run(rid)
             if not batch and (current is None or current.state is not RunState.RUNNING):
                 end = {
                     "run_id": rid,
@@ -294,14 +294,14 @@ async def list_reports(
     """Reports of past runs (Get-CauReport), newest first, optionally in a date range (UTC)."""
     ctx = context(request)
     return [
-        ops.run_summary(ctx, rec, rep)
-        for rec, rep in ops.reports(ctx, cluster or None, _utc(since), _utc(until), limit)
+        await ops.run_summary(ctx, rec, rep)
+        for rec, rep in await ops.reports(ctx, cluster or None, _utc(since), _utc(until), limit)
     ]
 
 
 @router.get("/reports/{run_id}", response_model=RunReport, tags=["reports"])
 async def get_report(request: Request, run_id: str, _who: Viewer) -> RunReport:
-    return ops.report(context(request), run_id)[1]
+    return (await ops.report(context(request), run_id))[1]
 
 
 def export(reports: list[RunReport], fmt: ExportFormat, stem: str) -> Response:
@@ -326,7 +326,7 @@ async def export_report(
     request: Request, run_id: str, _who: Viewer, format: ExportFormat = ExportFormat.HTML
 ) -> Response:
     """Export-CauReport: one run as HTML (with its timeline), CSV (per node and update) or JSON."""
-    record, report = ops.report(context(request), run_id)
+    record, report = await ops.report(context(request), run_id)
     return export([report], format, f"cau-{record.cluster}-{record.run_id}")
 
 
@@ -340,7 +340,7 @@ async def export_reports(
     format: ExportFormat = ExportFormat.HTML,
 ) -> Response:
     """Export the runs of a date range (and cluster) as one file."""
-    rows = ops.reports(context(request), cluster or None, _utc(since), _utc(until), 1000)
+    rows = await ops.reports(context(request), cluster or None, _utc(since), _utc(until), 1000)
     return export([rep for _, rep in reversed(rows)], format, f"cau-{cluster or 'all'}-reports")
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cau import __version__
 from cau.journal.events import JournalEvent
 from cau.service import Service
-from cau.store.access import AccessStore, Principal
+from cau.store.access import Principal
 from cau.web import api, errors, pages
 from cau.web.auth import viewer
 from cau.web.context import Settings, WebContext
@@ -36,14 +36,14 @@ _CSP = (
 
 
 def build_context(svc: Service, settings: Settings | None = None) -> WebContext:
-    metrics = Metrics(lambda: svc.store, lambda run_id: svc.run_report(svc.find_run(run_id)))
+    metrics = Metrics()
 
     def on_event(event: JournalEvent) -> None:
         metrics.observe(event)
 
     return WebContext(
         svc=svc,
-        access=AccessStore(svc.store),
+        access=svc.access,
         worker=RunWorker(svc, on_event),
         metrics=metrics,
         settings=settings or Settings(),
@@ -114,6 +114,7 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(_who: Principal = Depends(viewer)) -> Response:  # noqa: B008
+        await ctx.metrics.refresh(ctx.svc)
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

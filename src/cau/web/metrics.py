@@ -6,7 +6,8 @@ step durations are observed as the runs this server coordinates journal their ou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -14,45 +15,52 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cau.domain.results import RunState
+from cau.domain.runs import ReportQuery
 from cau.journal.events import JournalEvent, StepIntent, StepOutcome
 from cau.reports.model import RunReport
-from cau.store.base import ReportQuery
-from cau.store.sqlite import SqliteStore
+from cau.service import Service
 
 _RECENT_RUNS = 1000  # scrape cost stays bounded on a store with a long history
 
 _STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
+@dataclass
+class _StoreFigures:
+    """What the store says at a scrape: read asynchronously before the collector yields it."""
+
+    by_status: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    in_maintenance: dict[str, int] = field(default_factory=dict)
+
+
+async def read_figures(svc: Service) -> _StoreFigures:
+    figures = _StoreFigures()
+    latest: dict[str, RunReport] = {}
+    for run in await svc.runs(ReportQuery(last=_RECENT_RUNS)):
+        status = run.status.value if run.status else run.state.value
+        figures.by_status[(run.cluster, status)] = figures.by_status.get((run.cluster, status), 0) + 1
+        report = await svc.run_report(run)
+        if run.state is RunState.FINISHED:
+            figures.failures[run.cluster] = figures.failures.get(run.cluster, 0) + report.count("Failed")
+        latest[run.cluster] = report
+    for cluster, report in latest.items():
+        figures.in_maintenance[cluster] = sum(
+            1
+            for n in report.nodes
+            if n.left_in_maintenance or (n.state == "running" and n.maintenance_started is not None)
+        )
+    return figures
+
+
 class _StoreCollector(Collector):
-    def __init__(self, store: Callable[[], SqliteStore], report: Callable[[str], RunReport]) -> None:
-        self._store = store
-        self._report = report
+    def __init__(self) -> None:
+        self.figures = _StoreFigures()
 
     def collect(self) -> Iterable[Metric]:
-        store = self._store()
-        runs = store.list_runs(ReportQuery(last=_RECENT_RUNS))
-        by_status: dict[tuple[str, str], int] = {}
-        failures: dict[str, int] = {}
-        in_maintenance: dict[str, int] = {}
-        latest: dict[str, RunReport] = {}
-        for run in runs:
-            status = run.status.value if run.status else run.state.value
-            by_status[(run.cluster, status)] = by_status.get((run.cluster, status), 0) + 1
-            if run.state is RunState.FINISHED:
-                saved = store.get_report(run.run_id)
-                if saved is not None:
-                    report = RunReport.model_validate(saved)
-                    failures[run.cluster] = failures.get(run.cluster, 0) + report.count("Failed")
-                    latest[run.cluster] = report
-            else:
-                latest[run.cluster] = self._report(run.run_id)
-        for cluster, report in latest.items():
-            in_maintenance[cluster] = sum(
-                1
-                for n in report.nodes
-                if n.left_in_maintenance or (n.state == "running" and n.maintenance_started is not None)
-            )
+        by_status = self.figures.by_status
+        in_maintenance = self.figures.in_maintenance
+        failures = self.figures.failures
         runs_metric = GaugeMetricFamily(
             "cau_runs",
             "Updating Runs in the store by cluster and status (or state while unfinished)",
@@ -80,9 +88,10 @@ class _StoreCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, store: Callable[[], SqliteStore], report: Callable[[str], RunReport]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StoreCollector(store, report))
+        self._store = _StoreCollector()
+        self.registry.register(self._store)
         self.steps = Histogram(
             "cau_step_duration_seconds",
             "Duration of run steps coordinated by this server (maintenance, install, restart, ...)",
@@ -91,6 +100,10 @@ class Metrics:
             registry=self.registry,
         )
         self._open: dict[tuple[str, str], datetime] = {}
+
+    async def refresh(self, svc: Service) -> None:
+        """Read the store's figures (before each scrape: the collector itself cannot wait)."""
+        self._store.figures = await read_figures(svc)
 
     def observe(self, event: JournalEvent) -> None:
         """Fed every journal event of this server's runs: intent..outcome pairs are step durations."""

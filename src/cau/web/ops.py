@@ -11,10 +11,10 @@ from typing import Any
 
 from cau.domain.profile import RunProfile, build_profile
 from cau.domain.results import RunState
+from cau.domain.runs import ReportQuery, RunRecord
 from cau.errors import CauError, NotFound, ProfileError
 from cau.reports.model import RunReport
 from cau.store.access import Principal
-from cau.store.base import ReportQuery, RunRecord
 from cau.web.context import WebContext
 from cau.web.errors import ApiError, from_profile_error
 from cau.web.models import (
@@ -34,12 +34,10 @@ from cau.web.models import (
 )
 
 
-def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = None) -> RunSummary:
-    report = report or ctx.svc.run_report(record)
-    interrupted = False
-    if record.state is RunState.RUNNING:
-        lock = ctx.svc.store.get_lock(record.cluster)
-        interrupted = lock is None or lock.run_id != record.run_id or lock.owner.provably_dead()
+async def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = None) -> RunSummary:
+    report = report or await ctx.svc.run_report(record)
+    # an unfinished run that no live coordinator drives (cau.lease): starting a run resumes it
+    interrupted = record.state is RunState.RUNNING and not await ctx.svc.driven(record)
     return RunSummary(
         run_id=record.run_id,
         cluster=record.cluster,
@@ -58,23 +56,22 @@ def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | None = N
     )
 
 
-def _runs_of(ctx: WebContext, cluster: str) -> tuple[RunRecord | None, RunRecord | None]:
-    store = ctx.svc.store
-    active = store.active_run(cluster)
-    finished = store.list_runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=1))
+async def _runs_of(ctx: WebContext, cluster: str) -> tuple[RunRecord | None, RunRecord | None]:
+    active = await ctx.svc.active_run(cluster)
+    finished = await ctx.svc.runs(ReportQuery(cluster=cluster, states=(RunState.FINISHED,), last=1))
     return active, (finished[0] if finished else None)
 
 
-def clusters(ctx: WebContext) -> list[ClusterSummary]:
+async def clusters(ctx: WebContext) -> list[ClusterSummary]:
     out = []
     for name in ctx.svc.config.names():
-        active, last = _runs_of(ctx, name)
+        active, last = await _runs_of(ctx, name)
         out.append(
             ClusterSummary(
                 name=name,
                 provider=ctx.svc.config.cluster(name).provider,
-                active_run=run_summary(ctx, active) if active else None,
-                last_run=run_summary(ctx, last) if last else None,
+                active_run=await run_summary(ctx, active) if active else None,
+                last_run=await run_summary(ctx, last) if last else None,
             )
         )
     return out
@@ -82,16 +79,16 @@ def clusters(ctx: WebContext) -> list[ClusterSummary]:
 
 async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
     cfg = ctx.svc.config.cluster(name)
-    active, last = _runs_of(ctx, name)
+    active, last = await _runs_of(ctx, name)
     current = active or last
-    report = ctx.svc.run_report(current) if current else None
+    report = await ctx.svc.run_report(current) if current else None
     node_reports = {n.name: n for n in report.nodes} if report else {}
     scanned_at, scans = ctx.scans.get(name, (None, []))
     pending = {s.node: [u.id for u in s.updates] for s in scans}
     nodes: list[NodeView] = []
     roles: list[RoleView] = []
     error = None
-    lock = ctx.svc.store.get_lock(name)
+    status = await ctx.svc.status(name)
     try:
         provider = ctx.svc.open_provider(name)
         try:
@@ -127,13 +124,13 @@ async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
     return ClusterDetail(
         name=name,
         provider=cfg.provider,
-        active_run=run_summary(ctx, active) if active else None,
-        last_run=run_summary(ctx, last) if last else None,
+        active_run=await run_summary(ctx, active) if active else None,
+        last_run=await run_summary(ctx, last) if last else None,
         nodes=nodes,
         roles=roles,
         discover_error=error,
         preview_at=scanned_at,
-        coordinator=str(lock.owner) if lock is not None else None,
+        coordinator=str(status.lock.owner) if status.lock is not None else None,
     )
 
 
@@ -209,35 +206,35 @@ async def start_run(
     return RunStarted(run_id=run_id, cluster=cluster, resumed=resumed, notices=list(job.notices))
 
 
-def stop_run(ctx: WebContext, who: Principal, run_id: str, reason: str) -> StopResult:
-    record = ctx.svc.find_run(run_id)
+async def stop_run(ctx: WebContext, who: Principal, run_id: str, reason: str) -> StopResult:
+    record = await ctx.svc.find_run(run_id)
     if record.state is RunState.FINISHED:
         raise ApiError(409, "run_finished", f"run {record.run_id} has already finished")
-    record = ctx.svc.stop(record.cluster, by=who.name, reason=reason)
+    record = await ctx.svc.stop(record.cluster, by=who.name, reason=reason)
     ctx.access.audit(who.name, "run.stop", record.cluster, {"run_id": record.run_id, "reason": reason})
     return StopResult(run_id=record.run_id, stop_requested=True, state=record.state.value)
 
 
-def jobs(ctx: WebContext, *, limit: int = 50) -> tuple[list[RunSummary], list[RunSummary]]:
+async def jobs(ctx: WebContext, *, limit: int = 50) -> tuple[list[RunSummary], list[RunSummary]]:
     """Runs in progress (or paused/interrupted), and recent finished runs, across clusters."""
-    records = ctx.svc.runs(ReportQuery(last=limit))
-    active = [run_summary(ctx, r) for r in records if r.state is not RunState.FINISHED]
-    recent = [run_summary(ctx, r) for r in reversed(records) if r.state is RunState.FINISHED]
+    records = await ctx.svc.runs(ReportQuery(last=limit))
+    active = [await run_summary(ctx, r) for r in records if r.state is not RunState.FINISHED]
+    recent = [await run_summary(ctx, r) for r in reversed(records) if r.state is RunState.FINISHED]
     return active, recent
 
 
-def reports(
+async def reports(
     ctx: WebContext, cluster: str | None, since: datetime | None, until: datetime | None, limit: int
 ) -> list[tuple[RunRecord, RunReport]]:
     if cluster is not None:
         ctx.svc.config.cluster(cluster)
-    records = ctx.svc.runs(ReportQuery(cluster=cluster, since=since, until=until, last=limit))
-    return [(r, ctx.svc.run_report(r)) for r in reversed(records)]
+    records = await ctx.svc.runs(ReportQuery(cluster=cluster, since=since, until=until, last=limit))
+    return [(r, await ctx.svc.run_report(r)) for r in reversed(records)]
 
 
-def report(ctx: WebContext, run_id: str) -> tuple[RunRecord, RunReport]:
-    record = ctx.svc.find_run(run_id)
-    return record, ctx.svc.run_report(record)
+async def report(ctx: WebContext, run_id: str) -> tuple[RunRecord, RunReport]:
+    record = await ctx.svc.find_run(run_id)
+    return record, await ctx.svc.run_report(record)
 
 
 def validate_profile(options: dict[str, Any]) -> ProfileValidation:

@@ -209,7 +209,7 @@ async def home(request: Request) -> Response:
 @router.get("/clusters")
 async def clusters_page(request: Request) -> Response:
     who = _who(request)
-    return render("clusters.html.j2", who, section="clusters", clusters=ops.clusters(context(request)))
+    return render("clusters.html.j2", who, section="clusters", clusters=await ops.clusters(context(request)))
 
 
 @router.get("/clusters/{cluster}")
@@ -227,15 +227,15 @@ async def cluster_page(request: Request, cluster: str) -> Response:
     )
 
 
-def _panel_data(request: Request, run_id: str) -> dict[str, Any]:
-    _record, report = ops.report(context(request), run_id)
+async def _panel_data(request: Request, run_id: str) -> dict[str, Any]:
+    _record, report = await ops.report(context(request), run_id)
     return {"r": report, "t": build_timeline(report), "counts": _node_counts(report)}
 
 
 @router.get("/runs/{run_id}")
 async def run_page(request: Request, run_id: str) -> Response:
     who = _who(request)
-    data = _panel_data(request, run_id)
+    data = await _panel_data(request, run_id)
     live = data["r"].state == "Running"
     return render(
         "run.html.j2", who, section="jobs", live=live, can_operate=who.role.allows(Role.OPERATOR), **data
@@ -246,13 +246,13 @@ async def run_page(request: Request, run_id: str) -> Response:
 async def run_panel(request: Request, run_id: str) -> Response:
     """The live view's nodes table and timeline, refreshed by the page as journal events arrive."""
     who = _who(request)
-    return render("_panel_page.html.j2", who, **_panel_data(request, run_id))
+    return render("_panel_page.html.j2", who, **(await _panel_data(request, run_id)))
 
 
 @router.get("/jobs")
 async def jobs_page(request: Request) -> Response:
     who = _who(request)
-    active, recent = ops.jobs(context(request))
+    active, recent = await ops.jobs(context(request))
     return render("jobs.html.j2", who, section="jobs", active=active, recent=recent)
 
 
@@ -275,13 +275,13 @@ async def reports_page(
     who = _who(request)
     ctx = context(request)
     cluster = cluster or None
-    rows = ops.reports(ctx, cluster, _date(since, "since"), _date(until, "until", end=True), 200)
+    rows = await ops.reports(ctx, cluster, _date(since, "since"), _date(until, "until", end=True), 200)
     query = urlencode({k: v for k, v in {"cluster": cluster, "since": since, "until": until}.items() if v})
     return render(
         "reports.html.j2",
         who,
         section="reports",
-        rows=[ops.run_summary(ctx, rec, rep) for rec, rep in rows],
+        rows=[await ops.run_summary(ctx, rec, rep) for rec, rep in rows],
         cluster_names=ctx.svc.config.names(),
         cluster=cluster,
         since=since,
@@ -293,7 +293,7 @@ async def reports_page(
 @router.get("/reports/{run_id}")
 async def report_page(request: Request, run_id: str) -> Response:
     who = _who(request)
-    _record, report = ops.report(context(request), run_id)
+    _record, report = await ops.report(context(request), run_id)
     return render("report.html.j2", who, section="reports", r=report)
 
 
@@ -301,7 +301,7 @@ async def report_page(request: Request, run_id: str) -> Response:
 async def report_document(request: Request, run_id: str) -> Response:
     """The detailed report, as exported (shown in a sandboxed frame: it runs no script)."""
     _who(request)
-    _record, report = ops.report(context(request), run_id)
+    _record, report = await ops.report(context(request), run_id)
     return HTMLResponse(render_html([report]), headers={"Cache-Control": "no-store"})
 
 

@@ -54,10 +54,10 @@ class RunWorker:
                 owner="cau serve",
                 hint="watch it in the dashboard, or stop it",
             )
-        resumed = self._svc.store.active_run(cluster) is not None
+        resumed = await self._svc.active_run(cluster) is not None
         taken: asyncio.Future[Coordinator] = asyncio.get_running_loop().create_future()
 
-        def on_coordinator(coordinator: Coordinator) -> None:
+        async def on_coordinator(coordinator: Coordinator) -> None:
             job.coordinator, job.run_id = coordinator, coordinator.run_id
             if not taken.done():
                 taken.set_result(coordinator)

@@ -1,0 +1,331 @@
+"""The store contract: what every `cau.ports.Store` backend must do, run against each backend.
+
+A backend joins by adding a factory to BACKENDS: `make(tmp_path) -> opener`, where `opener()`
+opens one more handle on the same store (another connection, as another cau process would).
+Covers the journal (append and replay order, every kind of event read back as written, concurrent
+appenders), runs (records, queries, states, stop requests), reports, and the cluster lock
+(acquire, renew, expire, take-over on purpose, a dead owner on this host, release)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from cau.domain.profile import build_profile
+from cau.domain.results import ErrorId, RunState, Status
+from cau.domain.runs import LockOwner, ReportQuery, RunRecord
+from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
+from cau.errors import LockHeld
+from cau.journal.events import (
+    EventPayload,
+    InstallIntent,
+    InstallOutcome,
+    JournalEvent,
+    NodeFinished,
+    ProbeSummary,
+    Progress,
+    RunCreated,
+    RunPaused,
+    ScanOutcome,
+    Step,
+    WarningEvent,
+)
+from cau.lease import _process_start_time, this_process
+from cau.ports import Store
+from cau.reports.model import NodeReport, RunReport
+from cau.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+Opener = Callable[[], Store]
+
+
+def _sqlite(tmp: Path) -> Opener:
+    return lambda: SqliteStore(tmp / "cau.db")
+
+
+BACKENDS: dict[str, Callable[[Path], Opener]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    make: Callable[[Path], Opener] = BACKENDS[request.param]
+    return make(tmp_path)
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+def record(run_id: str, cluster: str = "c", created: datetime = NOW, **kw: object) -> RunRecord:
+    profile = build_profile(None, {"max_retries_per_node": 2, "pre_update_script": "echo $SECRET_TOKEN"})
+    return RunRecord(run_id, cluster, "sandbox", RunState.RUNNING, created, profile, **kw)  # type: ignore[arg-type]
+
+
+def sample_events() -> list[tuple[str | None, EventPayload]]:
+    """One event of several kinds, with the nested values a journal holds."""
+    update = Update("kernel", "Linux kernel", "apt", needs_restart=True, details={"from": "1", "to": "2"})
+    result = UpdateResult(
+        "kernel", "Linux kernel", "apt", UpdateOutcome.FAILED, error_code=100, message="dpkg failed",
+        started=NOW, finished=NOW + timedelta(seconds=3), details={"after": "2 (half-configured)"},
+    )  # fmt: skip
+    held = HeldUpdate("labpkg", "labpkg 1.0 -> 1.1: held", "apt", "held", {"from": "1.0", "to": "1.1"})
+    return [
+        (None, RunCreated(order=["n1", "n2"], max_failed=1, provider="sandbox")),
+        ("n1", InstallIntent(key="install/1/apt", plugin="apt", pass_no=1, updates=[update])),
+        ("n1", InstallOutcome(key="install/1/apt", ok=False, results=[result])),
+        ("n1", ScanOutcome(step=Step.RESCAN, key="rescan/1", ok=True, held={"apt": [held]}, count=0)),
+        ("n1", NodeFinished(status=Status.PARTIALLY_FAILED, results=[result], attempts={"kernel": 2})),
+        (None, ProbeSummary(probe="web", role="web", session="s1", sent=10, ok=9, failed=1, p50_ms=1.5)),
+        (None, RunPaused(error_id=ErrorId.INTERNAL_ERROR, message="boom", traceback="...")),
+        (None, WarningEvent(message="a warning")),
+    ]
+
+
+# --- the journal ----------------------------------------------------------------------------------
+
+
+def test_events_come_back_as_written_in_order(opener: Opener) -> None:
+    async def main() -> tuple[list[JournalEvent], list[JournalEvent], list[JournalEvent]]:
+        store = opener()
+        await store.create_run(record("r1"))
+        written = [await store.append("r1", p, NOW + timedelta(seconds=i), node=n) for i, (n, p) in
+                   enumerate(sample_events())]  # fmt: skip
+        other = opener()  # another handle on the same store, as another process would open it
+        try:
+            return written, await other.events("r1"), await other.events("r1", after_seq=3)
+        finally:
+            await other.close()
+            await store.close()
+
+    written, read, tail = run(main)
+    assert [e.seq for e in written] == list(range(1, len(sample_events()) + 1))
+    assert read == written  # payloads, nodes, times and sequence numbers: all as written
+    assert [e.seq for e in tail] == list(range(4, len(sample_events()) + 1))
+
+
+def test_journals_of_runs_are_separate(opener: Opener) -> None:
+    async def main() -> tuple[list[int], list[int]]:
+        store = opener()
+        try:
+            for rid in ("a", "b"):
+                await store.create_run(record(rid))
+            for i in range(3):
+                await store.append("a", Progress(message=f"a{i}"), NOW)
+                await store.append("b", Progress(message=f"b{i}"), NOW)
+            return [e.seq for e in await store.events("a")], [e.seq for e in await store.events("b")]
+        finally:
+            await store.close()
+
+    assert run(main) == ([1, 2, 3], [1, 2, 3])
+
+
+def test_concurrent_appenders_never_share_or_skip_a_sequence_number(opener: Opener) -> None:
+    """Two handles (two processes, in effect) appending at once, 100 events each."""
+
+    async def main() -> list[JournalEvent]:
+        first, second = opener(), opener()
+        try:
+            await first.create_run(record("r1"))
+
+            async def many(store: Store, who: str) -> None:
+                for i in range(100):
+                    await store.append("r1", Progress(message=f"{who}{i}"), NOW)
+
+            await asyncio.gather(many(first, "x"), many(second, "y"))
+            return await first.events("r1")
+        finally:
+            await first.close()
+            await second.close()
+
+    events = run(main)
+    assert [e.seq for e in events] == list(range(1, 201))
+    messages = [e.payload.message for e in events if isinstance(e.payload, Progress)]
+    for who in ("x", "y"):  # each appender's events in the order it wrote them
+        assert [m for m in messages if m.startswith(who)] == [f"{who}{i}" for i in range(100)]
+
+
+# --- runs and reports -------------------------------------------------------------------------------
+
+
+def test_runs_are_recorded_queried_and_stopped(opener: Opener) -> None:
+    async def main() -> None:
+        store = opener()
+        try:
+            await store.create_run(record("20261120-a", created=NOW - timedelta(days=2)))
+            await store.create_run(record("20261121-b", created=NOW - timedelta(days=1)))
+            await store.create_run(record("20261122-c", cluster="other", created=NOW))
+            got = await store.get_run("20261121-b")
+            assert got is not None and got.profile == record("x").profile  # the profile, unredacted
+            assert got.profile.pre_update_script == "echo $SECRET_TOKEN"
+            assert await store.get_run("nope") is None
+            assert [r.run_id for r in await store.find_runs("2026112")] == [
+                "20261120-a",
+                "20261121-b",
+                "20261122-c",
+            ]
+            active = await store.active_run("c")
+            assert active is not None and active.run_id == "20261121-b"  # the newest unfinished
+            await store.set_run_state(
+                "20261121-b", RunState.FINISHED, status=Status.FAILED, finished=NOW, error_id="X", message="m"
+            )
+            done = await store.get_run("20261121-b")
+            assert done is not None and (done.state, done.status, done.finished) == (
+                RunState.FINISHED,
+                Status.FAILED,
+                NOW,
+            )
+            assert (done.error_id, done.message) == ("X", "m")
+            active = await store.active_run("c")
+            assert active is not None and active.run_id == "20261120-a"
+            ids = [r.run_id for r in await store.list_runs(ReportQuery(cluster="c"))]
+            assert ids == ["20261120-a", "20261121-b"]  # oldest first
+            assert [r.run_id for r in await store.list_runs(ReportQuery(last=1))] == ["20261122-c"]
+            since = await store.list_runs(ReportQuery(since=NOW - timedelta(hours=36)))
+            assert [r.run_id for r in since] == ["20261121-b", "20261122-c"]
+            until = await store.list_runs(ReportQuery(until=NOW - timedelta(hours=36)))
+            assert [r.run_id for r in until] == ["20261120-a"]
+            finished = await store.list_runs(ReportQuery(states=(RunState.FINISHED,)))
+            assert [r.run_id for r in finished] == ["20261121-b"]
+            await store.request_stop("20261120-a", by="alice@h", reason="change freeze")
+            stopped = await store.get_run("20261120-a")
+            assert stopped is not None and stopped.stop_requested
+            assert (stopped.stop_requested_by, stopped.stop_reason) == ("alice@h", "change freeze")
+        finally:
+            await store.close()
+
+    run(main)
+
+
+def test_a_report_is_saved_and_replaced(opener: Opener) -> None:
+    async def main() -> tuple[RunReport | None, RunReport | None, RunReport | None]:
+        store = opener()
+        try:
+            await store.create_run(record("r1"))
+            before = await store.get_report("r1")
+            node = NodeReport(name="n1", status=None, state="running")
+            first = RunReport(
+                run_id="r1",
+                cluster="c",
+                provider="sandbox",
+                status=None,
+                state="Running",
+                started=NOW,
+                nodes=[node],
+            )
+            await store.save_report("r1", first)
+            saved = await store.get_report("r1")
+            await store.save_report(
+                "r1", first.model_copy(update={"status": "Succeeded", "state": "Finished"})
+            )
+            return before, saved, await store.get_report("r1")
+        finally:
+            await store.close()
+
+    before, saved, replaced = run(main)
+    assert before is None
+    assert saved is not None and saved.nodes[0].name == "n1" and saved.status is None
+    assert replaced is not None and (replaced.status, replaced.state) == ("Succeeded", "Finished")
+
+
+# --- the cluster lock ---------------------------------------------------------------------------------
+
+
+def _owner(pid: int) -> LockOwner:
+    return LockOwner(socket.gethostname(), pid, _process_start_time(pid))
+
+
+def test_a_live_owner_keeps_the_lock_and_is_named_until_taken_over_on_purpose(opener: Opener) -> None:
+    async def main() -> None:
+        store = opener()
+        try:
+            holder = _owner(os.getppid())  # a process alive for the whole test
+            await store.acquire_lock("c", holder, run_id="r1", now=NOW, lease_seconds=300)
+            me = this_process()
+            with pytest.raises(LockHeld) as err:
+                await store.acquire_lock("c", me, run_id=None, now=at(10), lease_seconds=300)
+            assert f"pid {os.getppid()}" in str(err.value) and "run r1" in str(err.value)
+            assert "--force-recovery" in (err.value.hint or "")
+            taken = await store.acquire_lock("c", me, run_id=None, now=NOW, lease_seconds=300, force=True)
+            assert taken.owner.id == me.id and taken.recovered_from == str(holder)
+            assert not await store.renew_lock("c", holder, now=NOW, lease_seconds=300)  # it lost
+        finally:
+            await store.close()
+
+    run(main)
+
+
+def test_a_dead_owner_on_this_host_loses_the_lock(opener: Opener) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = _owner(proc.pid)
+    proc.wait()
+
+    async def main() -> None:
+        store = opener()
+        try:
+            await store.acquire_lock("c", dead, run_id="r1", now=NOW, lease_seconds=300)
+            taken = await store.acquire_lock("c", this_process(), run_id=None, now=NOW, lease_seconds=300)
+            assert taken.recovered_from == str(dead)
+        finally:
+            await store.close()
+
+    run(main)
+
+
+def test_an_owner_elsewhere_keeps_the_lock_while_it_renews_and_loses_it_when_its_lease_expires(
+    opener: Opener,
+) -> None:
+    async def main() -> None:
+        store, other = opener(), opener()
+        try:
+            remote = LockOwner("other-host", 4242, "123")
+            await store.acquire_lock("c", remote, run_id=None, now=NOW, lease_seconds=300)
+            me = this_process()
+            with pytest.raises(LockHeld, match="other-host"):
+                await other.acquire_lock("c", me, run_id=None, now=at(299), lease_seconds=300)
+            assert await store.renew_lock("c", remote, now=at(200), lease_seconds=300)
+            with pytest.raises(LockHeld):
+                await other.acquire_lock("c", me, run_id=None, now=at(400), lease_seconds=300)
+            taken = await other.acquire_lock("c", me, run_id=None, now=at(501), lease_seconds=300)
+            assert taken.owner.id == me.id and taken.recovered_from == str(remote)
+            assert not await store.renew_lock("c", remote, now=NOW, lease_seconds=300)  # it learns it lost
+            await other.set_lock_run("c", me, "r9")
+            lock = await store.get_lock("c")
+            assert lock is not None and lock.run_id == "r9" and lock.owner.id == me.id
+        finally:
+            await store.close()
+            await other.close()
+
+    run(main)
+
+
+def test_the_lock_is_released_only_by_its_owner_and_kept_by_a_second_acquire_of_it(opener: Opener) -> None:
+    async def main() -> None:
+        store = opener()
+        try:
+            me = this_process()
+            await store.acquire_lock("c", me, run_id=None, now=NOW, lease_seconds=300)
+            again = await store.acquire_lock("c", me, run_id="r1", now=NOW, lease_seconds=300)
+            assert again.recovered_from is None  # re-acquiring one's own lock is no take-over
+            await store.release_lock("c", LockOwner("other-host", 1, None))
+            assert await store.get_lock("c") is not None
+            await store.release_lock("c", me)
+            assert await store.get_lock("c") is None
+            assert await store.get_lock("other-cluster") is None
+        finally:
+            await store.close()
+
+    run(main)

@@ -1,0 +1,76 @@
+"""What is particular to the SQLite store (the contract every store keeps is in
+tests/contract/test_store.py): its schema version, and its calls running off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cau.domain.runs import LockOwner
+from cau.errors import ConfigError
+from cau.journal.events import Progress
+from cau.lease import provably_dead, this_process
+from cau.store.sqlite import SqliteFile, SqliteStore
+from tests.contract.test_store import record
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def test_store_written_by_a_newer_cau_is_refused(tmp_path: Path) -> None:
+    SqliteFile(tmp_path / "cau.db").close()
+    db = sqlite3.connect(tmp_path / "cau.db")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="schema version 99"):
+        SqliteFile(tmp_path / "cau.db")
+
+
+def test_a_slow_disk_never_stalls_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While every append takes half a second (a slow or remote disk), the event loop goes on:
+    the engine's other tasks and the probes keep their beat."""
+    original = SqliteFile.append
+
+    def slow_append(self: SqliteFile, *args: object, **kwargs: object) -> object:
+        time.sleep(0.5)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqliteFile, "append", slow_append)
+
+    async def main() -> tuple[int, float]:
+        store = SqliteStore(tmp_path / "cau.db")
+        await store.create_run(record("r1"))
+        ticks = 0
+
+        async def beat() -> None:  # a 10 ms probe grid, say
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beater = asyncio.create_task(beat())
+        started = time.monotonic()
+        for i in range(3):
+            await store.append("r1", Progress(message=f"m{i}"), NOW)
+        took = time.monotonic() - started
+        beater.cancel()
+        await store.close()
+        return ticks, took
+
+    ticks, took = asyncio.run(main())
+    assert took >= 1.5
+    assert ticks >= 0.5 * took / 0.01  # the loop ran (a blocking store would give ~0 ticks)
+
+
+def test_reused_pid_is_not_mistaken_for_the_owner() -> None:
+    stale = LockOwner(socket.gethostname(), os.getpid(), "1")  # our pid, but a different start time
+    assert provably_dead(stale)
+    assert not provably_dead(this_process())
+    assert not provably_dead(LockOwner("elsewhere", 1, "1"))
