@@ -9,19 +9,19 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cau.administration import Administration
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
-from cau.domain.updates import HeldUpdate, Update
 from cau.domain.validation import describe_errors
 from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
@@ -47,6 +47,19 @@ from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.store.access import AccessStore
 from cau.store.sqlite import SqliteFile, SqliteStore
+from cau.views import (
+    Cleanup,
+    ClusterScan,
+    HostKeyTrusted,
+    NodeResumed,
+    NodeScan,
+    PluginView,
+    SandboxNode,
+    SandboxOutage,
+    SandboxRole,
+    SandboxView,
+    SandboxViolation,
+)
 
 LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
 
@@ -61,32 +74,6 @@ def new_run_id(now: datetime) -> str:
 
 def _validation_problems(exc: ValidationError) -> str:
     return "; ".join(describe_errors(exc))
-
-
-@dataclass
-class NodeScan:
-    node: str
-    updates: list[Update] = field(default_factory=list)
-    held: list[HeldUpdate] = field(default_factory=list)  # not taken on purpose (held, kept back)
-    restart_pending: bool = False
-    errors: dict[str, str] = field(default_factory=dict)
-    reachable: bool = True
-
-
-@dataclass
-class NodeResumed:
-    node: str
-    run_id: str | None = None  # the run that left it in maintenance, if one did
-    roles_failed_back: list[str] = field(default_factory=list)
-    cleaned: list[str] = field(default_factory=list)  # cau's leftovers removed, found by looking
-    waiting: list[str] = field(default_factory=list)  # what could not be undone yet, and why
-
-
-@dataclass
-class Cleanup:
-    cluster: str
-    done: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -150,6 +137,11 @@ class Service:
         if self._access is None:
             self._access = AccessStore(SqliteFile(self.data_dir / "cau.db"))
         return self._access
+
+    @property
+    def admin(self) -> Administration:
+        """Tokens, users and stored profiles, each change audited (cau.administration)."""
+        return Administration(self.access)
 
     def close(self) -> None:
         if self._store is not None:
@@ -216,7 +208,7 @@ class Service:
 
     # --- scan (Invoke-CauScan) -----------------------------------------------------------------
 
-    async def scan(self, cluster: str, profile: RunProfile) -> list[NodeScan]:
+    async def scan(self, cluster: str, profile: RunProfile) -> ClusterScan:
         """What each node would install (Invoke-CauScan), with the plug-ins scanning as a run's
         scans do (cau.engine.scan); nothing changes."""
         provider = self.open_provider(cluster)
@@ -227,7 +219,7 @@ class Service:
 
             async def scan_node(name: str) -> NodeScan:
                 if not snapshot.node(name).is_up:
-                    return NodeScan(name, reachable=False, errors={"node": f"{name} is down"})
+                    return NodeScan(node=name, reachable=False, errors={"node": f"{name} is down"})
                 session = await provider.session(name)
 
                 async def updater(plugin: str) -> NodeUpdater:
@@ -241,14 +233,15 @@ class Service:
                     stop_on_failure=profile.stop_on_plugin_failure,
                 )
                 return NodeScan(
-                    name,
+                    node=name,
                     updates=[u for ups in found.updates.values() for u in ups],
                     held=[h for hs in found.held.values() for h in hs],
                     restart_pending=found.restart_pending,
                     errors=found.errors,
                 )
 
-            return list(await asyncio.gather(*(scan_node(n) for n in snapshot.node_names)))
+            nodes = await asyncio.gather(*(scan_node(n) for n in snapshot.node_names))
+            return ClusterScan(cluster=cluster, scanned=self.clock.now(), nodes=list(nodes))
         finally:
             await provider.close()
 
@@ -408,19 +401,96 @@ class Service:
 
     # --- stop, status, reports -------------------------------------------------------------------
 
-    async def trust_hosts(
-        self, cluster: str, nodes: list[str], *, replace: bool
-    ) -> list[tuple[str, str, str]]:
+    async def trust_hosts(self, cluster: str, nodes: list[str], *, replace: bool) -> list[HostKeyTrusted]:
         """Record the SSH host keys a cluster's nodes present now (a decision the operator makes)."""
         provider = self.open_provider(cluster)
         try:
             trust = getattr(provider, "trust_hosts", None)
             if trust is None:
                 raise ConfigError(f"the provider of '{cluster}' does not use SSH host keys")
-            result: list[tuple[str, str, str]] = await trust(nodes, replace=replace)
-            return result
+            rows: list[tuple[str, str, str]] = await trust(nodes, replace=replace)
+            return [HostKeyTrusted(node=n, fingerprint=fp, result=r) for n, fp, r in rows]
         finally:
             await provider.close()
+
+    def plugins(self) -> list[PluginView]:
+        """The installed plug-ins and providers, and any that failed to load (Get-CauPlugin)."""
+        reg = self.registry
+        rows = [("plug-in", e) for e in reg.plugins.values()] + [
+            ("provider", e) for e in reg.providers.values()
+        ]
+        return [
+            PluginView(
+                kind="plug-in" if kind == "plug-in" else "provider",
+                name=e.name,
+                target=e.target,
+                distribution=e.distribution,
+                version=e.version,
+                ok=e.ok,
+                error=e.error,
+                summary=e.summary,
+            )
+            for kind, e in rows
+        ]
+
+    # --- the sandbox ---------------------------------------------------------------------------
+
+    def _sandbox(self, cluster: str) -> Any:
+        cfg = self.config.cluster(cluster)
+        if cfg.provider != "sandbox":
+            raise ConfigError(f"'{cluster}' is not a sandbox cluster (provider {cfg.provider})")
+        return self.open_provider(cluster)
+
+    async def sandbox_view(self, cluster: str) -> SandboxView:
+        provider = self._sandbox(cluster)
+        snap = await provider.discover()
+        sim = provider.sim
+        return SandboxView(
+            cluster=cluster,
+            nodes=[
+                SandboxNode(
+                    name=n.name,
+                    state=n.state.value,
+                    in_maintenance=n.in_maintenance,
+                    boot_id=n.boot_id,
+                    roles=[r.name for r in snap.roles_on(n.name)],
+                    installed=sorted(sim.nodes[n.name].installed),
+                    pending_restart=sim.nodes[n.name].pending_restart,
+                    restarts=sim.nodes[n.name].restarts,
+                )
+                for n in snap.nodes
+            ],
+            roles=[
+                SandboxRole(
+                    name=r.name,
+                    kind=r.kind.value,
+                    owner=r.owner,
+                    instances=list(r.instances),
+                    available=sim.role_available(r.name),
+                )
+                for r in snap.roles
+            ],
+            violations=[
+                SandboxViolation(at=v.get("at"), kind=v["kind"], detail=v["detail"]) for v in sim.violations
+            ],
+            outages=[
+                SandboxOutage(role=o.role, node=o.node, reason=o.reason, started=o.started, ended=o.ended)
+                for o in sim.outages
+            ],
+        )
+
+    async def reset_sandbox(self, cluster: str) -> None:
+        """Put a sandbox cluster back to its initial state; refused while a run is unfinished."""
+        from cau.sandbox.provider import state_file
+
+        self._sandbox(cluster)
+        active = await self.store.active_run(cluster)
+        if active is not None:
+            raise PreflightError(
+                f"run {active.run_id} is not finished on '{cluster}'",
+                hint=f"finish it with `cau run {cluster}` (or `cau stop {cluster}` then `cau run`)",
+            )
+        state_file(self.data_dir, cluster).unlink(missing_ok=True)
 
     async def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
         self.config.cluster(cluster)

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from cau.domain.access import Role
 from cau.service import Service
-from cau.store.access import Role
 from cau.web.app import create_app
 from tests.support import spec, write_cluster
 

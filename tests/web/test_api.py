@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cau.store.access import AccessStore, Role
+from cau.domain.access import Role
+from cau.store.access import AccessStore
 from cau.store.sqlite import SCHEMA_VERSION, SqliteFile
 from tests.web.conftest import Api
 

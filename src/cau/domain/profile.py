@@ -70,33 +70,55 @@ def plugin_shorthand(value: Any) -> Any:
 
 
 class RunProfile(BaseModel):
+    """Every run option. Each field's description is its help everywhere: `cau run --help`, the
+    API's run options (OpenAPI) and the docs."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_retries_per_node: int = Field(3, ge=0, le=MAX_RETRIES_LIMIT)
+    max_retries_per_node: int = Field(
+        3, ge=0, le=MAX_RETRIES_LIMIT, description="Retries per node (CAU default 3, max 64)."
+    )
     # None: about a third of the nodes, computed when the run starts (range 0 .. nodes-1).
-    max_failed_nodes: int | None = Field(None, ge=0)
-    require_all_nodes_online: bool = False
-    reboot_timeout: Duration = timedelta(minutes=15)
-    stop_after: Duration | None = None
-    warn_after: Duration | None = None
-    pre_update_script: str | None = None
-    post_update_script: str | None = None
-    script_timeout: Duration = timedelta(minutes=30)
+    max_failed_nodes: int | None = Field(
+        None, ge=0, description="Failed nodes tolerated (default about a third)."
+    )
+    require_all_nodes_online: bool = Field(False, description="Refuse to start while a node is down.")
+    reboot_timeout: Duration = Field(
+        timedelta(minutes=15), description="How long a restarting node may take, e.g. 15m."
+    )
+    stop_after: Duration | None = Field(None, description="Cancel the run after this long, e.g. 4h.")
+    warn_after: Duration | None = Field(None, description="Warn when the run takes longer, e.g. 2h.")
+    pre_update_script: str | None = Field(None, description="Run on each node before it is updated.")
+    post_update_script: str | None = Field(None, description="Run on each node after it is updated.")
+    script_timeout: Duration = Field(
+        timedelta(minutes=30), description="How long a pre/post-update script may run, e.g. 30m."
+    )
     # None: the plug-ins the cluster's configuration (or provider) names.
-    plugins: list[PluginSpec] | None = None
-    run_plugins_serially: bool = False
-    stop_on_plugin_failure: bool = False
-    separate_reboots: bool = False
-    node_order: list[str] | None = None
-    failback_mode: FailbackMode = FailbackMode.IMMEDIATE
+    plugins: list[PluginSpec] | None = Field(
+        None, description="The plug-ins, in order, with their arguments."
+    )
+    run_plugins_serially: bool = Field(
+        False, description="One plug-in at a time, each rescanning after the last."
+    )
+    stop_on_plugin_failure: bool = Field(False, description="A failed plug-in skips the ones after it.")
+    separate_reboots: bool = Field(False, description="Restart after each plug-in that needs it.")
+    node_order: list[str] | None = Field(
+        None, description="Nodes updated first, in this order (on the command line: n1,n2)."
+    )
+    failback_mode: FailbackMode = Field(FailbackMode.IMMEDIATE, description="immediate | policy | none")
     # 1 is CAU's serial behaviour; "auto" lets quorum, capacity and the failure budget decide.
-    max_parallel_nodes: int | Literal["auto"] = 1
-    drain: DrainPolicy = DrainPolicy.ALWAYS
-    move: MoveMethod = MoveMethod.LIVE
-    no_restart: bool = False
-    allow_nodes_in_maintenance: bool = False
-    # Start even when the cluster reports itself unhealthy (failed resources, unclean nodes).
-    allow_unhealthy_cluster: bool = False
+    max_parallel_nodes: int | Literal["auto"] = Field(
+        1, description="Nodes updated at once: a number or 'auto'."
+    )
+    drain: DrainPolicy = Field(DrainPolicy.ALWAYS, description="always | when-restart-needed")
+    move: MoveMethod = Field(MoveMethod.LIVE, description="live (migrate) | save (stop in place)")
+    no_restart: bool = Field(False, description="Never restart; nodes end pending restart.")
+    allow_nodes_in_maintenance: bool = Field(
+        False, description="Start even though some nodes are in maintenance already."
+    )
+    allow_unhealthy_cluster: bool = Field(
+        False, description="Start despite failed resources or unclean nodes."
+    )
 
     @field_validator("plugins", mode="before")
     @classmethod
@@ -147,6 +169,15 @@ class RunProfile(BaseModel):
     def to_toml_dict(self) -> dict[str, Any]:
         """Only the options that differ from the defaults, ready to write as TOML."""
         return self.model_dump(mode="json", exclude_defaults=True)
+
+
+# The options a caller sets for one run on top of a profile: the flags of `cau run` and the API's
+# run options are made from these fields. (The plug-ins have flags of their own: --plugin and
+# --plugin-arg.)
+PER_RUN_OPTIONS: tuple[str, ...] = tuple(name for name in RunProfile.model_fields if name != "plugins")
+# Scripts run as root on every node. Over the API they come only from stored profiles, which only
+# admins write: an operator who may start runs may not run commands on the nodes.
+SCRIPT_OPTIONS = frozenset({"pre_update_script", "post_update_script", "script_timeout"})
 
 
 def default_max_failed_nodes(node_count: int) -> int:

@@ -240,6 +240,9 @@ class SandboxCluster:
         homes = spec.instances if spec.instances is not None else [n.name for n in self.spec.nodes]
         return tuple(h for h in homes if self.nodes[h].up and not self.nodes[h].in_maintenance)
 
+    def role_available(self, name: str) -> bool:
+        return self._down_reason(name) is None
+
     def _down_reason(self, name: str) -> tuple[str, str | None] | None:
         """Why a role is unavailable right now (and on which node), or None when it is available."""
         spec = self.spec.role(name)

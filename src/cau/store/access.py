@@ -14,31 +14,17 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from cau.domain.access import Role
 from cau.redact import redact_data
 from cau.store.sqlite import SqliteFile
 
 TOKEN_PREFIX = "cau_"
 # scrypt cost: 2**14 x 8 x 1 takes about 50 ms and 16 MB; enough for a sign-in form.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-
-
-class Role(StrEnum):
-    VIEWER = "viewer"  # sees everything but the audit trail and tokens
-    OPERATOR = "operator"  # also previews, runs and stops
-    ADMIN = "admin"  # also manages profiles, tokens, passwords; reads the audit trail
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
-
-
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
 def _now() -> datetime:
@@ -80,8 +66,11 @@ class Principal:
     csrf: str | None = None  # browser sessions only
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenInfo(BaseModel):
+    """An API token as anyone may see it (never its secret): the API's view of it too."""
+
+    model_config = ConfigDict(frozen=True)
+
     token_id: str
     name: str
     role: Role
@@ -135,7 +124,10 @@ class AccessStore:
                 " VALUES (?,?,?,?,?,?)",
                 (token_id, name, role.value, secret_hash(secret), _ts(now), by),
             )
-        return TokenInfo(token_id, name, role, now, by, None, None), secret
+        info = TokenInfo(
+            token_id=token_id, name=name, role=role, created=now, created_by=by, last_used=None, revoked=None
+        )
+        return info, secret
 
     @staticmethod
     def _token(row: Any) -> TokenInfo:

@@ -13,10 +13,12 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cau import __version__
+from cau.domain.access import Role
 from cau.domain.results import RunState
 from cau.errors import NotFound
 from cau.reports.model import RunReport
-from cau.store.access import Principal, Role
+from cau.store.access import Principal, TokenInfo
+from cau.views import ClusterScan, PluginView
 from cau.web import ops
 from cau.web.auth import SESSION_COOKIE, admin, context, identify, operator, viewer
 from cau.web.errors import ApiError
@@ -29,8 +31,6 @@ from cau.web.models import (
     Health,
     Me,
     PasswordSet,
-    PluginView,
-    Preview,
     ProfileBody,
     ProfileCreate,
     ProfileValidation,
@@ -44,7 +44,6 @@ from cau.web.models import (
     StopResult,
     TokenCreate,
     TokenCreated,
-    TokenView,
     UserView,
 )
 
@@ -168,8 +167,8 @@ async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDe
     return await ops.cluster_detail(context(request), cluster)
 
 
-@router.post("/clusters/{cluster}/scan", response_model=Preview, tags=["clusters"])
-async def scan(request: Request, cluster: str, who: Operator, body: ScanRequest | None = None) -> Preview:
+@router.post("/clusters/{cluster}/scan", response_model=ClusterScan, tags=["clusters"])
+async def scan(request: Request, cluster: str, who: Operator, body: ScanRequest | None = None) -> ClusterScan:
     """Preview the updates applicable to each node (Invoke-CauScan); changes nothing."""
     return await ops.preview(context(request), cluster, body.profile if body else None)
 
@@ -365,8 +364,7 @@ async def create_profile(request: Request, who: Admin, body: ProfileCreate) -> P
     if ctx.access.get_profile(body.name) is not None:
         raise ApiError(409, "profile_exists", f"a profile named '{body.name}' exists; PUT replaces it")
     ops.require_valid_profile(body.options)
-    ctx.access.put_profile(body.name, body.description, body.options, by=who.name)
-    ctx.access.audit(who.name, "profile.create", body.name, {"options": body.options})
+    ctx.svc.admin.put_profile(body.name, body.description, body.options, by=who.name)
     return ops.profile_view(ctx, body.name)
 
 
@@ -384,19 +382,14 @@ async def put_profile(
 ) -> ProfileView:
     ctx = context(request)
     ops.require_valid_profile(body.options)
-    created = ctx.access.put_profile(name, body.description, body.options, by=who.name)
-    ctx.access.audit(
-        who.name, "profile.create" if created else "profile.update", name, {"options": body.options}
-    )
+    ctx.svc.admin.put_profile(name, body.description, body.options, by=who.name)
     return ops.profile_view(ctx, name)
 
 
 @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
 async def delete_profile(request: Request, name: str, who: Admin) -> Response:
     ctx = context(request)
-    if not ctx.access.delete_profile(name):
-        raise NotFound(f"no stored profile '{name}'")
-    ctx.access.audit(who.name, "profile.delete", name, {})
+    ctx.svc.admin.delete_profile(name, by=who.name)
     return Response(status_code=204)
 
 
@@ -405,68 +398,48 @@ async def delete_profile(request: Request, name: str, who: Admin) -> Response:
 
 @router.get("/plugins", response_model=list[PluginView], tags=["plugins"])
 async def list_plugins(request: Request, _who: Viewer) -> list[PluginView]:
-    reg = context(request).svc.registry
-    rows = [("plug-in", e) for e in reg.plugins.values()] + [("provider", e) for e in reg.providers.values()]
-    return [
-        PluginView(
-            kind=kind,
-            name=e.name,
-            target=e.target,
-            distribution=e.distribution,
-            version=e.version,
-            ok=e.ok,
-            error=e.error,
-            summary=e.summary,
-        )
-        for kind, e in rows
-    ]
+    return context(request).svc.plugins()
 
 
 # --- access: tokens, passwords, audit (admin) ----------------------------------------------------
 
 
-@router.get("/tokens", response_model=list[TokenView], tags=["access"])
-async def list_tokens(request: Request, _who: Admin) -> list[TokenView]:
-    return [TokenView(**vars(t)) for t in context(request).access.list_tokens()]
+@router.get("/tokens", response_model=list[TokenInfo], tags=["access"])
+async def list_tokens(request: Request, _who: Admin) -> list[TokenInfo]:
+    return context(request).svc.admin.list_tokens()
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["access"])
 async def create_token(request: Request, who: Admin, body: TokenCreate) -> TokenCreated:
     ctx = context(request)
-    info, secret = ctx.access.create_token(body.name, body.role, by=who.name)
-    ctx.access.audit(who.name, "token.create", info.token_id, {"name": body.name, "role": body.role.value})
-    return TokenCreated(**vars(info), token=secret)
+    info, secret = ctx.svc.admin.create_token(body.name, body.role, by=who.name)
+    return TokenCreated(**info.model_dump(), token=secret)
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["access"])
 async def revoke_token(request: Request, token_id: str, who: Admin) -> Response:
     ctx = context(request)
-    if not ctx.access.revoke_token(token_id):
-        raise NotFound(f"no active token '{token_id}'")
-    ctx.access.audit(who.name, "token.revoke", token_id, {})
+    ctx.svc.admin.revoke_token(token_id, by=who.name)
     return Response(status_code=204)
 
 
 @router.get("/users", response_model=list[UserView], tags=["access"])
 async def list_users(request: Request, _who: Admin) -> list[UserView]:
-    return [UserView(name=n, role=r, updated=u) for n, r, u in context(request).access.list_users()]
+    return [UserView(name=n, role=r, updated=u) for n, r, u in context(request).svc.admin.list_users()]
 
 
 @router.put("/users/{name}/password", response_model=UserView, tags=["access"])
 async def set_password(request: Request, name: str, who: Admin, body: PasswordSet) -> UserView:
     """Set (or create a user with) a password for browser sign-in."""
     ctx = context(request)
-    ctx.access.set_password(name, body.role, body.password)
-    ctx.access.audit(who.name, "user.password", name, {"role": body.role.value})
+    ctx.svc.admin.set_password(name, body.role, body.password, by=who.name)
     return next(UserView(name=n, role=r, updated=u) for n, r, u in ctx.access.list_users() if n == name)
 
 
 @router.delete("/users/{name}", status_code=204, tags=["access"])
 async def delete_user(request: Request, name: str, who: Admin) -> Response:
     ctx = context(request)
-    if not ctx.access.delete_user(name):
-        raise NotFound(f"no user '{name}'")
-    ctx.access.audit(who.name, "user.delete", name, {})
+    ctx.svc.admin.delete_user(name, by=who.name)
     return Response(status_code=204)
 
 

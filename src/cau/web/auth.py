@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from cau.store.access import Principal, Role
+from cau.domain.access import Role
+from cau.store.access import Principal
 from cau.web.context import WebContext
 from cau.web.errors import ApiError
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from cau.service import NodeScan, Service
+from cau.service import Service
 from cau.store.access import AccessStore
+from cau.views import ClusterScan
 from cau.web.metrics import Metrics
 from cau.web.worker import RunWorker
 
@@ -26,7 +26,7 @@ class WebContext:
     metrics: Metrics
     settings: Settings
     # The last preview per cluster: the "pending updates" column of the cluster page.
-    scans: dict[str, tuple[datetime, list[NodeScan]]] = field(default_factory=dict)
+    scans: dict[str, ClusterScan] = field(default_factory=dict)
     shutting_down: bool = False
     signin_failures: dict[str, list[float]] = field(default_factory=dict)  # client -> monotonic times
     extra: dict[str, Any] = field(default_factory=dict)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
 
-from cau.domain.profile import MAX_RETRIES_LIMIT, DrainPolicy, FailbackMode, MoveMethod
-from cau.store.access import Role
+from cau.domain.access import Role
+from cau.domain.profile import PER_RUN_OPTIONS, SCRIPT_OPTIONS, RunProfile
+from cau.store.access import TokenInfo
 
 
 class Health(BaseModel):
@@ -74,51 +77,38 @@ class ClusterDetail(ClusterSummary):
     coordinator: str | None = None  # who holds the cluster lock, e.g. "cau serve (pid 42 on host)"
 
 
-class UpdateView(BaseModel):
-    id: str
-    title: str
-    plugin: str
-    needs_restart: bool
-    size_bytes: int
-    details: dict[str, str]
+def _wire_type(annotation: Any) -> Any:
+    """An option's type as the API takes it: strict numbers and booleans (`0` is not `false`,
+    `"2"` is not `2`), durations as text ("15m", checked with the whole profile)."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [_wire_type(a) for a in get_args(annotation) if a is not type(None)]
+        return Union[tuple(members)] if len(members) > 1 else members[0]  # noqa: UP007
+    if get_origin(annotation) is Annotated:
+        return _wire_type(get_args(annotation)[0])
+    return {bool: StrictBool, int: StrictInt, timedelta: str}.get(annotation, annotation)
 
 
-class NodePreview(BaseModel):
-    node: str
-    reachable: bool
-    restart_pending: bool
-    errors: dict[str, str]
-    updates: list[UpdateView]
+def _run_option(name: str) -> tuple[Any, Any]:
+    info = RunProfile.model_fields[name]
+    ge = next((rule.ge for rule in info.metadata if isinstance(rule, Ge)), None)
+    le = next((rule.le for rule in info.metadata if isinstance(rule, Le)), None)
+    return (_wire_type(info.annotation) | None, Field(None, description=info.description, ge=ge, le=le))
 
 
-class Preview(BaseModel):
-    cluster: str
-    scanned: datetime
-    nodes: list[NodePreview]
+# Overrides of the profile's options for one run, as in `cau run`'s flags, made from RunProfile's
+# own fields (all optional); the scripts only from stored profiles (see SCRIPT_OPTIONS).
+if TYPE_CHECKING:
 
+    class RunOptions(BaseModel):  # what a type checker sees; the class itself is made below
+        pass
 
-class RunOptions(BaseModel):
-    """Overrides of the profile's options, as in `cau run`'s flags (all optional). Strict types:
-    `0` is not `false`, `"2"` is not `2`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_retries_per_node: StrictInt | None = Field(None, ge=0, le=MAX_RETRIES_LIMIT)
-    max_failed_nodes: StrictInt | None = Field(None, ge=0)
-    max_parallel_nodes: StrictInt | Literal["auto"] | None = None
-    require_all_nodes_online: StrictBool | None = None
-    reboot_timeout: str | None = None
-    stop_after: str | None = None
-    warn_after: str | None = None
-    node_order: list[str] | None = None
-    failback_mode: FailbackMode | None = None
-    drain: DrainPolicy | None = None
-    move: MoveMethod | None = None
-    no_restart: StrictBool | None = None
-    allow_nodes_in_maintenance: StrictBool | None = None
-    run_plugins_serially: StrictBool | None = None
-    stop_on_plugin_failure: StrictBool | None = None
-    separate_reboots: StrictBool | None = None
+else:
+    RunOptions = create_model(
+        "RunOptions",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Overrides of the profile's options for this run (all optional).",
+        **{name: _run_option(name) for name in PER_RUN_OPTIONS if name not in SCRIPT_OPTIONS},
+    )
 
 
 PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -198,17 +188,6 @@ class ProfileValidation(BaseModel):
     problems: list[dict[str, str]] = []
 
 
-class PluginView(BaseModel):
-    kind: str
-    name: str
-    target: str
-    distribution: str | None
-    version: str | None
-    ok: bool
-    error: str | None
-    summary: str
-
-
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -216,17 +195,7 @@ class TokenCreate(BaseModel):
     role: Role
 
 
-class TokenView(BaseModel):
-    token_id: str
-    name: str
-    role: Role
-    created: datetime
-    created_by: str
-    last_used: datetime | None
-    revoked: datetime | None
-
-
-class TokenCreated(TokenView):
+class TokenCreated(TokenInfo):
     token: str = Field(description="The secret: shown this once, never again")
 
 

@@ -6,7 +6,7 @@ API from the page's script, so the two can never disagree (nor with the CLI: all
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cau.domain.profile import RunProfile, build_profile
@@ -15,14 +15,13 @@ from cau.domain.runs import ReportQuery, RunRecord
 from cau.errors import CauError, NotFound, ProfileError
 from cau.reports.model import RunReport
 from cau.store.access import Principal
+from cau.views import ClusterScan
 from cau.web.context import WebContext
 from cau.web.errors import ApiError, from_profile_error
 from cau.web.models import (
     ClusterDetail,
     ClusterSummary,
-    NodePreview,
     NodeView,
-    Preview,
     ProfileValidation,
     ProfileView,
     RoleView,
@@ -30,7 +29,6 @@ from cau.web.models import (
     RunStarted,
     RunSummary,
     StopResult,
-    UpdateView,
 )
 
 
@@ -83,8 +81,9 @@ async def cluster_detail(ctx: WebContext, name: str) -> ClusterDetail:
     current = active or last
     report = await ctx.svc.run_report(current) if current else None
     node_reports = {n.name: n for n in report.nodes} if report else {}
-    scanned_at, scans = ctx.scans.get(name, (None, []))
-    pending = {s.node: [u.id for u in s.updates] for s in scans}
+    last_scan = ctx.scans.get(name)
+    scanned_at = last_scan.scanned if last_scan else None
+    pending = {s.node: [u.id for u in s.updates] for s in (last_scan.nodes if last_scan else [])}
     nodes: list[NodeView] = []
     roles: list[RoleView] = []
     error = None
@@ -156,35 +155,11 @@ def build_run_profile(ctx: WebContext, cluster: str, profile: str | None, option
         raise from_profile_error(exc) from exc
 
 
-async def preview(ctx: WebContext, cluster: str, profile: str | None) -> Preview:
+async def preview(ctx: WebContext, cluster: str, profile: str | None) -> ClusterScan:
     run_profile = build_run_profile(ctx, cluster, profile, RunOptions())
-    scans = await ctx.svc.scan(cluster, run_profile)
-    now = datetime.now(UTC)
-    ctx.scans[cluster] = (now, scans)
-    return Preview(
-        cluster=cluster,
-        scanned=now,
-        nodes=[
-            NodePreview(
-                node=s.node,
-                reachable=s.reachable,
-                restart_pending=s.restart_pending,
-                errors=s.errors,
-                updates=[
-                    UpdateView(
-                        id=u.id,
-                        title=u.title,
-                        plugin=u.plugin,
-                        needs_restart=u.needs_restart,
-                        size_bytes=u.size_bytes,
-                        details=u.details,
-                    )
-                    for u in s.updates
-                ],
-            )
-            for s in scans
-        ],
-    )
+    result = await ctx.svc.scan(cluster, run_profile)
+    ctx.scans[cluster] = result
+    return result
 
 
 async def start_run(

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from cau.domain.access import Role
 from cau.errors import CauError
 from cau.reports.render_html import (
     STEP_KINDS,
@@ -28,7 +29,7 @@ from cau.reports.render_html import (
     render_html,
     status_badge,
 )
-from cau.store.access import Principal, Role
+from cau.store.access import Principal
 from cau.web import ops
 from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify

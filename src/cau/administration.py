@@ -1,0 +1,55 @@
+"""Tokens, users and stored profiles, changed one way for the CLI and the API: every change is
+checked the same and audited with who made it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cau.domain.access import Role
+from cau.errors import NotFound
+from cau.store.access import AccessStore, TokenInfo
+
+
+class Administration:
+    def __init__(self, access: AccessStore) -> None:
+        self._access = access
+
+    # tokens
+    def create_token(self, name: str, role: Role, *, by: str) -> tuple[TokenInfo, str]:
+        """A new token and its secret (shown once; only a hash of it is kept)."""
+        info, secret = self._access.create_token(name, role, by=by)
+        self._access.audit(by, "token.create", info.token_id, {"name": info.name, "role": role.value})
+        return info, secret
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return self._access.list_tokens()
+
+    def revoke_token(self, token_id: str, *, by: str) -> None:
+        if not self._access.revoke_token(token_id):
+            raise NotFound(f"no active token '{token_id}'", hint="`cau token list` shows the tokens")
+        self._access.audit(by, "token.revoke", token_id, {})
+
+    # users (browser sign-in)
+    def set_password(self, name: str, role: Role, password: str, *, by: str) -> None:
+        self._access.set_password(name, role, password)
+        self._access.audit(by, "user.password", name, {"role": role.value})
+
+    def list_users(self) -> list[tuple[str, Role, Any]]:
+        return self._access.list_users()
+
+    def delete_user(self, name: str, *, by: str) -> None:
+        if not self._access.delete_user(name):
+            raise NotFound(f"no user '{name}'")
+        self._access.audit(by, "user.delete", name, {})
+
+    # stored profiles (checked by the caller against RunProfile first)
+    def put_profile(self, name: str, description: str, options: dict[str, Any], *, by: str) -> bool:
+        """Create or replace; True when it was created."""
+        created = self._access.put_profile(name, description, options, by=by)
+        self._access.audit(by, "profile.create" if created else "profile.update", name, {"options": options})
+        return created
+
+    def delete_profile(self, name: str, *, by: str) -> None:
+        if not self._access.delete_profile(name):
+            raise NotFound(f"no stored profile '{name}'")
+        self._access.audit(by, "profile.delete", name, {})

@@ -1,0 +1,94 @@
+"""`cau token` and `cau user`: who may use the REST API and the dashboard. Every change goes
+through the service (cau.administration), which audits it."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cau.cli import common
+from cau.cli.errors import reported
+from cau.domain.access import Role
+
+token_app = typer.Typer(help="API tokens for the REST API and the dashboard.", no_args_is_help=True)
+user_app = typer.Typer(help="Names with a password, for signing in to the dashboard.", no_args_is_help=True)
+
+
+def _actor() -> str:
+    return common.operator() + " (cli)"
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    role: Annotated[Role, typer.Option("--role", help="viewer, operator or admin")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Who or what uses it (default: the role)")
+    ] = None,
+    output: Annotated[str, typer.Option("--output", help="text or json")] = "text",
+) -> None:
+    """Create an API token. Its secret is printed this once; only a hash of it is kept."""
+    svc = common.service(ctx)
+    with reported(output == "json"):
+        info, secret = svc.admin.create_token(name or role.value, role, by=_actor())
+    if output == "json":
+        sys.stdout.write(
+            json.dumps({"token_id": info.token_id, "name": info.name, "role": role.value, "token": secret})
+            + "\n"
+        )
+        return
+    Console(stderr=True).print(
+        f"[dim]token {info.token_id} ({info.name}, {role.value}); shown once, keep it safe:[/]"
+    )
+    sys.stdout.write(secret + "\n")
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context) -> None:
+    """The tokens (never their secrets)."""
+    svc = common.service(ctx)
+    with reported(False):
+        tokens = svc.admin.list_tokens()
+    console = Console()
+    for t in tokens:
+        state = f"revoked {t.revoked:%Y-%m-%d %H:%M}" if t.revoked else "active"
+        used = f"last used {t.last_used:%Y-%m-%d %H:%M}" if t.last_used else "never used"
+        console.print(f"{t.token_id}  {t.name:<20} {t.role.value:<9} {state}, {used}", highlight=False)
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke a token by id (`cau token list`)."""
+    svc = common.service(ctx)
+    with reported(False):
+        svc.admin.revoke_token(token_id, by=_actor())
+    Console().print(f"token {token_id} revoked")
+
+
+@user_app.command("password")
+def user_password(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    role: Annotated[Role, typer.Option("--role")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Set a name's password (and role) for browser sign-in. Asks for it, or reads stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise typer.BadParameter("the passwords differ")
+    if len(password) < 12:
+        raise typer.BadParameter("a password needs at least 12 characters")
+    svc = common.service(ctx)
+    with reported(False):
+        svc.admin.set_password(name, role, password, by=_actor())
+    Console().print(f"password set for {name} ({role.value})")

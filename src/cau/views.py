@@ -1,0 +1,108 @@
+"""What the service layer answers with: one pydantic view per answer, serialised as they are by
+`cau ... --output json` and by the REST API, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cau.domain.updates import HeldUpdate, Update
+
+
+class NodeScan(BaseModel):
+    """What one node would install (Invoke-CauScan), and what it holds back on purpose."""
+
+    node: str
+    reachable: bool = True
+    restart_pending: bool = False
+    errors: dict[str, str] = Field(default_factory=dict, description="by plug-in (or 'node')")
+    updates: list[Update] = Field(default_factory=list)
+    held: list[HeldUpdate] = Field(default_factory=list, description="held or kept back: not installed")
+
+
+class ClusterScan(BaseModel):
+    cluster: str
+    scanned: datetime
+    nodes: list[NodeScan]
+
+
+class PluginView(BaseModel):
+    """An installed plug-in or provider (Get-CauPlugin), or one that failed to load."""
+
+    kind: Literal["plug-in", "provider"]
+    name: str
+    target: str
+    distribution: str | None
+    version: str | None
+    ok: bool
+    error: str | None
+    summary: str
+
+
+class NodeResumed(BaseModel):
+    """`cau node resume`: a node taken out of the maintenance cau left it in."""
+
+    node: str
+    run_id: str | None = Field(None, description="the run that left it in maintenance, if one did")
+    roles_failed_back: list[str] = Field(default_factory=list)
+    cleaned: list[str] = Field(default_factory=list, description="cau's leftovers removed, found by looking")
+    waiting: list[str] = Field(default_factory=list, description="what could not be undone yet, and why")
+
+
+class Cleanup(BaseModel):
+    """`cau cleanup`: everything cau left in a cluster, undone."""
+
+    cluster: str
+    done: list[str] = Field(default_factory=list)
+    waiting: list[str] = Field(default_factory=list)
+
+
+class HostKeyTrusted(BaseModel):
+    node: str
+    fingerprint: str
+    result: str = Field(description="recorded, unchanged or replaced")
+
+
+class SandboxNode(BaseModel):
+    name: str
+    state: str
+    in_maintenance: bool
+    boot_id: str | None
+    roles: list[str]
+    installed: list[str]
+    pending_restart: bool
+    restarts: int
+
+
+class SandboxRole(BaseModel):
+    name: str
+    kind: str
+    owner: str | None
+    instances: list[str]
+    available: bool
+
+
+class SandboxOutage(BaseModel):
+    role: str
+    node: str | None
+    reason: str
+    started: datetime
+    ended: datetime | None
+
+
+class SandboxViolation(BaseModel):
+    at: datetime | None = None
+    kind: str
+    detail: str
+
+
+class SandboxView(BaseModel):
+    """A sandbox cluster as it is: nodes, where roles run, installed updates, outages."""
+
+    cluster: str
+    nodes: list[SandboxNode]
+    roles: list[SandboxRole]
+    violations: list[SandboxViolation]
+    outages: list[SandboxOutage]

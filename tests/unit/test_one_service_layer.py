@@ -1,0 +1,114 @@
+"""The CLI and the API are two faces of one service layer: the run options are RunProfile's own
+fields in both, a view is one pydantic model serialised by both, and the CLI reaches neither
+into the store nor into another package's private members."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import typer.main
+from typer.testing import CliRunner
+
+from cau.cli.app import app
+from cau.domain.profile import PER_RUN_OPTIONS, SCRIPT_OPTIONS, RunProfile
+from cau.views import ClusterScan, PluginView
+from cau.web.models import RunOptions
+
+CLI = Path(__file__).resolve().parents[2] / "src" / "cau" / "cli"
+
+
+def _run_command() -> Any:
+    group: Any = typer.main.get_command(app)  # Typer's own click: no isinstance on click's classes
+    return group.commands["run"]
+
+
+def test_every_run_option_is_a_flag_of_cau_run_with_the_profile_s_help() -> None:
+    flags = {o: p for p in _run_command().params for o in getattr(p, "opts", [])}
+    for name in PER_RUN_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        assert flag in flags, f"{name} has no flag {flag}"
+        assert flags[flag].help == RunProfile.model_fields[name].description
+    assert "--plugin" in flags and "--plugin-arg" in flags  # the plug-ins' own flags
+
+
+def test_the_api_run_options_are_the_profile_s_options_but_the_scripts() -> None:
+    assert set(RunOptions.model_fields) == set(PER_RUN_OPTIONS) - SCRIPT_OPTIONS
+    # the option the API lacked before: it comes with the field now
+    assert RunOptions.model_validate({"allow_unhealthy_cluster": True}).model_dump(exclude_none=True) == {
+        "allow_unhealthy_cluster": True
+    }
+
+
+def test_cli_flags_reach_the_profile(tmp_path: Path) -> None:
+    # Through the generated flags: a list from commas, a number or "auto", a choice, a flag.
+    runner = CliRunner()
+    profile = tmp_path / "p.toml"
+    profile.write_text('reboot_timeout = "20m"\n')
+    env = {"CAU_HOME": str(tmp_path / "data"), "CAU_CONFIG": ""}
+    out = runner.invoke(
+        app,
+        [
+            "run",
+            "sandbox",
+            "--profile",
+            str(profile),
+            "--node-order",
+            "node2,node1",
+            "--max-parallel-nodes",
+            "frobnicate",
+            "--output",
+            "json",
+        ],
+        env=env,
+    )
+    # refused before anything starts, naming the flag
+    assert out.exit_code == 1 and "--max-parallel-nodes" in out.output, out.output
+    done = runner.invoke(
+        app,
+        ["run", "sandbox", "--speed", "1000", "--profile", str(profile), "--node-order", "node2,node1"]
+        + ["--max-parallel-nodes", "auto", "--failback-mode", "none", "--no-restart", "--output", "json"],
+        env=env,
+    )
+    report = json.loads(done.stdout)
+    assert report["profile"]["node_order"] == ["node2", "node1"]
+    assert report["profile"]["max_parallel_nodes"] == "auto"
+    assert report["profile"]["failback_mode"] == "none" and report["profile"]["no_restart"] is True
+    assert report["profile"]["reboot_timeout"] == "20m"  # the file's, under the flags
+
+
+def test_scan_and_plugins_json_of_the_cli_are_the_service_views(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"CAU_HOME": str(tmp_path / "data"), "CAU_CONFIG": ""}
+    scan = runner.invoke(app, ["scan", "sandbox", "--output", "json"], env=env)
+    assert scan.exit_code == 0, scan.output
+    parsed = ClusterScan.model_validate_json(scan.stdout)
+    assert parsed.cluster == "sandbox" and all(n.updates for n in parsed.nodes)
+    plugins = runner.invoke(app, ["plugins", "--output", "json"], env=env)
+    views = [PluginView.model_validate(p) for p in json.loads(plugins.stdout)]
+    assert {v.name for v in views if v.kind == "provider"} >= {"sandbox", "ssh", "pacemaker"}
+
+
+def test_the_cli_imports_no_store_and_touches_no_private_member() -> None:
+    problems = []
+    for path in sorted(CLI.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cau.store"):
+                problems.append(f"{path.name}:{node.lineno} imports {node.module}")
+            if isinstance(node, ast.Import):
+                problems += [
+                    f"{path.name}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("cau.store")
+                ]
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+            ):
+                problems.append(f"{path.name}:{node.lineno} uses .{node.attr}")
+    assert problems == []
