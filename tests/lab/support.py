@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import tomli_w
 
 from cau.journal.events import EventKind, JournalEvent
-from cau.store.sqlite import SqliteStore
+from cau.store.sqlite import SqliteFile
 from cau_lab import Lab
 
 OLD = {"labpkg": "1.0", "labtool": "1.0", "labrelease": "1.0", "labextra": "1.0"}
@@ -99,7 +99,7 @@ def versions(lab: Lab, node: str) -> dict[str, str]:
 
 def journal(home: Path, run_id: str) -> list[JournalEvent]:
     """A run's journal, as the coordinators in `home` wrote it."""
-    store = SqliteStore(home / "cau.db")
+    store = SqliteFile(home / "cau.db")  # the synchronous file under the async store
     try:
         return store.events(run_id)
     finally:

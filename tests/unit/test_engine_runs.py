@@ -418,7 +418,8 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
 
     from cau.clock import VirtualClock
     from cau.errors import NotFound
-    from cau.service import NodeResumed, Service
+    from cau.service import Service
+    from cau.views import NodeResumed
 
     nodes = [node("n1", restart_seconds=1200), node("n2"), node("n3")]
     config = write_cluster(tmp_path, spec(nodes, roles=ROLES))

@@ -66,10 +66,21 @@ def test_cli_flags_reach_the_profile(tmp_path: Path) -> None:
     )
     # refused before anything starts, naming the flag
     assert out.exit_code == 1 and "--max-parallel-nodes" in out.output, out.output
+    flags = ["--node-order", "node2,node1", "--max-parallel-nodes", "auto", "--failback-mode", "none"]
     done = runner.invoke(
         app,
-        ["run", "sandbox", "--speed", "1000", "--profile", str(profile), "--node-order", "node2,node1"]
-        + ["--max-parallel-nodes", "auto", "--failback-mode", "none", "--no-restart", "--output", "json"],
+        [
+            "run",
+            "sandbox",
+            "--speed",
+            "1000",
+            "--profile",
+            str(profile),
+            *flags,
+            "--no-restart",
+            "--output",
+            "json",
+        ],
         env=env,
     )
     report = json.loads(done.stdout)
