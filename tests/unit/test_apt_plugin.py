@@ -14,7 +14,7 @@ import pytest
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.updates import HeldUpdate, ScanResult, Update, UpdateOutcome, UpdateResult
-from cau.errors import PluginError
+from cau.errors import PluginError, PluginOutputError, is_retryable
 from cau.plugins.apt import AptArgs, AptNodeUpdater, AptPlugin
 from cau.ports import PluginContext
 from cau.testing import Reply, ScriptedTransport, Session
@@ -286,6 +286,26 @@ def test_without_the_flag_file_needrestart_says_whether_the_kernel_is_outdated(
 def test_use_needrestart_false_trusts_the_flag_file_only() -> None:
     _, results, commands = lab_install("reboot-required-absent", use_needrestart=False)
     assert commands[-1] == PROBE and not any(r.restart_required for r in results)
+
+
+@pytest.mark.parametrize(
+    ("command", "answer", "named"),
+    [
+        (NEEDRESTART, "NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: outdated\n", "needrestart -b"),
+        (packages(*LAB), "<html><body>502 Bad Gateway</body></html>\n", "dpkg-query"),
+    ],
+)
+def test_output_apt_cannot_read_is_a_plugin_output_error_naming_the_command_and_the_node(
+    command: str, answer: str, named: str
+) -> None:
+    host = FixtureHost("apt")
+    host.answer(packages(*LAB), dpkg_lines(dict.fromkeys(LAB, "1.0")), dpkg_lines(dict.fromkeys(LAB, "1.1")))
+    host.answer(install(*(f"{n}=1.1" for n in LAB)), "")
+    host.serve("reboot-required-absent")
+    host.answer(command, answer)  # replaces what the plug-in would have read
+    with pytest.raises(PluginOutputError, match=rf"^apt: unexpected output of {named} on node1: ") as caught:
+        install_all(host, [update(n, "1.0", "1.1") for n in LAB])
+    assert not is_retryable(caught.value)  # an unknown apt or a bug: the engine does not retry it
 
 
 def install_broken() -> tuple[FixtureHost, list[UpdateResult]]:

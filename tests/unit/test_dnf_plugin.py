@@ -13,6 +13,7 @@ import pytest
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.updates import Update, UpdateOutcome
+from cau.errors import PluginError, PluginOutputError, is_retryable
 from cau.plugins import dnf_facts
 from cau.plugins.dnf import RESTART_PACKAGES, DnfArgs, DnfNodeUpdater, DnfPlugin
 from cau.ports import PluginContext
@@ -93,6 +94,30 @@ def test_a_failed_upgrade_is_a_result_with_dnfs_words() -> None:
     )
     assert failed.details["after"] == "0.1-1.el9" and not failed.restart_required
     assert results["kernel.x86_64"].outcome is UpdateOutcome.SUCCEEDED
+
+
+def test_output_dnf_cannot_read_is_a_plugin_output_error_naming_the_command_and_the_node() -> None:
+    host = FixtureHost("dnf")
+    host.answer(CHECK, Reply("<html><body>502 Bad Gateway</body></html>\n", 100))
+    with pytest.raises(PluginOutputError, match=r"^dnf: unexpected output of dnf check-update on rhel1: "):
+        run_virtual(updater(host)[0].scan())
+    host = FixtureHost("dnf")
+    host.answer(f"{RPM} kernel", "<html><body>502 Bad Gateway</body></html>\n")
+    nevra = "kernel-5.14.0-503.21.1.el9_5.x86_64"
+    kernel = Update("kernel.x86_64", "kernel", "dnf", details={"name": "kernel", "nevra": nevra})
+    with pytest.raises(PluginOutputError, match=r"^dnf: unexpected output of rpm -q on rhel1: ") as caught:
+        run_virtual(updater(host)[0].install([kernel], lambda _m: None))
+    assert not is_retryable(caught.value)  # an unknown dnf or a bug: the engine does not retry it
+
+
+def test_a_failed_check_update_is_worth_another_try() -> None:
+    host = FixtureHost("dnf")
+    host.answer(CHECK, Reply("", 1, "Error: Failed to download metadata for repo 'baseos'\n"))
+    with pytest.raises(
+        PluginError, match=r"^dnf: check-update on rhel1: .*exit 1.*Failed to download"
+    ) as caught:
+        run_virtual(updater(host)[0].scan())
+    assert not isinstance(caught.value, PluginOutputError) and is_retryable(caught.value)
 
 
 def test_security_only_narrows_to_advisories() -> None:

@@ -39,6 +39,10 @@ class ErrorId(StrEnum):
     MAINTENANCE_EXIT_FAILED = "MaintenanceExitFailed"
     FAILBACK_FAILED = "FailbackFailed"
     RESTART_FAILED = "RestartFailed"
+    # the node's SSH host key is not the one recorded, or none is (a reinstalled node, or an
+    # impostor): cau does not use the node until an operator records its key (`cau hosts trust`)
+    HOST_KEY_REJECTED = "HostKeyRejected"
+    LOGIN_REFUSED = "LoginRefused"  # the node refused cau's login (user, key, authorized_keys)
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     QUORUM_AT_RISK = "QuorumAtRisk"
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
@@ -51,8 +55,12 @@ class ErrorId(StrEnum):
     STORE_UNAVAILABLE = "StoreUnavailable"  # the journal could not be written: the run pauses
 
 
-# Why a run pauses (a closed list): `cau run` resumes it once the cause is fixed.
-PAUSE_REASONS = frozenset({ErrorId.INTERNAL_ERROR, ErrorId.STORE_UNAVAILABLE})
+# Why a run pauses (a closed list): `cau run` resumes it once the cause is fixed. A refused host
+# key or login pauses a run when it stops cau observing the cluster (discovery reaches every node),
+# not when one node's own step meets it: that node fails.
+PAUSE_REASONS = frozenset(
+    {ErrorId.INTERNAL_ERROR, ErrorId.STORE_UNAVAILABLE, ErrorId.HOST_KEY_REJECTED, ErrorId.LOGIN_REFUSED}
+)
 
 # Errors that mean the node itself failed: whatever was installed before, the node is Failed.
 NODE_FATAL_ERRORS = frozenset(
@@ -67,6 +75,8 @@ NODE_FATAL_ERRORS = frozenset(
         ErrorId.CLUSTER_UNHEALTHY,
         ErrorId.DRAIN_WOULD_STOP_ROLES,
         ErrorId.SCAN_FAILED,
+        ErrorId.HOST_KEY_REJECTED,
+        ErrorId.LOGIN_REFUSED,
     }
 )
 

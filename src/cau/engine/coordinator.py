@@ -20,7 +20,7 @@ from cau.domain.planning import Admission, may_start
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
-from cau.engine.node import NodeRun, PluginBinding
+from cau.engine.node import NodeRun, PluginBinding, refusal
 from cau.engine.writer import EventListener, JournalWriter
 from cau.journal.events import Coordinator as CoordinatorTook
 from cau.journal.events import (
@@ -227,14 +227,19 @@ class Coordinator:
         return await self._finish()
 
     async def _pause(self, exc: Exception) -> RunOutcome:
-        """An unexpected error: the run pauses with a reason from a closed list; `cau run` resumes."""
+        """An unexpected error: the run pauses with a reason from a closed list; `cau run` resumes.
+        A node refusing cau while the cluster is observed (discovery reaches every node; a step of
+        the node's own fails that node instead) is no bug: the pause names it, with its remedy."""
         failed_write = self.writer.failure
-        reason = ErrorId.STORE_UNAVAILABLE if failed_write is not None else ErrorId.INTERNAL_ERROR
+        refused = refusal(exc)
+        reason = ErrorId.STORE_UNAVAILABLE if failed_write is not None else refused or ErrorId.INTERNAL_ERROR
         message = f"{type(exc).__name__}: {exc}"
+        hint = getattr(exc, "hint", None)
+        if refused is not None and hint:
+            message += f" ({hint})"
         if failed_write is None:
-            await self.journal(
-                RunPaused(error_id=reason, message=message, traceback=traceback.format_exc(limit=8)[-4000:])
-            )
+            trace = "" if refused is not None else traceback.format_exc(limit=8)[-4000:]
+            await self.journal(RunPaused(error_id=reason, message=message, traceback=trace))
         await self.store.set_run_state(self.run_id, RunState.PAUSED, error_id=reason.value, message=message)
         return RunOutcome(self.run_id, RunState.PAUSED, None, reason.value, message, None)
 

@@ -12,7 +12,8 @@ outcome is used), and a step with an intent but no outcome is re-run in a way th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from cau.domain.results import ErrorId, Status, node_status
 from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
 from cau.engine.gate import MaintenanceGate, NeverAdmitted
 from cau.engine.scan import scan_plugins
-from cau.errors import CauError, is_retryable
+from cau.errors import AuthError, CauError, HostKeyError, is_retryable
 from cau.journal.events import (
     EnterIntent,
     EnterOutcome,
@@ -70,6 +71,13 @@ from cau.ports import (
 from cau.redact import redact, tail
 
 RETRY_DELAY_SECONDS = 10.0
+
+# A node that refuses cau, whatever step meets it: cau must not use it (a host key not the one
+# recorded) or cannot (a refused login) until an operator acts, so it fails at once, and says so.
+REFUSALS: dict[type[CauError], ErrorId] = {
+    HostKeyError: ErrorId.HOST_KEY_REJECTED,
+    AuthError: ErrorId.LOGIN_REFUSED,
+}
 
 IntentT = TypeVar("IntentT", bound=StepIntent)
 OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
@@ -206,6 +214,18 @@ class NodeRun:
 
     def _intent_time(self, key: str) -> datetime:
         return self.record.steps[key].started
+
+    @contextlib.contextmanager
+    def _refusal_ends_node(self, what: str) -> Iterator[None]:
+        """Around what a step observes of this node before acting: the node refusing cau ends the
+        node (not the run); any other error goes on up as before."""
+        try:
+            yield
+        except CauError as exc:
+            error_id = refusal(exc)
+            if error_id is None:
+                raise
+            raise NodeEnd(error_id, f"{what}: {_with_hint(exc)}") from exc
 
     # --- sessions and plug-ins -------------------------------------------------------------------
 
@@ -374,7 +394,7 @@ class NodeRun:
         out, tries = await self._retrying_script(Step.PRE_SCRIPT, script)
         if not out.ok:
             raise NodeEnd(
-                ErrorId.PRE_UPDATE_SCRIPT_FAILED,
+                _node_error(out, ErrorId.PRE_UPDATE_SCRIPT_FAILED),
                 f"pre-update script failed {tries} time(s), the node was not updated: {out.failure_text()}",
             )
 
@@ -478,7 +498,8 @@ class NodeRun:
             async def prepare() -> EnterIntent:
                 if self._prior is not None:  # observed with the first attempt
                     return EnterIntent(key=key, prior_from="enter_maintenance/1")
-                self._prior = await provider.maintenance_prior(self.name)
+                with self._refusal_ends_node("cannot enter maintenance"):
+                    self._prior = await provider.maintenance_prior(self.name)
                 return EnterIntent(key=key, move=move, prior=prior_record(self._prior))
 
             return prepare
@@ -528,7 +549,7 @@ class NodeRun:
         # Could not drain: undo what a partial drain did (exit maintenance, bring moved roles back).
         await self._leave_maintenance()
         raise NodeEnd(
-            ErrorId.MAINTENANCE_ENTER_FAILED,
+            _node_error(out, ErrorId.MAINTENANCE_ENTER_FAILED),
             f"could not enter maintenance: {out.failure_text() if out else 'not attempted'}",
         )
 
@@ -570,7 +591,20 @@ class NodeRun:
         provider = self.ctx.provider
         prior = self._prior or MaintenancePrior(self.name, was_in_maintenance=False)
         if self.holds_maintenance:
-            if await provider.boot_id(self.name) is None:
+            try:
+                boot = await provider.boot_id(self.name)
+            except CauError as exc:
+                if refusal(exc) is None:
+                    raise
+                # A node cau cannot trust (or log in to) is not taken out of maintenance: it stays
+                # out of service until an operator has looked at it.
+                self.left_in_maintenance = True
+                self.warn(
+                    f"stays in maintenance: {_with_hint(exc)}; then `cau node resume "
+                    f"{self.ctx.cluster} {self.name}` takes it out"
+                )
+                return
+            if boot is None:
                 self.left_in_maintenance = True
                 self.warn(
                     "is down and stays in maintenance (cau put it there and recorded its prior "
@@ -713,6 +747,13 @@ class NodeRun:
                     self.transient.append(
                         f"{r.title}: {r.message or f'code {r.error_code}'} (pass {pass_no})"
                     )
+            if out.retryable is False:
+                # Another pass would meet it again (a refused node, output the plug-in cannot
+                # read): the node fails now, and what earlier plug-ins left needing a restart says so.
+                self.pending_restart = self.pending_restart or needs_restart
+                raise NodeEnd(
+                    out.error_id or ErrorId.PLUGIN_FAILED, f"the {binding.name} plug-in failed: {out.message}"
+                )
             plugin_failed = out.error_id is ErrorId.PLUGIN_FAILED
             if plugin_failed:
                 self.transient.append(f"{binding.name} plug-in: {out.message}")
@@ -774,7 +815,8 @@ class NodeRun:
         timeout = self.profile.reboot_timeout.total_seconds()
 
         async def prepare() -> RestartIntent:
-            return RestartIntent(key=key, boot_id=await provider.boot_id(self.name))
+            with self._refusal_ends_node("cannot restart"):
+                return RestartIntent(key=key, boot_id=await provider.boot_id(self.name))
 
         async def act(intent: RestartIntent, resumed: bool) -> RestartOutcome:
             old = intent.boot_id
@@ -826,6 +868,24 @@ def _expect(value: StepIntent | StepOutcome, kind: type[T], key: str) -> T:
     return value
 
 
+def refusal(exc: BaseException) -> ErrorId | None:
+    """The error id of a node refusing cau (REFUSALS), or None for any other error."""
+    return next((error_id for kind, error_id in REFUSALS.items() if isinstance(exc, kind)), None)
+
+
+def _with_hint(exc: BaseException) -> str:
+    """An error as the journal shows it: redacted, with what the operator can do about it."""
+    message = redact(str(exc))
+    hint = getattr(exc, "hint", None)
+    return f"{message} ({hint})" if hint else message
+
+
+def _node_error(out: StepOutcome | None, default: ErrorId) -> ErrorId:
+    """Why a node ends after a failed step: a refusal says so; anything else is the step's failure."""
+    refused = out.error_id if out is not None else None
+    return refused if refused is not None and refused in REFUSALS.values() else default
+
+
 def _failed(
     kind: type[OutcomeT],
     step: Step,
@@ -834,18 +894,15 @@ def _failed(
     exc: Exception,
     **extra: object,
 ) -> OutcomeT:
-    """The outcome of a step whose action raised: a result for the journal, not a crash."""
-    message = redact(str(exc))
-    hint = getattr(exc, "hint", None)
-    if hint:
-        message += f" ({hint})"
+    """The outcome of a step whose action raised: a result for the journal, not a crash. A node
+    refusing cau is named as such (REFUSALS), whatever the step."""
     return kind.model_validate(
         {
             "step": step,
             "key": key,
             "ok": False,
-            "error_id": error_id,
-            "message": message,
+            "error_id": refusal(exc) or error_id,
+            "message": _with_hint(exc),
             "retryable": is_retryable(exc),
             **extra,
         }

@@ -79,6 +79,8 @@ class AptNodeUpdater:
         try:
             return await self._session.transport.run(command, timeout=timeout)
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a node refusing cau (its host key, the login): the engine decides by its class
             raise PluginError(f"apt: {what} on {self._node}: {exc}") from exc
 
     def _failure(self, what: str, result: CommandResult) -> PluginError:
@@ -226,7 +228,7 @@ class AptNodeUpdater:
                 "command -v needrestart >/dev/null && needrestart -b 2>/dev/null; true", 120, "needrestart"
             )
             if nr.stdout.strip():
-                result = facts.parse_needrestart_batch(nr.stdout)
+                result = self._parsed(facts.parse_needrestart_batch, nr.stdout, "needrestart -b")
                 if result.kernel_restart_needed:
                     needed = True
         return needed, pkgs

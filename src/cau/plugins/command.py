@@ -77,6 +77,8 @@ class CommandNodeUpdater:
         try:
             result = await self._session.transport.run(command, timeout=timeout.total_seconds())
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a node refusing cau (its host key, the login): the engine decides by its class
             raise PluginError(f"{what} on {self._session.node}: {exc}") from exc
         return result.exit_status, result.stdout, result.stderr
 

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from cau.domain.durations import Duration
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome, UpdateResult
-from cau.errors import CauError, PluginError
+from cau.errors import CauError, PluginError, PluginOutputError
 from cau.plugins import dnf_facts as facts
 from cau.plugins import refuse_this_machine
 from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
 from cau.redact import tail
 
 ENV = "LC_ALL=C"
+T = TypeVar("T")
 RESTART_PACKAGES = ("kernel", "kernel-core", "glibc", "systemd", "linux-firmware", "dbus", "dbus-broker")
 
 
@@ -54,7 +55,17 @@ class DnfNodeUpdater:
         try:
             return await self._session.transport.run(command, timeout=timeout)
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a node refusing cau (its host key, the login): the engine decides by its class
             raise PluginError(f"dnf: {what} on {self._session.node}: {exc}") from exc
+
+    def _parsed(self, parser: Callable[[str], T], text: str, what: str) -> T:
+        try:
+            return parser(text)
+        except facts.DnfParseError as exc:
+            raise PluginOutputError(
+                f"dnf: unexpected output of {what} on {self._session.node}: {exc}"
+            ) from exc
 
     async def _restart_needed(self) -> tuple[bool, list[str]]:
         result = await self._run(f"{ENV} needs-restarting -r", 120, "needs-restarting")
@@ -74,14 +85,14 @@ class DnfNodeUpdater:
         refresh = " --refresh" if self._args.refresh else ""
         result = await self._run(f"{ENV} dnf -q check-update{refresh}", 900, "check-update")
         try:
-            if not facts.updates_available(result.exit_status):
-                changes: list[facts.DnfChange] = []
-            else:
-                changes = facts.parse_check_update(result.stdout)
-        except facts.DnfParseError as exc:
+            available = facts.updates_available(result.exit_status)
+        except facts.DnfParseError as exc:  # dnf failed (a mirror, the network): worth another try
             raise PluginError(
                 f"dnf: check-update on {self._session.node}: {exc}: {tail(result.stderr, 300)}"
             ) from exc
+        changes = (
+            self._parsed(facts.parse_check_update, result.stdout, "dnf check-update") if available else []
+        )
         if self._args.security_only and changes:
             info = await self._run(f"{ENV} dnf -q updateinfo list --security", 300, "updateinfo")
             if not info.ok:
@@ -89,7 +100,7 @@ class DnfNodeUpdater:
                     f"dnf: updateinfo on {self._session.node} (exit {info.exit_status}): "
                     f"{tail(info.stderr, 300)}"
                 )
-            advisories = facts.parse_updateinfo_list(info.stdout)
+            advisories = self._parsed(facts.parse_updateinfo_list, info.stdout, "dnf updateinfo")
             changes = facts.security_changes(changes, advisories, self._args.min_severity)
         pending, _ = await self._restart_needed()
         updates = tuple(
@@ -121,7 +132,7 @@ class DnfNodeUpdater:
         names = " ".join(sorted({shlex.quote(u.details["name"]) for u in updates}))
         fmt = "'%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n'"
         result = await self._run(f"rpm -q --qf {fmt} {names}", 120, "rpm -q")
-        return facts.parse_rpm_versions(result.stdout)
+        return self._parsed(facts.parse_rpm_versions, result.stdout, "rpm -q")
 
     async def install(self, updates: Sequence[Update], progress: ProgressCallback) -> list[UpdateResult]:
         if not updates:

@@ -109,6 +109,8 @@ class _NodeRoot(_Root):
         try:
             return await self.session.transport.run(command, timeout=300)
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a node refusing cau (its host key, the login): the engine decides by its class
             raise PluginError(f"hotfix: on {self.session.node}: {exc}") from exc
 
     async def read(self, rel: str) -> str:
@@ -164,6 +166,8 @@ class HotfixNodeUpdater:
         try:
             return await self._session.transport.run(command, timeout=timeout)
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a node refusing cau (its host key, the login): the engine decides by its class
             raise PluginError(f"hotfix: on {self._node}: {exc}") from exc
 
     # --- checks ----------------------------------------------------------------------------------

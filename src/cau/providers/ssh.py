@@ -305,6 +305,8 @@ class SshProvider:
                 command, timeout=hooks.timeout.total_seconds(), env=self._hook_env(node)
             )
         except CauError as exc:
+            if not exc.retryable:
+                raise  # a host refusing cau (its host key, the login): the engine decides by its class
             raise MaintenanceError(f"the {which} hook for {node} could not run on {where}: {exc}") from exc
         if not result.ok:
             raise MaintenanceError(

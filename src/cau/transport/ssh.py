@@ -24,7 +24,7 @@ from cau.errors import AuthError, CommandTimeout, HostKeyError, NodeUnreachable,
 from cau.ports import CommandResult
 from cau.redact import redact
 
-__all__ = ["AuthError", "HostKeyError", "SshTarget", "SshTransport"]
+__all__ = ["AuthError", "HostKeyError", "SshTarget", "SshTransport", "changed_host_key", "refused_login"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,32 @@ def known_host_status(target: SshTarget) -> str:
     return "known" if keys else "unknown"
 
 
-def _trust_hint(target: SshTarget) -> str:
+def _trust_hint(target: SshTarget, *, replace: bool = False) -> str:
     cluster = target.cluster or "CLUSTER"
+    flag = " --replace" if replace else ""
     return (
-        f"check the key out of band, then `cau hosts trust {cluster} {target.name}` "
+        f"check the key out of band, then `cau hosts trust {cluster} {target.name}{flag}` "
         f"records it in {target.known_hosts}"
+    )
+
+
+def changed_host_key(target: SshTarget) -> HostKeyError:
+    """What connecting to a host that presents another key than the one recorded raises (a node
+    reinstalled, or someone impersonating it): the hint is the command that records the new key."""
+    return HostKeyError(
+        f"the host key of {target.name} ({target.address}) has CHANGED since it was recorded in "
+        f"{target.known_hosts}: refusing to connect (someone may be impersonating it, or the "
+        "node was reinstalled)",
+        hint=_trust_hint(target, replace=True),
+    )
+
+
+def refused_login(target: SshTarget) -> AuthError:
+    """What connecting raises when the host refuses cau's key for the login user."""
+    return AuthError(
+        f"{target.name} ({target.address}) refused the key for {target.user}"
+        + (f" ({target.identity})" if target.identity else ""),
+        hint="check the user, the identity file and the node's authorized_keys",
     )
 
 
@@ -113,22 +134,13 @@ class SshTransport:
         except asyncssh.HostKeyNotVerifiable as exc:
             status = known_host_status(t)
             if status == "known":
-                raise HostKeyError(
-                    f"the host key of {t.name} ({t.address}) has CHANGED since it was recorded in "
-                    f"{t.known_hosts}: refusing to connect (someone may be impersonating it, or the "
-                    "node was reinstalled)",
-                    hint=_trust_hint(t) + " --replace",
-                ) from exc
+                raise changed_host_key(t) from exc
             raise HostKeyError(
                 f"the host key of {t.name} ({t.address}) is not in {t.known_hosts}: refusing to connect",
                 hint=_trust_hint(t),
             ) from exc
         except asyncssh.PermissionDenied as exc:
-            raise AuthError(
-                f"{t.name} ({t.address}) refused the key for {t.user}"
-                + (f" ({t.identity})" if t.identity else ""),
-                hint="check the user, the identity file and the node's authorized_keys",
-            ) from exc
+            raise refused_login(t) from exc
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise NodeUnreachable(
                 f"cannot reach {t.name} ({t.address}): {redact(str(exc)) or type(exc).__name__}"
