@@ -705,6 +705,9 @@ class NodeRun:
                     await self._restart(f"restart/{pass_no}")
             rescan = await self._scan(f"rescan/{pass_no}", Step.RESCAN)
             if not rescan.ok:
+                # Without a rescan, only a result says what an update did: one that a failed
+                # plug-in left without any result is still to do, never counted as installed.
+                self.remaining = [u.id for ups in pending.values() for u in ups if u.id not in self.results]
                 self.warn("rescan failed; second-order updates, if any, were not looked for")
                 return
             pending = rescan.updates
