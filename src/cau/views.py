@@ -27,6 +27,11 @@ class ClusterScan(BaseModel):
     scanned: datetime
     nodes: list[NodeScan]
 
+    @property
+    def failed_nodes(self) -> list[str]:
+        """The nodes whose scan did not complete: unreachable, or a plug-in failed there."""
+        return [n.node for n in self.nodes if not n.reachable or n.errors]
+
 
 class PluginView(BaseModel):
     """An installed plug-in or provider (Get-CauPlugin), or one that failed to load."""

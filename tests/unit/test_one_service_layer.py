@@ -16,6 +16,7 @@ from cau.cli.app import app
 from cau.domain.profile import PER_RUN_OPTIONS, SCRIPT_OPTIONS, RunProfile
 from cau.views import ClusterScan, PluginView
 from cau.web.models import RunOptions
+from tests.support import node, spec, write_cluster
 
 CLI = Path(__file__).resolve().parents[2] / "src" / "cau" / "cli"
 
@@ -106,20 +107,36 @@ def test_the_cli_imports_no_store_and_touches_no_private_member() -> None:
     problems = []
     for path in sorted(CLI.glob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cau.store"):
-                problems.append(f"{path.name}:{node.lineno} imports {node.module}")
-            if isinstance(node, ast.Import):
+        for item in ast.walk(tree):
+            if isinstance(item, ast.ImportFrom) and (item.module or "").startswith("cau.store"):
+                problems.append(f"{path.name}:{item.lineno} imports {item.module}")
+            if isinstance(item, ast.Import):
                 problems += [
-                    f"{path.name}:{node.lineno} imports {a.name}"
-                    for a in node.names
+                    f"{path.name}:{item.lineno} imports {a.name}"
+                    for a in item.names
                     if a.name.startswith("cau.store")
                 ]
             if (
-                isinstance(node, ast.Attribute)
-                and node.attr.startswith("_")
-                and not node.attr.startswith("__")
-                and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+                isinstance(item, ast.Attribute)
+                and item.attr.startswith("_")
+                and not item.attr.startswith("__")
+                and not (isinstance(item.value, ast.Name) and item.value.id == "self")
             ):
-                problems.append(f"{path.name}:{node.lineno} uses .{node.attr}")
+                problems.append(f"{path.name}:{item.lineno} uses .{item.attr}")
     assert problems == []
+
+
+def test_scan_says_in_its_exit_code_when_nodes_could_not_be_scanned(tmp_path: Path) -> None:
+    runner = CliRunner()
+    nodes = [node("n1"), node("n2", online=False), node("n3")]
+    some = write_cluster(tmp_path, spec(nodes), name="some")
+    none = write_cluster(tmp_path, spec([node(n, online=False) for n in ("n1", "n2")]), name="none")
+    assert some == none  # one config file, both clusters
+    env = {"CAU_HOME": str(tmp_path / "data"), "CAU_CONFIG": str(some), "COLUMNS": "200"}
+    partly = runner.invoke(app, ["scan", "some"], env=env)
+    assert partly.exit_code == 3 and "not scanned: n2" in partly.stdout, partly.output
+    nothing = runner.invoke(app, ["scan", "none", "--output", "json"], env=env)
+    assert nothing.exit_code == 4, nothing.output
+    assert ClusterScan.model_validate_json(nothing.stdout).failed_nodes == ["n1", "n2"]
+    fine = runner.invoke(app, ["scan", "sandbox"], env={**env, "CAU_CONFIG": ""})
+    assert fine.exit_code == 0, fine.output

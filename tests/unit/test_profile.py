@@ -138,8 +138,8 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
         ("1h30m", 5400),
         ("2d", 172800),
         ("PT15M", 900),
-        ("45", 45),
-        (30, 30),
+        ("45s", 45),
+        ("0", 0),
         ("1.5h", 5400),
     ],
 )
@@ -147,10 +147,26 @@ def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "15x", "-5", "1h 30", "m15"])
+@pytest.mark.parametrize("text", ["", "soon", "15x", "-5m", "1h 30", "m15"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [15, "15", 1.5, "-5"])
+def test_a_bare_number_is_refused_with_both_readings(value: object) -> None:
+    # CAU's RebootTimeoutMinutes counts minutes; cau's durations once read 15 as seconds.
+    with pytest.raises(ValueError, match="has no unit") as refused:
+        parse_duration(value)
+    assert "m for minutes" in str(refused.value) and "s for seconds" in str(refused.value)
+
+
+def test_a_profile_with_a_bare_reboot_timeout_names_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text("reboot_timeout = 15\n")
+    with pytest.raises(ProfileError) as refused:
+        build_profile(path)
+    assert "reboot_timeout" in str(refused.value) and "15m for minutes" in str(refused.value)
 
 
 def test_format_duration() -> None:

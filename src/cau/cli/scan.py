@@ -9,7 +9,8 @@ from rich.markup import escape
 
 from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
-from cau.cli.errors import reported
+from cau.cli.errors import Exit, reported
+from cau.views import ClusterScan
 
 
 def scan(
@@ -28,7 +29,15 @@ def scan(
         result = asyncio.run(svc.scan(cluster, run_profile))
     if json_out:
         common.print_json(result)
-        return
+    else:
+        _print_text(result)
+    # Like a run's: 3 when some nodes could not be scanned, 4 when none could.
+    failed = result.failed_nodes
+    if failed:
+        raise typer.Exit(Exit.FAILED if len(failed) == len(result.nodes) else Exit.PARTIALLY_FAILED)
+
+
+def _print_text(result: ClusterScan) -> None:
     out = common.console()
     total = 0
     for s in result.nodes:
@@ -51,3 +60,5 @@ def scan(
         f"[dim]{total} update(s) on {len(result.nodes)} node(s); first-order only: second-order updates "
         "appear after these are installed.[/]"
     )
+    if result.failed_nodes:
+        out.print(f"[red]not scanned: {escape(', '.join(result.failed_nodes))}[/]")

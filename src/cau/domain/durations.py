@@ -16,19 +16,19 @@ _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?
 def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like '15m', '1h30m'")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise ValueError("a duration is a number of seconds or text like '15m', '1h30m'")
-    text = value.strip().lower().replace(" ", "")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("a duration is text with a unit, like '90s', '15m', '1h30m'")
+    text = str(value).strip().lower().replace(" ", "")
     if not text:
         raise ValueError("empty duration")
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        # A bare number is ambiguous: CAU's own options count minutes, most tools seconds.
+        if float(text) == 0:
+            return timedelta(0)
+        raise ValueError(
+            f"'{value}' has no unit: write {text}m for minutes or {text}s for seconds "
+            "(examples: 90s, 15m, 1h30m, 2d)"
+        )
     iso = _ISO.match(text.upper())
     if iso and any(iso.groups()):
         days, hours, minutes, seconds = (float(g) if g else 0.0 for g in iso.groups())
