@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import sqlite3
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,3 +75,21 @@ def test_reused_pid_is_not_mistaken_for_the_owner() -> None:
     assert provably_dead(stale)
     assert not provably_dead(this_process())
     assert not provably_dead(LockOwner("elsewhere", 1, "1"))
+
+
+def test_the_store_s_files_are_its_owner_s_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # a usual umask: new files would be world-readable
+    try:
+        home = tmp_path / "data"
+        store = SqliteFile(home / "cau.db")
+        store.close()
+    finally:
+        os.umask(old)
+    files = [p for p in home.iterdir() if p.name.startswith("cau.db")]
+    assert {p.name for p in files} >= {"cau.db"}
+    for p in [*files, home]:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, (p, oct(p.stat().st_mode))
+    # a store left readable by an older release is tightened when opened
+    (home / "cau.db").chmod(0o644)
+    SqliteFile(home / "cau.db").close()
+    assert stat.S_IMODE((home / "cau.db").stat().st_mode) == 0o600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,12 +135,25 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _private_file(path: Path) -> None:
+    """The store holds hashes of tokens and passwords, the audit trail and every journal: its
+    folder and files are its owner's only. SQLite creates the -wal and -shm files with the
+    database's own mode; a store made by an older release is tightened too."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 class SqliteFile:
     """The store's SQLite file, synchronously: one connection, short transactions."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
         # isolation_level=None: we issue BEGIN ourselves, so every write is its own short
         # transaction and an intent is on disk before the action it announces.
         # check_same_thread=False: SqliteStore opens it on the event loop's thread and uses it on
