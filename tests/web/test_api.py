@@ -458,3 +458,13 @@ def test_a_secret_in_a_stored_profile_stays_out_of_the_audit_trail(api: Api) -> 
     trail = api.call("GET", "/api/v1/audit").text
     assert "profile.create" in trail and "drain.sh" in trail
     assert "s3cr3t-value-42" not in trail
+
+
+def test_answers_are_never_cached_and_https_asks_for_https_only(api: Api) -> None:
+    created = api.call("POST", "/api/v1/tokens", json={"name": "ci", "role": "viewer"})
+    assert created.status_code == 201 and created.json()["token"]
+    for answer in (created, api.call("GET", "/api/v1/me"), api.call("GET", "/api/v1/clusters/nowhere")):
+        assert answer.headers["Cache-Control"] == "no-store", answer.request.url
+    assert "Strict-Transport-Security" not in created.headers  # plain http here
+    api.app.state.ctx.settings.secure_cookies = True  # as `cau serve --ssl-certfile ...` sets it
+    assert api.call("GET", "/api/v1/me").headers["Strict-Transport-Security"].startswith("max-age=")

@@ -82,6 +82,12 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
         response = await call_next(request)
         for key, value in _SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        # What the API and the pages answer is for the one who asked (a new token's secret,
+        # runs, the audit trail): no cache, shared or the browser's, keeps it. Assets may be kept.
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        if ctx.settings.secure_cookies:  # served over https (--ssl-*, or behind a TLS proxy)
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if not request.url.path.startswith("/api/docs"):
             response.headers.setdefault("Content-Security-Policy", _CSP)
         return response
