@@ -468,3 +468,24 @@ def test_answers_are_never_cached_and_https_asks_for_https_only(api: Api) -> Non
     assert "Strict-Transport-Security" not in created.headers  # plain http here
     api.app.state.ctx.settings.secure_cookies = True  # as `cau serve --ssl-certfile ...` sets it
     assert api.call("GET", "/api/v1/me").headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_a_stranger_gets_401_before_any_body_is_read(api: Api) -> None:
+    for method, url in (
+        ("POST", "/api/v1/clusters/quick/runs"),
+        ("POST", "/api/v1/profiles"),
+        ("PUT", "/api/v1/users/alice/password"),
+        ("POST", "/api/v1/tokens"),
+    ):
+        for body in (b"{not json", b'{"frobnicate": 1}'):
+            got = api.call(method, url, role=None, content=body, headers={"Content-Type": "application/json"})
+            assert got.status_code == 401, (method, url, body, got.text)
+            assert got.json()["error"]["code"] == "unauthenticated"
+            assert got.headers["Cache-Control"] == "no-store"
+        bad_token = api.call(
+            method, url, role=None, content=b"{", headers={"Authorization": "Bearer cau_nope"}
+        )
+        assert bad_token.status_code == 401 and bad_token.json()["error"]["code"] == "invalid_token"
+    # what stays open: the health check and signing in
+    assert api.call("GET", "/api/v1/health", role=None).status_code == 200
+    assert api.call("POST", "/api/v1/session", role=None, json={"token": "cau_nope"}).status_code == 401

@@ -15,12 +15,22 @@ from cau.journal.events import JournalEvent
 from cau.service import Service
 from cau.store.access import Principal
 from cau.web import api, errors, pages
-from cau.web.auth import viewer
+from cau.web.auth import identify, unauthenticated, viewer
 from cau.web.context import Settings, WebContext
 from cau.web.errors import ApiError
 from cau.web.metrics import Metrics
 from cau.web.worker import RunWorker
 
+# What anyone may call without signing in: the health check, signing in and out, the API's
+# description. Everything else under /api/v1 answers 401 to a stranger before anything else.
+_OPEN_API_ROUTES = frozenset(
+    {
+        ("GET", "/api/v1/health"),
+        ("POST", "/api/v1/session"),
+        ("DELETE", "/api/v1/session"),
+        ("GET", "/api/v1/openapi.json"),
+    }
+)
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "SAMEORIGIN",
@@ -76,6 +86,21 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
     holder["ctx"] = ctx
     app.state.ctx = ctx
     errors.install(app)
+
+    # Middleware added last runs first: the security headers wrap every answer, a 401 too.
+    @app.middleware("http")
+    async def authenticated_first(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Who is asking is settled before a body is read: a stranger gets 401 whatever the body
+        holds (malformed JSON included), never a 422 that tells how the route parses input."""
+        path = request.url.path
+        if path.startswith("/api/v1/") and (request.method, path) not in _OPEN_API_ROUTES:
+            try:
+                who = identify(request)
+            except ApiError as exc:
+                return errors.response(exc)
+            if who is None:
+                return errors.response(unauthenticated())
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -29,8 +29,22 @@ def context(request: Request) -> WebContext:
     return ctx
 
 
+def unauthenticated() -> ApiError:
+    return ApiError(401, "unauthenticated", "sign in, or send an API token: Authorization: Bearer cau_...")
+
+
 def identify(request: Request) -> Principal | None:
-    """The principal behind a request, or None. A bad bearer token is an error, not anonymity."""
+    """The principal behind a request, or None. A bad bearer token is an error, not anonymity.
+    Asked once per request (the app asks before any body is read, the routes' roles after)."""
+    if hasattr(request.state, "who"):
+        known: Principal | None = request.state.who
+        return known
+    who = _identify(request)
+    request.state.who = who
+    return who
+
+
+def _identify(request: Request) -> Principal | None:
     access = context(request).access
     header = request.headers.get("authorization")
     if header:
@@ -60,9 +74,7 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         who = identify(request)
         if who is None:
-            raise ApiError(
-                401, "unauthenticated", "sign in, or send an API token: Authorization: Bearer cau_..."
-            )
+            raise unauthenticated()
         if not who.role.allows(role):
             raise ApiError(
                 403, "forbidden", f"this needs the {role.value} role; {who.name} is {who.role.value}"
