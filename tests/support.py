@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,7 +90,7 @@ def run_cluster(
     *,
     registry: Registry | None = None,
     on_event: Callable[[JournalEvent], None] | None = None,
-    on_coordinator: Callable[[Coordinator], None] | None = None,
+    on_coordinator: Callable[[Coordinator], Awaitable[None]] | None = None,
     **profile: Any,
 ) -> Done:
     """One Updating Run in virtual time."""

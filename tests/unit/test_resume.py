@@ -241,3 +241,28 @@ def test_the_first_reason_to_stop_stays_the_reason_after_a_resume(tmp_path: Path
     assert (done.report.status, done.report.error_id) == ("Failed", "MaxFailedNodesExceeded")
     stops = [e for e in done.events if e.kind is EventKind.STOP_REQUESTED]
     assert [s.data["error_id"] for s in stops] == ["MaxFailedNodesExceeded"]
+
+
+def test_a_node_stopped_between_passes_says_it_was_stopped(tmp_path: Path) -> None:
+    # n1's first pass installs kernel and libc; "agent" needs a second pass, which the stop
+    # prevents: n1 was stopped with agent still to install, not "failed after all retries".
+    from cau.domain.results import ErrorId
+    from cau.engine.coordinator import Coordinator
+    from tests.support import run_cluster
+
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+    coordinators: list[Coordinator] = []
+
+    def on_event(ev: Any) -> None:
+        if ev.kind is EventKind.OUTCOME and ev.node == "n1" and ev.key == "install/1/sandbox":
+            coordinators[0].request_stop(ErrorId.STOPPED_BY_OPERATOR, "stopped by tester", by="tester")
+
+    async def on_coordinator(coordinator: Coordinator) -> None:
+        coordinators.append(coordinator)
+
+    done = run_cluster(tmp_path, config, on_event=on_event, on_coordinator=on_coordinator)
+    n1 = {n.name: n for n in done.outcome.report.nodes}["n1"]
+    assert n1.status == "Canceled" and n1.error_id == "StoppedByOperator", (n1.status, n1.message)
+    assert "stopped" in (n1.message or "") and "agent" in (n1.message or "")
+    assert "after all retries" not in (n1.message or "")
+    assert not done.state["nodes"]["n1"]["in_maintenance"]

@@ -87,7 +87,9 @@ CANCEL_ERRORS = frozenset(
 )
 
 
-def node_status(succeeded: int, failed: int, error: ErrorId | None, *, work_started: bool) -> Status:
+def node_status(
+    succeeded: int, failed: int, error: ErrorId | None, *, work_started: bool, remaining: int = 0
+) -> Status:
     """Derive a node's status the way CAU's SummaryStatus defines it.
 
     `work_started` is False when the node was never touched (canceled before maintenance or
@@ -100,8 +102,9 @@ def node_status(succeeded: int, failed: int, error: ErrorId | None, *, work_star
     if failed == 0 and error is None:
         return Status.SUCCEEDED
     if error in CANCEL_ERRORS and failed == 0:
-        # Stopped after some work: the node was brought back cleanly, what ran succeeded.
-        return Status.SUCCEEDED if succeeded else Status.CANCELED
+        # Stopped after some work: the node was brought back cleanly, what ran succeeded; with
+        # updates still to install it is not done, it was canceled.
+        return Status.SUCCEEDED if succeeded and not remaining else Status.CANCELED
     return Status.PARTIALLY_FAILED if succeeded > 0 else Status.FAILED
 
 

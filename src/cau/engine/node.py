@@ -261,12 +261,21 @@ class NodeRun:
         failed = sum(1 for r in self.results.values() if r.outcome is UpdateOutcome.FAILED)
         if error is None and failed:
             error, message = ErrorId.INSTALL_FAILED, self._failure_summary()
+        if error is None and self.remaining and self.ctx.stop_reason is not None:
+            # the run was stopped between passes: say so, not "after all retries"
+            error = self.ctx.stop_reason
+            message = (
+                f"the run was stopped with {len(self.remaining)} update(s) still to install here: "
+                + ", ".join(self.remaining)
+            )
         if error is None and self.remaining:
             error = ErrorId.UPDATES_REMAINING
             message = f"{len(self.remaining)} update(s) still applicable after all retries"
         if error is None and self.exit_error is not None:
             error, message = self.exit_error
-        status = node_status(succeeded, failed, error, work_started=self.work_started)
+        status = node_status(
+            succeeded, failed, error, work_started=self.work_started, remaining=len(self.remaining)
+        )
         if status is Status.SUCCEEDED and error is not None and not message:
             message = "stopped"
         await self._journal(
