@@ -538,10 +538,20 @@ class Service:
     async def events(self, run_id: str, after_seq: int = 0) -> list[JournalEvent]:
         return await self.store.events(run_id, after_seq)
 
-    async def find_run(self, run_id: str) -> RunRecord:
+    async def find_run(self, run_id: str, cluster: str | None = None) -> RunRecord:
+        """A run by id or unique prefix (of `cluster`'s runs, when given)."""
         matches = await self.store.find_runs(run_id)
+        if cluster is not None:
+            elsewhere = [m for m in matches if m.cluster != cluster]
+            matches = [m for m in matches if m.cluster == cluster]
+            if not matches:
+                found = f" (it is a run of '{elsewhere[0].cluster}')" if len(elsewhere) == 1 else ""
+                raise NotFound(
+                    f"no run '{run_id}' on cluster '{cluster}'{found}",
+                    hint=f"`cau report {cluster}` lists its runs",
+                )
         if not matches:
-            raise NotFound(f"no run '{run_id}'")
+            raise NotFound(f"no run '{run_id}'", hint="`cau report CLUSTER` lists a cluster's runs")
         if len(matches) > 1 and not any(m.run_id == run_id for m in matches):
             raise NotFound(f"'{run_id}' matches several runs: {', '.join(m.run_id for m in matches)}")
         return next((m for m in matches if m.run_id == run_id), matches[0])

@@ -140,3 +140,12 @@ def test_scan_says_in_its_exit_code_when_nodes_could_not_be_scanned(tmp_path: Pa
     assert ClusterScan.model_validate_json(nothing.stdout).failed_nodes == ["n1", "n2"]
     fine = runner.invoke(app, ["scan", "sandbox"], env={**env, "CAU_CONFIG": ""})
     assert fine.exit_code == 0, fine.output
+
+
+def test_report_of_an_unknown_run_names_the_cluster_and_how_to_list_runs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"CAU_HOME": str(tmp_path / "data"), "CAU_CONFIG": "", "COLUMNS": "200"}
+    out = runner.invoke(app, ["report", "sandbox", "--run", "20991231-nope"], env=env)
+    assert out.exit_code == 1
+    assert "no run '20991231-nope' on cluster 'sandbox'" in out.output
+    assert "cau report sandbox" in out.output

@@ -25,7 +25,6 @@ from cau.journal.events import (
     RunFinished,
     RunPaused,
     ScanOutcome,
-    ScriptOutcome,
     StepIntent,
     StepOutcome,
     StopRequested,
@@ -52,8 +51,8 @@ def describe(ev: JournalEvent) -> str | None:
         case StepIntent():
             return f"{node}{STEP_LABEL.get(p.step, p.step)}"
         case StepOutcome() if not p.ok:
-            msg = p.message or (p.stderr if isinstance(p, ScriptOutcome) else "") or (p.error_id or "failed")
-            return f"{node}{STEP_LABEL.get(p.step, p.step)} failed: {msg}"
+            # a script's exit status and the last line it printed (redacted when journaled)
+            return f"{node}{STEP_LABEL.get(p.step, p.step)} failed: {p.failure_text()}"
         case ScanOutcome():
             return f"{node}{p.count} applicable update(s)" + (
                 ", restart pending" if p.restart_pending else ""

@@ -66,7 +66,7 @@ def report(
     async def load() -> list[RunReport]:
         svc.config.cluster(cluster)
         if run_id:
-            records = [await svc.find_run(run_id)]
+            records = [await svc.find_run(run_id, cluster)]
         else:
             query = ReportQuery(
                 cluster=cluster,
