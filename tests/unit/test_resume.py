@@ -266,3 +266,20 @@ def test_a_node_stopped_between_passes_says_it_was_stopped(tmp_path: Path) -> No
     assert "stopped" in (n1.message or "") and "agent" in (n1.message or "")
     assert "after all retries" not in (n1.message or "")
     assert not done.state["nodes"]["n1"]["in_maintenance"]
+
+
+def test_a_node_found_in_maintenance_is_left_there_without_a_word_of_leaving_or_failback(
+    tmp_path: Path,
+) -> None:
+    from cau.journal.events import Progress, WarningEvent
+    from tests.support import node, run_cluster
+
+    nodes = [node("n1", in_maintenance=True), node("n2"), node("n3")]
+    config = write_cluster(tmp_path, spec(nodes, updates=UPDATES))
+    done = run_cluster(tmp_path, config, allow_nodes_in_maintenance=True)
+    assert done.outcome.report.status == "Succeeded", done.outcome.report.message
+    assert done.state["nodes"]["n1"]["in_maintenance"]  # as the run found it
+    said = [e.payload for e in done.events if e.node == "n1"]
+    lines = [p.message for p in said if isinstance(p, Progress | WarningEvent)]
+    assert "leaving maintenance" not in lines and "staying in maintenance, as before the run" in lines
+    assert not any("failed back" in line or "failing roles back" in line for line in lines), lines

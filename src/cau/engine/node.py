@@ -636,7 +636,10 @@ class NodeRun:
 
         def act_for(key: str) -> Callable[[ExitIntent, bool], Awaitable[ExitOutcome]]:
             async def act(intent: ExitIntent, resumed: bool) -> ExitOutcome:
-                self.progress("leaving maintenance")
+                if prior.was_in_maintenance:  # the provider leaves it as the run found it
+                    self.progress("staying in maintenance, as before the run")
+                else:
+                    self.progress("leaving maintenance")
                 try:
                     await provider.exit_maintenance(self.name, prior)
                 except CauError as exc:
@@ -681,7 +684,9 @@ class NodeRun:
             return FailbackIntent(key="failback", mode=mode)
 
         async def act(intent: FailbackIntent, resumed: bool) -> FailbackOutcome:
-            if intent.mode.value != "none":
+            # A node left in maintenance as the run found it takes no roles back (the provider
+            # still clears what an earlier, interrupted failback may have left).
+            if intent.mode.value != "none" and not prior.was_in_maintenance:
                 self.progress(f"failing roles back ({intent.mode.value})")
             try:
                 moved = await provider.failback(self.name, prior, intent.mode)

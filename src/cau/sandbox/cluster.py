@@ -396,8 +396,8 @@ class SandboxCluster:
     async def failback(
         self, node: str, prior: MaintenancePrior, mode: FailbackMode, progress: ProgressCallback | None = None
     ) -> list[str]:
-        if mode is FailbackMode.NONE:
-            return []
+        if mode is FailbackMode.NONE or prior.was_in_maintenance:
+            return []  # a node left in maintenance as the run found it takes no roles back
         snap = self.snapshot()
         if not snap.node(node).is_up or snap.node(node).in_maintenance:
             raise MaintenanceError(f"cannot fail roles back to {node}: it is down or in maintenance")
