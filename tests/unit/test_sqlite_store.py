@@ -93,3 +93,27 @@ def test_the_store_s_files_are_its_owner_s_only(tmp_path: Path) -> None:
     (home / "cau.db").chmod(0o644)
     SqliteFile(home / "cau.db").close()
     assert stat.S_IMODE((home / "cau.db").stat().st_mode) == 0o600
+
+
+def test_a_store_migrated_by_another_process_meanwhile_is_migrated_once(tmp_path: Path) -> None:
+    # Process A is adding the journal's schema column (its transaction open) when process B opens
+    # the store: B must wait and find the column, not add it again ("duplicate column name").
+    import threading
+
+    from cau.store.sqlite import _SCHEMA
+
+    path = tmp_path / "cau.db"
+    a = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    a.execute("PRAGMA journal_mode=WAL")
+    a.executescript(_SCHEMA)  # an older store: its journal has no schema column yet
+    a.execute("BEGIN IMMEDIATE")
+    a.execute("ALTER TABLE journal ADD COLUMN schema INTEGER NOT NULL DEFAULT 1")
+    done = threading.Timer(0.5, lambda: a.execute("COMMIT"))
+    done.start()
+    try:
+        SqliteFile(path).close()
+    finally:
+        done.join()
+        a.close()
+    columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(journal)")]
+    assert columns.count("schema") == 1

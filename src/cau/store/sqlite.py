@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -135,6 +136,21 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _while_locked(action: Callable[[], None], timeout: float = 30.0) -> None:
+    """Do `action`, again while the file is locked by another process (up to `timeout`)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _private_file(path: Path) -> None:
     """The store holds hashes of tokens and passwords, the audit trail and every journal: its
     folder and files are its owner's only. SQLite creates the -wal and -shm files with the
@@ -160,18 +176,26 @@ class SqliteFile:
         # its own worker thread only (never two threads at once).
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # Several processes open the store at once (a coordinator creating it, `cau status`
+        # beside it): switching a new file to WAL can answer "locked" at once, without waiting.
+        _while_locked(self._wal)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        _while_locked(self._migrate)
+
+    def _wal(self) -> None:
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
 
     def _migrate(self) -> None:
-        # CREATE ... IF NOT EXISTS is idempotent; executescript commits on its own.
-        self._db.executescript(_SCHEMA)
-        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
-        if "schema" not in columns:  # schema 3: events written before it are event schema 1
-            self._db.execute("ALTER TABLE journal ADD COLUMN schema INTEGER NOT NULL DEFAULT 1")
+        # One transaction: two processes opening a new or older store never both migrate it.
         with self._tx():
+            for statement in _SCHEMA.split(";"):  # CREATE ... IF NOT EXISTS: idempotent
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
+            if "schema" not in columns:  # schema 3: events written before it are event schema 1
+                self._db.execute("ALTER TABLE journal ADD COLUMN schema INTEGER NOT NULL DEFAULT 1")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(
