@@ -109,8 +109,8 @@ def test_unknown_host_keys_stop_the_run_before_anything_changes(sshd: Sshd, tmp_
         run(config, tmp_path / "home", plugins=[command_plugin(tmp_path / "nodes")])
     assert not list((tmp_path / "nodes").glob("maint-*"))
     rows = trust(config, tmp_path / "home")
-    assert [(n, r) for n, _, r in rows] == [("n1", "added"), ("n2", "added")]
-    assert all(fp.startswith("SHA256:") for _, fp, _ in rows)
+    assert [(r.node, r.result) for r in rows] == [("n1", "added"), ("n2", "added")]
+    assert all(r.fingerprint.startswith("SHA256:") for r in rows)
 
 
 def test_remote_updating_mode_refuses_to_run_on_a_member(sshd: Sshd, tmp_path: Path) -> None:
