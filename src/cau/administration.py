@@ -3,11 +3,25 @@ checked the same and audited with who made it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cau.domain.access import Role
-from cau.errors import NotFound
+from cau.errors import ConfigError, NotFound
 from cau.store.access import AccessStore, TokenInfo
+
+# Names of tokens and users: no spaces, colons or brackets, so that none can pass for another kind
+# of principal in the audit trail ("token:NAME" is a token, "user@host (cli)" the command line).
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def check_account_name(kind: str, name: str) -> None:
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{kind} name '{name}' is not allowed",
+            hint="use 1 to 64 letters, digits and . _ @ - (starting with a letter or digit); names like "
+            "'token:...' or '... (cli)' would pass for another kind of principal",
+        )
 
 
 class Administration:
@@ -17,6 +31,7 @@ class Administration:
     # tokens
     def create_token(self, name: str, role: Role, *, by: str) -> tuple[TokenInfo, str]:
         """A new token and its secret (shown once; only a hash of it is kept)."""
+        check_account_name("token", name)
         info, secret = self._access.create_token(name, role, by=by)
         self._access.audit(by, "token.create", info.token_id, {"name": info.name, "role": role.value})
         return info, secret
@@ -31,6 +46,7 @@ class Administration:
 
     # users (browser sign-in)
     def set_password(self, name: str, role: Role, password: str, *, by: str) -> None:
+        check_account_name("user", name)
         self._access.set_password(name, role, password)
         self._access.audit(by, "user.password", name, {"role": role.value})
 

@@ -59,6 +59,10 @@ class NotFound(CauError):
     pass
 
 
+class NameTaken(CauError):
+    """A name that must be unique is in use (an active API token's, ...)."""
+
+
 class PreflightError(CauError):
     pass
 

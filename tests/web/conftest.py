@@ -136,7 +136,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
         made = subprocess.run(
             [
                 *(sys.executable, "-m", "cau", "token", "create"),
-                *("--role", "admin", "--name", "e2e", "--output", "json"),
+                *("--role", "admin", "--name", f"e2e-{len(procs)}", "--output", "json"),
             ],
             env=env,
             capture_output=True,

@@ -489,3 +489,22 @@ def test_a_stranger_gets_401_before_any_body_is_read(api: Api) -> None:
     # what stays open: the health check and signing in
     assert api.call("GET", "/api/v1/health", role=None).status_code == 200
     assert api.call("POST", "/api/v1/session", role=None, json={"token": "cau_nope"}).status_code == 401
+
+
+def test_token_and_user_names_are_unique_and_cannot_pass_for_another_principal(api: Api) -> None:
+    first = api.call("POST", "/api/v1/tokens", json={"name": "backup-job", "role": "viewer"})
+    assert first.status_code == 201
+    again = api.call("POST", "/api/v1/tokens", json={"name": "backup-job", "role": "admin"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "name_taken"
+    # once revoked, its name is free again
+    assert api.call("DELETE", f"/api/v1/tokens/{first.json()['token_id']}").status_code == 204
+    reused = api.call("POST", "/api/v1/tokens", json={"name": "backup-job", "role": "viewer"})
+    assert reused.status_code == 201
+    for name in ("token:ci", "alice@host (cli)", "two words"):
+        token = api.call("POST", "/api/v1/tokens", json={"name": name, "role": "viewer"})
+        assert token.status_code == 400 and "not allowed" in token.json()["error"]["message"], name
+        body = {"role": "viewer", "password": "x" * 16}
+        user = api.call("PUT", f"/api/v1/users/{name}/password", json=body)
+        assert user.status_code == 400, (name, user.text)
+    audit = api.call("GET", "/api/v1/audit").json()
+    assert not any(e["target"] in ("token:ci", "alice@host (cli)") for e in audit)

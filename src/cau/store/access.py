@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from cau.domain.access import Role
+from cau.errors import NameTaken
 from cau.redact import redact_data
 from cau.store.sqlite import SqliteFile
 
@@ -119,6 +120,14 @@ class AccessStore:
         secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
         now = _now()
         with self._store.transaction():
+            taken = self._db.execute(
+                "SELECT token_id FROM api_tokens WHERE name=? AND revoked IS NULL", (name,)
+            ).fetchone()
+            if taken is not None:  # checked in the transaction that inserts: no race
+                raise NameTaken(
+                    f"an active API token is named '{name}' already ({taken['token_id']})",
+                    hint="choose another --name, or revoke that token first",
+                )
             self._db.execute(
                 "INSERT INTO api_tokens (token_id, name, role, secret_hash, created, created_by)"
                 " VALUES (?,?,?,?,?,?)",

@@ -13,7 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError, ProfileError, ProviderError
+from cau.errors import (
+    CauError,
+    ConfigError,
+    LockHeld,
+    NameTaken,
+    NotFound,
+    PreflightError,
+    ProfileError,
+    ProviderError,
+)
 
 
 class ApiError(Exception):
@@ -51,6 +60,8 @@ def from_cau_error(exc: CauError) -> ApiError:
     """The HTTP face of the service layer's exceptions (the CLI maps the same classes to exit codes)."""
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found", exc.message, hint=exc.hint)
+    if isinstance(exc, NameTaken):
+        return ApiError(409, "name_taken", exc.message, hint=exc.hint)
     if isinstance(exc, LockHeld):
         return ApiError(409, "cluster_locked", exc.message, hint=exc.hint)
     if isinstance(exc, PreflightError):
