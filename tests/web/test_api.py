@@ -372,9 +372,12 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     store = SqliteFile(path)
     access = AccessStore(store)
     _, secret = access.create_token("t", Role.ADMIN, by="test")
-    assert access.check_token(secret) is not None
+    who = access.check_token(secret)
+    assert who is not None
+    cookie, _ = access.create_session(who)  # schema 4: a session records its token
+    assert access.check_session(cookie) is not None
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION == 4
     store.close()
 
 
@@ -508,3 +511,48 @@ def test_token_and_user_names_are_unique_and_cannot_pass_for_another_principal(a
         assert user.status_code == 400, (name, user.text)
     audit = api.call("GET", "/api/v1/audit").json()
     assert not any(e["target"] in ("token:ci", "alice@host (cli)") for e in audit)
+
+
+def test_revoking_a_token_ends_the_browser_sessions_signed_in_with_it(api: Api) -> None:
+    made = api.call("POST", "/api/v1/tokens", json={"name": "laptop", "role": "admin"}).json()
+
+    async def go(client: httpx.AsyncClient) -> None:
+        signed_in = await client.post("/api/v1/session", json={"token": made["token"]})
+        csrf = signed_in.headers["x-csrf-token"]
+        assert (await client.get("/api/v1/me")).json()["role"] == "admin"
+        # another admin revokes it (the bearer header speaks for that admin, not the cookie)
+        revoked = await client.delete(f"/api/v1/tokens/{made['token_id']}", headers=api.headers("admin"))
+        assert revoked.status_code == 204
+        assert (await client.get("/api/v1/me")).status_code == 401
+        mint = await client.post(
+            "/api/v1/tokens", json={"name": "backdoor", "role": "admin"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert mint.status_code == 401
+
+    api.run(go)
+    assert "backdoor" not in {t["name"] for t in api.call("GET", "/api/v1/tokens").json()}
+
+
+def test_a_new_password_or_role_ends_the_user_s_sessions(api: Api) -> None:
+    body = {"role": "operator", "password": "correct horse battery"}
+    assert api.call("PUT", "/api/v1/users/alice/password", json=body).status_code == 200
+
+    async def sign_in(client: httpx.AsyncClient, password: str) -> None:
+        r = await client.post("/api/v1/session", json={"name": "alice", "password": password})
+        assert r.status_code == 200
+
+    async def go(client: httpx.AsyncClient) -> None:
+        await sign_in(client, "correct horse battery")
+        assert (await client.get("/api/v1/me")).json()["role"] == "operator"
+        # an admin takes the operator role away (same password): the session does not keep it
+        demoted = {"role": "viewer", "password": "correct horse battery"}
+        put = await client.put("/api/v1/users/alice/password", json=demoted, headers=api.headers("admin"))
+        assert put.status_code == 200
+        assert (await client.get("/api/v1/me")).status_code == 401
+        await sign_in(client, "correct horse battery")
+        assert (await client.get("/api/v1/me")).json()["role"] == "viewer"
+        gone = await client.delete("/api/v1/users/alice", headers=api.headers("admin"))
+        assert gone.status_code == 204
+        assert (await client.get("/api/v1/me")).status_code == 401
+
+    api.run(go)

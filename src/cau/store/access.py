@@ -65,6 +65,7 @@ class Principal:
     role: Role
     via: str  # "token" | "session"
     csrf: str | None = None  # browser sessions only
+    token_id: str | None = None  # the API token it signed in with, if it did
 
 
 class TokenInfo(BaseModel):
@@ -174,7 +175,7 @@ class AccessStore:
             self._db.execute(
                 "UPDATE api_tokens SET last_used=? WHERE token_id=?", (_ts(_now()), row["token_id"])
             )
-        return Principal(f"token:{row['name']}", Role(row["role"]), "token")
+        return Principal(f"token:{row['name']}", Role(row["role"]), "token", token_id=row["token_id"])
 
     # --- users with a password (browser sign-in) -------------------------------------------------
 
@@ -216,8 +217,8 @@ class AccessStore:
         with self._store.transaction():
             self._db.execute("DELETE FROM web_sessions WHERE expires < ?", (_ts(now),))
             self._db.execute(
-                "INSERT INTO web_sessions (session_hash, principal, role, csrf, created, expires)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO web_sessions (session_hash, principal, role, csrf, created, expires, token_id)"
+                " VALUES (?,?,?,?,?,?,?)",
                 (
                     secret_hash(cookie),
                     who.name,
@@ -225,18 +226,35 @@ class AccessStore:
                     csrf,
                     _ts(now),
                     _ts(now + timedelta(hours=hours)),
+                    who.token_id,
                 ),
             )
-        return cookie, Principal(who.name, who.role, "session", csrf)
+        return cookie, Principal(who.name, who.role, "session", csrf, who.token_id)
 
     def check_session(self, cookie: str) -> Principal | None:
+        """The session's principal with the rights its credential has now: a session ends when
+        the token it signed in with is revoked, or its user is deleted or has a new password or
+        role since; it never holds more than its credential."""
         row = self._db.execute(
             "SELECT * FROM web_sessions WHERE session_hash=? AND expires > ?",
             (secret_hash(cookie), _ts(_now())),
         ).fetchone()
         if row is None:
             return None
-        return Principal(row["principal"], Role(row["role"]), "session", row["csrf"])
+        if row["token_id"] is not None:
+            source = self._db.execute(
+                "SELECT role FROM api_tokens WHERE token_id=? AND revoked IS NULL", (row["token_id"],)
+            ).fetchone()
+        elif row["principal"].startswith("token:"):
+            source = None  # a token's session from before sessions knew their token: unverifiable
+        else:
+            source = self._db.execute(
+                "SELECT role FROM users WHERE name=? AND updated <= ?", (row["principal"], row["created"])
+            ).fetchone()
+        if source is None:
+            self.end_session(cookie)
+            return None
+        return Principal(row["principal"], Role(source["role"]), "session", row["csrf"], row["token_id"])
 
     def end_session(self, cookie: str) -> None:
         with self._store.transaction():

@@ -31,8 +31,9 @@ from cau.lease import take_over
 from cau.reports.model import RunReport
 
 # 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
-# (each event's event schema, cau.journal.events.EVENT_SCHEMA)
-SCHEMA_VERSION = 3
+# (each event's event schema, cau.journal.events.EVENT_SCHEMA); 4: web sessions record the token
+# they signed in with (revoking it ends them)
+SCHEMA_VERSION = 4
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -196,6 +197,9 @@ class SqliteFile:
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
             if "schema" not in columns:  # schema 3: events written before it are event schema 1
                 self._db.execute("ALTER TABLE journal ADD COLUMN schema INTEGER NOT NULL DEFAULT 1")
+            sessions = {r["name"] for r in self._db.execute("PRAGMA table_info(web_sessions)")}
+            if "token_id" not in sessions:  # schema 4: a session knows the token it signed in with
+                self._db.execute("ALTER TABLE web_sessions ADD COLUMN token_id TEXT")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(
