@@ -556,3 +556,22 @@ def test_a_new_password_or_role_ends_the_user_s_sessions(api: Api) -> None:
         assert (await client.get("/api/v1/me")).status_code == 401
 
     api.run(go)
+
+
+def test_the_server_runs_no_admin_script_on_its_own_host_unless_its_operator_allows_it(
+    api: Api, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran-on-the-server"
+    body = {"name": "scripted", "options": {"pre_update_script": f"touch {marker}"}}
+    assert api.call("POST", "/api/v1/profiles", json=body).status_code == 201
+    refused = api.call("POST", "/api/v1/clusters/quick/runs", json={"profile": "scripted"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "local_scripts_refused"
+    assert "--allow-local-scripts" in refused.json()["error"]["hint"]
+    assert api.call("GET", "/api/v1/runs").json() == []  # nothing started
+    audit = api.call("GET", "/api/v1/audit?action=run.start.refused").json()
+    assert audit and audit[0]["target"] == "quick"
+    api.app.state.ctx.settings.allow_local_scripts = True  # `cau serve --allow-local-scripts`
+    started = api.call("POST", "/api/v1/clusters/quick/runs", json={"profile": "scripted"})
+    assert started.status_code == 202, started.text
+    wait_finished(api, started.json()["run_id"])
+    assert marker.exists()

@@ -28,6 +28,14 @@ def serve(
         bool, typer.Option("--secure-cookies", help="Mark cookies Secure (behind a TLS proxy).")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "info",
+    allow_local_scripts: Annotated[
+        bool,
+        typer.Option(
+            "--allow-local-scripts",
+            help="Let runs on simulated (sandbox) clusters run their pre/post-update scripts on this "
+            "host, as this server's user.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the dashboard, the REST API (/api/v1) and the run worker, on the same store as the CLI.
 
@@ -45,7 +53,9 @@ def serve(
             "network in clear; use --ssl-certfile/--ssl-keyfile or a TLS proxy (--secure-cookies)[/]"
         )
     svc = common.service(ctx)
-    app = create_app(svc, Settings(secure_cookies=secure_cookies or tls))
+    app = create_app(
+        svc, Settings(secure_cookies=secure_cookies or tls, allow_local_scripts=allow_local_scripts)
+    )
     scheme = "https" if tls else "http"
     common.console(stderr=True).print(
         f"cau dashboard on {scheme}://{host}:{port}/  (API: /api/v1, docs: /api/docs; "

@@ -16,6 +16,8 @@ from cau.web.worker import RunWorker
 class Settings:
     secure_cookies: bool = False  # set when served over https (--ssl-*) or behind a TLS proxy
     session_hours: float = 12.0
+    # A simulated cluster's scripts run on the server's own host: off unless its operator says so.
+    allow_local_scripts: bool = False
 
 
 @dataclass

@@ -170,8 +170,9 @@ async def start_run(
     given = profile is not None or bool(options.model_dump(exclude_none=True))
     detail = {"profile": profile, "options": options.model_dump(mode="json", exclude_none=True)}
     try:
+        await _refuse_scripts_on_this_host(ctx, cluster, run_profile)
         run_id, resumed = await ctx.worker.start(cluster, run_profile, profile_given=given)
-    except CauError as exc:
+    except (CauError, ApiError) as exc:
         ctx.access.audit(who.name, "run.start.refused", cluster, {**detail, "error": str(exc)})
         raise
     ctx.access.audit(
@@ -179,6 +180,27 @@ async def start_run(
     )
     job = ctx.worker.jobs[cluster]
     return RunStarted(run_id=run_id, cluster=cluster, resumed=resumed, notices=list(job.notices))
+
+
+async def _refuse_scripts_on_this_host(ctx: WebContext, cluster: str, profile: RunProfile) -> None:
+    """A simulated cluster's "nodes" run their scripts on this machine: under `cau serve` a web
+    admin would run commands as the server's user. Refused unless the server's operator allowed
+    it when starting it (`cau serve --allow-local-scripts`). A run to resume keeps its own profile."""
+    if ctx.settings.allow_local_scripts:
+        return
+    provider = ctx.svc.registry.providers.get(ctx.svc.config.cluster(cluster).provider)
+    if provider is None or not getattr(provider.obj, "simulated", False):
+        return
+    active = await ctx.svc.active_run(cluster)
+    effective = active.profile if active is not None else profile
+    if effective.pre_update_script or effective.post_update_script:
+        raise ApiError(
+            409,
+            "local_scripts_refused",
+            f"the nodes of '{cluster}' are simulated: their pre/post-update scripts would run on this "
+            "server, as its user",
+            hint="the server's operator can allow it: `cau serve --allow-local-scripts`",
+        )
 
 
 async def stop_run(ctx: WebContext, who: Principal, run_id: str, reason: str) -> StopResult:
