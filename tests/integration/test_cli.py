@@ -7,6 +7,8 @@ import io
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -247,3 +249,29 @@ def test_status_watch_follows_a_run_to_its_end(cau: Cau) -> None:
     assert "node1: Succeeded" in watch.stdout and "run finished: Succeeded" in watch.stdout
     assert run.wait(timeout=60) == 0
     assert cau.json("sandbox", "reset") == {"cluster": "sandbox", "reset": True}
+
+
+@pytest.mark.slow
+def test_after_a_killed_coordinator_cau_says_whose_maintenance_it_is(cau: Cau) -> None:
+    # The coordinator dies right after node3 entered maintenance. cau's journal says it put node3
+    # there: `cau node resume` must point to the run that will take it out, not to "someone else",
+    # and the next run resumes that run instead of calling node3 "not put there by cau".
+    crashed = subprocess.run(
+        [sys.executable, "-m", "cau", "run", "sandbox", "--speed", "100"],
+        env={**cau.env, "CAU_TEST_CRASH_AFTER": "outcome:enter_maintenance/1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert cau.json("sandbox", "show")["nodes"][2]["in_maintenance"]
+    resume = cau("node", "resume", "sandbox", "node3")
+    assert resume.returncode == 1
+    assert "is not finished" in resume.stderr and "cau run sandbox" in resume.stderr
+    assert "someone else" not in resume.stderr
+    finish = cau("run", "sandbox", "--speed", "300")
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert "resuming run" in finish.stdout + finish.stderr
+    assert "not put there by cau" not in finish.stdout + finish.stderr
+    assert not any(n["in_maintenance"] for n in cau.json("sandbox", "show")["nodes"])
