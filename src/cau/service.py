@@ -138,6 +138,10 @@ class Service:
             self._access = AccessStore(SqliteFile(self.data_dir / "cau.db"))
         return self._access
 
+    def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+        """The audit trail: who did what to which cluster, token, user or profile, from where."""
+        self.access.audit(actor, action, target, detail)
+
     @property
     def admin(self) -> Administration:
         """Tokens, users and stored profiles, each change audited (cau.administration)."""
@@ -259,6 +263,7 @@ class Service:
         on_notice: Callable[[str], None] | None = None,
         profile_given: bool = False,
         owner_label: str = "cau run",  # how `cau status` names this coordinator (e.g. "cau serve")
+        actor: str | None = None,  # who asked, for the audit trail (the API audits its own requests)
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
@@ -292,6 +297,9 @@ class Service:
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
                     run_id = await self._create_run(cluster, provider, profile, bindings)
                 await store.set_lock_run(cluster, owner, run_id)
+                if actor is not None:
+                    detail = {"run_id": run_id, "force_recovery": force_recovery}
+                    self.audit(actor, "run.resume" if active is not None else "run.start", cluster, detail)
                 if lock.recovered_from:
                     await store.append(
                         run_id,
@@ -492,13 +500,16 @@ class Service:
             )
         state_file(self.data_dir, cluster).unlink(missing_ok=True)
 
-    async def stop(self, cluster: str, *, by: str, reason: str = "") -> RunRecord:
+    async def stop(self, cluster: str, *, by: str, reason: str = "", actor: str | None = None) -> RunRecord:
+        """Ask the run in progress to stop; `by` is recorded in its journal, `actor` (default `by`)
+        in the audit trail."""
         self.config.cluster(cluster)
         active = await self.store.active_run(cluster)
         if active is None:
             raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
         # A paused or interrupted run records the request too: its resume stops gracefully.
         await self.store.request_stop(active.run_id, by=by, reason=reason)
+        self.audit(actor or by, "run.stop", cluster, {"run_id": active.run_id, "reason": reason})
         record = await self.store.get_run(active.run_id)
         assert record is not None
         return record
@@ -614,6 +625,7 @@ class Service:
                 if isinstance(provider, CleansUp):
                     result.cleaned, result.waiting = await provider.clean_up(node)
                     await self._note_cleanup(cluster, result.cleaned, by=by)
+                self.audit(by, "node.resume", f"{cluster}/{node}", result.model_dump(mode="json"))
                 return result
             finally:
                 await self.store.release_lock(cluster, owner)
@@ -647,6 +659,7 @@ class Service:
                     await self._note_cleanup(cluster, done, by=by)
                     result.done += done
                     result.waiting += waiting
+                self.audit(by, "cluster.cleanup", cluster, result.model_dump(mode="json"))
                 return result
             finally:
                 await self.store.release_lock(cluster, owner)

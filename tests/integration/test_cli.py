@@ -275,3 +275,28 @@ def test_after_a_killed_coordinator_cau_says_whose_maintenance_it_is(cau: Cau) -
     assert "resuming run" in finish.stdout + finish.stderr
     assert "not put there by cau" not in finish.stdout + finish.stderr
     assert not any(n["in_maintenance"] for n in cau.json("sandbox", "show")["nodes"])
+
+
+def _audit(cau: Cau) -> list[dict[str, Any]]:
+    db = sqlite3.connect(f"file:{cau.home / 'data' / 'cau.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM audit ORDER BY id")]
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_the_cli_s_runs_and_stops_are_audited_with_who_and_where(cau: Cau) -> None:
+    assert cau("run", "sandbox", "--speed", "300").returncode == 0
+    started = [e for e in _audit(cau) if e["action"] == "run.start"]
+    assert len(started) == 1 and started[0]["target"] == "sandbox"
+    assert started[0]["actor"].endswith(" (cli)") and "@" in started[0]["actor"]
+    assert json.loads(started[0]["detail"])["run_id"]
+    assert cau("sandbox", "reset").returncode == 0
+    cau.start("run", "sandbox", "--speed", "4")
+    wait_for(lambda: cau.json("status", "sandbox")["active"], what="the run to start")
+    assert cau("stop", "sandbox", "--wait", "--reason", "freeze").returncode == 0
+    stops = [e for e in _audit(cau) if e["action"] == "run.stop"]
+    assert len(stops) == 1 and stops[0]["actor"].endswith(" (cli)")
+    assert json.loads(stops[0]["detail"])["reason"] == "freeze"

@@ -19,10 +19,6 @@ token_app = typer.Typer(help="API tokens for the REST API and the dashboard.", n
 user_app = typer.Typer(help="Names with a password, for signing in to the dashboard.", no_args_is_help=True)
 
 
-def _actor() -> str:
-    return common.operator() + " (cli)"
-
-
 @token_app.command("create")
 def token_create(
     ctx: typer.Context,
@@ -35,7 +31,7 @@ def token_create(
     """Create an API token. Its secret is printed this once; only a hash of it is kept."""
     svc = common.service(ctx)
     with reported(output == "json"):
-        info, secret = svc.admin.create_token(name or role.value, role, by=_actor())
+        info, secret = svc.admin.create_token(name or role.value, role, by=common.operator())
     if output == "json":
         sys.stdout.write(
             json.dumps({"token_id": info.token_id, "name": info.name, "role": role.value, "token": secret})
@@ -66,7 +62,7 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument()])
     """Revoke a token by id (`cau token list`)."""
     svc = common.service(ctx)
     with reported(False):
-        svc.admin.revoke_token(token_id, by=_actor())
+        svc.admin.revoke_token(token_id, by=common.operator())
     Console().print(f"token {token_id} revoked")
 
 
@@ -90,5 +86,5 @@ def user_password(
         raise typer.BadParameter("a password needs at least 12 characters")
     svc = common.service(ctx)
     with reported(False):
-        svc.admin.set_password(name, role, password, by=_actor())
+        svc.admin.set_password(name, role, password, by=common.operator())
     Console().print(f"password set for {name} ({role.value})")

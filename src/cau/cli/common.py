@@ -68,8 +68,9 @@ def print_json(data: BaseModel | list[Any] | dict[str, Any]) -> None:
 
 
 def operator() -> str:
-    """Who runs this command, as recorded in journals and the audit trail: user@host."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    """Who runs this command, as recorded in journals and the audit trail: `user@host (cli)`
+    (tokens are `token:NAME`, dashboard users their name: no principal can pass for another)."""
+    return f"{getpass.getuser()}@{socket.gethostname()} (cli)"
 
 
 def parse_value(text: str) -> Any:

@@ -141,6 +141,7 @@ def _run_with_signals(
             return await svc.run(
                 cluster,
                 profile,
+                actor=common.operator(),
                 force_recovery=force_recovery,
                 provider_overrides=provider_overrides,
                 on_event=on_event,

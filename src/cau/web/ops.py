@@ -207,8 +207,7 @@ async def stop_run(ctx: WebContext, who: Principal, run_id: str, reason: str) ->
     record = await ctx.svc.find_run(run_id)
     if record.state is RunState.FINISHED:
         raise ApiError(409, "run_finished", f"run {record.run_id} has already finished")
-    record = await ctx.svc.stop(record.cluster, by=who.name, reason=reason)
-    ctx.access.audit(who.name, "run.stop", record.cluster, {"run_id": record.run_id, "reason": reason})
+    record = await ctx.svc.stop(record.cluster, by=who.name, reason=reason)  # audited there
     return StopResult(run_id=record.run_id, stop_requested=True, state=record.state.value)
 
 
