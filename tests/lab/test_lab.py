@@ -338,9 +338,10 @@ def _mounts() -> str:
 
 
 def test_down_leaves_no_netns_bridge_process_or_mount(lab: Lab, tmp_path: Path) -> None:
-    # A second, small lab beside the session's (other names, subnet, state dir).
+    # A second, small lab beside the session's (other names, subnet, state dir): 10.77.203.0/24,
+    # not the Pacemaker lab's 10.77.201.0/24 (two bridges on one subnet: sshd did not answer).
     assert lab_unavailable() is None
-    cfg = LabConfig(state_dir=tmp_path / "lab2", nodes=2, name="caulabd", subnet="10.77.201.0/24")
+    cfg = LabConfig(state_dir=tmp_path / "lab2", nodes=2, name="caulabd", subnet="10.77.203.0/24")
     lab2 = Lab(cfg, detach=False)
     try:
         lab2.up(publish_new=False)
