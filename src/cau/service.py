@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,7 +42,7 @@ from cau.ports import (
     ProviderContext,
 )
 from cau.probes import ProbeMonitor
-from cau.registry import Registry
+from cau.registry import Entry, Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.store.access import AccessStore
@@ -424,12 +424,10 @@ class Service:
     def plugins(self) -> list[PluginView]:
         """The installed plug-ins and providers, and any that failed to load (Get-CauPlugin)."""
         reg = self.registry
-        rows = [("plug-in", e) for e in reg.plugins.values()] + [
-            ("provider", e) for e in reg.providers.values()
-        ]
-        return [
-            PluginView(
-                kind="plug-in" if kind == "plug-in" else "provider",
+
+        def view(kind: Literal["plug-in", "provider"], e: Entry) -> PluginView:
+            return PluginView(
+                kind=kind,
                 name=e.name,
                 target=e.target,
                 distribution=e.distribution,
@@ -438,7 +436,9 @@ class Service:
                 error=e.error,
                 summary=e.summary,
             )
-            for kind, e in rows
+
+        return [view("plug-in", e) for e in reg.plugins.values()] + [
+            view("provider", e) for e in reg.providers.values()
         ]
 
     # --- the sandbox ---------------------------------------------------------------------------
