@@ -29,6 +29,7 @@ from cau.domain.profile import PluginSpec, plugin_shorthand
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, NotFound
 from cau.probes.spec import ProbeSpec
+from cau.secrets import SecretsSpec
 
 BUILTIN_SANDBOX = "sandbox"
 
@@ -51,6 +52,7 @@ class ClusterConfig(BaseModel):
     plugins: list[PluginSpec] | None = None
     profile: Path | None = None
     probes: list[ProbeSpec] = []  # availability probes measured during runs (any provider)
+    secrets: SecretsSpec | None = None  # values for scripts and plug-ins, masked everywhere (cau.secrets)
 
     @field_validator("plugins", mode="before")
     @classmethod

@@ -99,6 +99,9 @@ class ProviderContext:
     config_dir: Path | None = None
     # None: the provider connects its own way (SSH for the ssh and pacemaker providers).
     transports: TransportFactory | None = None
+    # The cluster's secrets by name (cau.secrets), for commands that need them as environment
+    # variables (maintenance hooks); their values are masked wherever cau writes text.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class ClusterProvider(Protocol):
@@ -230,6 +233,9 @@ class PluginContext:
     cluster: str
     clock: Clock
     data_dir: Path
+    # The cluster's secrets by name (cau.secrets): plug-ins that run admin-written commands pass
+    # them as environment variables. Their values are masked wherever cau writes text.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class NodeUpdater(Protocol):

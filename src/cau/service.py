@@ -45,6 +45,7 @@ from cau.probes import ProbeMonitor
 from cau.registry import Entry, Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
+from cau.secrets import load_secrets, seal, unseal
 from cau.store.access import AccessStore
 from cau.store.sqlite import SqliteFile, SqliteStore
 from cau.views import (
@@ -115,6 +116,7 @@ class Service:
         self.lease_seconds = lease_seconds
         self._store: SqliteStore | None = None
         self._access: AccessStore | None = None
+        self._secrets: dict[str, dict[str, str]] = {}
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -155,6 +157,13 @@ class Service:
             self._access.close()
             self._access = None
 
+    def secrets(self, cluster: str) -> dict[str, str]:
+        """The cluster's secrets (cau.secrets), loaded once and masked from then on."""
+        if cluster not in self._secrets:
+            cfg = self.config.cluster(cluster)
+            self._secrets[cluster] = load_secrets(cfg.secrets, self.config.base_dir, cluster)
+        return self._secrets[cluster]
+
     def open_provider(self, cluster: str, *, overrides: dict[str, Any] | None = None) -> ClusterProvider:
         cfg = self.config.cluster(cluster)
         factory = self.registry.provider(cfg.provider)
@@ -166,7 +175,11 @@ class Service:
                 f"cluster '{cluster}': options of the {cfg.provider} provider: {_validation_problems(exc)}"
             ) from exc
         ctx = ProviderContext(
-            cluster=cluster, clock=self.clock, data_dir=self.data_dir, config_dir=self.config.base_dir
+            cluster=cluster,
+            clock=self.clock,
+            data_dir=self.data_dir,
+            config_dir=self.config.base_dir,
+            secrets=self.secrets(cluster),
         )
         provider: ClusterProvider = factory.create(parsed, ctx)
         return provider
@@ -216,10 +229,12 @@ class Service:
         """What each node would install (Invoke-CauScan), with the plug-ins scanning as a run's
         scans do (cau.engine.scan); nothing changes."""
         provider = self.open_provider(cluster)
+        secrets = self.secrets(cluster)
+        profile = unseal(profile, secrets, cluster)
         try:
             bindings = {b.name: b for b in self.bind_plugins(self.plugin_specs(cluster, profile, provider))}
             snapshot = await provider.discover()
-            ctx = PluginContext(None, cluster, self.clock, self.data_dir)
+            ctx = PluginContext(None, cluster, self.clock, self.data_dir, secrets)
 
             async def scan_node(name: str) -> NodeScan:
                 if not snapshot.node(name).is_up:
@@ -267,6 +282,7 @@ class Service:
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
+        secrets = self.secrets(cluster)
         provider = self.open_provider(cluster, overrides=provider_overrides)
         owner = this_process(owner_label)
         try:
@@ -284,8 +300,9 @@ class Service:
                 active = await store.active_run(cluster)
                 if active is not None:
                     run_id = active.run_id
-                    # The run record holds the profile with its plug-ins resolved, as it started.
-                    profile = active.profile
+                    # The run record holds the profile with its plug-ins resolved, as it started,
+                    # sealed: its secrets come from the configuration again.
+                    profile = unseal(active.profile, secrets, cluster)
                     bindings = self.bind_plugins(list(profile.plugins or []))
                     notice(f"resuming run {run_id} (started {active.created:%Y-%m-%d %H:%M:%S} UTC)")
                     if profile_given:
@@ -294,6 +311,7 @@ class Service:
                             "the profile and flags given now are ignored"
                         )
                 else:
+                    profile = unseal(profile, secrets, cluster)
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
                     run_id = await self._create_run(cluster, provider, profile, bindings)
                 await store.set_lock_run(cluster, owner, run_id)
@@ -320,6 +338,7 @@ class Service:
                     clock=self.clock,
                     owner=str(owner),
                     data_dir=self.data_dir,
+                    secrets=secrets,
                     on_event=on_event,
                     availability=availability,
                 )
@@ -356,6 +375,8 @@ class Service:
                 "plugins": [PluginSpec(name=b.name, args=b.args.model_dump(mode="json")) for b in bindings]
             }
         )
+        # What is stored and journaled holds references to the secrets, never their values.
+        resolved = seal(resolved, self.secrets(cluster))
         provider_name = self.config.cluster(cluster).provider
         await self.store.create_run(
             RunRecord(

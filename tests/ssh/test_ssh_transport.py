@@ -116,10 +116,45 @@ def test_reconnects_after_the_node_restarts(sshd: Sshd) -> None:
 
 def test_sudo_wrapping_for_non_root_users() -> None:
     t = SshTransport(SshTarget(name="n", host="h", known_hosts=Path("/dev/null"), user="ops"))
-    assert t._wrap("apt-get -y upgrade", {"A": "1"}) == "sudo -n -- env A=1 sh -c 'apt-get -y upgrade'"
+    assert t._wrap("apt-get -y upgrade", None) == "sudo -n -- sh -c 'apt-get -y upgrade'"
+    with_env = t._wrap("apt-get -y upgrade", {"A": "1"})
+    assert with_env.startswith("sudo -n -- sh -c ") and "A=1" not in with_env
     root = SshTransport(SshTarget(name="n", host="h", known_hosts=Path("/dev/null")))
     assert root._wrap("id", None) == "sh -c id"
     forced = SshTransport(
         SshTarget(name="n", host="h", known_hosts=Path("/dev/null"), sudo=False, user="ops")
     )
     assert forced._wrap("id", None) == "sh -c id"
+
+
+def test_secrets_reach_the_command_through_stdin_never_its_command_line(sshd: Sshd) -> None:
+    """A secret given as an environment variable is the command's, exactly (quotes, `$`, newlines),
+    but no process on the node carries it in its arguments (what `ps` and sudo's log show), and
+    the command still reads its own standard input."""
+    secret = "pa$s w'o\"rd\n`x`-canary-7f3a"
+
+    async def main() -> None:
+        await _trust(sshd)
+        transport = SshTransport(_target(sshd))
+        # Every process of the command's ancestry, up to the session's shell: their argv.
+        cmd = (
+            'printf "%s" "$DB_PASSWORD" > /dev/stderr; p=$$; while [ "$p" -gt 1 ]; do '
+            "tr '\\0' ' ' < /proc/$p/cmdline; echo; p=$(awk '/^PPid:/ {print $2}' /proc/$p/status); done"
+        )
+        env = {"DB_PASSWORD": secret, "CAU_NODE": "node1"}
+        # The exec request itself (what sudo logs, and audit sees in execve) holds no secret.
+        assert "canary" not in transport._wrap(cmd, env)
+        ran = await transport.run(cmd, env=env)
+        assert ran.ok, ran.stderr
+        assert ran.stderr == secret
+        # up to sshd's session process (its ancestors are the test's own)
+        listing = ran.stdout.split("sshd:")[0]
+        assert "sh -c" in listing  # the listing did see the command's processes
+        assert "canary" not in listing and "pa$s" not in listing
+        piped = await transport.run(
+            "cat; printf '|%s' \"$CAU_NODE\"", env={"CAU_NODE": "n1"}, input="own input\n"
+        )
+        assert piped.stdout == "own input\n|n1"
+        await transport.close()
+
+    asyncio.run(main())

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from cau.domain.results import Status
 from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError, ProfileError
+from cau.redact import redact
 
 
 class Exit(IntEnum):
@@ -59,6 +60,8 @@ def fail(
     exit_code: int = Exit.ERROR,
     json_output: bool = False,
 ) -> typer.Exit:
+    # Error texts often quote what went wrong (a command, a URL): mask any secret they hold.
+    message, hint = redact(message), (redact(hint) if hint else hint)
     if json_output:
         payload = {"error": {"code": code, "message": message, "hint": hint}}
         sys.stdout.write(json.dumps(payload) + "\n")

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
+from cau.redact import redact
+
 
 def describe_errors(
     error: ValidationError,
@@ -24,7 +26,8 @@ def describe_errors(
         if item["type"] == "extra_forbidden":
             msg = unknown
         elif item["type"] != "missing" and not isinstance(item.get("input"), dict | list):
-            msg = f"{msg} (got {item['input']!r})"
+            # The value is shown to help, but it may be (or hold) a secret: a URL's password...
+            msg = f"{msg} (got {redact(repr(item['input']))})"
         where = (origin or {}).get(loc[0]) if loc else None
         line = f"{key}: {msg}" if key else msg
         problems.append(line + (f" [from {where}]" if where else ""))

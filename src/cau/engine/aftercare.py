@@ -3,6 +3,7 @@ code the run uses to leave maintenance and fail roles back, journaled in that ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class _AfterRun:
     gate: MaintenanceGate = field(init=False)
     writer: JournalWriter = field(init=False)
     plugins: list[PluginBinding] = field(default_factory=list)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # no script or plug-in runs here
 
     def __post_init__(self) -> None:
         self.gate = MaintenanceGate(self.provider, self.profile.move, lambda _n, _a: None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Coordinator:
         clock: Clock,
         owner: str,
         data_dir: Path,
+        secrets: Mapping[str, str] | None = None,
         on_event: EventListener | None = None,
         poll_seconds: float = 1.0,
         gate_recheck_seconds: float = 30.0,
@@ -81,6 +83,7 @@ class Coordinator:
             clock=clock,
             owner=owner,
             data_dir=data_dir,
+            secrets=secrets,
             on_event=on_event,
             poll_seconds=poll_seconds,
             gate_recheck_seconds=gate_recheck_seconds,
@@ -99,6 +102,7 @@ class Coordinator:
         clock: Clock,
         owner: str,
         data_dir: Path,
+        secrets: Mapping[str, str] | None = None,
         on_event: EventListener | None = None,
         poll_seconds: float = 1.0,
         gate_recheck_seconds: float = 30.0,
@@ -113,6 +117,7 @@ class Coordinator:
         self.clock = clock
         self.owner = owner
         self.data_dir = data_dir
+        self.secrets: Mapping[str, str] = dict(secrets or {})
         self._poll = poll_seconds
         self.progress = progress
         self.max_failed: int = self.progress.max_failed

@@ -13,7 +13,7 @@ outcome is used), and a step with an intent but no outcome is re-run in a way th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,6 +104,7 @@ class RunContext(Protocol):
     gate: MaintenanceGate
     plugins: list[PluginBinding]
     data_dir: Path
+    secrets: Mapping[str, str]  # the cluster's secrets: environment of scripts and plug-ins
 
     async def journal(self, payload: EventPayload, *, node: str | None = None) -> JournalEvent:
         """A side effect's record: durable when it returns."""
@@ -236,7 +237,9 @@ class NodeRun:
 
     async def updater(self, binding: PluginBinding) -> NodeUpdater:
         if binding.name not in self._updaters:
-            ctx = PluginContext(self.ctx.run_id, self.ctx.cluster, self.ctx.clock, self.ctx.data_dir)
+            ctx = PluginContext(
+                self.ctx.run_id, self.ctx.cluster, self.ctx.clock, self.ctx.data_dir, self.ctx.secrets
+            )
             self._updaters[binding.name] = binding.plugin.create_updater(
                 await self.session(), binding.args, ctx
             )
@@ -350,7 +353,12 @@ class NodeRun:
 
         async def act(intent: ScriptIntent, resumed: bool) -> ScriptOutcome:
             session = await self.session()
-            env = {"CAU_RUN_ID": self.ctx.run_id, "CAU_PHASE": step.value, "CAU_NODE": self.name}
+            env = {
+                **self.ctx.secrets,
+                "CAU_RUN_ID": self.ctx.run_id,
+                "CAU_PHASE": step.value,
+                "CAU_NODE": self.name,
+            }
             try:
                 result = await session.transport.run(
                     script, timeout=self.profile.script_timeout.total_seconds(), env=env

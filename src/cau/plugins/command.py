@@ -16,7 +16,7 @@ any other exit is a failure of the plug-in itself. The install command runs once
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import ClassVar
 
@@ -66,16 +66,24 @@ def parse_scan_output(text: str) -> list[tuple[str, str]]:
 
 class CommandNodeUpdater:
     def __init__(
-        self, session: NodeSession, args: CommandArgs, clock: Clock, plugin: str = "command"
+        self,
+        session: NodeSession,
+        args: CommandArgs,
+        clock: Clock,
+        plugin: str = "command",
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self._session = session
+        self._env = dict(secrets or {})
         self._args = args
         self._clock = clock
         self._plugin = plugin
 
     async def _run(self, command: str, timeout: timedelta, what: str) -> tuple[int, str, str]:
         try:
-            result = await self._session.transport.run(command, timeout=timeout.total_seconds())
+            result = await self._session.transport.run(
+                command, timeout=timeout.total_seconds(), env=self._env or None
+            )
         except CauError as exc:
             if not exc.retryable:
                 raise  # a node refusing cau (its host key, the login): the engine decides by its class
@@ -140,4 +148,4 @@ class CommandPlugin:
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
         refuse_simulated(session, "command")
         assert isinstance(args, CommandArgs)
-        return CommandNodeUpdater(session, args, ctx.clock)
+        return CommandNodeUpdater(session, args, ctx.clock, secrets=ctx.secrets)

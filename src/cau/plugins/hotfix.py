@@ -18,7 +18,7 @@ import hashlib
 import os
 import shlex
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Literal
@@ -149,8 +149,11 @@ class _NodeRoot(_Root):
 
 
 class HotfixNodeUpdater:
-    def __init__(self, session: NodeSession, args: HotfixArgs, clock: Clock) -> None:
+    def __init__(
+        self, session: NodeSession, args: HotfixArgs, clock: Clock, secrets: Mapping[str, str] | None = None
+    ) -> None:
         self._session = session
+        self._env = dict(secrets or {})  # for the installers only: they are the admin's commands
         self._args = args
         self._clock = clock
         if args.location == "coordinator":
@@ -306,7 +309,9 @@ class HotfixNodeUpdater:
             rule = item.rule
             timeout = config.timeout_for(rule).total_seconds()
             try:
-                ran = await self._session.transport.run(render_command(rule.command, path), timeout=timeout)
+                ran = await self._session.transport.run(
+                    render_command(rule.command, path), timeout=timeout, env=self._env or None
+                )
             except CauError as exc:
                 out.append(
                     self._result(
@@ -345,4 +350,4 @@ class HotfixPlugin:
     def create_updater(self, session: NodeSession, args: BaseModel, ctx: PluginContext) -> NodeUpdater:
         refuse_simulated(session, "hotfix")
         assert isinstance(args, HotfixArgs)
-        return HotfixNodeUpdater(session, args, ctx.clock)
+        return HotfixNodeUpdater(session, args, ctx.clock, secrets=ctx.secrets)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -154,9 +155,15 @@ class SshProvider:
     default_plugins: tuple[str, ...] = ("apt",)
 
     def __init__(
-        self, cluster: str, options: SshOptions, *, transports: TransportFactory | None = None
+        self,
+        cluster: str,
+        options: SshOptions,
+        *,
+        transports: TransportFactory | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self._cluster = cluster
+        self._secrets = dict(secrets or {})
         self.options = options
         self._nodes = {n.name: n for n in options.nodes}
         self._factory = transports
@@ -165,7 +172,7 @@ class SshProvider:
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> SshProvider:
         assert isinstance(options, SshOptions)
-        return cls(ctx.cluster, options, transports=ctx.transports)
+        return cls(ctx.cluster, options, transports=ctx.transports, secrets=ctx.secrets)
 
     @property
     def cluster(self) -> str:
@@ -219,7 +226,13 @@ class SshProvider:
         return self._transports[key]
 
     def _hook_env(self, node: str) -> dict[str, str]:
-        return {"CAU_NODE": node, "CAU_HOST": self._entry(node).host, "CAU_CLUSTER": self._cluster}
+        # The hooks are the admin's commands (a load balancer's API...): they get the secrets too.
+        return {
+            **self._secrets,
+            "CAU_NODE": node,
+            "CAU_HOST": self._entry(node).host,
+            "CAU_CLUSTER": self._cluster,
+        }
 
     # --- observation ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.errors import ConfigError
 from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload, payload_data
 from cau.lease import take_over
+from cau.redact import mask_data, mask_values
 from cau.reports.model import RunReport
 
 # 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
@@ -127,6 +128,11 @@ CREATE TABLE IF NOT EXISTS profiles (
     updated_by TEXT NOT NULL
 );
 """
+
+
+def _masked(text: str | None) -> str | None:
+    # The last net for secrets (cau.redact): whatever reaches the store is masked by value.
+    return None if text is None else mask_values(text)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -253,9 +259,9 @@ class SqliteFile:
                     _ts(run.created),
                     _ts(run.finished),
                     run.owner,
-                    run.profile.model_dump_json(),
+                    mask_values(run.profile.model_dump_json()),
                     run.error_id,
-                    run.message,
+                    _masked(run.message),
                 ),
             )
 
@@ -340,7 +346,7 @@ class SqliteFile:
                     status.value if status else None,
                     _ts(finished),
                     error_id,
-                    message,
+                    _masked(message),
                     run_id,
                 ),
             )
@@ -349,7 +355,7 @@ class SqliteFile:
         with self._tx():
             self._db.execute(
                 "UPDATE runs SET stop_requested=1, stop_requested_by=?, stop_reason=? WHERE run_id=?",
-                (by, reason, run_id),
+                (by, mask_values(reason), run_id),
             )
 
     def save_report(self, run_id: str, report: RunReport) -> None:
@@ -357,7 +363,7 @@ class SqliteFile:
             self._db.execute(
                 "INSERT INTO reports (run_id, report) VALUES (?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET report=excluded.report",
-                (run_id, report.model_dump_json()),
+                (run_id, mask_values(report.model_dump_json())),
             )
 
     def get_report(self, run_id: str) -> RunReport | None:
@@ -369,7 +375,13 @@ class SqliteFile:
     def append(
         self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
     ) -> JournalEvent:
-        data = json.dumps(payload_data(payload))
+        plain = payload_data(payload)
+        masked = mask_data(plain)
+        data = json.dumps(masked)
+        if masked != plain:  # what the caller gets back is what the journal holds
+            payload = load_payload(
+                payload.kind.value, getattr(payload, "step", None), getattr(payload, "key", None), masked
+            )
         with self._tx():
             row = self._db.execute(
                 "INSERT INTO journal (run_id, seq, ts, kind, node, step, key, data, schema) VALUES"

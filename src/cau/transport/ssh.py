@@ -12,6 +12,7 @@ connect, connection lost) and CommandTimeout (both retryable).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import shlex
 from collections.abc import Mapping
@@ -146,13 +147,32 @@ class SshTransport:
                 f"cannot reach {t.name} ({t.address}): {redact(str(exc)) or type(exc).__name__}"
             ) from exc
 
+    # The environment travels on the command's standard input, ahead of any input of its own:
+    # one `NAME=base64(value)` line per variable, then an empty line. The shell reads exactly
+    # those lines (`read` takes a pipe byte by byte), exports them and runs the command with the
+    # rest of stdin. On the command line (`env NAME=value`), a secret would show in every process
+    # listing on the node and in sudo's log; SSH's own env passing needs AcceptEnv on the node.
+    _ENV_PRELUDE = (
+        'while IFS= read -r __cau_kv && [ -n "$__cau_kv" ]; do '
+        'export "${__cau_kv%%=*}=$(printf %s "${__cau_kv#*=}" | base64 -d)" || exit 125; done; '
+        "unset __cau_kv; "
+    )
+
     def _wrap(self, command: str, env: Mapping[str, str] | None) -> str:
-        # Environment through `env`, not SSH's env passing (which needs AcceptEnv on the node).
-        prefix = ""
+        inner = f"sh -c {shlex.quote(command)}"
         if env:
-            prefix = "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
-        inner = f"{prefix}sh -c {shlex.quote(command)}"
+            inner = f"sh -c {shlex.quote(self._ENV_PRELUDE + 'exec ' + inner)}"
         return f"sudo -n -- {inner}" if self.target.uses_sudo else inner
+
+    @staticmethod
+    def _env_input(env: Mapping[str, str] | None, input: str | None) -> str | None:
+        if not env:
+            return input
+        for name in env:
+            if not name.isidentifier() or not name.isascii():
+                raise TransportError(f"{name!r} is not an environment variable name")
+        lines = "".join(f"{k}={base64.b64encode(v.encode()).decode()}\n" for k, v in env.items())
+        return lines + "\n" + (input or "")
 
     async def run(
         self,
@@ -164,7 +184,9 @@ class SshTransport:
     ) -> CommandResult:
         conn = await self._connection()
         try:
-            result = await conn.run(self._wrap(command, env), check=False, timeout=timeout, input=input)
+            result = await conn.run(
+                self._wrap(command, env), check=False, timeout=timeout, input=self._env_input(env, input)
+            )
         except asyncssh.TimeoutError as exc:
             raise CommandTimeout(
                 f"'{redact(command)}' on {self.target.name} did not finish within {timeout:g}s"

@@ -23,6 +23,7 @@ from cau.errors import (
     ProfileError,
     ProviderError,
 )
+from cau.redact import redact
 
 
 class ApiError(Exception):
@@ -48,11 +49,12 @@ class ApiError(Exception):
 def body(
     code: str, message: str, hint: str | None = None, fields: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    # Error texts often quote what went wrong (a command, a URL): mask any secret they hold.
+    error: dict[str, Any] = {"code": code, "message": redact(message)}
     if hint:
-        error["hint"] = hint
+        error["hint"] = redact(hint)
     if fields:
-        error["fields"] = fields
+        error["fields"] = [{k: redact(v) for k, v in f.items()} for f in fields]
     return {"error": error}
 
 
