@@ -8,6 +8,7 @@ from typing import Any
 
 from cau.domain.access import Role
 from cau.errors import ConfigError, NotFound
+from cau.redact import mask_data
 from cau.store.access import AccessStore, TokenInfo
 
 # Names of tokens and users: no spaces, colons or brackets, so that none can pass for another kind
@@ -60,7 +61,16 @@ class Administration:
 
     # stored profiles (checked by the caller against RunProfile first)
     def put_profile(self, name: str, description: str, options: dict[str, Any], *, by: str) -> bool:
-        """Create or replace; True when it was created."""
+        """Create or replace; True when it was created. A secret's value written into a profile
+        would be masked wherever the profile is shown (and an edit would save the mask back):
+        refused, with what to write instead."""
+        holding = sorted(k for k, v in options.items() if mask_data(v) != v)
+        if holding:
+            raise ConfigError(
+                f"profile '{name}': option(s) {', '.join(holding)} hold the value of a declared secret",
+                hint="write {{secret:NAME}} in plug-in arguments, or use $NAME in scripts (scripts get"
+                " every secret of their cluster as an environment variable)",
+            )
         created = self._access.put_profile(name, description, options, by=by)
         self._access.audit(by, "profile.create" if created else "profile.update", name, {"options": options})
         return created

@@ -164,6 +164,18 @@ class Service:
             self._secrets[cluster] = load_secrets(cfg.secrets, self.config.base_dir, cluster)
         return self._secrets[cluster]
 
+    def load_all_secrets(self) -> dict[str, str]:
+        """Every configured cluster's secrets, so that a long-lived process (`cau serve`) masks
+        them all from the start. A cluster whose secrets cannot be loaded is named with why
+        (its runs will fail with the same error); the others are loaded."""
+        problems: dict[str, str] = {}
+        for name in self.config.names():
+            try:
+                self.secrets(name)
+            except ConfigError as exc:
+                problems[name] = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        return problems
+
     def open_provider(self, cluster: str, *, overrides: dict[str, Any] | None = None) -> ClusterProvider:
         cfg = self.config.cluster(cluster)
         factory = self.registry.provider(cfg.provider)

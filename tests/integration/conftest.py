@@ -70,3 +70,7 @@ def cau(tmp_path: Path) -> Iterator[Cau]:
         log = tmp_path / f"bg-{i}.log"
         print(f"--- cau {' '.join(map(str, proc.args[3:]))} (exit {proc.returncode}) ---")
         print(log.read_text(errors="replace")[-4000:] if log.exists() else "(no output)")
+
+
+# `cau serve` as a real process, shared with the web tests (the secrets canary uses both).
+from tests.web.conftest import serve  # noqa: E402, F401

@@ -53,6 +53,9 @@ def serve(
             "network in clear; use --ssl-certfile/--ssl-keyfile or a TLS proxy (--secure-cookies)[/]"
         )
     svc = common.service(ctx)
+    # Every cluster's secrets are masked from the start, in everything this server shows or logs.
+    for cluster, problem in svc.load_all_secrets().items():
+        common.console(stderr=True).print(f"[yellow]warning: cluster {cluster}: {problem}[/]")
     app = create_app(
         svc, Settings(secure_cookies=secure_cookies or tls, allow_local_scripts=allow_local_scripts)
     )

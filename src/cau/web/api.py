@@ -347,9 +347,9 @@ async def export_reports(
 
 
 @router.get("/profiles", response_model=list[ProfileView], tags=["profiles"])
-async def list_profiles(request: Request, _who: Viewer) -> list[ProfileView]:
+async def list_profiles(request: Request, who: Viewer) -> list[ProfileView]:
     ctx = context(request)
-    return [ops.profile_view(ctx, p.name) for p in ctx.access.list_profiles()]
+    return [ops.profile_view(ctx, p.name, who.role) for p in ctx.access.list_profiles()]
 
 
 @router.post("/profiles/validate", response_model=ProfileValidation, tags=["profiles"])
@@ -365,12 +365,12 @@ async def create_profile(request: Request, who: Admin, body: ProfileCreate) -> P
         raise ApiError(409, "profile_exists", f"a profile named '{body.name}' exists; PUT replaces it")
     ops.require_valid_profile(body.options)
     ctx.svc.admin.put_profile(body.name, body.description, body.options, by=who.name)
-    return ops.profile_view(ctx, body.name)
+    return ops.profile_view(ctx, body.name, who.role)
 
 
 @router.get("/profiles/{name}", response_model=ProfileView, tags=["profiles"])
-async def get_profile(request: Request, name: str, _who: Viewer) -> ProfileView:
-    return ops.profile_view(context(request), name)
+async def get_profile(request: Request, name: str, who: Viewer) -> ProfileView:
+    return ops.profile_view(context(request), name, who.role)
 
 
 @router.put("/profiles/{name}", response_model=ProfileView, tags=["profiles"])
@@ -383,7 +383,7 @@ async def put_profile(
     ctx = context(request)
     ops.require_valid_profile(body.options)
     ctx.svc.admin.put_profile(name, body.description, body.options, by=who.name)
-    return ops.profile_view(ctx, name)
+    return ops.profile_view(ctx, name, who.role)
 
 
 @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])

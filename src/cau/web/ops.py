@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cau.domain.access import Role
 from cau.domain.profile import RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import ReportQuery, RunRecord
 from cau.errors import CauError, NotFound, ProfileError
+from cau.redact import mask_data
 from cau.reports.model import RunReport
 from cau.store.access import Principal
 from cau.views import ClusterScan
@@ -242,16 +244,42 @@ def validate_profile(options: dict[str, Any]) -> ProfileValidation:
     return ProfileValidation(valid=True, effective=effective.model_dump(mode="json"))
 
 
-def profile_view(ctx: WebContext, name: str) -> ProfileView:
+# What a viewer sees of a stored profile: scripts and plug-in arguments are commands and
+# parameters that may carry credentials (a secret's value itself is masked for everyone).
+HIDDEN_FROM_VIEWERS = "(hidden: operators and admins see it)"
+_SENSITIVE = ("pre_update_script", "post_update_script", "plugins")
+
+
+def _for_viewer(options: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(options)
+    for key in _SENSITIVE:
+        if shown.get(key) is None:
+            continue
+        if key == "plugins":
+            shown[key] = [
+                {"name": p.get("name"), "args": HIDDEN_FROM_VIEWERS} if isinstance(p, dict) else p
+                for p in shown[key]
+            ]
+        else:
+            shown[key] = HIDDEN_FROM_VIEWERS
+    return shown
+
+
+def profile_view(ctx: WebContext, name: str, role: Role) -> ProfileView:
+    """A stored profile as `role` may see it: every secret's value masked, and for viewers the
+    scripts and plug-in arguments hidden."""
     found = ctx.access.get_profile(name)
     if found is None:
         raise NotFound(f"no stored profile '{name}'")
     check = validate_profile(found.options)
+    options, effective = mask_data(found.options), mask_data(check.effective or {})
+    if not role.allows(Role.OPERATOR):
+        options, effective = _for_viewer(options), _for_viewer(effective)
     return ProfileView(
         name=found.name,
         description=found.description,
-        options=found.options,
-        effective=check.effective or {},
+        options=options,
+        effective=effective,
         created=found.created,
         updated=found.updated,
         updated_by=found.updated_by,

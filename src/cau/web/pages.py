@@ -325,7 +325,7 @@ async def profile_new(request: Request) -> Response:
 @router.get("/profiles/{name}")
 async def profile_page(request: Request, name: str, saved: int = 0) -> Response:
     who = _who(request)
-    view = ops.profile_view(context(request), name)
+    view = ops.profile_view(context(request), name, who.role)
     return render(
         "profile.html.j2",
         who,
