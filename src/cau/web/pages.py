@@ -35,6 +35,7 @@ from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
 from cau.web.errors import ApiError, from_cau_error
 from cau.web.models import SignIn
+from cau.web.swagger import SWAGGER_UI_CSS, SWAGGER_UI_JS
 
 router = APIRouter(include_in_schema=False)
 
@@ -334,6 +335,25 @@ async def profile_page(request: Request, name: str, saved: int = 0) -> Response:
         is_admin=who.role.allows(Role.ADMIN),
         flash="Saved." if saved else None,
     )
+
+
+@router.get("/api/docs")
+async def api_docs(request: Request) -> Response:
+    """The OpenAPI explorer: for those signed in, like the document it reads."""
+    who = _who(request)
+    return render(
+        "api_docs.html.j2",
+        who,
+        openapi_url=request.app.openapi_url,
+        swagger_js=SWAGGER_UI_JS,
+        swagger_css=SWAGGER_UI_CSS,
+    )
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Pages link /static/favicon.svg; browsers and tools that ask for /favicon.ico find it too."""
+    return RedirectResponse("/static/favicon.svg", status_code=308)
 
 
 @router.get("/admin")

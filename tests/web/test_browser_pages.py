@@ -1,0 +1,87 @@
+"""In a real headless Chromium against a real `cau serve` (issue 11 #4, #20): the API explorer
+renders under the dashboard's Content-Security-Policy with nothing from another host; the report
+detail is part of the page (no frame, no scroll inside the scroll); probe summaries read as text.
+
+Reproduce: .venv/bin/pytest tests/web/test_browser_pages.py -m slow -v   (needs /usr/bin/chromium)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.web.conftest import Server
+from tests.web.test_browser import CHROMIUM, pytestmark  # noqa: F401  (slow, and needs Chromium)
+
+
+@dataclass
+class Browser:
+    """One signed-in page, and what the browser saw: console messages and the hosts it asked."""
+
+    page: Any
+    server: Server
+    console: list[str] = field(default_factory=list)
+    hosts: set[str] = field(default_factory=set)
+
+    @property
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.console if "Content Security Policy" in m or "Content-Security-Policy" in m]
+
+
+@pytest.fixture
+def browser_on(serve: Callable[[str], Server]) -> Iterator[Callable[[str], Browser]]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+        )
+
+        def start(config: str) -> Browser:
+            server = serve(config)
+            context = chromium.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            seen = Browser(page, server)
+            page.on("console", lambda m: seen.console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: seen.console.append(f"pageerror: {e}"))
+            page.on("request", lambda r: seen.hosts.add(urlsplit(r.url).netloc))
+            page.goto(f"{server.url}/login")
+            page.fill("#token", server.token)
+            page.click("text=Sign in with the token")
+            page.wait_for_url(f"{server.url}/clusters")
+            return seen
+
+        yield start
+        chromium.close()
+
+
+SANDBOX = '[clusters.sandbox]\nprovider = "sandbox"\n[clusters.sandbox.options]\nspeed = 200\n'
+
+
+def test_the_api_explorer_renders_every_operation_under_the_dashboard_policy(
+    browser_on: Callable[[str], Browser],
+) -> None:
+    from playwright.sync_api import expect
+
+    b = browser_on(SANDBOX)
+    operations = b.server.request("GET", "/api/v1/openapi.json")["paths"]
+    count = sum(len([m for m in item if m in ("get", "post", "put", "delete", "patch")]) for item in operations.values())
+    b.page.goto(f"{b.server.url}/api/docs")
+    expect(b.page.locator("#swagger-ui .opblock")).to_have_count(count)
+    runs = b.page.locator('.opblock-post:has([data-path="/api/v1/clusters/{cluster}/runs"])')
+    expect(runs).to_be_visible()
+    # "Try it out" reads the API as the signed-in user
+    clusters = b.page.locator('.opblock-get:has([data-path="/api/v1/clusters"])').first
+    clusters.locator(".opblock-summary").click()
+    clusters.locator("button.try-out__btn").click()
+    clusters.locator("button.execute").click()
+    expect(clusters.locator(".live-responses-table tbody .response-col_status")).to_have_text("200")
+    expect(clusters.locator(".live-responses-table tbody")).to_contain_text('"sandbox"')
+    assert b.csp_violations == []
+    assert b.hosts == {urlsplit(b.server.url).netloc}  # nothing fetched from another host
