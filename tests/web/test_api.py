@@ -408,7 +408,6 @@ def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
             "/reports",
             "/reports?cluster=quick&since=2000-01-01&until=2100-01-01",
             f"/reports/{run_id}",
-            f"/reports/{run_id}/document",
             "/profiles",
             "/profiles/new",
             "/profiles/p1",

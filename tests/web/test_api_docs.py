@@ -23,9 +23,10 @@ def test_the_api_docs_and_the_openapi_document_need_sign_in(api: Api) -> None:
     document = api.call("GET", "/api/v1/openapi.json", role=None)
     assert document.status_code == 401 and document.json()["error"]["code"] == "unauthenticated"
     # An API client with a token reads the document; so does a viewer's browser session.
-    assert "/api/v1/clusters/{cluster}/runs" in api.call("GET", "/api/v1/openapi.json", role="viewer").json()[
-        "paths"
-    ]
+    assert (
+        "/api/v1/clusters/{cluster}/runs"
+        in api.call("GET", "/api/v1/openapi.json", role="viewer").json()["paths"]
+    )
 
     async def go(client: httpx.AsyncClient) -> None:
         await sign_in(client, api.tokens["viewer"])

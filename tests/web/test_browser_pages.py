@@ -7,6 +7,7 @@ Reproduce: .venv/bin/pytest tests/web/test_browser_pages.py -m slow -v   (needs 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.web.conftest import Server
-from tests.web.test_browser import CHROMIUM, pytestmark  # noqa: F401  (slow, and needs Chromium)
+from tests.web.test_browser import ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401  (slow, needs Chromium)
 
 
 @dataclass
@@ -71,7 +72,10 @@ def test_the_api_explorer_renders_every_operation_under_the_dashboard_policy(
 
     b = browser_on(SANDBOX)
     operations = b.server.request("GET", "/api/v1/openapi.json")["paths"]
-    count = sum(len([m for m in item if m in ("get", "post", "put", "delete", "patch")]) for item in operations.values())
+    count = sum(
+        len([m for m in item if m in ("get", "post", "put", "delete", "patch")])
+        for item in operations.values()
+    )
     b.page.goto(f"{b.server.url}/api/docs")
     expect(b.page.locator("#swagger-ui .opblock")).to_have_count(count)
     runs = b.page.locator('.opblock-post:has([data-path="/api/v1/clusters/{cluster}/runs"])')
@@ -85,3 +89,49 @@ def test_the_api_explorer_renders_every_operation_under_the_dashboard_policy(
     expect(clusters.locator(".live-responses-table tbody")).to_contain_text('"sandbox"')
     assert b.csp_violations == []
     assert b.hosts == {urlsplit(b.server.url).netloc}  # nothing fetched from another host
+
+
+def finished_run(server: Server, cluster: str = "sandbox") -> str:
+    run_id: str = server.request("POST", f"/api/v1/clusters/{cluster}/runs", {})["run_id"]
+    deadline = time.monotonic() + 120
+    while server.request("GET", f"/api/v1/runs/{run_id}")["state"] == "Running":
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.2)
+    return run_id
+
+
+# Every element on the page that scrolls its own content, across or down (the page itself aside).
+NESTED_SCROLLS = """() => Array.from(document.querySelectorAll("body *")).filter((e) => {
+  const s = getComputedStyle(e);
+  const down = /(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 1;
+  const across = /(auto|scroll)/.test(s.overflowX) && e.scrollWidth > e.clientWidth + 1;
+  return down || across;
+}).map((e) => e.tagName + "." + e.className)"""
+
+
+def test_the_report_detail_is_part_of_the_page_with_every_table_in_full(
+    browser_on: Callable[[str], Browser],
+) -> None:
+    from playwright.sync_api import expect
+
+    b = browser_on(SANDBOX)
+    run_id = finished_run(b.server)
+    b.page.goto(f"{b.server.url}/reports/{run_id}")
+    expect(b.page.locator("iframe")).to_have_count(0)
+    report = b.page.locator("main .cau-report")
+    expect(report.locator("svg").first).to_be_visible()
+    tables = report.locator("table")
+    assert tables.count() >= 3  # nodes, updates of each node, role availability
+    nodes = [n["name"] for n in b.server.request("GET", f"/api/v1/reports/{run_id}")["nodes"]]
+    assert tables.first.locator("td.name").all_inner_texts() == nodes
+    width = b.page.viewport_size["width"]
+    for i in range(tables.count()):
+        box = tables.nth(i).bounding_box()
+        if box is None:  # inside a closed <details>
+            continue
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (i, box)
+    assert b.page.evaluate(NESTED_SCROLLS) == []
+    # The report's own style applies: its figures are the report's big numbers, not the dashboard's.
+    assert report.locator(".tile .v").first.evaluate("(e) => getComputedStyle(e).fontSize") == "24px"
+    b.page.screenshot(path=str(ARTIFACTS / "report-inline.png"), full_page=True)
+    assert b.csp_violations == []
