@@ -7,6 +7,7 @@ Reproduce: .venv/bin/pytest tests/web/test_browser_pages.py -m slow -v   (needs 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.probe_servers import HttpServer
 from tests.web.conftest import Server
 from tests.web.test_browser import ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401  (slow, needs Chromium)
 
@@ -135,3 +137,25 @@ def test_the_report_detail_is_part_of_the_page_with_every_table_in_full(
     assert report.locator(".tile .v").first.evaluate("(e) => getComputedStyle(e).fontSize") == "24px"
     b.page.screenshot(path=str(ARTIFACTS / "report-inline.png"), full_page=True)
     assert b.csp_violations == []
+
+
+def test_probe_summaries_read_as_text_in_the_run_s_events(browser_on: Callable[[str], Browser]) -> None:
+    from playwright.sync_api import expect
+
+    web = HttpServer().start()
+    try:
+        b = browser_on(
+            SANDBOX
+            + f'[[clusters.sandbox.probes]]\nrole = "web"\ntargets = ["{web.url}"]\ninterval = "50ms"\n'
+        )
+        run_id = finished_run(b.server)
+        b.page.goto(f"{b.server.url}/runs/{run_id}")
+        summaries = b.page.locator("#events tbody tr", has_text="probe_summary")
+        expect(summaries.first).to_be_visible()
+        text = summaries.first.locator("td").nth(3).inner_text()
+        # e.g. "probe web-1 (web): 100.0 % of 211 checks answered, p99 1.2 ms (final)"
+        assert re.fullmatch(
+            r"probe \S+ \(web\): 100\.0 % of \d+ checks answered, p99 [\d.]+ ms \(final\)", text
+        ), text
+    finally:
+        web.stop()
