@@ -89,6 +89,14 @@ def test_the_api_explorer_renders_every_operation_under_the_dashboard_policy(
     clusters.locator("button.execute").click()
     expect(clusters.locator(".live-responses-table tbody .response-col_status")).to_have_text("200")
     expect(clusters.locator(".live-responses-table tbody")).to_contain_text('"sandbox"')
+    # ... and changes with the session's CSRF token (a POST without it would get 403 csrf_failed)
+    validate = b.page.locator('.opblock-post:has([data-path="/api/v1/profiles/validate"])').first
+    validate.locator(".opblock-summary").click()
+    validate.locator("button.try-out__btn").click()
+    validate.locator("textarea.body-param__text").fill('{"options": {"no_restart": true}}')
+    validate.locator("button.execute").click()
+    expect(validate.locator(".live-responses-table tbody .response-col_status")).to_have_text("200")
+    expect(validate.locator(".live-responses-table tbody")).to_contain_text('"valid": true')
     assert b.csp_violations == []
     assert b.hosts == {urlsplit(b.server.url).netloc}  # nothing fetched from another host
 
