@@ -9,13 +9,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.durations import format_duration
 from cau.domain.profile import build_profile
 from cau.reports.model import RunReport
 from cau.reports.render_csv import DETAILED_COLUMNS, SUMMARY_COLUMNS, render_csv
-from cau.reports.render_html import build_timeline, format_offset, format_utc, render_html
+from cau.reports.render_html import (
+    build_timeline,
+    format_offset,
+    format_utc,
+    render_html,
+    render_html_fragment,
+    report_stylesheet,
+)
 from cau.service import Service
 
 FAILING_UPDATE = "openssl-3.0.17-1~deb12u3"
@@ -421,3 +429,22 @@ def test_csv_of_a_run_in_progress(sandbox_report: RunReport) -> None:
     assert summary["finished"] == ""
     rows = _rows(render_csv([report], detailed=True))
     assert {r["node_status"] for r in rows if r["node"] == report.nodes[-1].name} == {"running"}
+
+
+def test_the_dashboard_shows_the_export_s_sections_escaped_alike(sandbox_report: RunReport) -> None:
+    node = sandbox_report.nodes[0].model_copy(update={"name": "<script>x</script>", "message": "<img src=x>"})
+    report = sandbox_report.model_copy(update={"nodes": [node, *sandbox_report.nodes[1:]]})
+    fragment = str(render_html_fragment(report))
+    page = render_html([report])
+    # a part of a page, not a page: no document, no style or script of its own
+    assert fragment.startswith('<div class="cau-report">')
+    for whole_page in ("<html", "<head", "<body", "<style", "<script", "<img"):
+        assert whole_page not in fragment
+    assert "&lt;script&gt;x&lt;/script&gt;" in fragment and "&lt;img src=x&gt;" in fragment
+    # the same sections as the export: one per run, the timeline, a row per node
+    assert fragment.count('<section class="run ') == page.count('<section class="run ') == 1
+    assert _svg(fragment) == _svg(page)
+    for n in report.nodes:
+        assert f'<td class="name">{escape(n.name)}</td>' in fragment
+    # and the export carries the stylesheet the dashboard links
+    assert report_stylesheet().strip() in page

@@ -76,9 +76,9 @@ def sse(text: str) -> list[dict[str, str]]:
     return events
 
 
-def test_health_and_openapi_need_no_token(api: Api) -> None:
+def test_health_needs_no_token_and_openapi_describes_the_errors(api: Api) -> None:
     assert api.call("GET", "/api/v1/health", role=None).json()["ok"] is True
-    doc = api.call("GET", "/api/v1/openapi.json", role=None).json()
+    doc = api.call("GET", "/api/v1/openapi.json", role="viewer").json()
     assert "/api/v1/clusters/{cluster}/runs" in doc["paths"]
     assert "/api/v1/runs/{run_id}/events" in doc["paths"]
     errors = doc["paths"]["/api/v1/clusters/{cluster}/runs"]["post"]["responses"]
@@ -91,8 +91,6 @@ def test_pages_carry_a_content_security_policy_that_allows_no_inline_script(api:
     assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy.split("style-src")[0]
     assert "<script>" not in page.text and " onclick=" not in page.text
     assert page.headers["x-content-type-options"] == "nosniff"
-    # the OpenAPI explorer loads its own assets: it has no policy
-    assert "content-security-policy" not in api.call("GET", "/api/docs", role=None).headers
 
 
 @pytest.mark.parametrize(
@@ -410,7 +408,6 @@ def test_every_page_renders_for_a_signed_in_admin(api: Api) -> None:
             "/reports",
             "/reports?cluster=quick&since=2000-01-01&until=2100-01-01",
             f"/reports/{run_id}",
-            f"/reports/{run_id}/document",
             "/profiles",
             "/profiles/new",
             "/profiles/p1",

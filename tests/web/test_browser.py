@@ -171,8 +171,7 @@ def test_dashboard_end_to_end(server: Server) -> None:
         shot(page, "08-reports")
         page.click(f"text={run_id}")
         expect(page).to_have_url(f"{server.url}/reports/{run_id}")
-        frame = page.frame_locator("iframe.report")
-        expect(frame.locator("svg").first).to_be_visible()
+        expect(page.locator(".cau-report svg").first).to_be_visible()
         shot(page, "09-report")
         for fmt in ("html", "csv", "json"):
             with page.expect_download() as info:

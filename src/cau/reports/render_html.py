@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from cau import __version__
 from cau.domain.durations import format_duration
 from cau.journal.events import Step
 from cau.reports.model import NodeReport, OutageReport, RunReport, StepReport
 
-__all__ = ["STEP_KINDS", "StepKind", "render_html"]
+__all__ = ["STEP_KINDS", "StepKind", "render_html", "render_html_fragment", "report_stylesheet"]
 
 
 # --- statuses --------------------------------------------------------------------------------------
@@ -451,3 +452,15 @@ def render_html(reports: list[RunReport], *, title: str | None = None) -> str:
         runs=[_view(r, i) for i, r in enumerate(reports, start=1)],
         version=__version__,
     )
+
+
+def render_html_fragment(report: RunReport) -> Markup:
+    """One run's report as markup to place in another page (the dashboard's report page): the same
+    sections as the export, escaped alike, under `.cau-report`; style it with `report_stylesheet()`."""
+    template = _environment().get_template("_fragment.html.j2")
+    return Markup(template.render(runs=[_view(report, 1)], version=__version__))  # escaped by the template
+
+
+def report_stylesheet() -> str:
+    """The report's CSS (report.css), which the exported page inlines."""
+    return _environment().get_template("report.css").render()

@@ -19,16 +19,17 @@ from cau.web.auth import identify, unauthenticated, viewer
 from cau.web.context import Settings, WebContext
 from cau.web.errors import ApiError
 from cau.web.metrics import Metrics
+from cau.web.swagger import SWAGGER_UI_URL, swagger_ui_files
 from cau.web.worker import RunWorker
 
-# What anyone may call without signing in: the health check, signing in and out, the API's
-# description. Everything else under /api/v1 answers 401 to a stranger before anything else.
+# What anyone may call without signing in: the health check, signing in and out. Everything else
+# under /api/v1 answers 401 to a stranger before anything else, the API's description included
+# (it maps every route a caller could try).
 _OPEN_API_ROUTES = frozenset(
     {
         ("GET", "/api/v1/health"),
         ("POST", "/api/v1/session"),
         ("DELETE", "/api/v1/session"),
-        ("GET", "/api/v1/openapi.json"),
     }
 )
 _SECURITY_HEADERS = {
@@ -37,8 +38,9 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 # Scripts only from /static (no inline script or handler can run, so injected markup cannot act);
-# style attributes stay allowed (progress bars, timeline colours). The OpenAPI explorer at
-# /api/docs loads its own assets and inline script, and has no policy.
+# style attributes stay allowed (progress bars, timeline colours). Every answer carries it, the
+# OpenAPI explorer at /api/docs too (its files are served from /static/swagger-ui, its start-up
+# script from /static/api-docs.js).
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
@@ -77,7 +79,9 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
         description="Cluster-Aware Updating for Linux clusters: REST API. Authenticate with "
         "`Authorization: Bearer <token>` (`cau token create --role viewer|operator|admin`).",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/docs",
+        # /api/docs is a dashboard page (pages.api_docs): signed in, under the dashboard's policy,
+        # Swagger UI from this server; FastAPI's own page would load it from a CDN with an inline script.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -113,8 +117,7 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
             response.headers["Cache-Control"] = "no-store"
         if ctx.settings.secure_cookies:  # served over https (--ssl-*, or behind a TLS proxy)
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        if not request.url.path.startswith("/api/docs"):
-            response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
         return response
 
     # Pages answer errors with pages and a sign-in redirect; the API with JSON.
@@ -140,6 +143,8 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    # Before /static: the more specific mount is matched first.
+    app.mount(SWAGGER_UI_URL, swagger_ui_files(), name="swagger-ui")
     static = resources.files("cau.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 

@@ -4,6 +4,7 @@ actions are calls to the API from `static/app.js`, with the session cookie and t
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -26,7 +27,8 @@ from cau.reports.render_html import (
     format_clock,
     format_utc,
     node_badge,
-    render_html,
+    render_html_fragment,
+    report_stylesheet,
     status_badge,
 )
 from cau.store.access import Principal
@@ -35,6 +37,7 @@ from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
 from cau.web.errors import ApiError, from_cau_error
 from cau.web.models import SignIn
+from cau.web.swagger import SWAGGER_UI_CSS, SWAGGER_UI_JS
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,6 +61,12 @@ def state_badge(state: str) -> Badge:
     return Badge(state, {"up": "ok", "down": "bad"}.get(state, "muted"))
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """A value as JSON for people to read (and autoescaped like any text): Jinja's `tojson` is for
+    scripts, and writes a quote as \\u0027 and a non-ASCII letter as \\u00e9."""
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
 @lru_cache(maxsize=1)
 def _env() -> Environment:
     env = Environment(
@@ -70,6 +79,7 @@ def _env() -> Environment:
     env.filters["utc"] = format_utc
     env.filters["clock"] = format_clock
     env.filters["ts"] = lambda value: format_utc(value).removesuffix(" UTC")  # under a "(UTC)" heading
+    env.filters["json_text"] = json_text
     env.globals.update(
         badge=badge,
         run_badge=run_badge,
@@ -225,6 +235,7 @@ async def cluster_page(request: Request, cluster: str) -> Response:
         c=detail,
         profiles=ctx.access.list_profiles(),
         can_operate=who.role.allows(Role.OPERATOR),
+        is_admin=who.role.allows(Role.ADMIN),
     )
 
 
@@ -293,17 +304,16 @@ async def reports_page(
 
 @router.get("/reports/{run_id}")
 async def report_page(request: Request, run_id: str) -> Response:
+    """The detailed report, part of the page (the export's sections, escaped the same way)."""
     who = _who(request)
     _record, report = await ops.report(context(request), run_id)
-    return render("report.html.j2", who, section="reports", r=report)
+    return render("report.html.j2", who, section="reports", r=report, detail=render_html_fragment(report))
 
 
-@router.get("/reports/{run_id}/document")
-async def report_document(request: Request, run_id: str) -> Response:
-    """The detailed report, as exported (shown in a sandboxed frame: it runs no script)."""
-    _who(request)
-    _record, report = await ops.report(context(request), run_id)
-    return HTMLResponse(render_html([report]), headers={"Cache-Control": "no-store"})
+@router.get("/static/report.css")
+async def report_css() -> Response:
+    """The report's stylesheet lives with the report renderer (an export inlines it)."""
+    return Response(report_stylesheet(), media_type="text/css")
 
 
 @router.get("/profiles")
@@ -334,6 +344,25 @@ async def profile_page(request: Request, name: str, saved: int = 0) -> Response:
         is_admin=who.role.allows(Role.ADMIN),
         flash="Saved." if saved else None,
     )
+
+
+@router.get("/api/docs")
+async def api_docs(request: Request) -> Response:
+    """The OpenAPI explorer: for those signed in, like the document it reads."""
+    who = _who(request)
+    return render(
+        "api_docs.html.j2",
+        who,
+        openapi_url=request.app.openapi_url,
+        swagger_js=SWAGGER_UI_JS,
+        swagger_css=SWAGGER_UI_CSS,
+    )
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Pages link /static/favicon.svg; browsers and tools that ask for /favicon.ico find it too."""
+    return RedirectResponse("/static/favicon.svg", status_code=308)
 
 
 @router.get("/admin")

@@ -106,9 +106,30 @@ async function applyUpdates(cluster, form) {
 
 // --- live run view ---------------------------------------------------------------------------------
 
+function seconds(s) {
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+}
+
+// A probe's running counts (cumulative for its session): what share of its checks answered.
+function probeSummary(d) {
+  const checked = (d.ok || 0) + (d.failed || 0);
+  const share = checked ? `${(100 * d.ok / checked).toFixed(1)} % of ${checked} checks answered` : "no checks yet";
+  const parts = [`probe ${d.probe} (${d.role}): ${share}`];
+  if (d.failed) parts.push(`${d.failed} failed`);
+  if (d.late) parts.push(`${d.late} late`);
+  if (d.p99_ms != null) parts.push(`p99 ${d.p99_ms.toFixed(1)} ms`);
+  if (d.down) parts.push(`down since ${new Date(d.down.started).toISOString().substring(11, 19)}`);
+  return parts.join(", ") + (d.final ? " (final)" : "");
+}
+
 function describe(ev) {
   const d = ev.data || {};
   if (d.message) return d.message;
+  if (ev.kind === "probe_summary") return probeSummary(d);
+  if (ev.kind === "probe_down") return `probe ${d.probe} (${d.role}): DOWN${d.error ? " (" + d.error + ")" : ""}`;
+  if (ev.kind === "probe_up") {
+    return `probe ${d.probe} (${d.role}): up again after ${seconds(d.seconds || 0)} (${d.failed_checks || 0} failed check(s))`;
+  }
   if (ev.kind === "intent") return `${ev.step}…`;
   if (ev.kind === "outcome") return `${ev.step}: ${d.ok === false ? "FAILED" + (d.error ? " " + d.error : "") : "done"}`;
   if (ev.kind === "node_finished") return `finished: ${d.status || ""}`;
