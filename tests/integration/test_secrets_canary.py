@@ -229,3 +229,36 @@ def test_config_errors_never_print_a_url_password(cau: Cau, tmp_path: Path) -> N
     )
     assert got.returncode != 0 and "targets" in got.stderr, got.stderr
     _assert_clean("a config error", got.stdout + got.stderr)
+
+
+def test_a_resumed_run_takes_the_secrets_from_the_configuration_again(cau: Cau, tmp_path: Path) -> None:
+    """The run record holds `{{secret:NAME}}`, never the value: a coordinator killed mid-run and
+    resumed by another process runs the same scripts with the real values again."""
+    out = tmp_path / "seen"
+    out.mkdir()
+    secrets = tmp_path / "demo.secrets"
+    secrets.write_text(f"CANARY_PW='{CANARY}'\n")
+    secrets.chmod(0o600)
+    (tmp_path / "p.toml").write_text(
+        "pre_update_script = '''printf %s '{{secret:CANARY_PW}}|'\"$CANARY_PW\" > "
+        f"{out}/$CAU_NODE.seen'''\n"
+    )
+    (tmp_path / "clusters.toml").write_text(
+        f'[clusters.demo]\nprovider = "sandbox"\nprofile = "{tmp_path / "p.toml"}"\n'
+        f'[clusters.demo.options]\nspeed = 40\n[clusters.demo.secrets]\nfile = "{secrets}"\n'
+    )
+    killed = subprocess.run(
+        [sys.executable, "-m", "cau", "run", "demo"],
+        env={**cau.env, "CAU_TEST_CRASH_AFTER": "outcome:enter_maintenance/1@node2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert len(list(out.glob("*.seen"))) < 4  # killed with nodes still to prepare
+    resumed = cau("run", "demo", timeout=300)
+    assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stdout + resumed.stderr
+    seen = {p.name: p.read_text() for p in out.glob("*.seen")}
+    assert seen == {f"node{i}.seen": f"{CANARY}|{CANARY}" for i in range(1, 5)}
+    for path in _files(tmp_path / "data"):
+        _assert_clean(str(path), path.read_bytes())
