@@ -32,7 +32,7 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("GET", "/api/v1/reports/nope/export", "viewer", None),
     ("GET", "/api/v1/export?format=csv", "viewer", None),
     ("GET", "/api/v1/profiles", "viewer", None),
-    ("POST", "/api/v1/profiles/validate", "viewer", {"options": {}}),
+    ("POST", "/api/v1/profiles/validate", "admin", {"options": {}}),
     ("POST", "/api/v1/profiles", "admin", {"name": "p", "options": {"bogus": 1}}),
     ("GET", "/api/v1/profiles/nope", "viewer", None),
     ("PUT", "/api/v1/profiles/p", "admin", {"options": {"bogus": 1}}),
@@ -259,9 +259,7 @@ def test_profiles_are_created_validated_used_and_deleted_by_admins(api: Api) -> 
     assert api.call("POST", "/api/v1/profiles", json=body).status_code == 409
     bad = api.call("PUT", "/api/v1/profiles/careful", json={"options": {"max_parallel_nodes": 0}})
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "max_parallel_nodes"
-    check = api.call(
-        "POST", "/api/v1/profiles/validate", role="viewer", json={"options": {"move": "teleport"}}
-    ).json()
+    check = api.call("POST", "/api/v1/profiles/validate", json={"options": {"move": "teleport"}}).json()
     assert check["valid"] is False and check["problems"][0]["field"] == "move"
     updated = api.call(
         "PUT", "/api/v1/profiles/careful", json={"options": {"no_restart": True, "max_parallel_nodes": 2}}
@@ -477,6 +475,7 @@ def test_a_stranger_gets_401_before_any_body_is_read(api: Api) -> None:
     for method, url in (
         ("POST", "/api/v1/clusters/quick/runs"),
         ("POST", "/api/v1/profiles"),
+        ("POST", "/api/v1/profiles/validate"),
         ("PUT", "/api/v1/users/alice/password"),
         ("POST", "/api/v1/tokens"),
     ):
@@ -575,3 +574,28 @@ def test_the_server_runs_no_admin_script_on_its_own_host_unless_its_operator_all
     assert started.status_code == 202, started.text
     wait_finished(api, started.json()["run_id"])
     assert marker.exists()
+
+
+def test_validating_a_profile_needs_the_role_that_writes_profiles(api: Api) -> None:
+    body = {"options": {"move": "teleport"}}
+    for role in ("viewer", "operator"):
+        refused = api.call("POST", "/api/v1/profiles/validate", role=role, json=body)
+        assert refused.status_code == 403, (role, refused.text)
+        assert "admin" in refused.json()["error"]["message"]
+    checked = api.call("POST", "/api/v1/profiles/validate", role="admin", json=body)
+    assert checked.status_code == 200 and checked.json()["problems"][0]["field"] == "move"
+    stranger = api.call(
+        "POST",
+        "/api/v1/profiles/validate",
+        role=None,
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert stranger.status_code == 401 and stranger.json()["error"]["code"] == "unauthenticated"
+
+    async def viewer_page(client: httpx.AsyncClient) -> str:
+        await client.post("/login", data={"token": api.tokens["viewer"], **await form(client)})
+        return (await client.get("/profiles/p")).text
+
+    assert api.call("POST", "/api/v1/profiles", json={"name": "p", "options": {}}).status_code == 201
+    assert 'data-action="validate-profile"' not in api.run(viewer_page)  # no button it cannot use

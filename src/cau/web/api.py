@@ -353,8 +353,10 @@ async def list_profiles(request: Request, _who: Viewer) -> list[ProfileView]:
 
 
 @router.post("/profiles/validate", response_model=ProfileValidation, tags=["profiles"])
-async def validate_profile(request: Request, _who: Viewer, body: ProfileBody) -> ProfileValidation:
-    """Check options without saving: the effective profile (defaults included) or the problems."""
+async def validate_profile(request: Request, _who: Admin, body: ProfileBody) -> ProfileValidation:
+    """Check options without saving: the effective profile (defaults included) or the problems.
+    A step of writing a profile, so it needs what writing one needs (admin): no route takes a
+    body from a role that may not act on it."""
     return ops.validate_profile(body.options)
 
 
