@@ -300,3 +300,22 @@ def test_the_cli_s_runs_and_stops_are_audited_with_who_and_where(cau: Cau) -> No
     stops = [e for e in _audit(cau) if e["action"] == "run.stop"]
     assert len(stops) == 1 and stops[0]["actor"].endswith(" (cli)")
     assert json.loads(stops[0]["detail"])["reason"] == "freeze"
+
+
+def test_a_run_from_the_cli_says_who_started_it_in_its_report(cau: Cau) -> None:
+    import getpass
+    import socket
+
+    me = f"{getpass.getuser()}@{socket.gethostname()} (cli)"
+    run = cau("run", "sandbox", "--speed", "300")
+    assert run.returncode == 0, run.stderr
+    assert f"by {me}" in run.stdout  # the summary `cau run` ends with
+    assert cau.json("report", "sandbox")[0]["started_by"] == me
+    detailed = json.loads(cau("report", "sandbox", "--last", "--detailed", "--format", "json").stdout)
+    assert detailed[0]["started_by"] == me
+    assert f"by {me}" in cau("report", "sandbox", "--last", "--detailed").stdout
+    assert me in cau("report", "sandbox").stdout  # the table of runs
+    rows = list(csv.DictReader(io.StringIO(cau("report", "sandbox", "--format", "csv").stdout)))
+    assert rows[0]["started_by"] == me
+    html = cau("report", "sandbox", "--last", "--format", "html").stdout
+    assert f'<dd class="started-by">{me}</dd>' in html

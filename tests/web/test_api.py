@@ -599,3 +599,20 @@ def test_validating_a_profile_needs_the_role_that_writes_profiles(api: Api) -> N
 
     assert api.call("POST", "/api/v1/profiles", json={"name": "p", "options": {}}).status_code == 201
     assert 'data-action="validate-profile"' not in api.run(viewer_page)  # no button it cannot use
+
+
+def test_a_run_started_through_the_api_shows_who_started_it(api: Api) -> None:
+    started = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    assert wait_finished(api, run_id)["started_by"] == "token:test-operator"
+    assert api.call("GET", f"/api/v1/reports/{run_id}").json()["started_by"] == "token:test-operator"
+    html = api.call("GET", f"/api/v1/reports/{run_id}/export?format=html").text
+    assert '<dd class="started-by">token:test-operator</dd>' in html
+
+    async def pages(client: httpx.AsyncClient) -> list[str]:
+        await client.post("/login", data={"token": api.tokens["viewer"], **await form(client)})
+        return [(await client.get(path)).text for path in (f"/runs/{run_id}", f"/reports/{run_id}")]
+
+    for page in api.run(pages):
+        assert '<span id="started-by">token:test-operator</span>' in page
