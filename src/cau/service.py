@@ -144,7 +144,7 @@ class Service:
 
     @property
     def admin(self) -> Administration:
-        """Tokens, users and stored profiles, each change audited (cau.administration)."""
+        """Tokens, users, browser sessions and stored profiles, each change audited (cau.administration)."""
         return Administration(self.access)
 
     def close(self) -> None:

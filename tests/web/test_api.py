@@ -45,6 +45,8 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("PUT", "/api/v1/users/bob/password", "admin", {"role": "viewer", "password": "short"}),
     ("DELETE", "/api/v1/users/nope", "admin", None),
     ("GET", "/api/v1/audit", "admin", None),
+    ("GET", "/api/v1/sessions", "admin", None),
+    ("DELETE", "/api/v1/sessions/nope", "admin", None),
     ("GET", "/metrics", "viewer", None),
 ]
 RANK = ["viewer", "operator", "admin"]
@@ -374,8 +376,9 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     assert who is not None
     cookie, _ = access.create_session(who)  # schema 4: a session records its token
     assert access.check_session(cookie) is not None
+    assert [s.via for s in access.list_sessions()] == ["token"]  # schema 5: sessions are listed
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 4
+    assert int(version) == SCHEMA_VERSION == 5
     store.close()
 
 
@@ -616,3 +619,59 @@ def test_a_run_started_through_the_api_shows_who_started_it(api: Api) -> None:
 
     for page in api.run(pages):
         assert '<span id="started-by">token:test-operator</span>' in page
+
+
+def test_an_admin_lists_the_browser_sessions_and_ends_any_of_them(api: Api) -> None:
+    body = {"role": "operator", "password": "correct horse battery"}
+    assert api.call("PUT", "/api/v1/users/alice/password", json=body).status_code == 200
+    secrets: list[str] = []
+
+    async def go(client: httpx.AsyncClient) -> None:
+        signed_in = await client.post(
+            "/api/v1/session", json={"name": "alice", "password": "correct horse battery"}
+        )
+        assert signed_in.status_code == 200
+        secrets.extend([client.cookies["cau_session"], signed_in.headers["x-csrf-token"]])
+        for role in ("viewer", "operator"):
+            refused = await client.get("/api/v1/sessions", headers=api.headers(role))
+            assert refused.status_code == 403, role
+        listing = await client.get("/api/v1/sessions", headers=api.headers("admin"))
+        assert listing.status_code == 200
+        assert not any(secret in listing.text for secret in secrets)  # never a session's secret
+        (alice,) = [s for s in listing.json() if s["name"] == "alice"]
+        assert (alice["role"], alice["via"], alice["client"]) == ("operator", "password", "127.0.0.1")
+        assert alice["signed_in"] < alice["expires"] and alice["handle"]
+        # alice, an operator, cannot end anyone's session (her own cookie, her CSRF token)
+        own = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers={"X-CSRF-Token": secrets[1]})
+        assert own.status_code == 403
+        assert (await client.get("/api/v1/me")).json()["name"] == "alice"
+        ended = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers=api.headers("admin"))
+        assert ended.status_code == 204
+        assert (await client.get("/api/v1/me")).status_code == 401  # her next request
+        again = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers=api.headers("admin"))
+        assert again.status_code == 404 and "cau session list" in again.json()["error"]["hint"]
+        left = await client.get("/api/v1/sessions", headers=api.headers("admin"))
+        assert alice["handle"] not in {s["handle"] for s in left.json()}
+
+    api.run(go)
+    (entry,) = api.call("GET", "/api/v1/audit?action=session.end").json()
+    assert entry["actor"] == "token:test-admin" and entry["detail"]["name"] == "alice"
+    assert entry["detail"]["client"] == "127.0.0.1"  # from where the admin ended it
+
+
+def test_the_admin_page_lists_sessions_with_an_end_button_that_needs_the_csrf_token(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> None:
+        await client.post("/login", data={"token": api.tokens["admin"], **await form(client)})
+        page = (await client.get("/admin")).text
+        listed = (await client.get("/api/v1/sessions", headers=api.headers("admin"))).json()
+        (mine,) = [s for s in listed if s["name"] == "token:test-admin"]
+        assert f'data-action="end-session" data-handle="{mine["handle"]}"' in page
+        assert "this session" in page
+        csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+        forged = await client.delete(f"/api/v1/sessions/{mine['handle']}")
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        ended = await client.delete(f"/api/v1/sessions/{mine['handle']}", headers={"X-CSRF-Token": csrf})
+        assert ended.status_code == 204
+        assert (await client.get("/admin")).status_code == 303  # signed out: to the sign-in page
+
+    api.run(go)
