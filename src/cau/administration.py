@@ -1,5 +1,5 @@
-"""Tokens, users and stored profiles, changed one way for the CLI and the API: every change is
-checked the same and audited with who made it."""
+"""Tokens, users, browser sessions and stored profiles, changed one way for the CLI and the API:
+every change is checked the same and audited with who made it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from cau.domain.access import Role
 from cau.errors import ConfigError, NotFound
 from cau.redact import mask_data
 from cau.store.access import AccessStore, TokenInfo
+from cau.views import SessionView
 
 # Names of tokens and users: no spaces, colons or brackets, so that none can pass for another kind
 # of principal in the audit trail ("token:NAME" is a token, "user@host (cli)" the command line).
@@ -58,6 +59,25 @@ class Administration:
         if not self._access.delete_user(name):
             raise NotFound(f"no user '{name}'")
         self._access.audit(by, "user.delete", name, {})
+
+    # browser sessions (signed in to the dashboard)
+    def list_sessions(self) -> list[SessionView]:
+        return self._access.list_sessions()
+
+    def end_session(self, handle: str, *, by: str, client: str | None = None) -> SessionView:
+        """End anyone's session by its handle; `client` is the address the request came from (the
+        API's; the CLI's principal names its host)."""
+        ended = self._access.end_session_by_handle(handle)
+        if ended is None:
+            raise NotFound(
+                f"no active browser session '{handle}'",
+                hint="`cau session list` (or GET /api/v1/sessions) shows the sessions and their handles",
+            )
+        detail = {"name": ended.name, "role": ended.role.value, "via": ended.via}
+        if client:
+            detail["client"] = client
+        self._access.audit(by, "session.end", handle, detail)
+        return ended
 
     # stored profiles (checked by the caller against RunProfile first)
     def put_profile(self, name: str, description: str, options: dict[str, Any], *, by: str) -> bool:

@@ -146,7 +146,7 @@ class Service:
 
     @property
     def admin(self) -> Administration:
-        """Tokens, users and stored profiles, each change audited (cau.administration)."""
+        """Tokens, users, browser sessions and stored profiles, each change audited (cau.administration)."""
         return Administration(self.access)
 
     def close(self) -> None:
@@ -290,7 +290,10 @@ class Service:
         on_notice: Callable[[str], None] | None = None,
         profile_given: bool = False,
         owner_label: str = "cau run",  # how `cau status` names this coordinator (e.g. "cau serve")
-        actor: str | None = None,  # who asked, for the audit trail (the API audits its own requests)
+        # Who asked: journaled as who started (or resumed) the run, and audited unless `audit` is
+        # False (the API audits its own requests, with the profile and options they carried).
+        actor: str | None = None,
+        audit: bool = True,
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
@@ -325,9 +328,9 @@ class Service:
                 else:
                     profile = unseal(profile, secrets, cluster)
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
-                    run_id = await self._create_run(cluster, provider, profile, bindings)
+                    run_id = await self._create_run(cluster, provider, profile, bindings, actor)
                 await store.set_lock_run(cluster, owner, run_id)
-                if actor is not None:
+                if actor is not None and audit:
                     detail = {"run_id": run_id, "force_recovery": force_recovery}
                     self.audit(actor, "run.resume" if active is not None else "run.start", cluster, detail)
                 if lock.recovered_from:
@@ -353,6 +356,7 @@ class Service:
                     secrets=secrets,
                     on_event=on_event,
                     availability=availability,
+                    requested_by=actor,
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
@@ -363,7 +367,12 @@ class Service:
             await provider.close()
 
     async def _create_run(
-        self, cluster: str, provider: ClusterProvider, profile: RunProfile, bindings: list[PluginBinding]
+        self,
+        cluster: str,
+        provider: ClusterProvider,
+        profile: RunProfile,
+        bindings: list[PluginBinding],
+        started_by: str | None,
     ) -> str:
         problems: list[str] = []
         own_checks = getattr(provider, "preflight", None)
@@ -400,7 +409,8 @@ class Service:
                 profile=resolved,
             )
         )
-        await self.store.append(run_id, run_created(snapshot, resolved, provider_name), now)
+        opening = run_created(snapshot, resolved, provider_name, started_by=started_by)
+        await self.store.append(run_id, opening, now)
         return run_id
 
     async def _execute_with_lease(

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cau.domain.access import Role
 from cau.domain.updates import HeldUpdate, Update
 
 
@@ -111,3 +112,18 @@ class SandboxView(BaseModel):
     roles: list[SandboxRole]
     violations: list[SandboxViolation]
     outages: list[SandboxOutage]
+
+
+class SessionView(BaseModel):
+    """A signed-in browser session as an admin sees it (`cau session list`, GET /api/v1/sessions).
+    Never its cookie, the cookie's hash or its CSRF token: `handle` is a random public id that only
+    serves to end it."""
+
+    handle: str
+    name: str = Field(description="who: a user's name, or token:NAME")
+    role: Role = Field(description="the role it holds now (its credential's, never more)")
+    via: Literal["password", "token"] = Field(description="how it signed in")
+    token_id: str | None = Field(None, description="the API token it signed in with, if it did")
+    signed_in: datetime
+    expires: datetime
+    client: str | None = Field(None, description="the address it signed in from; None: not recorded")

@@ -4,7 +4,8 @@ A backend joins by adding a factory to BACKENDS: `make(tmp_path) -> opener`, whe
 opens one more handle on the same store (another connection, as another cau process would).
 Covers the journal (append and replay order, every kind of event read back as written, concurrent
 appenders), runs (records, queries, states, stop requests), reports, and the cluster lock
-(acquire, renew, expire, take-over on purpose, a dead owner on this host, release)."""
+(acquire, renew, expire, take-over on purpose, a dead owner on this host, release). Last, the
+browser sessions of the access records kept in the same file (`cau.store.access`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 import pytest
 
+from cau.domain.access import Role
 from cau.domain.profile import build_profile
 from cau.domain.results import ErrorId, RunState, Status
 from cau.domain.runs import LockOwner, ReportQuery, RunRecord
@@ -42,7 +44,8 @@ from cau.journal.events import (
 from cau.lease import _process_start_time, this_process
 from cau.ports import Store
 from cau.reports.model import NodeReport, RunReport
-from cau.store.sqlite import SqliteStore
+from cau.store.access import AccessStore, hash_password, secret_hash
+from cau.store.sqlite import SqliteFile, SqliteStore
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -329,3 +332,108 @@ def test_the_lock_is_released_only_by_its_owner_and_kept_by_a_second_acquire_of_
             await store.close()
 
     run(main)
+
+
+# --- browser sessions (cau.store.access, in the same file) ------------------------------------------
+
+
+def _access(tmp_path: Path) -> AccessStore:
+    """One more connection to the store's file, as `cau serve` and a `cau session` command each have."""
+    return AccessStore(SqliteFile(tmp_path / "cau.db"))
+
+
+def test_sessions_are_listed_by_a_public_handle_and_ended_by_it_from_another_process(tmp_path: Path) -> None:
+    server, cli = _access(tmp_path), _access(tmp_path)
+    try:
+        _, secret = server.create_token("laptop", Role.ADMIN, by="test")
+        token = server.check_token(secret)
+        assert token is not None
+        server.set_password("alice", Role.OPERATOR, "correct horse battery")
+        alice = server.check_password("alice", "correct horse battery")
+        assert alice is not None
+        by_token, _ = server.create_session(token, client="192.0.2.7")
+        by_password, signed_in = server.create_session(alice, client="198.51.100.3")
+        listed = cli.list_sessions()
+        assert [(s.name, s.role, s.via, s.client) for s in listed] == [
+            ("token:laptop", Role.ADMIN, "token", "192.0.2.7"),
+            ("alice", Role.OPERATOR, "password", "198.51.100.3"),
+        ]
+        assert listed[0].token_id == token.token_id and listed[1].token_id is None
+        assert all(s.signed_in < s.expires for s in listed)
+        assert listed[1].handle == signed_in.session  # the session knows its own handle
+        # a handle is no part of a secret: neither the cookie nor what the store keeps of it
+        for s in listed:
+            for cookie in (by_token, by_password):
+                assert s.handle not in cookie and s.handle not in secret_hash(cookie)
+        ended = cli.end_session_by_handle(listed[1].handle)
+        assert ended is not None and ended.name == "alice"
+        assert server.check_session(by_password) is None  # the server sees it ended at once
+        assert server.check_session(by_token) is not None  # the other one is untouched
+        assert cli.end_session_by_handle(listed[1].handle) is None
+        assert cli.end_session_by_handle("nope") is None
+        assert [s.name for s in cli.list_sessions()] == ["token:laptop"]
+    finally:
+        server.close()
+        cli.close()
+
+
+def test_sessions_out_of_force_are_neither_listed_nor_ended(tmp_path: Path) -> None:
+    access = _access(tmp_path)
+    try:
+        info, secret = access.create_token("ci", Role.OPERATOR, by="test")
+        token = access.check_token(secret)
+        access.set_password("bob", Role.VIEWER, "correct horse battery")
+        bob = access.check_password("bob", "correct horse battery")
+        assert token is not None and bob is not None
+        _, expired = access.create_session(bob, hours=-1)
+        _, revoked = access.create_session(token)
+        assert access.revoke_token(info.token_id)
+        _, demoted = access.create_session(bob)
+        access.set_password("bob", Role.VIEWER, "another long password")  # ends bob's sessions
+        assert access.list_sessions() == []
+        for gone in (expired, revoked, demoted):
+            assert gone.session is not None and access.end_session_by_handle(gone.session) is None
+    finally:
+        access.close()
+
+
+def test_a_schema_4_store_s_sessions_get_handles_and_stay_signed_in(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "cau.db")
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '4');"
+        "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,"
+        " updated TEXT NOT NULL);"
+        "CREATE TABLE web_sessions (session_hash TEXT PRIMARY KEY, principal TEXT NOT NULL,"
+        " role TEXT NOT NULL, csrf TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL,"
+        " token_id TEXT);"
+    )
+    now = datetime.now(UTC)
+    db.execute(
+        "INSERT INTO users VALUES ('carol', 'admin', ?, ?)",
+        (hash_password("x" * 12), (now - timedelta(hours=2)).isoformat()),
+    )
+    for cookie in ("old-cookie-1", "old-cookie-2"):
+        db.execute(
+            "INSERT INTO web_sessions VALUES (?, 'carol', 'admin', 'csrf', ?, ?, NULL)",
+            (
+                secret_hash(cookie),
+                (now - timedelta(hours=1)).isoformat(),
+                (now + timedelta(hours=1)).isoformat(),
+            ),
+        )
+    db.commit()
+    db.close()
+    access = _access(tmp_path)
+    try:
+        listed = access.list_sessions()
+        assert [(s.name, s.via, s.client) for s in listed] == [("carol", "password", None)] * 2
+        assert len({s.handle for s in listed}) == 2  # each its own handle
+        assert access.check_session("old-cookie-1") is not None  # migrating signed no one out
+        ended = access.end_session_by_handle(listed[0].handle)
+        assert ended is not None
+        assert [access.check_session(c) is None for c in ("old-cookie-1", "old-cookie-2")].count(True) == 1
+    finally:
+        access.close()

@@ -300,3 +300,57 @@ def test_the_cli_s_runs_and_stops_are_audited_with_who_and_where(cau: Cau) -> No
     stops = [e for e in _audit(cau) if e["action"] == "run.stop"]
     assert len(stops) == 1 and stops[0]["actor"].endswith(" (cli)")
     assert json.loads(stops[0]["detail"])["reason"] == "freeze"
+
+
+def test_a_run_from_the_cli_says_who_started_it_in_its_report(cau: Cau) -> None:
+    import getpass
+    import socket
+
+    me = f"{getpass.getuser()}@{socket.gethostname()} (cli)"
+    run = cau("run", "sandbox", "--speed", "300")
+    assert run.returncode == 0, run.stderr
+    assert f"by {me}" in run.stdout  # the summary `cau run` ends with
+    assert cau.json("report", "sandbox")[0]["started_by"] == me
+    detailed = json.loads(cau("report", "sandbox", "--last", "--detailed", "--format", "json").stdout)
+    assert detailed[0]["started_by"] == me
+    assert f"by {me}" in cau("report", "sandbox", "--last", "--detailed").stdout
+    assert me in cau("report", "sandbox").stdout  # the table of runs
+    rows = list(csv.DictReader(io.StringIO(cau("report", "sandbox", "--format", "csv").stdout)))
+    assert rows[0]["started_by"] == me
+    html = cau("report", "sandbox", "--last", "--format", "html").stdout
+    assert f'<dd class="started-by">{me}</dd>' in html
+
+
+def test_cau_session_lists_and_ends_a_dashboard_session(cau: Cau) -> None:
+    from cau.domain.access import Role
+    from cau.store.access import AccessStore
+    from cau.store.sqlite import SqliteFile
+    from cau.views import SessionView
+
+    assert "No one is signed in" in cau("session", "list").stdout
+    # `cau serve`'s side: a dashboard user signs in (its own connection to the store)
+    server = AccessStore(SqliteFile(cau.home / "data" / "cau.db"))
+    try:
+        server.set_password("alice", Role.OPERATOR, "correct horse battery")
+        alice = server.check_password("alice", "correct horse battery")
+        assert alice is not None
+        cookie, _ = server.create_session(alice, client="192.0.2.7")
+        (listed,) = [SessionView.model_validate(s) for s in cau.json("session", "list")]
+        assert (listed.name, listed.role, listed.via, listed.client) == (
+            "alice",
+            Role.OPERATOR,
+            "password",
+            "192.0.2.7",
+        )
+        text = cau("session", "list").stdout
+        assert listed.handle in text and "alice" in text and "192.0.2.7" in text
+        ended = cau("session", "end", listed.handle)
+        assert ended.returncode == 0 and f"session {listed.handle} of alice" in ended.stdout
+        assert server.check_session(cookie) is None  # her next request: 401
+        again = cau("session", "end", listed.handle)
+        assert again.returncode == 1 and "cau session list" in again.stderr
+    finally:
+        server.close()
+    (entry,) = [e for e in _audit(cau) if e["action"] == "session.end"]
+    assert entry["target"] == listed.handle and entry["actor"].endswith(" (cli)") and "@" in entry["actor"]
+    assert json.loads(entry["detail"])["name"] == "alice"

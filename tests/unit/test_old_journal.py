@@ -90,6 +90,23 @@ def test_each_old_run_replays_into_the_report_the_old_release_saved(store: Sqlit
     assert (cluster in ("probed", "rackp")) == bool(probed)
 
 
+def test_an_old_run_s_starter_is_unknown_and_says_so_in_every_format(store: SqliteFile) -> None:
+    from rich.console import Console
+
+    from cau.cli.render_text import run_summary
+    from cau.reports.render_csv import render_csv
+    from cau.reports.render_html import render_html
+
+    (run,) = store.list_runs(ReportQuery(cluster="sandbox"))
+    report = build_report(run, replay(store.events(run.run_id)), now=run.finished or run.created)
+    assert report.started_by is None  # not recorded then: unknown, not guessed
+    console = Console(record=True, width=200)
+    console.print(run_summary(report))
+    assert "by unknown" in console.export_text()
+    assert '<dd class="started-by">unknown</dd>' in render_html([report])
+    assert render_csv([report], detailed=False).splitlines()[1].endswith(",")  # an empty cell
+
+
 def test_the_fixture_is_the_old_releases_file() -> None:
     """Nothing rewrote the fixture itself (the tests work on copies)."""
     db = sqlite3.connect(f"file:{FIXTURE}?mode=ro&immutable=1", uri=True)

@@ -283,3 +283,39 @@ def test_a_node_found_in_maintenance_is_left_there_without_a_word_of_leaving_or_
     lines = [p.message for p in said if isinstance(p, Progress | WarningEvent)]
     assert "leaving maintenance" not in lines and "staying in maintenance, as before the run" in lines
     assert not any("failed back" in line or "failing roles back" in line for line in lines), lines
+
+
+def test_a_resumed_run_keeps_who_started_it_and_records_who_resumed_it(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec(3, roles=ROLES, updates=UPDATES))
+
+    async def first() -> None:
+        svc = _svc(tmp_path, config, 2)
+        me = asyncio.current_task()
+        seen = 0
+
+        def on_event(_ev: object) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 30 and me is not None:
+                me.cancel()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await svc.run("c1", build_profile(None, {}), on_event=on_event, actor="alice@ops1 (cli)")
+        svc.close()
+
+    run_virtual(first())
+
+    async def second():  # type: ignore[no-untyped-def]
+        svc = _svc(tmp_path, config, 3)
+        try:
+            return await svc.run("c1", build_profile(None, {}), actor="token:night-shift")
+        finally:
+            svc.close()
+
+    report = run_virtual(second()).report
+    assert report.status == "Succeeded"
+    assert report.started_by == "alice@ops1 (cli)"
+    assert [(c.resumed, c.by) for c in report.coordinators] == [
+        (False, "alice@ops1 (cli)"),
+        (True, "token:night-shift"),
+    ]

@@ -32,7 +32,7 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("GET", "/api/v1/reports/nope/export", "viewer", None),
     ("GET", "/api/v1/export?format=csv", "viewer", None),
     ("GET", "/api/v1/profiles", "viewer", None),
-    ("POST", "/api/v1/profiles/validate", "viewer", {"options": {}}),
+    ("POST", "/api/v1/profiles/validate", "admin", {"options": {}}),
     ("POST", "/api/v1/profiles", "admin", {"name": "p", "options": {"bogus": 1}}),
     ("GET", "/api/v1/profiles/nope", "viewer", None),
     ("PUT", "/api/v1/profiles/p", "admin", {"options": {"bogus": 1}}),
@@ -45,6 +45,8 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("PUT", "/api/v1/users/bob/password", "admin", {"role": "viewer", "password": "short"}),
     ("DELETE", "/api/v1/users/nope", "admin", None),
     ("GET", "/api/v1/audit", "admin", None),
+    ("GET", "/api/v1/sessions", "admin", None),
+    ("DELETE", "/api/v1/sessions/nope", "admin", None),
     ("GET", "/metrics", "viewer", None),
 ]
 RANK = ["viewer", "operator", "admin"]
@@ -257,9 +259,7 @@ def test_profiles_are_created_validated_used_and_deleted_by_admins(api: Api) -> 
     assert api.call("POST", "/api/v1/profiles", json=body).status_code == 409
     bad = api.call("PUT", "/api/v1/profiles/careful", json={"options": {"max_parallel_nodes": 0}})
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "max_parallel_nodes"
-    check = api.call(
-        "POST", "/api/v1/profiles/validate", role="viewer", json={"options": {"move": "teleport"}}
-    ).json()
+    check = api.call("POST", "/api/v1/profiles/validate", json={"options": {"move": "teleport"}}).json()
     assert check["valid"] is False and check["problems"][0]["field"] == "move"
     updated = api.call(
         "PUT", "/api/v1/profiles/careful", json={"options": {"no_restart": True, "max_parallel_nodes": 2}}
@@ -374,8 +374,9 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     assert who is not None
     cookie, _ = access.create_session(who)  # schema 4: a session records its token
     assert access.check_session(cookie) is not None
+    assert [s.via for s in access.list_sessions()] == ["token"]  # schema 5: sessions are listed
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 4
+    assert int(version) == SCHEMA_VERSION == 5
     store.close()
 
 
@@ -474,6 +475,7 @@ def test_a_stranger_gets_401_before_any_body_is_read(api: Api) -> None:
     for method, url in (
         ("POST", "/api/v1/clusters/quick/runs"),
         ("POST", "/api/v1/profiles"),
+        ("POST", "/api/v1/profiles/validate"),
         ("PUT", "/api/v1/users/alice/password"),
         ("POST", "/api/v1/tokens"),
     ):
@@ -572,3 +574,101 @@ def test_the_server_runs_no_admin_script_on_its_own_host_unless_its_operator_all
     assert started.status_code == 202, started.text
     wait_finished(api, started.json()["run_id"])
     assert marker.exists()
+
+
+def test_validating_a_profile_needs_the_role_that_writes_profiles(api: Api) -> None:
+    body = {"options": {"move": "teleport"}}
+    for role in ("viewer", "operator"):
+        refused = api.call("POST", "/api/v1/profiles/validate", role=role, json=body)
+        assert refused.status_code == 403, (role, refused.text)
+        assert "admin" in refused.json()["error"]["message"]
+    checked = api.call("POST", "/api/v1/profiles/validate", role="admin", json=body)
+    assert checked.status_code == 200 and checked.json()["problems"][0]["field"] == "move"
+    stranger = api.call(
+        "POST",
+        "/api/v1/profiles/validate",
+        role=None,
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert stranger.status_code == 401 and stranger.json()["error"]["code"] == "unauthenticated"
+
+    async def viewer_page(client: httpx.AsyncClient) -> str:
+        await client.post("/login", data={"token": api.tokens["viewer"], **await form(client)})
+        return (await client.get("/profiles/p")).text
+
+    assert api.call("POST", "/api/v1/profiles", json={"name": "p", "options": {}}).status_code == 201
+    assert 'data-action="validate-profile"' not in api.run(viewer_page)  # no button it cannot use
+
+
+def test_a_run_started_through_the_api_shows_who_started_it(api: Api) -> None:
+    started = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    assert wait_finished(api, run_id)["started_by"] == "token:test-operator"
+    assert api.call("GET", f"/api/v1/reports/{run_id}").json()["started_by"] == "token:test-operator"
+    html = api.call("GET", f"/api/v1/reports/{run_id}/export?format=html").text
+    assert '<dd class="started-by">token:test-operator</dd>' in html
+
+    async def pages(client: httpx.AsyncClient) -> list[str]:
+        await client.post("/login", data={"token": api.tokens["viewer"], **await form(client)})
+        return [(await client.get(path)).text for path in (f"/runs/{run_id}", f"/reports/{run_id}")]
+
+    for page in api.run(pages):
+        assert '<span id="started-by">token:test-operator</span>' in page
+
+
+def test_an_admin_lists_the_browser_sessions_and_ends_any_of_them(api: Api) -> None:
+    body = {"role": "operator", "password": "correct horse battery"}
+    assert api.call("PUT", "/api/v1/users/alice/password", json=body).status_code == 200
+    secrets: list[str] = []
+
+    async def go(client: httpx.AsyncClient) -> None:
+        signed_in = await client.post(
+            "/api/v1/session", json={"name": "alice", "password": "correct horse battery"}
+        )
+        assert signed_in.status_code == 200
+        secrets.extend([client.cookies["cau_session"], signed_in.headers["x-csrf-token"]])
+        for role in ("viewer", "operator"):
+            refused = await client.get("/api/v1/sessions", headers=api.headers(role))
+            assert refused.status_code == 403, role
+        listing = await client.get("/api/v1/sessions", headers=api.headers("admin"))
+        assert listing.status_code == 200
+        assert not any(secret in listing.text for secret in secrets)  # never a session's secret
+        (alice,) = [s for s in listing.json() if s["name"] == "alice"]
+        assert (alice["role"], alice["via"], alice["client"]) == ("operator", "password", "127.0.0.1")
+        assert alice["signed_in"] < alice["expires"] and alice["handle"]
+        # alice, an operator, cannot end anyone's session (her own cookie, her CSRF token)
+        own = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers={"X-CSRF-Token": secrets[1]})
+        assert own.status_code == 403
+        assert (await client.get("/api/v1/me")).json()["name"] == "alice"
+        ended = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers=api.headers("admin"))
+        assert ended.status_code == 204
+        assert (await client.get("/api/v1/me")).status_code == 401  # her next request
+        again = await client.delete(f"/api/v1/sessions/{alice['handle']}", headers=api.headers("admin"))
+        assert again.status_code == 404 and "cau session list" in again.json()["error"]["hint"]
+        left = await client.get("/api/v1/sessions", headers=api.headers("admin"))
+        assert alice["handle"] not in {s["handle"] for s in left.json()}
+
+    api.run(go)
+    (entry,) = api.call("GET", "/api/v1/audit?action=session.end").json()
+    assert entry["actor"] == "token:test-admin" and entry["detail"]["name"] == "alice"
+    assert entry["detail"]["client"] == "127.0.0.1"  # from where the admin ended it
+
+
+def test_the_admin_page_lists_sessions_with_an_end_button_that_needs_the_csrf_token(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> None:
+        await client.post("/login", data={"token": api.tokens["admin"], **await form(client)})
+        page = (await client.get("/admin")).text
+        listed = (await client.get("/api/v1/sessions", headers=api.headers("admin"))).json()
+        (mine,) = [s for s in listed if s["name"] == "token:test-admin"]
+        assert f'data-action="end-session" data-handle="{mine["handle"]}"' in page
+        assert "this session" in page
+        csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+        forged = await client.delete(f"/api/v1/sessions/{mine['handle']}")
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        ended = await client.delete(f"/api/v1/sessions/{mine['handle']}", headers={"X-CSRF-Token": csrf})
+        assert ended.status_code == 204
+        assert (await client.get("/admin")).status_code == 303  # signed out: to the sign-in page
+
+    api.run(go)

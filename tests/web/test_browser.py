@@ -137,6 +137,7 @@ def test_dashboard_end_to_end(server: Server) -> None:
         dialog.locator("button[type=submit]").click()
         page.wait_for_url(f"{server.url}/runs/*")
         run_id = page.url.rsplit("/", 1)[1]
+        expect(page.locator("#started-by")).to_have_text("token:e2e-0")  # who applied it
         expect(page.locator('#run-nodes tr[data-status="running"]')).to_have_count(1, timeout=60_000)
         expect(page.locator("#events tbody tr").first).to_be_visible()
         shot(page, "04-run-live")
@@ -189,6 +190,23 @@ def test_dashboard_end_to_end(server: Server) -> None:
         expect(audit).to_contain_text("run.stop")
         expect(audit).to_contain_text("token:e2e")
         shot(page, "10-admin-audit")
+
+        # A second browser signs in; the admin ends its session from the sessions table.
+        other = browser.new_context().new_page()
+        other.goto(f"{server.url}/login")
+        other.fill("#token", server.token)
+        other.click("text=Sign in with the token")
+        expect(other).to_have_url(f"{server.url}/clusters")
+        page.reload()
+        rows = page.locator("#sessions tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.filter(has_text="this session")).to_have_count(1)
+        page.once("dialog", lambda d: d.accept())
+        rows.filter(has_not_text="this session").locator("button:has-text('End')").click()
+        expect(rows).to_have_count(1)  # the page reloads without it
+        other.goto(f"{server.url}/clusters")
+        expect(other).to_have_url(f"{server.url}/login?next=%2Fclusters")  # signed out
+        expect(page.locator("#audit")).to_contain_text("session.end")
         page.goto(f"{server.url}/clusters")
         shot(page, "00-clusters")
         browser.close()

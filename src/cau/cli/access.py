@@ -1,5 +1,5 @@
-"""`cau token` and `cau user`: who may use the REST API and the dashboard. Every change goes
-through the service (cau.administration), which audits it."""
+"""`cau token`, `cau user` and `cau session`: who may use the REST API and the dashboard, and who
+is signed in to it. Every change goes through the service (cau.administration), which audits it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 
 from cau.cli import common
+from cau.cli.common import OutputFormat, OutputOpt
 from cau.cli.errors import reported
 from cau.domain.access import Role
 
 token_app = typer.Typer(help="API tokens for the REST API and the dashboard.", no_args_is_help=True)
 user_app = typer.Typer(help="Names with a password, for signing in to the dashboard.", no_args_is_help=True)
+session_app = typer.Typer(help="Browser sessions signed in to the dashboard.", no_args_is_help=True)
 
 
 @token_app.command("create")
@@ -88,3 +90,41 @@ def user_password(
     with reported(False):
         svc.admin.set_password(name, role, password, by=common.operator())
     Console().print(f"password set for {name} ({role.value})")
+
+
+@session_app.command("list")
+def session_list(ctx: typer.Context, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """The browser sessions in force: who, role, how and when signed in, from where (never a secret)."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        sessions = svc.admin.list_sessions()
+    if json_out:
+        common.print_json(sessions)
+        return
+    console = common.console()
+    if not sessions:
+        console.print("No one is signed in to the dashboard.")
+    for s in sessions:
+        via = f"token {s.token_id}" if s.token_id else s.via
+        console.print(
+            f"{s.handle}  {s.name:<20} {s.role.value:<9} via {via}, signed in {s.signed_in:%Y-%m-%d %H:%M}"
+            f" from {s.client or 'an unrecorded address'}, expires {s.expires:%Y-%m-%d %H:%M} UTC"
+        )
+
+
+@session_app.command("end")
+def session_end(
+    ctx: typer.Context,
+    handle: Annotated[str, typer.Argument(help="The session's handle (`cau session list`).")],
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """End anyone's browser session: its next request is refused (401) and must sign in again."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        ended = svc.admin.end_session(handle, by=common.operator())
+    if json_out:
+        common.print_json(ended)
+        return
+    common.console().print(f"session {ended.handle} of {ended.name} ({ended.role.value}) ended")

@@ -43,6 +43,7 @@ app.add_typer(nodes.node_app, name="node")
 app.add_typer(nodes.hosts_app, name="hosts")
 app.add_typer(access.token_app, name="token")
 app.add_typer(access.user_app, name="user")
+app.add_typer(access.session_app, name="session")
 
 
 def _add_command_groups() -> None:

@@ -41,7 +41,8 @@ def describe(ev: JournalEvent) -> str | None:
     p = ev.payload
     match p:
         case Coordinator():
-            return ("resumed by " if p.resumed else "started by ") + p.owner
+            asked = f" for {p.by}" if p.by else ""
+            return ("resumed by " if p.resumed else "started by ") + p.owner + asked
         case NodeStarted():
             return f"{node}started"
         case InstallIntent():

@@ -161,8 +161,17 @@ def availability_table(report: RunReport) -> Table:
     return table
 
 
+def started_line(report: RunReport) -> Text:
+    """When and by whom the run was started, and who resumed it."""
+    line = Text(f"  started {when(report.started)} UTC by {report.started_by or 'unknown'}", style="dim")
+    resumers = [c.by for c in report.coordinators if c.resumed and c.by]
+    if resumers:
+        line.append(f"; resumed by {', '.join(dict.fromkeys(resumers))}")
+    return line
+
+
 def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
-    parts: list[RenderableType] = [run_headline(report)]
+    parts: list[RenderableType] = [run_headline(report), started_line(report)]
     if report.error_id or report.message:
         parts.append(
             Text(
@@ -212,7 +221,17 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
 
 def runs_table(reports: Sequence[RunReport]) -> Table:
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for col in ("run", "cluster", "status", "started (UTC)", "duration", "nodes ok", "updates", "error"):
+    for col in (
+        "run",
+        "cluster",
+        "status",
+        "started (UTC)",
+        "started by",
+        "duration",
+        "nodes ok",
+        "updates",
+        "error",
+    ):
         table.add_column(col)
     for r in reports:
         ok = sum(1 for n in r.nodes if n.status == "Succeeded")
@@ -221,6 +240,7 @@ def runs_table(reports: Sequence[RunReport]) -> Table:
             r.cluster,
             status_text(r.status, r.state),
             when(r.started),
+            r.started_by or "unknown",
             format_duration(r.duration_seconds),
             f"{ok}/{len(r.nodes)}",
             f"{r.updates_installed}" + (f" (+{r.updates_failed} failed)" if r.updates_failed else ""),

@@ -123,6 +123,7 @@ def _summary(r: RunReport) -> dict[str, Any]:
         "status": r.status,
         "state": r.state,
         "started": r.started.isoformat(),
+        "started_by": r.started_by,  # None: unknown (a run from before it was recorded)
         "finished": r.finished.isoformat() if r.finished else None,
         "duration_seconds": r.duration_seconds,
         "error_id": r.error_id,

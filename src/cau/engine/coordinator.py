@@ -72,6 +72,7 @@ class Coordinator:
         poll_seconds: float = 1.0,
         gate_recheck_seconds: float = 30.0,
         availability: AvailabilitySource | None = None,
+        requested_by: str | None = None,
     ) -> Coordinator:
         return cls(
             store=store,
@@ -88,6 +89,7 @@ class Coordinator:
             poll_seconds=poll_seconds,
             gate_recheck_seconds=gate_recheck_seconds,
             availability=availability,
+            requested_by=requested_by,
         )
 
     def __init__(
@@ -107,8 +109,10 @@ class Coordinator:
         poll_seconds: float = 1.0,
         gate_recheck_seconds: float = 30.0,
         availability: AvailabilitySource | None = None,
+        requested_by: str | None = None,  # who asked for this start or resume, for the journal
     ) -> None:
         self.store = store
+        self.requested_by = requested_by
         self.run_id = run_id
         self.provider = provider
         self.cluster = provider.cluster
@@ -213,7 +217,7 @@ class Coordinator:
             # A coordinator died between journaling the end and saving it: only the saving is left.
             return await self._save_finished()
         resumed = any(n.started for n in self.progress.nodes.values())
-        await self.journal(CoordinatorTook(owner=self.owner, resumed=resumed))
+        await self.journal(CoordinatorTook(owner=self.owner, resumed=resumed, by=self.requested_by))
         await self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
         await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}

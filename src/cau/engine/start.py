@@ -50,10 +50,13 @@ def preflight(
     return problems
 
 
-def run_created(snapshot: ClusterSnapshot, profile: RunProfile, provider: str) -> RunCreated:
+def run_created(
+    snapshot: ClusterSnapshot, profile: RunProfile, provider: str, *, started_by: str | None = None
+) -> RunCreated:
     """The run's opening journal record. `profile` has its plug-ins resolved (the profile's, the
-    cluster's or the provider's)."""
+    cluster's or the provider's); `started_by` is who asked for the run."""
     return RunCreated(
+        started_by=started_by,
         # The journal's copy is redacted (a script's command line may carry a secret); the run
         # record keeps the profile as given, since a resumed run must run the same scripts.
         profile=redact_data(profile.model_dump(mode="json")),

@@ -112,12 +112,16 @@ class RunCreated(EventPayload):
     max_failed: int = 0
     nodes: dict[str, NodeAtStart] = {}
     roles: dict[str, RoleAtStart] = {}  # where every role ran: failback is checked against it
+    # Who asked for the run: `user@host (cli)`, `token:NAME` or a dashboard user's name. None:
+    # unknown (journals written before it was recorded).
+    started_by: str | None = None
 
 
 class Coordinator(EventPayload):
     kind: Literal[EventKind.COORDINATOR] = EventKind.COORDINATOR
-    owner: str
+    owner: str  # the coordinating process
     resumed: bool = False
+    by: str | None = None  # who asked for this start or resume (None: unknown, or not asked for)
 
 
 class NodeStarted(EventPayload):

@@ -107,6 +107,7 @@ class CoordinatorEntry:
     ts: datetime
     owner: str
     resumed: bool
+    by: str | None = None  # who asked for it (None: unknown)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             for name in p.order:
                 progress.node(name)
         case Coordinator():
-            progress.coordinators.append(CoordinatorEntry(ev.ts, p.owner, p.resumed))
+            progress.coordinators.append(CoordinatorEntry(ev.ts, p.owner, p.resumed, p.by))
             progress.paused = None
         case WarningEvent():
             progress.warnings.append((ev.ts, p.message))

@@ -202,8 +202,10 @@ def build_report(
         started=started,
         finished=finished,
         duration_seconds=round((end - started).total_seconds(), 3),
+        started_by=created.started_by if created else None,
         coordinators=[
-            CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed) for c in progress.coordinators
+            CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed, by=c.by)
+            for c in progress.coordinators
         ],
         profile=dict(created.profile) if created else dict(run.profile),
         plugins=[p.name for p in created.plugins] if created else [],

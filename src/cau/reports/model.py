@@ -34,6 +34,7 @@ class CoordinatorReport(BaseModel):
     ts: datetime
     owner: str
     resumed: bool = False
+    by: str | None = None  # who asked for this start or resume (added later: None is unknown)
 
 
 class HeldUpdateReport(BaseModel):
@@ -148,6 +149,9 @@ class RunReport(BaseModel):
     started: datetime
     finished: datetime | None = None
     duration_seconds: float = 0.0
+    # Who asked for the run (`user@host (cli)`, `token:NAME`, a dashboard user). Added later:
+    # None is unknown (a run journaled before it was recorded); a resume keeps the first starter.
+    started_by: str | None = None
     coordinators: list[CoordinatorReport] = []
     profile: dict[str, Any] = {}
     plugins: list[str] = []

@@ -36,6 +36,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "nodes_canceled",
     "outages",
     "min_availability_percent",
+    "started_by",  # who asked for the run; empty when unknown (a run from before it was recorded)
 )
 
 AVAILABILITY_COLUMNS: tuple[str, ...] = (
@@ -125,6 +126,7 @@ def _summary_row(r: RunReport) -> Sequence[Cell]:
         r.count("Canceled"),
         len(r.outages),
         min((a.availability_percent for a in r.availability), default=None),
+        r.started_by,
     )
 
 

@@ -22,6 +22,7 @@ from cau.domain.access import Role
 from cau.errors import NameTaken
 from cau.redact import redact_data
 from cau.store.sqlite import SqliteFile
+from cau.views import SessionView
 
 TOKEN_PREFIX = "cau_"
 # scrypt cost: 2**14 x 8 x 1 takes about 50 ms and 16 MB; enough for a sign-in form.
@@ -66,6 +67,7 @@ class Principal:
     via: str  # "token" | "session"
     csrf: str | None = None  # browser sessions only
     token_id: str | None = None  # the API token it signed in with, if it did
+    session: str | None = None  # a browser session's public handle (SessionView.handle)
 
 
 class TokenInfo(BaseModel):
@@ -209,16 +211,21 @@ class AccessStore:
 
     # --- browser sessions ------------------------------------------------------------------------
 
-    def create_session(self, who: Principal, *, hours: float = 12.0) -> tuple[str, Principal]:
-        """A session for a signed-in browser; returns the cookie value (only its hash is kept)."""
+    def create_session(
+        self, who: Principal, *, hours: float = 12.0, client: str | None = None
+    ) -> tuple[str, Principal]:
+        """A session for a signed-in browser (from `client`, its address); returns the cookie
+        value (only its hash is kept) and the session's principal."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
+        # Random, not derived from the cookie: knowing a handle tells nothing about the secret.
+        handle = secrets.token_hex(6)
         now = _now()
         with self._store.transaction():
             self._db.execute("DELETE FROM web_sessions WHERE expires < ?", (_ts(now),))
             self._db.execute(
-                "INSERT INTO web_sessions (session_hash, principal, role, csrf, created, expires, token_id)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO web_sessions (session_hash, principal, role, csrf, created, expires, token_id,"
+                " handle, client) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     secret_hash(cookie),
                     who.name,
@@ -227,20 +234,16 @@ class AccessStore:
                     _ts(now),
                     _ts(now + timedelta(hours=hours)),
                     who.token_id,
+                    handle,
+                    client,
                 ),
             )
-        return cookie, Principal(who.name, who.role, "session", csrf, who.token_id)
+        return cookie, Principal(who.name, who.role, "session", csrf, who.token_id, handle)
 
-    def check_session(self, cookie: str) -> Principal | None:
-        """The session's principal with the rights its credential has now: a session ends when
-        the token it signed in with is revoked, or its user is deleted or has a new password or
-        role since; it never holds more than its credential."""
-        row = self._db.execute(
-            "SELECT * FROM web_sessions WHERE session_hash=? AND expires > ?",
-            (secret_hash(cookie), _ts(_now())),
-        ).fetchone()
-        if row is None:
-            return None
+    def _held_role(self, row: Any) -> Role | None:
+        """The role a session's credential gives it now; None when the session has ended: the
+        token it signed in with is revoked, or its user is deleted or has a new password or role
+        since. A session never holds more than its credential."""
         if row["token_id"] is not None:
             source = self._db.execute(
                 "SELECT role FROM api_tokens WHERE token_id=? AND revoked IS NULL", (row["token_id"],)
@@ -251,14 +254,58 @@ class AccessStore:
             source = self._db.execute(
                 "SELECT role FROM users WHERE name=? AND updated <= ?", (row["principal"], row["created"])
             ).fetchone()
-        if source is None:
+        return None if source is None else Role(source["role"])
+
+    def check_session(self, cookie: str) -> Principal | None:
+        """The session's principal with the rights its credential has now (see `_held_role`)."""
+        row = self._db.execute(
+            "SELECT * FROM web_sessions WHERE session_hash=? AND expires > ?",
+            (secret_hash(cookie), _ts(_now())),
+        ).fetchone()
+        if row is None:
+            return None
+        role = self._held_role(row)
+        if role is None:
             self.end_session(cookie)
             return None
-        return Principal(row["principal"], Role(source["role"]), "session", row["csrf"], row["token_id"])
+        return Principal(row["principal"], role, "session", row["csrf"], row["token_id"], row["handle"])
 
     def end_session(self, cookie: str) -> None:
         with self._store.transaction():
             self._db.execute("DELETE FROM web_sessions WHERE session_hash=?", (secret_hash(cookie),))
+
+    def _session_view(self, row: Any, role: Role) -> SessionView:
+        token = row["token_id"] is not None or row["principal"].startswith("token:")
+        return SessionView(
+            handle=row["handle"],
+            name=row["principal"],
+            role=role,
+            via="token" if token else "password",
+            token_id=row["token_id"],
+            signed_in=datetime.fromisoformat(row["created"]),
+            expires=datetime.fromisoformat(row["expires"]),
+            client=row["client"],
+        )
+
+    def list_sessions(self) -> list[SessionView]:
+        """The sessions still in force (not expired, their credential still good), oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM web_sessions WHERE expires > ? ORDER BY created", (_ts(_now()),)
+        ).fetchall()
+        held = ((row, self._held_role(row)) for row in rows)
+        return [self._session_view(row, role) for row, role in held if role is not None]
+
+    def end_session_by_handle(self, handle: str) -> SessionView | None:
+        """End a session in force by its public handle; returns what it was, or None if no
+        session in force has that handle."""
+        with self._store.transaction():
+            row = self._db.execute(
+                "SELECT * FROM web_sessions WHERE handle=? AND expires > ?", (handle, _ts(_now()))
+            ).fetchone()
+            role = None if row is None else self._held_role(row)
+            if row is not None:  # ended already in effect (expired credential) or now: gone either way
+                self._db.execute("DELETE FROM web_sessions WHERE handle=?", (handle,))
+        return None if row is None or role is None else self._session_view(row, role)
 
     # --- audit trail -----------------------------------------------------------------------------
 

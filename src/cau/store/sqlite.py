@@ -33,8 +33,9 @@ from cau.reports.model import RunReport
 
 # 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
 # (each event's event schema, cau.journal.events.EVENT_SCHEMA); 4: web sessions record the token
-# they signed in with (revoking it ends them)
-SCHEMA_VERSION = 4
+# they signed in with (revoking it ends them); 5: web sessions have a public handle (an admin lists
+# and ends them by it, never by their secret) and the client address they signed in from
+SCHEMA_VERSION = 5
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -206,6 +207,14 @@ class SqliteFile:
             sessions = {r["name"] for r in self._db.execute("PRAGMA table_info(web_sessions)")}
             if "token_id" not in sessions:  # schema 4: a session knows the token it signed in with
                 self._db.execute("ALTER TABLE web_sessions ADD COLUMN token_id TEXT")
+            if "handle" not in sessions:  # schema 5: a public handle, and where it signed in from
+                self._db.execute("ALTER TABLE web_sessions ADD COLUMN handle TEXT")
+                self._db.execute("ALTER TABLE web_sessions ADD COLUMN client TEXT")
+                # sessions of before get a random handle too (the client they came from is unknown)
+                self._db.execute("UPDATE web_sessions SET handle=lower(hex(randomblob(6)))")
+            self._db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS web_sessions_by_handle ON web_sessions (handle)"
+            )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(

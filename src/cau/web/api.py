@@ -18,7 +18,7 @@ from cau.domain.results import RunState
 from cau.errors import NotFound
 from cau.reports.model import RunReport
 from cau.store.access import Principal, TokenInfo
-from cau.views import ClusterScan, PluginView
+from cau.views import ClusterScan, PluginView, SessionView
 from cau.web import ops
 from cau.web.auth import SESSION_COOKIE, admin, context, identify, operator, viewer
 from cau.web.errors import ApiError
@@ -53,7 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "The body is not JSON, or the cluster's configuration is invalid"),
         (401, "No credentials, or an unknown or revoked token"),
         (403, "The role is too low, or a browser request came without its CSRF token"),
-        (404, "No such cluster, run, profile, token or user"),
+        (404, "No such cluster, run, profile, token, user or session"),
         (409, "Conflict: the cluster is locked by a coordinator, a preflight refused, a name exists"),
         (422, "Invalid input: `fields` names each bad field"),
     )
@@ -122,7 +122,7 @@ def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
         ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {"client": client})
         raise ApiError(401, "bad_credentials", "unknown token, or wrong name or password")
     name = who.name
-    cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours)
+    cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours, client=client)
     response.set_cookie(
         SESSION_COOKIE,
         cookie,
@@ -353,8 +353,10 @@ async def list_profiles(request: Request, who: Viewer) -> list[ProfileView]:
 
 
 @router.post("/profiles/validate", response_model=ProfileValidation, tags=["profiles"])
-async def validate_profile(request: Request, _who: Viewer, body: ProfileBody) -> ProfileValidation:
-    """Check options without saving: the effective profile (defaults included) or the problems."""
+async def validate_profile(request: Request, _who: Admin, body: ProfileBody) -> ProfileValidation:
+    """Check options without saving: the effective profile (defaults included) or the problems.
+    A step of writing a profile, so it needs what writing one needs (admin): no route takes a
+    body from a role that may not act on it."""
     return ops.validate_profile(body.options)
 
 
@@ -440,6 +442,21 @@ async def set_password(request: Request, name: str, who: Admin, body: PasswordSe
 async def delete_user(request: Request, name: str, who: Admin) -> Response:
     ctx = context(request)
     ctx.svc.admin.delete_user(name, by=who.name)
+    return Response(status_code=204)
+
+
+@router.get("/sessions", response_model=list[SessionView], tags=["access"])
+async def list_sessions(request: Request, _who: Admin) -> list[SessionView]:
+    """The browser sessions in force: who, role, how and when they signed in, from where. Never
+    a session's secret: each has a public handle to end it by."""
+    return context(request).svc.admin.list_sessions()
+
+
+@router.delete("/sessions/{handle}", status_code=204, tags=["access"])
+async def end_session_of(request: Request, handle: str, who: Admin) -> Response:
+    """End anyone's browser session (its next request gets 401)."""
+    client = request.client.host if request.client else None
+    context(request).svc.admin.end_session(handle, by=who.name, client=client)
     return Response(status_code=204)
 
 

@@ -173,7 +173,7 @@ async def start_run(
     detail = {"profile": profile, "options": options.model_dump(mode="json", exclude_none=True)}
     try:
         await _refuse_scripts_on_this_host(ctx, cluster, run_profile)
-        run_id, resumed = await ctx.worker.start(cluster, run_profile, profile_given=given)
+        run_id, resumed = await ctx.worker.start(cluster, run_profile, profile_given=given, actor=who.name)
     except (CauError, ApiError) as exc:
         ctx.access.audit(who.name, "run.start.refused", cluster, {**detail, "error": str(exc)})
         raise

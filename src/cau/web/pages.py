@@ -375,6 +375,7 @@ async def admin_page(request: Request) -> Response:
         section="admin",
         tokens=access.list_tokens(),
         users=access.list_users(),
+        sessions=access.list_sessions(),
         audit=access.audit_entries(limit=200),
     )
 

@@ -44,9 +44,12 @@ class RunWorker:
         job = self.jobs.get(cluster)
         return job if job is not None and not job.task.done() else None
 
-    async def start(self, cluster: str, profile: RunProfile, *, profile_given: bool) -> tuple[str, bool]:
-        """Start (or resume) the cluster's run; returns (run id, resumed) once its coordinator has
-        taken it, or raises what refused it (preflight, lock, bad plug-in arguments...)."""
+    async def start(
+        self, cluster: str, profile: RunProfile, *, profile_given: bool, actor: str
+    ) -> tuple[str, bool]:
+        """Start (or resume) the cluster's run for `actor` (journaled as who started or resumed it;
+        the API audits the request); returns (run id, resumed) once its coordinator has taken it,
+        or raises what refused it (preflight, lock, bad plug-in arguments...)."""
         if self.running(cluster) is not None:
             job = self.jobs[cluster]
             raise LockHeld(
@@ -71,6 +74,8 @@ class RunWorker:
                 on_notice=lambda message: job.notices.append(message),
                 profile_given=profile_given,
                 owner_label="cau serve",
+                actor=actor,
+                audit=False,
             ),
             name=f"cau run {cluster}",
         )

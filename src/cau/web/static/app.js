@@ -231,6 +231,12 @@ async function revokeToken(id) {
   catch (e) { flash(e.message); }
 }
 
+async function endSession(handle) {
+  if (!confirm(`End browser session ${handle}? It is signed out at its next request.`)) return;
+  try { await api("DELETE", `/api/v1/sessions/${encodeURIComponent(handle)}`); window.location.reload(); }
+  catch (e) { flash(e.message); }
+}
+
 async function setPassword(form) {
   const f = new FormData(form);
   try {
@@ -251,6 +257,7 @@ const ACTIONS = {
   "validate-profile": (b) => validateProfile(b.form),
   "delete-profile": (b) => deleteProfile(b.dataset.name),
   "revoke-token": (b) => revokeToken(b.dataset.id),
+  "end-session": (b) => endSession(b.dataset.handle),
 };
 
 const SUBMITS = {
