@@ -12,16 +12,18 @@ import hashlib
 import shlex
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cau.clock import SystemClock
 from cau.domain.updates import UpdateOutcome
-from cau.errors import PluginError
+from cau.errors import HostKeyError, PluginError
 from cau.plugins.hotfix import HotfixArgs, HotfixPlugin
 from cau.ports import PluginContext
 from cau.testing import Reply, Result, ScriptedTransport, Session, UnexpectedCommand
 from cau.transport.local import LocalTransport
+from cau.transport.ssh import SshTarget, changed_host_key
 from tests.support_hotfix import hotfix_root, write_manifest
 
 HOST = socket.gethostname()
@@ -171,3 +173,47 @@ def test_on_a_remote_node_files_are_pushed_then_checked_there_before_they_run(tm
         "_all/fix.sh",
         "web1/only.sh",
     ]
+
+
+class _RefusesInstallers(LocalTransport):
+    """This machine, until an installer is to run: then the node presents another host key."""
+
+    async def run(self, command: str, **kw: Any) -> Any:
+        if command.startswith("sh "):
+            raise changed_host_key(SshTarget(name=HOST, host="192.0.2.1", known_hosts=Path("/dev/null")))
+        return await super().run(command, **kw)
+
+
+def test_a_node_refusing_cau_at_install_is_a_refusal_not_a_failed_update(tmp_path: Path) -> None:
+    """A failed update is retried and counted as the update's failure; a refused node is the
+    node's (the engine fails it at once, naming the remedy)."""
+    root = hotfix_root(tmp_path / "share", str(tmp_path / "trace"), node=HOST)
+    parsed = HotfixArgs(root=str(root), staging_dir=str(tmp_path / "staging"), registry=str(tmp_path / "r"))
+    ctx = PluginContext("run-1", "c", SystemClock(), tmp_path)
+    up = HotfixPlugin().create_updater(Session(HOST, _RefusesInstallers()), parsed, ctx)
+
+    async def main() -> None:
+        found = await up.scan()
+        await up.stage(found.updates)
+        with pytest.raises(HostKeyError, match="CHANGED"):
+            await up.install(found.updates, lambda _m: None)
+
+    asyncio.run(main())
+
+
+def test_installers_get_the_cluster_s_secrets_as_environment_variables(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    root = hotfix_root(tmp_path / "share", str(tmp_path / "trace"), node=HOST)
+    (root / "_all" / "fix.sh").write_text(f'#!/bin/sh\nprintf %s "$DB_PW" > {seen}\n')
+    write_manifest(root)
+    parsed = HotfixArgs(root=str(root), staging_dir=str(tmp_path / "staging"), registry=str(tmp_path / "r"))
+    ctx = PluginContext("run-1", "c", SystemClock(), tmp_path, {"DB_PW": "s3cret-value"})
+    up = HotfixPlugin().create_updater(Session(HOST, LocalTransport()), parsed, ctx)
+
+    async def main() -> None:
+        found = await up.scan()
+        results = await up.install([u for u in found.updates if u.id == "_all/fix.sh"], lambda _m: None)
+        assert [r.outcome for r in results] == [UpdateOutcome.SUCCEEDED]
+
+    asyncio.run(main())
+    assert seen.read_text() == "s3cret-value"

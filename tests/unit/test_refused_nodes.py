@@ -20,6 +20,7 @@ from cau.clock import VirtualClock, run_virtual
 from cau.domain.profile import MoveMethod, build_profile
 from cau.domain.results import PAUSE_REASONS, ErrorId, RunState
 from cau.engine.coordinator import RunOutcome
+from cau.engine.scan import scan_plugins
 from cau.errors import CauError, HostKeyError
 from cau.journal.events import EventKind, JournalEvent
 from cau.ports import MaintenancePrior, PluginContext, ProviderContext
@@ -258,3 +259,19 @@ def test_a_maintenance_hook_host_refusing_cau_is_not_a_maintenance_error_to_retr
     with pytest.raises(HostKeyError) as caught:
         run_virtual(provider.enter_maintenance("n1", MoveMethod.LIVE, prior))
     assert caught.value is error and hosts.commands("lb")
+
+
+def test_a_scan_that_meets_a_refusing_node_says_how_to_fix_it() -> None:
+    """`cau scan` reports the node's error with its remedy (the command that records the key)."""
+    error = changed_host_key(target("n2", 2))
+
+    class Refusing:
+        async def scan(self) -> Any:
+            raise error
+
+    async def updater(_name: str) -> Any:
+        return Refusing()
+
+    found = run_virtual(scan_plugins(["apt"], updater, serially=False, stop_on_failure=False))
+    assert "CHANGED" in found.errors["apt"]
+    assert "cau hosts trust web n2 --replace" in found.errors["apt"]

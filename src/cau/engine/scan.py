@@ -56,7 +56,9 @@ async def scan_plugins(
     out = PluginScans()
     for name, result in pairs:
         if isinstance(result, CauError):
-            out.errors[name] = redact(str(result))
+            # with its remedy: a refused node's hint is the command that fixes it (cau hosts trust)
+            hint = f" (hint: {result.hint})" if result.hint else ""
+            out.errors[name] = redact(str(result) + hint)
             continue
         out.updates[name] = list(result.updates)
         if result.held:

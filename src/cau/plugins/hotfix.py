@@ -313,6 +313,8 @@ class HotfixNodeUpdater:
                     render_command(rule.command, path), timeout=timeout, env=self._env or None
                 )
             except CauError as exc:
+                if not exc.retryable:
+                    raise  # a node refusing cau (its host key, the login): the engine decides by its class
                 out.append(
                     self._result(
                         u, started, UpdateOutcome.FAILED, f"installer did not complete: {redact(str(exc))}"
