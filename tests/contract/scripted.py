@@ -227,6 +227,7 @@ class SshHosts:
         self.marker: set[str] = set()
         self.down: dict[str, int] = {}  # commands a restarting host still refuses
         self.held: set[str] = set()
+        self.refusing: dict[str, Exception] = {}  # hosts that refuse cau (a changed key...)
         self.restart_probes = restart_probes
         self.overrides = Rules()
         self.transports = ScriptedCluster(self.answer)
@@ -235,6 +236,8 @@ class SshHosts:
         return f"{node}-boot-{self.boots[node]}"
 
     def answer(self, node: str, command: str) -> Result:
+        if node in self.refusing:
+            raise self.refusing[node]
         if node in self.held or self.down.get(node, 0) > 0:
             if node not in self.held:
                 self.down[node] -= 1

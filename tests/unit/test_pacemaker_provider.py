@@ -13,10 +13,11 @@ import pytest
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.cluster import NodeState
 from cau.domain.profile import FailbackMode, MoveMethod
-from cau.errors import MaintenanceError, NodeUnreachable, ProviderError
+from cau.errors import HostKeyError, MaintenanceError, NodeUnreachable, ProviderError
 from cau.ports import MaintenancePrior, ProviderContext
 from cau.providers.pacemaker import PacemakerOptions, PacemakerProvider
 from cau.testing import Reply
+from cau.transport.ssh import SshTarget, changed_host_key
 from tests.contract.scripted import CIB, CRM_MON, QUORUM, SPLIT, PacemakerCluster
 
 READ = f"{CRM_MON}; echo {SPLIT}; {CIB}"
@@ -529,3 +530,22 @@ def test_a_node_that_never_rejoins_pacemaker_times_out() -> None:
         NodeUnreachable, match=r"node1 restarted \(new boot id\) but did not rejoin .* 20s \(offline"
     ):
         run_virtual(main())
+
+
+def test_a_member_that_refuses_cau_is_passed_over_for_one_that_answers() -> None:
+    """A member whose host key changed is not connected to; another member answers for the
+    cluster (the changed node fails on its own turn, with its remedy). When every member
+    refuses, the refusal itself is raised, with the command that fixes it."""
+    pcmk = PacemakerCluster("all-online")
+    refusal = changed_host_key(
+        SshTarget(name="node1", host="10.77.0.11", known_hosts=Path("/nonexistent/kh"), cluster="lab")
+    )
+    pcmk.refusing["node1"] = refusal
+    p = provider(pcmk)
+    status = run_virtual(p.read_status())
+    assert status.dc == "node1"  # what node2 said of the cluster
+    assert [n for n, _ in pcmk.transports.log] == ["node1", "node2"]
+    pcmk.refusing.update({"node2": refusal, "node3": refusal})
+    with pytest.raises(HostKeyError) as caught:
+        run_virtual(provider(pcmk).read_status())
+    assert "cau hosts trust lab node1 --replace" in (caught.value.hint or "")

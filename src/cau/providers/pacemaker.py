@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field, model_validator
 from cau.domain.cluster import ClusterSnapshot, Node, NodeState, Role, RoleKind
 from cau.domain.durations import Duration
 from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
-from cau.errors import MaintenanceError, NodeUnreachable, ProviderError
+from cau.errors import AuthError, CauError, HostKeyError, MaintenanceError, NodeUnreachable, ProviderError
 from cau.ports import CommandResult, MaintenancePrior, ProviderContext, TransportFactory
 from cau.providers.corosync_quorum import Votequorum, parse_quorumtool
 from cau.providers.pacemaker_state import (
@@ -157,11 +157,18 @@ class PacemakerProvider(SshProvider):
         Pacemaker is not running, is skipped; a command that fails on a running member is
         returned as it is (the caller decides)."""
         tried: list[str] = []
+        refusals: list[CauError] = []
         for name in self._candidates(avoid):
             try:
                 result = await self.transport(name).run(command, timeout=timeout)
             except NodeUnreachable as exc:
                 tried.append(f"{name}: {exc}")
+                continue
+            except (HostKeyError, AuthError) as exc:
+                # Another member can answer for the cluster; this one is not connected to at
+                # all (its key changed: maybe impersonated). Its own turn will fail it, named.
+                tried.append(f"{name}: {exc}")
+                refusals.append(exc)
                 continue
             err = (result.stderr + result.stdout[:200]).lower() if not result.ok else ""
             if not result.ok and any(marker in err for marker in _NOT_A_MEMBER):
@@ -169,6 +176,8 @@ class PacemakerProvider(SshProvider):
                 continue
             self._control = name
             return result
+        if refusals and len(refusals) == len(tried):
+            raise refusals[0]  # every member refuses cau: the refusal, with its remedy
         raise ProviderError(
             f"no node of '{self.cluster}' answers as a running Pacemaker member ({'; '.join(tried)})",
             hint="check that corosync and pacemaker run on the nodes (crm_mon -1)",
