@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.results import RunState, Status
+from cau.domain.role import ClusterRole
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateResult
 from cau.journal.events import EventPayload, JournalEvent, ProbeEvent
@@ -188,6 +189,28 @@ class AvailabilitySource(Protocol):
 
 
 @runtime_checkable
+class HostsCoordinatorRole(Protocol):
+    """Optional provider capability (self-updating mode): the coordinator as a clustered role
+    that the cluster itself keeps running on one node at a time (CAU's clustered role). Without
+    it a cluster can only be updated from outside (remote-updating mode)."""
+
+    async def coordinator_role_owner(self) -> str | None:
+        """The node that owns the role now; None when the role is not added, or runs nowhere."""
+        ...
+
+    async def add_coordinator_role(self) -> str:
+        """Add the role (idempotent); returns the node that owns it."""
+        ...
+
+    async def remove_coordinator_role(self) -> None: ...
+
+    async def move_coordinator_role(self, away_from: str) -> str:
+        """Move the role off `away_from` (its owner, whose turn to be updated has come) to a
+        node that can own it; returns that node. Raises MaintenanceError when none can."""
+        ...
+
+
+@runtime_checkable
 class ReportsHealth(Protocol):
     """Optional provider capability: what makes the cluster unfit for another drain right now
     (failed resources, unclean nodes...), checked before each node enters maintenance."""
@@ -346,5 +369,15 @@ class Store(Protocol):
     async def release_lock(self, cluster: str, owner: LockOwner) -> None: ...
 
     async def get_lock(self, cluster: str) -> LockInfo | None: ...
+
+    # Self-updating mode: each cluster's clustered role (cau.domain.role), where every node's
+    # coordinator reads it.
+    async def get_role(self, cluster: str) -> ClusterRole | None: ...
+
+    async def list_roles(self) -> list[ClusterRole]: ...
+
+    async def put_role(self, role: ClusterRole) -> None: ...
+
+    async def delete_role(self, cluster: str) -> bool: ...
 
     async def close(self) -> None: ...

@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from cau.administration import Administration
+
+if TYPE_CHECKING:
+    from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
@@ -28,7 +31,7 @@ from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
 from cau.engine.scan import scan_plugins
 from cau.engine.start import preflight, run_created
-from cau.errors import ConfigError, LockLost, NotFound, PreflightError
+from cau.errors import ConfigError, LockHeld, LockLost, NotFound, PreflightError
 from cau.journal.events import JournalEvent, WarningEvent
 from cau.journal.progress import NodeProgress, replay
 from cau.lease import Holder, driving, holder_state, this_process
@@ -143,6 +146,13 @@ class Service:
     def audit(self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
         """The audit trail: who did what to which cluster, token, user or profile, from where."""
         self.access.audit(actor, action, target, detail)
+
+    @property
+    def roles(self) -> SelfUpdating:
+        """Self-updating mode: each cluster's clustered role and its coordinator (cau.selfupdating)."""
+        from cau.selfupdating import SelfUpdating  # it builds on this class
+
+        return SelfUpdating(self)
 
     @property
     def admin(self) -> Administration:
@@ -294,6 +304,9 @@ class Service:
         # False (the API audits its own requests, with the profile and options they carried).
         actor: str | None = None,
         audit: bool = True,
+        # Self-updating mode: the node this coordinator runs on (it hands the run over when that
+        # node's turn comes; cau.selfupdating).
+        own_node: str | None = None,
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
@@ -314,6 +327,7 @@ class Service:
                     notice(f"took over the cluster lock from {lock.recovered_from}")
                 active = await store.active_run(cluster)
                 if active is not None:
+                    await self._refuse_other_mode(active, own_node, force_recovery)
                     run_id = active.run_id
                     # The run record holds the profile with its plug-ins resolved, as it started,
                     # sealed: its secrets come from the configuration again.
@@ -357,6 +371,7 @@ class Service:
                     on_event=on_event,
                     availability=availability,
                     requested_by=actor,
+                    own_node=own_node,
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
@@ -365,6 +380,29 @@ class Service:
                 await store.release_lock(cluster, owner)
         finally:
             await provider.close()
+
+    async def _refuse_other_mode(self, active: RunRecord, own_node: str | None, force: bool) -> None:
+        """A run of the clustered role is resumed by the role's coordinator only, and a run from
+        outside by `cau run` only: between two coordinators of one (a hand-over, a restart) the
+        other must not take it. --force-recovery takes it anyway (the role is gone...)."""
+        if force:
+            return
+        progress = replay(await self.store.events(active.run_id))
+        role_node = progress.role_node
+        if own_node is None and role_node is not None:
+            raise LockHeld(
+                f"run {active.run_id} on '{active.cluster}' belongs to the cluster's clustered role"
+                f" (its last coordinator ran on {role_node})",
+                owner=f"the clustered role ({role_node})",
+                hint=f"`cau role show {active.cluster}`; if the role's coordinator is gone for good,"
+                " `cau run --force-recovery` finishes the run from here",
+            )
+        if own_node is not None and role_node is None and progress.coordinators:
+            raise LockHeld(
+                f"run {active.run_id} on '{active.cluster}' was started from outside the cluster",
+                owner=active.owner or "cau run",
+                hint=f"`cau run {active.cluster}` resumes it",
+            )
 
     async def _create_run(
         self,

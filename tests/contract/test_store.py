@@ -24,11 +24,14 @@ import pytest
 from cau.domain.access import Role
 from cau.domain.profile import build_profile
 from cau.domain.results import ErrorId, RunState, Status
+from cau.domain.role import ClusterRole, UpdateRequest
 from cau.domain.runs import LockOwner, ReportQuery, RunRecord
 from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
 from cau.errors import LockHeld
 from cau.journal.events import (
+    Coordinator,
     EventPayload,
+    HandOver,
     InstallIntent,
     InstallOutcome,
     JournalEvent,
@@ -95,6 +98,8 @@ def sample_events() -> list[tuple[str | None, EventPayload]]:
         (None, ProbeSummary(probe="web", role="web", session="s1", sent=10, ok=9, failed=1, p50_ms=1.5)),
         (None, RunPaused(error_id=ErrorId.INTERNAL_ERROR, message="boom", traceback="...")),
         (None, WarningEvent(message="a warning")),
+        (None, Coordinator(owner="cau run pid 1 on h", resumed=True, by="token:ci", node="n2")),
+        (None, HandOver(stage="moved", from_node="n2", to_node="n3")),
     ]
 
 
@@ -330,6 +335,38 @@ def test_the_lock_is_released_only_by_its_owner_and_kept_by_a_second_acquire_of_
             assert await store.get_lock("other-cluster") is None
         finally:
             await store.close()
+
+    run(main)
+
+
+# --- the clustered role (self-updating mode) ---------------------------------------------------------
+
+
+def test_a_cluster_s_role_is_stored_replaced_listed_and_deleted_seen_from_another_handle(
+    opener: Opener,
+) -> None:
+    role = ClusterRole(
+        cluster="c", profile="monthly", options={"max_retries_per_node": 2}, created=NOW, updated=NOW,
+        updated_by="token:admin",
+    )  # fmt: skip
+
+    async def main() -> None:
+        store, other = opener(), opener()
+        try:
+            assert await store.get_role("c") is None and await store.list_roles() == []
+            await store.put_role(role)
+            assert await other.get_role("c") == role
+            asked = role.model_copy(update={"update_requested": UpdateRequest(at=at(5), by="ops@h (cli)")})
+            await other.put_role(asked)
+            await store.put_role(role.model_copy(update={"cluster": "a"}))
+            assert [r.cluster for r in await store.list_roles()] == ["a", "c"]
+            assert (await store.get_role("c")) == asked
+            assert await store.delete_role("c") is True
+            assert await other.delete_role("c") is False
+            assert await other.get_role("c") is None
+        finally:
+            await store.close()
+            await other.close()
 
     run(main)
 

@@ -23,9 +23,11 @@ from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding, refusal
 from cau.engine.writer import EventListener, JournalWriter
+from cau.errors import MaintenanceError
 from cau.journal.events import Coordinator as CoordinatorTook
 from cau.journal.events import (
     EventPayload,
+    HandOver,
     JournalEvent,
     NodeFinished,
     ProbeEvent,
@@ -35,7 +37,14 @@ from cau.journal.events import (
     WarningEvent,
 )
 from cau.journal.progress import NodeProgress, RunProgress, replay
-from cau.ports import AvailabilitySource, Clock, ClusterProvider, ReportsAvailability, Store
+from cau.ports import (
+    AvailabilitySource,
+    Clock,
+    ClusterProvider,
+    HostsCoordinatorRole,
+    ReportsAvailability,
+    Store,
+)
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
 
@@ -50,6 +59,8 @@ class RunOutcome:
     error_id: str | None
     message: str | None
     report: RunReport | None
+    # Self-updating mode: the run goes on, driven by the coordinator on this node now.
+    handed_over_to: str | None = None
 
 
 class Coordinator:
@@ -73,6 +84,7 @@ class Coordinator:
         gate_recheck_seconds: float = 30.0,
         availability: AvailabilitySource | None = None,
         requested_by: str | None = None,
+        own_node: str | None = None,
     ) -> Coordinator:
         return cls(
             store=store,
@@ -90,6 +102,7 @@ class Coordinator:
             gate_recheck_seconds=gate_recheck_seconds,
             availability=availability,
             requested_by=requested_by,
+            own_node=own_node,
         )
 
     def __init__(
@@ -110,9 +123,14 @@ class Coordinator:
         gate_recheck_seconds: float = 30.0,
         availability: AvailabilitySource | None = None,
         requested_by: str | None = None,  # who asked for this start or resume, for the journal
+        # Self-updating mode: the cluster node this coordinator runs on. When that node's turn
+        # comes, the coordinator hands the run over (cau.ports.HostsCoordinatorRole) and stops.
+        own_node: str | None = None,
     ) -> None:
         self.store = store
         self.requested_by = requested_by
+        self.own_node = own_node
+        self._handing_over = False
         self.run_id = run_id
         self.provider = provider
         self.cluster = provider.cluster
@@ -217,12 +235,17 @@ class Coordinator:
             # A coordinator died between journaling the end and saving it: only the saving is left.
             return await self._save_finished()
         resumed = any(n.started for n in self.progress.nodes.values())
-        await self.journal(CoordinatorTook(owner=self.owner, resumed=resumed, by=self.requested_by))
+        await self.journal(
+            CoordinatorTook(owner=self.owner, resumed=resumed, by=self.requested_by, node=self.own_node)
+        )
         await self.store.set_run_state(self.run_id, RunState.RUNNING, owner=self.owner)
         await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}
         try:
             await self._schedule(tasks)
+            if self._handing_over:
+                await self._stop_measuring(record=True)
+                return await self._hand_over()
         except asyncio.CancelledError:
             # Killed or lost the lock: do nothing more. The journal says where each node is,
             # and the next coordinator resumes from there.
@@ -312,6 +335,11 @@ class Coordinator:
         while True:
             await self._check_limits()
             while self._stop is None and pending:
+                if pending[0] == self.own_node:
+                    # Our own node is next: once nothing is in flight, the run is handed over
+                    # (nothing started after it either, so the node order holds).
+                    self._handing_over = not tasks
+                    break
                 admission = may_start(
                     in_flight=len(tasks),
                     failed=self.progress.failed_nodes,
@@ -333,6 +361,8 @@ class Coordinator:
                     continue
                 tasks.pop(task)
                 task.result()  # a bug in a node's pipeline surfaces here and pauses the run
+        if self._handing_over:
+            return  # the nodes not started are the next coordinator's
         # Nodes never started: canceled before operations began.
         reason = self._stop
         for name in pending:
@@ -344,6 +374,20 @@ class Coordinator:
                 ),
                 node=name,
             )
+
+    async def _hand_over(self) -> RunOutcome:
+        """Move the clustered coordinator role off our own node (journaled before and after) and
+        stop acting: the coordinator the cluster starts on the new owner resumes the run."""
+        own = self.own_node
+        assert own is not None
+        host = self.provider
+        if not isinstance(host, HostsCoordinatorRole):
+            raise MaintenanceError(f"the {type(host).__name__} provider cannot move a coordinator role")
+        await self.journal(HandOver(stage="moving", from_node=own))
+        to = await host.move_coordinator_role(away_from=own)
+        await self.journal(HandOver(stage="moved", from_node=own, to_node=to))
+        message = f"handed over to the coordinator on {to} ({own} is next to be updated)"
+        return RunOutcome(self.run_id, RunState.RUNNING, None, None, message, None, handed_over_to=to)
 
     def _start(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> None:
         run = NodeRun(self, name)

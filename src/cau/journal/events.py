@@ -49,6 +49,7 @@ class EventKind(StrEnum):
     PROBE_DOWN = "probe_down"
     PROBE_UP = "probe_up"
     PROBE_SUMMARY = "probe_summary"
+    HANDOVER = "handover"  # self-updating: the coordinator hands the run to another node's
 
 
 class Step(StrEnum):
@@ -122,6 +123,19 @@ class Coordinator(EventPayload):
     owner: str  # the coordinating process
     resumed: bool = False
     by: str | None = None  # who asked for this start or resume (None: unknown, or not asked for)
+    # Self-updating mode: the cluster node this coordinator runs on (None: outside the cluster).
+    node: str | None = None
+
+
+class HandOver(EventPayload):
+    """Self-updating mode: the coordinator's own node is next, so the coordinator moves its
+    clustered role to another node and stops acting; the coordinator started there resumes.
+    Journaled as `moving` before the role moves and `moved` after (with where it went)."""
+
+    kind: Literal[EventKind.HANDOVER] = EventKind.HANDOVER
+    stage: Literal["moving", "moved"]
+    from_node: str
+    to_node: str | None = None
 
 
 class NodeStarted(EventPayload):
@@ -416,6 +430,7 @@ Outcome = Annotated[
 Payload = Annotated[
     RunCreated
     | Coordinator
+    | HandOver
     | NodeStarted
     | Progress
     | Waiting

@@ -13,6 +13,7 @@ from datetime import datetime
 from cau.domain.results import Status
 from cau.journal.events import (
     Coordinator,
+    HandOver,
     JournalEvent,
     NodeFinished,
     NodeStarted,
@@ -108,6 +109,7 @@ class CoordinatorEntry:
     owner: str
     resumed: bool
     by: str | None = None  # who asked for it (None: unknown)
+    node: str | None = None  # self-updating mode: the node it ran on
 
 
 @dataclass
@@ -117,6 +119,7 @@ class RunProgress:
     created_at: datetime | None = None
     nodes: dict[str, NodeProgress] = field(default_factory=dict)
     coordinators: list[CoordinatorEntry] = field(default_factory=list)
+    handovers: list[tuple[datetime, HandOver]] = field(default_factory=list)
     warnings: list[tuple[datetime, str]] = field(default_factory=list)
     stop: StopRequested | None = None
     paused: RunPaused | None = None
@@ -125,6 +128,12 @@ class RunProgress:
     last_seq: int = 0
     probe_events: list[ProbeDown | ProbeUp | ProbeSummary] = field(default_factory=list)
     probe_times: list[datetime] = field(default_factory=list)  # when each probe event was journaled
+
+    @property
+    def role_node(self) -> str | None:
+        """Self-updating mode: the node of the clustered role's last coordinator; None for a run
+        driven from outside the cluster (remote-updating mode)."""
+        return self.coordinators[-1].node if self.coordinators else None
 
     @property
     def order(self) -> list[str]:
@@ -170,7 +179,7 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             for name in p.order:
                 progress.node(name)
         case Coordinator():
-            progress.coordinators.append(CoordinatorEntry(ev.ts, p.owner, p.resumed, p.by))
+            progress.coordinators.append(CoordinatorEntry(ev.ts, p.owner, p.resumed, p.by, p.node))
             progress.paused = None
         case WarningEvent():
             progress.warnings.append((ev.ts, p.message))
@@ -178,6 +187,8 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.stop = progress.stop or p  # the first stop is the one that took effect
         case RunPaused():
             progress.paused = p
+        case HandOver():
+            progress.handovers.append((ev.ts, p))
         case RunFinished():
             progress.finished = p
             progress.finished_at = ev.ts

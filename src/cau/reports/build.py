@@ -204,7 +204,7 @@ def build_report(
         duration_seconds=round((end - started).total_seconds(), 3),
         started_by=created.started_by if created else None,
         coordinators=[
-            CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed, by=c.by)
+            CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed, by=c.by, node=c.node)
             for c in progress.coordinators
         ],
         profile=dict(created.profile) if created else dict(run.profile),

@@ -35,6 +35,7 @@ class CoordinatorReport(BaseModel):
     owner: str
     resumed: bool = False
     by: str | None = None  # who asked for this start or resume (added later: None is unknown)
+    node: str | None = None  # self-updating mode: the cluster node it ran on
 
 
 class HeldUpdateReport(BaseModel):

@@ -14,6 +14,7 @@ from cau.domain.profile import FailbackMode, MoveMethod
 from cau.errors import NotFound
 from cau.ports import MaintenancePrior, ProviderContext, RoleOutage, Transport
 from cau.sandbox.cluster import SandboxCluster
+from cau.sandbox.role import SandboxCoordinatorRole, role_file
 from cau.sandbox.spec import default_spec, load_spec
 from cau.transport.local import LocalTransport
 
@@ -49,6 +50,7 @@ class SandboxProvider:
     def __init__(self, cluster: str, sim: SandboxCluster) -> None:
         self._cluster = cluster
         self.sim = sim
+        self.role = SandboxCoordinatorRole(sim, role_file(sim.state_file or Path("/nonexistent")))
 
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> SandboxProvider:
@@ -106,6 +108,20 @@ class SandboxProvider:
 
     async def role_outages(self, since: datetime, until: datetime | None) -> list[RoleOutage]:
         return self.sim.role_outages(since, until)
+
+    # --- self-updating mode: a simulated clustered coordinator role (cau.sandbox.role) ---------------
+
+    async def coordinator_role_owner(self) -> str | None:
+        return self.role.owner()
+
+    async def add_coordinator_role(self) -> str:
+        return self.role.add()
+
+    async def remove_coordinator_role(self) -> None:
+        self.role.remove()
+
+    async def move_coordinator_role(self, away_from: str) -> str:
+        return self.role.move(away_from)
 
     async def close(self) -> None:
         return None

@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from cau.clock import VirtualTimeLoop
 from cau.domain.profile import RunProfile
 from cau.domain.results import RunState, Status
+from cau.domain.role import ClusterRole
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.errors import ConfigError
 from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload, payload_data
@@ -34,8 +35,9 @@ from cau.reports.model import RunReport
 # 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
 # (each event's event schema, cau.journal.events.EVENT_SCHEMA); 4: web sessions record the token
 # they signed in with (revoking it ends them); 5: web sessions have a public handle (an admin lists
-# and ends them by it, never by their secret) and the client address they signed in from
-SCHEMA_VERSION = 5
+# and ends them by it, never by their secret) and the client address they signed in from; 6: the
+# clustered role of self-updating mode, per cluster (cau.domain.role)
+SCHEMA_VERSION = 6
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,6 +122,11 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_ts ON audit (ts);
+CREATE TABLE IF NOT EXISTS roles (
+    cluster TEXT PRIMARY KEY,
+    schema INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS profiles (
     name TEXT PRIMARY KEY,
     description TEXT NOT NULL,
@@ -447,6 +454,28 @@ class SqliteFile:
         row = self._db.execute("SELECT * FROM locks WHERE cluster=?", (cluster,)).fetchone()
         return None if row is None else self._lock(row)
 
+    # the clustered role (self-updating mode) ------------------------------------------------------
+
+    def get_role(self, cluster: str) -> ClusterRole | None:
+        row = self._db.execute("SELECT data FROM roles WHERE cluster=?", (cluster,)).fetchone()
+        return None if row is None else ClusterRole.model_validate_json(row["data"])
+
+    def list_roles(self) -> list[ClusterRole]:
+        rows = self._db.execute("SELECT data FROM roles ORDER BY cluster").fetchall()
+        return [ClusterRole.model_validate_json(r["data"]) for r in rows]
+
+    def put_role(self, role: ClusterRole) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO roles (cluster, schema, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (cluster) DO UPDATE SET schema=excluded.schema, data=excluded.data",
+                (role.cluster, role.schema_version, mask_values(role.model_dump_json())),
+            )
+
+    def delete_role(self, cluster: str) -> bool:
+        with self._tx():
+            return self._db.execute("DELETE FROM roles WHERE cluster=?", (cluster,)).rowcount > 0
+
     def acquire_lock(
         self,
         cluster: str,
@@ -626,3 +655,15 @@ class SqliteStore:
 
     async def get_lock(self, cluster: str) -> LockInfo | None:
         return await self._call(self._file.get_lock, cluster)
+
+    async def get_role(self, cluster: str) -> ClusterRole | None:
+        return await self._call(self._file.get_role, cluster)
+
+    async def list_roles(self) -> list[ClusterRole]:
+        return await self._call(self._file.list_roles)
+
+    async def put_role(self, role: ClusterRole) -> None:
+        await self._call(self._file.put_role, role)
+
+    async def delete_role(self, cluster: str) -> bool:
+        return await self._call(self._file.delete_role, cluster)

@@ -1,0 +1,254 @@
+"""Self-updating mode: `cau role add|show|set|enable|disable|update-now|remove CLUSTER` (CAU's
+*-CauClusterRole) and `cau daemon CLUSTER` (the role's coordinator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from cau.cli import common
+from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
+from cau.cli.errors import Exit, fail, reported
+from cau.domain.results import RunState
+from cau.selfupdating import PassResult, RoleView
+
+role_app = typer.Typer(
+    help="Self-updating mode: the cluster's clustered coordinator role.", no_args_is_help=True
+)
+
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="A stored profile's name ('' clears it).")]
+OptionsOpt = Annotated[
+    str | None,
+    typer.Option("--options", help="Run options over the profile, as JSON: '{\"max_retries_per_node\": 2}'."),
+]
+
+# `cau daemon --node NODE --once` exits with one of these (the supervisor reads them).
+PASS_EXIT = {PassResult.IDLE: 0, PassResult.FINISHED: 0, PassResult.HANDED_OVER: 10, PassResult.NOT_OWNER: 11}
+
+
+def _options(text: str | None, json_out: bool) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise fail(
+            f"--options is not JSON: {exc}",
+            hint="e.g. --options '{\"max_retries_per_node\": 2}'",
+            json_output=json_out,
+        ) from None
+    if not isinstance(value, dict):
+        raise fail("--options must be a JSON object", json_output=json_out)
+    return value
+
+
+def _show(view: RoleView, json_out: bool) -> None:
+    if json_out:
+        common.print_json(view)
+        return
+    console = common.console()
+    state = "enabled" if view.enabled else "disabled"
+    console.print(f"clustered role of '{view.cluster}': {state}, coordinator on {view.owner or 'no node'}")
+    console.print(
+        f"  profile: {view.profile or '(defaults)'}"
+        + (f", options {json.dumps(view.options)}" if view.options else "")
+    )
+    if view.update_requested:
+        console.print(
+            f"  update requested at {view.update_requested.at:%Y-%m-%d %H:%M:%S} UTC"
+            f" by {view.update_requested.by}"
+        )
+    if view.active_run:
+        console.print(f"  run in progress: {view.active_run}")
+    console.print(f"  changed {view.updated:%Y-%m-%d %H:%M:%S} UTC by {view.updated_by}")
+
+
+@role_app.command("add")
+def role_add(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    profile: ProfileOpt = None,
+    options: OptionsOpt = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Add it disabled.")] = False,
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """Add the clustered role (Add-CauClusterRole): checked first, nothing changed when refused."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        view = asyncio.run(
+            svc.roles.add(
+                cluster, profile=profile or None, options=_options(options, json_out) or {},
+                enabled=not disabled, by=common.operator(),
+            )
+        )  # fmt: skip
+    _show(view, json_out)
+
+
+@role_app.command("show")
+def role_show(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """The role: where its coordinator runs, its profile, whether enabled, its run (Get-CauClusterRole)."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        view = asyncio.run(svc.roles.show(cluster))
+    _show(view, json_out)
+
+
+@role_app.command("set")
+def role_set(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    profile: ProfileOpt = None,
+    options: OptionsOpt = None,
+    update_now: Annotated[
+        bool, typer.Option("--update-now", help="Start a run through the role now.")
+    ] = False,
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """Change the role's profile or options (Set-CauClusterRole); --update-now starts a run."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        parsed = _options(options, json_out)
+        view = None
+        if profile is not None or parsed is not None:
+            view = asyncio.run(svc.roles.set(cluster, by=common.operator(), profile=profile, options=parsed))
+        if update_now:
+            view = asyncio.run(svc.roles.request_update(cluster, by=common.operator()))
+        if view is None:
+            view = asyncio.run(svc.roles.show(cluster))
+    _show(view, json_out)
+
+
+def _enable(ctx: typer.Context, cluster: str, output: OutputFormat, enabled: bool) -> None:
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        view = asyncio.run(svc.roles.set(cluster, by=common.operator(), enabled=enabled))
+    _show(view, json_out)
+
+
+@role_app.command("enable")
+def role_enable(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """Enable the role (Enable-CauClusterRole)."""
+    _enable(ctx, cluster, output, True)
+
+
+@role_app.command("disable")
+def role_disable(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """Disable the role (Disable-CauClusterRole): no new runs; one in progress goes on unless stopped."""
+    _enable(ctx, cluster, output, False)
+
+
+@role_app.command("update-now")
+def role_update_now(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+    """Ask the role's coordinator for a run now (same as `cau role set CLUSTER --update-now`)."""
+    json_out = output is OutputFormat.JSON
+    svc = common.service(ctx)
+    with reported(json_out):
+        view = asyncio.run(svc.roles.request_update(cluster, by=common.operator()))
+    _show(view, json_out)
+
+
+@role_app.command("remove")
+def role_remove(ctx: typer.Context, cluster: ClusterArg) -> None:
+    """Remove the role (Remove-CauClusterRole); refused while its run is unfinished."""
+    svc = common.service(ctx)
+    with reported(False):
+        asyncio.run(svc.roles.remove(cluster, by=common.operator()))
+    common.console().print(f"the clustered role of '{cluster}' is removed")
+
+
+def daemon(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node", help="The node this coordinator runs on (what the cluster starts on the role's owner)."
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (code 10: handed over).")] = False,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the role.")] = 5.0,
+    exit_when_idle: Annotated[
+        bool,
+        typer.Option("--exit-when-idle", help="Exit once nothing is asked for and no run is unfinished."),
+    ] = False,
+) -> None:
+    """The role's coordinator. With --node: what the cluster runs on the node that owns the role.
+    Without: for a simulated cluster, stands in for its resource manager, starting a coordinator
+    process on the role's owner each time the role moves."""
+    svc = common.service(ctx)
+    console = common.console(stderr=True)
+    if node is not None:
+        while True:
+            with reported(False):
+                done = asyncio.run(svc.roles.coordinator_pass(cluster, node))
+            if done.result is not PassResult.IDLE or done.message:
+                console.print(
+                    f"cau daemon on {node}: {done.result.value}"
+                    + (f": {done.message}" if done.message else "")
+                )
+            if done.outcome is not None and done.outcome.state is RunState.PAUSED:
+                raise typer.Exit(Exit.PAUSED)  # `cau role show` / `cau status` say why
+            if once or done.result in (PassResult.HANDED_OVER, PassResult.NOT_OWNER):
+                raise typer.Exit(PASS_EXIT[done.result])
+            if exit_when_idle and done.result is PassResult.IDLE:
+                raise typer.Exit(0)
+            time.sleep(poll)
+    _supervise(ctx, cluster, poll=poll, exit_when_idle=exit_when_idle)
+
+
+def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle: bool) -> None:
+    """A simulated cluster's resource manager for its coordinator role: one coordinator process
+    at a time, on the role's owner; started again there after a hand-over."""
+    svc = common.service(ctx)
+    console = common.console(stderr=True)
+    state = ctx.obj
+    base = [sys.executable, "-m", "cau", "--data-dir", str(state.data_dir)]
+    if state.config is not None:
+        base += ["--config", str(state.config)]
+    stopping = False
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        with reported(False):
+            view = asyncio.run(svc.roles.show(cluster))
+        if view.owner is None:
+            raise fail(
+                f"the coordinator role of '{cluster}' runs on no node", hint=f"`cau role add {cluster}`"
+            )
+        console.print(f"cau daemon: starting the coordinator of '{cluster}' on {view.owner}")
+        child = subprocess.run(
+            [*base, "daemon", cluster, "--node", view.owner, "--once"], env=os.environ.copy()
+        )
+        if child.returncode == PASS_EXIT[PassResult.HANDED_OVER]:
+            continue  # the role moved: its new owner's coordinator goes on at once
+        if child.returncode == Exit.PAUSED:
+            raise fail(
+                f"the role's run on '{cluster}' paused",
+                hint=f"`cau status {cluster}` says why",
+                exit_code=Exit.PAUSED,
+            )
+        if child.returncode not in (0, PASS_EXIT[PassResult.NOT_OWNER]):
+            console.print(
+                f"[yellow]cau daemon: the coordinator on {view.owner} exited with {child.returncode}[/]"
+            )
+        with reported(False):
+            after = asyncio.run(svc.roles.show(cluster))
+        if exit_when_idle and after.active_run is None and after.update_requested is None:
+            raise typer.Exit(Exit.OK)
+        time.sleep(poll)

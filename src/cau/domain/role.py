@@ -1,0 +1,38 @@
+"""Self-updating mode's configuration of a cluster: CAU's clustered role (Add-CauClusterRole).
+
+The record lives in the run store (in self-updating mode, the cluster's own replicated store),
+so that the coordinator on whichever node owns the role reads the same one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+ROLE_SCHEMA = 1
+
+
+class UpdateRequest(BaseModel):
+    """`cau role update-now`: a run asked for now, picked up by the role's coordinator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    by: str
+
+
+class ClusterRole(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1  # ROLE_SCHEMA
+    cluster: str
+    enabled: bool = True
+    # A stored profile's name (`cau profile`/dashboard), and run options over it (validated as a
+    # RunProfile when set): what every run of the role uses.
+    profile: str | None = None
+    options: dict[str, JsonValue] = Field(default_factory=dict)
+    update_requested: UpdateRequest | None = None
+    created: datetime
+    updated: datetime
+    updated_by: str

@@ -1,0 +1,263 @@
+"""Self-updating mode: the cluster updates itself through a clustered coordinator role (CAU's
+Add/Get/Set/Enable/Disable/Remove-CauClusterRole and "update now").
+
+The role's record (cau.domain.role) lives in the run store. The coordinator is `cau daemon
+CLUSTER --node NODE`, run by the cluster on the node that owns the role: one pass resumes the
+role's unfinished run or starts the one asked for, and when the coordinator's own node is next
+it moves the role away and stops (cau.engine.coordinator hands over); the cluster then starts a
+coordinator on the new owner, which resumes the run from the journal. For a simulated cluster,
+`cau daemon CLUSTER` stands in for the cluster's resource manager: it starts each pass as a new
+process on the role's owner, so every hand-over is a real one between processes.
+
+Not here yet (issue 12): schedules and maintenance windows, the Pacemaker resource agent, the
+etcd store and lease-based leader election for clusters without a resource manager.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from cau.domain.profile import RunProfile, build_profile
+from cau.domain.role import ClusterRole, UpdateRequest
+from cau.domain.validation import describe_errors
+from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
+from cau.ports import ClusterProvider, HostsCoordinatorRole
+
+if TYPE_CHECKING:
+    from cau.engine.coordinator import RunOutcome
+    from cau.service import Service
+
+# Who a role's runs are started and resumed by, in the journal and the audit trail.
+ROLE_ACTOR = "role:{cluster}@{node}"
+
+
+class RoleView(BaseModel):
+    """`cau role show` / the API: the record, where the role runs now, and what it is doing."""
+
+    cluster: str
+    enabled: bool
+    owner: str | None  # the node whose coordinator acts for the role now
+    profile: str | None
+    options: dict[str, Any]
+    update_requested: UpdateRequest | None
+    active_run: str | None  # the role's unfinished run, if any
+    updated: datetime
+    updated_by: str
+
+
+class PassResult(StrEnum):
+    """What one coordinator pass of `cau daemon CLUSTER --node NODE` did (its exit code too)."""
+
+    IDLE = "idle"  # nothing asked for, nothing to resume
+    FINISHED = "finished"  # a run ran to its end (or paused: `cau role show` says)
+    HANDED_OVER = "handed-over"  # our node is next: the role moved, another coordinator goes on
+    NOT_OWNER = "not-owner"  # the role runs on another node now: nothing done here
+
+
+@dataclass(frozen=True)
+class Pass:
+    result: PassResult
+    run_id: str | None = None
+    message: str = ""
+    outcome: RunOutcome | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SelfUpdating:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+
+    # --- the role's record ---------------------------------------------------------------------------
+
+    def _host(self, cluster: str, provider: ClusterProvider) -> HostsCoordinatorRole:
+        if not isinstance(provider, HostsCoordinatorRole):
+            kind = self.svc.config.cluster(cluster).provider
+            raise ConfigError(
+                f"cluster '{cluster}' ({kind} provider) cannot host a clustered coordinator role",
+                hint="update it from outside instead (remote-updating mode: `cau run`); self-updating"
+                " works on sandbox clusters so far",
+            )
+        return provider
+
+    async def _role(self, cluster: str) -> ClusterRole:
+        self.svc.config.cluster(cluster)
+        role = await self.svc.store.get_role(cluster)
+        if role is None:
+            raise NotFound(
+                f"cluster '{cluster}' has no clustered role", hint=f"`cau role add {cluster}` adds one"
+            )
+        return role
+
+    def check_profile(self, profile: str | None, options: dict[str, Any]) -> RunProfile:
+        """The role's runs' profile as it stands now: a stored profile under the options."""
+        base: dict[str, Any] | None = None
+        if profile is not None:
+            stored = self.svc.access.get_profile(profile)
+            if stored is None:
+                raise NotFound(f"no stored profile '{profile}'", hint="`cau profile list` shows them")
+            base = stored.options
+        try:
+            built = build_profile(None, options, base=base)
+        except ValidationError as exc:
+            raise ConfigError("the role's run options: " + "; ".join(describe_errors(exc))) from exc
+        if built.warn_after and built.stop_after and built.warn_after >= built.stop_after:
+            raise ConfigError("the role's run options: warn_after must be shorter than stop_after")
+        return built
+
+    async def view(self, role: ClusterRole, provider: ClusterProvider | None = None) -> RoleView:
+        opened = provider or self.svc.open_provider(role.cluster)
+        try:
+            owner = await self._host(role.cluster, opened).coordinator_role_owner()
+        finally:
+            if provider is None:
+                await opened.close()
+        active = await self.svc.store.active_run(role.cluster)
+        return RoleView(
+            cluster=role.cluster,
+            enabled=role.enabled,
+            owner=owner,
+            profile=role.profile,
+            options=dict(role.options),
+            update_requested=role.update_requested,
+            active_run=active.run_id if active is not None else None,
+            updated=role.updated,
+            updated_by=role.updated_by,
+        )
+
+    async def add(
+        self, cluster: str, *, profile: str | None, options: dict[str, Any], enabled: bool, by: str
+    ) -> RoleView:
+        """Add-CauClusterRole: checked first (the provider can host it, at least two nodes can
+        own it, the profile is valid); nothing is changed when a check fails."""
+        self.svc.config.cluster(cluster)
+        if await self.svc.store.get_role(cluster) is not None:
+            raise ConfigError(
+                f"cluster '{cluster}' has a clustered role already",
+                hint=f"`cau role set {cluster}` changes it, `cau role remove {cluster}` removes it",
+            )
+        self.check_profile(profile, options)
+        provider = self.svc.open_provider(cluster)
+        try:
+            host = self._host(cluster, provider)
+            snapshot = await provider.discover()
+            owners = [n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance]
+            if len(owners) < 2:
+                raise PreflightError(
+                    f"the coordinator role of '{cluster}' could run on {len(owners)} node(s) only"
+                    f" ({', '.join(owners) or 'none'}): it must be able to move when its node is updated",
+                    hint="bring the other nodes online and out of maintenance, then add the role",
+                )
+            now = _now()
+            role = ClusterRole(
+                cluster=cluster, enabled=enabled, profile=profile, options=options,
+                created=now, updated=now, updated_by=by,
+            )  # fmt: skip
+            await host.add_coordinator_role()
+            await self.svc.store.put_role(role)
+            self.svc.audit(
+                by, "role.add", cluster, {"profile": profile, "options": options, "enabled": enabled}
+            )
+            return await self.view(role, provider)
+        finally:
+            await provider.close()
+
+    async def show(self, cluster: str) -> RoleView:
+        return await self.view(await self._role(cluster))
+
+    async def set(
+        self,
+        cluster: str,
+        *,
+        by: str,
+        profile: str | None = None,
+        options: dict[str, Any] | None = None,
+        enabled: bool | None = None,
+    ) -> RoleView:
+        """Set-/Enable-/Disable-CauClusterRole. A run in progress keeps the options it started
+        with; disabling starts nothing new (a run in progress goes on unless stopped)."""
+        role = await self._role(cluster)
+        changes: dict[str, Any] = {"updated": _now(), "updated_by": by}
+        if profile is not None:
+            changes["profile"] = profile or None  # "" clears it
+        if options is not None:
+            changes["options"] = options
+        if enabled is not None:
+            changes["enabled"] = enabled
+        changed = role.model_copy(update=changes)
+        self.check_profile(changed.profile, dict(changed.options))
+        await self.svc.store.put_role(changed)
+        detail = {k: v for k, v in changes.items() if k not in ("updated", "updated_by")}
+        action = "role.set"
+        if enabled is not None and len(detail) == 1:
+            action = "role.enable" if enabled else "role.disable"
+        self.svc.audit(by, action, cluster, detail)
+        return await self.view(changed)
+
+    async def request_update(self, cluster: str, *, by: str) -> RoleView:
+        """ "Update now": the role's coordinator starts a run at its next pass."""
+        role = await self._role(cluster)
+        self.check_profile(role.profile, dict(role.options))
+        asked = role.model_copy(update={"update_requested": UpdateRequest(at=_now(), by=by)})
+        await self.svc.store.put_role(asked)
+        self.svc.audit(by, "role.update_now", cluster, {})
+        return await self.view(asked)
+
+    async def remove(self, cluster: str, *, by: str) -> None:
+        """Remove-CauClusterRole. Refused while the role's run is unfinished: stop it first."""
+        role = await self._role(cluster)
+        active = await self.svc.store.active_run(cluster)
+        if active is not None:
+            raise LockHeld(
+                f"run {active.run_id} on '{cluster}' is unfinished: the role that drives it stays",
+                owner=active.owner or "the role",
+                hint=f"`cau stop {cluster}`, wait for the run to end, then remove the role",
+            )
+        provider = self.svc.open_provider(cluster)
+        try:
+            await self._host(cluster, provider).remove_coordinator_role()
+        finally:
+            await provider.close()
+        await self.svc.store.delete_role(role.cluster)
+        self.svc.audit(by, "role.remove", cluster, {})
+
+    # --- the coordinator: one pass on the role's owner ----------------------------------------------
+
+    async def coordinator_pass(self, cluster: str, node: str) -> Pass:
+        """What `cau daemon CLUSTER --node NODE` does once: resume the role's unfinished run, or
+        start the run asked for; nothing when this node does not own the role."""
+        role = await self._role(cluster)
+        provider = self.svc.open_provider(cluster)
+        try:
+            owner = await self._host(cluster, provider).coordinator_role_owner()
+        finally:
+            await provider.close()
+        if owner != node:
+            return Pass(PassResult.NOT_OWNER, message=f"the role runs on {owner or 'no node'}, not {node}")
+        actor = ROLE_ACTOR.format(cluster=cluster, node=node)
+        active = await self.svc.store.active_run(cluster)
+        if active is None:
+            if role.update_requested is None:
+                return Pass(PassResult.IDLE)
+            profile = self.check_profile(role.profile, dict(role.options))
+            # The request is taken before the run starts: a failed start is not retried forever.
+            await self.svc.store.put_role(role.model_copy(update={"update_requested": None}))
+            actor = f"{role.update_requested.by} via {actor}"
+        else:
+            profile = active.profile  # a resumed run keeps the options it started with
+        try:
+            outcome = await self.svc.run(
+                cluster, profile, actor=actor, own_node=node, owner_label=f"cau daemon on {node}"
+            )
+        except LockHeld as exc:
+            return Pass(PassResult.IDLE, message=f"{exc} (another coordinator drives the cluster)")
+        if outcome.handed_over_to is not None:
+            return Pass(PassResult.HANDED_OVER, outcome.run_id, outcome.message or "", outcome)
+        return Pass(PassResult.FINISHED, outcome.run_id, outcome.message or "", outcome)

@@ -1,0 +1,106 @@
+"""Self-updating mode on the sandbox: the clustered role, its coordinator process on the role's
+owner, and real hand-overs between processes when the owner's own turn comes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Cau
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[clusters.branch]
+provider = "sandbox"
+[clusters.branch.options]
+speed = 100
+[clusters.remote-only]
+provider = "ssh"
+[clusters.remote-only.options]
+known_hosts = "/nonexistent"
+[[clusters.remote-only.options.nodes]]
+name = "n1"
+host = "192.0.2.1"
+"""
+
+
+def _setup(cau: Cau) -> None:
+    (cau.home / "clusters.toml").write_text(CONFIG)
+
+
+def test_the_role_updates_its_cluster_handing_the_run_over_between_coordinator_processes(cau: Cau) -> None:
+    _setup(cau)
+    added = cau.json("role", "add", "branch")
+    assert added["enabled"] is True and added["owner"] == "node1" and added["active_run"] is None
+    asked = cau.json("role", "update-now", "branch")
+    assert asked["update_requested"]["by"].endswith("(cli)")
+
+    daemon = cau("daemon", "branch", "--exit-when-idle", "--poll", "0.2", timeout=300)
+    assert daemon.returncode == 0, daemon.stdout + daemon.stderr
+    assert "handed-over" in daemon.stderr
+
+    report = cau.json("report", "branch", "--last", "--detailed")[0]
+    assert report["status"] == "Succeeded"
+    assert report["started_by"].endswith("(cli) via role:branch@node1")
+    coordinators = report["coordinators"]
+    # The journal names each coordinator and its node: the first on node1, then (each time the
+    # coordinator's own node was next) a new process on another node resumed the run.
+    assert coordinators[0]["node"] == "node1" and not coordinators[0]["resumed"]
+    assert len(coordinators) >= 2 and all(c["resumed"] for c in coordinators[1:])
+    assert len({c["owner"] for c in coordinators}) == len(coordinators)  # distinct processes
+    for before, after in itertools.pairwise(coordinators):
+        assert before["node"] != after["node"]
+    shown = cau.json("sandbox", "show", "branch")
+    for n in shown["nodes"]:  # every node updated once, nothing left in maintenance
+        assert n["restarts"] == 1 and not n["in_maintenance"] and n["state"] == "up", n
+    after = cau.json("role", "show", "branch")
+    assert after["active_run"] is None and after["update_requested"] is None
+    assert json.loads(cau("status", "branch", "--output", "json").stdout)["active"] is False
+
+
+def test_between_two_coordinators_of_the_role_a_remote_run_is_refused_naming_the_role(cau: Cau) -> None:
+    _setup(cau)
+    cau.json("role", "add", "branch")
+    cau.json("role", "update-now", "branch")
+    # One pass of the coordinator on the role's owner: it updates until its own node is next.
+    first = cau("daemon", "branch", "--node", "node1", "--once", timeout=300)
+    assert first.returncode == 10, first.stdout + first.stderr  # handed over
+    assert cau.json("role", "show", "branch")["owner"] == "node2"
+    remote = cau("run", "branch")
+    assert remote.returncode == 6, remote.stdout + remote.stderr  # locked
+    assert "belongs to the cluster's clustered role" in remote.stderr
+    assert "cau role show branch" in remote.stderr
+    # A coordinator started on a node that does not own the role does nothing.
+    stray = cau("daemon", "branch", "--node", "node3", "--once")
+    assert stray.returncode == 11 and "runs on node2" in stray.stderr
+    rest = cau("daemon", "branch", "--exit-when-idle", "--poll", "0.2", timeout=300)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert cau.json("report", "branch", "--last")[0]["status"] == "Succeeded"
+    # The role cannot be removed while its run is unfinished; afterwards it can.
+    removed = cau("role", "remove", "branch")
+    assert removed.returncode == 0, removed.stderr
+    assert cau("role", "show", "branch").returncode == 1
+
+
+def test_a_role_is_refused_where_it_cannot_run_and_nothing_is_changed(cau: Cau, tmp_path: Path) -> None:
+    _setup(cau)
+    ssh = cau("role", "add", "remote-only")
+    assert ssh.returncode == 1
+    assert "cannot host a clustered coordinator role" in ssh.stderr and "cau run" in ssh.stderr
+    unknown_profile = cau("role", "add", "branch", "--profile", "nightly")
+    assert unknown_profile.returncode == 1 and "no stored profile 'nightly'" in unknown_profile.stderr
+    bad = cau("role", "add", "branch", "--options", '{"warn_after": "2h", "stop_after": "1h"}')
+    assert bad.returncode == 1 and "warn_after must be shorter than stop_after" in bad.stderr
+    assert cau("role", "show", "branch").returncode == 1  # none of them added it
+    cau.json("role", "add", "branch", "--disabled")
+    again = cau("role", "add", "branch")
+    assert again.returncode == 1 and "has a clustered role already" in again.stderr
+    assert cau.json("role", "enable", "branch")["enabled"] is True
+    assert cau.json("role", "disable", "branch")["enabled"] is False
+    # Nothing asked for: the coordinator has nothing to do and starts no run.
+    idle = cau("daemon", "branch", "--node", "node1", "--once")
+    assert idle.returncode == 0 and cau.json("status", "branch")["run"] is None
