@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from cau.domain.profile import RunProfile, build_profile
 from cau.domain.role import ClusterRole, UpdateRequest
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
 from cau.ports import ClusterProvider, HostsCoordinatorRole
+from cau.views import RoleView
 
 if TYPE_CHECKING:
     from cau.engine.coordinator import RunOutcome
@@ -34,20 +35,6 @@ if TYPE_CHECKING:
 
 # Who a role's runs are started and resumed by, in the journal and the audit trail.
 ROLE_ACTOR = "role:{cluster}@{node}"
-
-
-class RoleView(BaseModel):
-    """`cau role show` / the API: the record, where the role runs now, and what it is doing."""
-
-    cluster: str
-    enabled: bool
-    owner: str | None  # the node whose coordinator acts for the role now
-    profile: str | None
-    options: dict[str, Any]
-    update_requested: UpdateRequest | None
-    active_run: str | None  # the role's unfinished run, if any
-    updated: datetime
-    updated_by: str
 
 
 class PassResult(StrEnum):

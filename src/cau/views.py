@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from cau.domain.access import Role
+from cau.domain.role import UpdateRequest
 from cau.domain.updates import HeldUpdate, Update
 
 
@@ -127,3 +128,17 @@ class SessionView(BaseModel):
     signed_in: datetime
     expires: datetime
     client: str | None = Field(None, description="the address it signed in from; None: not recorded")
+
+
+class RoleView(BaseModel):
+    """`cau role show` / the API: the record, where the role runs now, and what it is doing."""
+
+    cluster: str
+    enabled: bool
+    owner: str | None  # the node whose coordinator acts for the role now
+    profile: str | None
+    options: dict[str, Any]
+    update_requested: UpdateRequest | None
+    active_run: str | None  # the role's unfinished run, if any
+    updated: datetime
+    updated_by: str

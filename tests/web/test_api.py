@@ -47,6 +47,11 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("GET", "/api/v1/audit", "admin", None),
     ("GET", "/api/v1/sessions", "admin", None),
     ("DELETE", "/api/v1/sessions/nope", "admin", None),
+    ("GET", "/api/v1/clusters/quick/role", "viewer", None),
+    ("POST", "/api/v1/clusters/quick/role", "admin", {"options": {"bogus": 1}}),
+    ("PATCH", "/api/v1/clusters/quick/role", "admin", {"enabled": False}),
+    ("POST", "/api/v1/clusters/quick/role/update-now", "operator", None),
+    ("DELETE", "/api/v1/clusters/quick/role", "admin", None),
     ("GET", "/metrics", "viewer", None),
 ]
 RANK = ["viewer", "operator", "admin"]
@@ -616,6 +621,35 @@ def test_a_run_started_through_the_api_shows_who_started_it(api: Api) -> None:
 
     for page in api.run(pages):
         assert '<span id="started-by">token:test-operator</span>' in page
+
+
+def test_the_clustered_role_through_the_api_each_action_by_its_role_and_audited(api: Api) -> None:
+    assert api.call("GET", "/api/v1/clusters/quick/role", role="viewer").status_code == 404
+    bad = api.call("POST", "/api/v1/clusters/quick/role", json={"options": {"bogus": 1}})
+    assert bad.status_code == 422 and "bogus" in bad.text, bad.text
+    added = api.call("POST", "/api/v1/clusters/quick/role", json={"options": {"max_retries_per_node": 1}})
+    assert added.status_code == 201, added.text
+    assert added.json()["owner"] == "n1" and added.json()["enabled"] is True
+    assert api.call("POST", "/api/v1/clusters/quick/role/update-now", role="viewer").status_code == 403
+    asked = api.call("POST", "/api/v1/clusters/quick/role/update-now", role="operator")
+    assert asked.status_code == 200 and asked.json()["update_requested"]["by"] == "token:test-operator"
+    assert (
+        api.call("PATCH", "/api/v1/clusters/quick/role", role="operator", json={"enabled": False}).status_code
+        == 403
+    )
+    off = api.call("PATCH", "/api/v1/clusters/quick/role", json={"enabled": False})
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    shown = api.call("GET", "/api/v1/clusters/quick/role", role="viewer").json()
+    assert shown["enabled"] is False and shown["updated_by"] == "token:test-admin"
+    audit = [(a["action"], a["actor"]) for a in api.call("GET", "/api/v1/audit").json()]
+    for entry in (
+        ("role.add", "token:test-admin"),
+        ("role.update_now", "token:test-operator"),
+        ("role.disable", "token:test-admin"),
+    ):
+        assert entry in audit, audit
+    assert api.call("DELETE", "/api/v1/clusters/quick/role").status_code == 204
+    assert api.call("GET", "/api/v1/clusters/quick/role", role="viewer").status_code == 404
 
 
 def test_an_admin_lists_the_browser_sessions_and_ends_any_of_them(api: Api) -> None:

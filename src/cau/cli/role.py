@@ -18,7 +18,8 @@ from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
 from cau.domain.results import RunState
-from cau.selfupdating import PassResult, RoleView
+from cau.selfupdating import PassResult
+from cau.views import RoleView
 
 role_app = typer.Typer(
     help="Self-updating mode: the cluster's clustered coordinator role.", no_args_is_help=True

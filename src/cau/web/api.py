@@ -18,7 +18,7 @@ from cau.domain.results import RunState
 from cau.errors import NotFound
 from cau.reports.model import RunReport
 from cau.store.access import Principal, TokenInfo
-from cau.views import ClusterScan, PluginView, SessionView
+from cau.views import ClusterScan, PluginView, RoleView, SessionView
 from cau.web import ops
 from cau.web.auth import SESSION_COOKIE, admin, context, identify, operator, viewer
 from cau.web.errors import ApiError
@@ -35,6 +35,8 @@ from cau.web.models import (
     ProfileCreate,
     ProfileValidation,
     ProfileView,
+    RoleBody,
+    RoleChange,
     RunStarted,
     RunSummary,
     ScanRequest,
@@ -187,6 +189,42 @@ async def stop_cluster(request: Request, cluster: str, who: Operator, body: Stop
     if active is None:
         raise NotFound(f"no Updating Run is in progress on cluster '{cluster}'")
     return await ops.stop_run(ctx, who, active.run_id, body.reason)
+
+
+# --- self-updating mode: the clustered role (cau.selfupdating) -----------------------------------------
+
+
+@router.get("/clusters/{cluster}/role", response_model=RoleView, tags=["self-updating"])
+async def get_role(request: Request, cluster: str, _who: Viewer) -> RoleView:
+    """The cluster's clustered role: where its coordinator runs, its profile, its run."""
+    return await context(request).svc.roles.show(cluster)
+
+
+@router.post("/clusters/{cluster}/role", response_model=RoleView, status_code=201, tags=["self-updating"])
+async def add_role(request: Request, cluster: str, who: Admin, body: RoleBody) -> RoleView:
+    return await context(request).svc.roles.add(
+        cluster, profile=body.profile, options=dict(body.options), enabled=body.enabled, by=who.name
+    )
+
+
+@router.patch("/clusters/{cluster}/role", response_model=RoleView, tags=["self-updating"])
+async def change_role(request: Request, cluster: str, who: Admin, body: RoleChange) -> RoleView:
+    options = dict(body.options) if body.options is not None else None
+    return await context(request).svc.roles.set(
+        cluster, by=who.name, profile=body.profile, options=options, enabled=body.enabled
+    )
+
+
+@router.post("/clusters/{cluster}/role/update-now", response_model=RoleView, tags=["self-updating"])
+async def role_update_now(request: Request, cluster: str, who: Operator) -> RoleView:
+    """Ask the role's coordinator for a run now."""
+    return await context(request).svc.roles.request_update(cluster, by=who.name)
+
+
+@router.delete("/clusters/{cluster}/role", status_code=204, tags=["self-updating"])
+async def remove_role(request: Request, cluster: str, who: Admin) -> Response:
+    await context(request).svc.roles.remove(cluster, by=who.name)
+    return Response(status_code=204)
 
 
 @router.get("/runs", response_model=list[RunSummary], tags=["runs"])

@@ -7,7 +7,7 @@ from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, create_model
 
 from cau.domain.access import Role
 from cau.domain.profile import PER_RUN_OPTIONS, SCRIPT_OPTIONS, RunProfile
@@ -227,3 +227,23 @@ class SignIn(BaseModel):
     token: str | None = None
     name: str | None = None
     password: str | None = None
+
+
+class RoleBody(BaseModel):
+    """Add-CauClusterRole: a stored profile's name and run options over it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = None
+    options: dict[str, JsonValue] = {}
+    enabled: bool = True
+
+
+class RoleChange(BaseModel):
+    """Set-/Enable-/Disable-CauClusterRole: what is given changes ("" clears the profile)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = None
+    options: dict[str, JsonValue] | None = None
+    enabled: bool | None = None
