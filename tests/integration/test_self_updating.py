@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Cau
+from tests.integration.test_cli import journal
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +107,34 @@ def test_a_role_is_refused_where_it_cannot_run_and_nothing_is_changed(cau: Cau, 
     # Nothing asked for: the coordinator has nothing to do and starts no run.
     idle = cau("daemon", "branch", "--node", "node1", "--once")
     assert idle.returncode == 0 and cau.json("status", "branch")["run"] is None
+
+
+def test_a_coordinator_killed_mid_install_is_replaced_and_the_run_completes_once(cau: Cau) -> None:
+    """A power cut of the coordinator's process in the middle of another node's update: the
+    cluster (here the daemon standing in for it) starts a coordinator again on the role's owner,
+    which resumes the run: completed, nothing left in maintenance, nothing installed twice."""
+    _setup(cau)
+    cau.json("role", "add", "branch")
+    cau.json("role", "update-now", "branch")
+    env = {**cau.env, "CAU_TEST_CRASH_AFTER": "outcome:install/1/sandbox@node3"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cau", "daemon", "branch", "--exit-when-idle", "--poll", "0.2"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exited with -9" in done.stderr  # the kill did happen
+    report = cau.json("report", "branch", "--last", "--detailed")[0]
+    assert report["status"] == "Succeeded"
+    nodes = [c["node"] for c in report["coordinators"]]
+    assert len(nodes) >= 3  # the first, one after a hand-over, one after the kill at least
+    shown = cau.json("sandbox", "show", "branch")
+    for n in shown["nodes"]:
+        assert n["restarts"] == 1 and not n["in_maintenance"] and n["state"] == "up", n
+    installed = [
+        (r["node"], res["update_id"])
+        for r in journal(cau)
+        if r["kind"] == "outcome" and r["step"] == "install"
+        for res in r["data"]["results"]
+        if res["outcome"] == "Succeeded" and "observed" not in res["message"]
+    ]
+    assert installed and len(installed) == len(set(installed))  # nothing installed twice
