@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from cau.domain.access import Role
-from cau.errors import CauError
+from cau.errors import CauError, ConfigError, NotFound
 from cau.reports.render_html import (
     STEP_KINDS,
     Badge,
@@ -32,6 +32,7 @@ from cau.reports.render_html import (
     status_badge,
 )
 from cau.store.access import Principal
+from cau.views import RoleView
 from cau.web import ops
 from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
@@ -228,11 +229,20 @@ async def cluster_page(request: Request, cluster: str) -> Response:
     who = _who(request)
     ctx = context(request)
     detail = await ops.cluster_detail(ctx, cluster)
+    try:
+        role: RoleView | None = await ctx.svc.roles.show(cluster)
+        can_host = True
+    except NotFound:
+        role, can_host = None, True
+    except ConfigError:  # the provider cannot host a clustered role: remote-updating only
+        role, can_host = None, False
     return render(
         "cluster.html.j2",
         who,
         section="clusters",
         c=detail,
+        role=role,
+        can_host_role=can_host,
         profiles=ctx.access.list_profiles(),
         can_operate=who.role.allows(Role.OPERATOR),
         is_admin=who.role.allows(Role.ADMIN),

@@ -245,6 +245,25 @@ async function setPassword(form) {
   } catch (e) { flash(e.message); }
 }
 
+// Self-updating mode: the cluster's clustered role (/api/v1/clusters/{cluster}/role).
+async function roleAction(button) {
+  const base = `/api/v1/clusters/${encodeURIComponent(button.dataset.cluster)}/role`;
+  const calls = {
+    "add": () => api("POST", base, {}),
+    "enable": () => api("PATCH", base, { enabled: true }),
+    "disable": () => api("PATCH", base, { enabled: false }),
+    "update-now": () => api("POST", `${base}/update-now`),
+  };
+  button.disabled = true;
+  try {
+    await calls[button.dataset.role]();
+    window.location.reload();
+  } catch (e) {
+    flash(e.message);
+    button.disabled = false;
+  }
+}
+
 // --- wiring ------------------------------------------------------------------------------------------
 // No inline handlers: the Content-Security-Policy allows scripts from /static only. Elements say
 // what they do with data-action (clicks) and data-submit (forms).
@@ -258,6 +277,7 @@ const ACTIONS = {
   "delete-profile": (b) => deleteProfile(b.dataset.name),
   "revoke-token": (b) => revokeToken(b.dataset.id),
   "end-session": (b) => endSession(b.dataset.handle),
+  "role": (b) => roleAction(b),
 };
 
 const SUBMITS = {
