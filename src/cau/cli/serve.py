@@ -36,6 +36,15 @@ def serve(
             "host, as this server's user.",
         ),
     ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            metavar="ADDRESS|NETWORK",
+            help="A reverse proxy (address or network, repeatable) whose X-Forwarded-For names the "
+            "client; without it the header is ignored and every client is the connection's peer.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the dashboard, the REST API (/api/v1) and the run worker, on the same store as the CLI.
 
@@ -44,7 +53,13 @@ def serve(
     import uvicorn
 
     from cau.web.app import create_app
+    from cau.web.client_address import parse_trusted_proxies
     from cau.web.context import Settings
+
+    try:
+        proxies = parse_trusted_proxies(trusted_proxy or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trusted-proxy") from None
 
     tls = ssl_certfile is not None
     if not _is_loopback(host) and not (tls or secure_cookies):
@@ -53,9 +68,12 @@ def serve(
             "network in clear; use --ssl-certfile/--ssl-keyfile or a TLS proxy (--secure-cookies)[/]"
         )
     svc = common.service(ctx)
-    app = create_app(
-        svc, Settings(secure_cookies=secure_cookies or tls, allow_local_scripts=allow_local_scripts)
+    settings = Settings(
+        secure_cookies=secure_cookies or tls,
+        allow_local_scripts=allow_local_scripts,
+        trusted_proxies=proxies,
     )
+    app = create_app(svc, settings)
     scheme = "https" if tls else "http"
     common.console(stderr=True).print(
         f"cau dashboard on {scheme}://{host}:{port}/  (API: /api/v1, docs: /api/docs; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -46,6 +45,7 @@ from cau.web.models import (
     TokenCreated,
     UserView,
 )
+from cau.web.signin import sign_in
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
@@ -65,9 +65,6 @@ Operator = Annotated[Principal, Depends(operator)]
 Admin = Annotated[Principal, Depends(admin)]
 
 _POLL_SECONDS = 0.25
-# Failed sign-ins tolerated per client address and window (passwords can be guessed; tokens can't).
-_SIGNIN_MAX_FAILURES = 10
-_SIGNIN_WINDOW = 300.0
 _KEEPALIVE_SECONDS = 15.0
 
 
@@ -96,47 +93,18 @@ async def me(who: Viewer) -> Me:
     return Me(name=who.name, role=who.role, via=who.via)
 
 
-def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
-    """Check a token or a name and password; set the session cookie. Shared with the sign-in page."""
-    ctx = context(request)
-    client = request.client.host if request.client else "?"
-    now = time.monotonic()
-    failures = [t for t in ctx.signin_failures.get(client, []) if now - t < _SIGNIN_WINDOW]
-    ctx.signin_failures[client] = failures
-    if len(failures) >= _SIGNIN_MAX_FAILURES:
-        raise ApiError(429, "too_many_attempts", "too many failed sign-ins from here; wait a few minutes")
-    who: Principal | None = None
-    if body.token:
-        who = ctx.access.check_token(body.token.strip())
-    elif body.name and body.password:
-        who = ctx.access.check_password(body.name, body.password)
-    else:
-        raise ApiError(
-            422,
-            "invalid_input",
-            "give a token, or a name and a password",
-            fields=[{"field": "token", "message": "required (or name and password)"}],
-        )
-    if who is None:
-        failures.append(now)
-        ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {"client": client})
-        raise ApiError(401, "bad_credentials", "unknown token, or wrong name or password")
-    name = who.name
-    cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours)
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=int(ctx.settings.session_hours * 3600),
-        httponly=True,
-        samesite="strict",
-        secure=ctx.settings.secure_cookies or request.url.scheme == "https",
-        path="/",
-    )
-    ctx.access.audit(name, "signin", "dashboard", {"via": "token" if body.token else "password"})
-    return session
-
-
-@router.post("/session", response_model=Me, tags=["auth"])
+@router.post(
+    "/session",
+    response_model=Me,
+    tags=["auth"],
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "Too many failed sign-ins for this account or from this address "
+            "(docs/security.md); `Retry-After` says when to try again",
+        }
+    },
+)
 async def create_session(request: Request, response: Response, body: SignIn) -> Me:
     """Browser sign-in: sets an HttpOnly, SameSite=Strict session cookie (Secure over https)."""
     who = sign_in(request, response, body)

@@ -31,10 +31,10 @@ from cau.reports.render_html import (
 )
 from cau.store.access import Principal
 from cau.web import ops
-from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
 from cau.web.errors import ApiError, from_cau_error
 from cau.web.models import SignIn
+from cau.web.signin import sign_in
 
 router = APIRouter(include_in_schema=False)
 
