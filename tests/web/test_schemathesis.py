@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cau.domain.access import Role
+from cau.domain.cluster import ClusterSnapshot
+from cau.errors import ProviderError
+from cau.registry import Registry
+from cau.sandbox.provider import SandboxProvider
 from cau.service import Service
 from cau.web.app import create_app
 from cau.web.throttle import ADDRESS_LIMIT
@@ -136,3 +141,46 @@ def test_a_throttled_sign_in_answers_as_the_document_says(
         answers.append(response.status_code)
         case.validate_response(response, checks=CHECKS)
     assert answers == [401] * ADDRESS_LIMIT + [429]
+
+
+class UnreachableManager(SandboxProvider):
+    """A cluster whose manager answers errors, as Pacemaker's crm_mon does when it has no quorum
+    view or is not running."""
+
+    async def discover(self) -> ClusterSnapshot:
+        raise ProviderError("crm_mon failed (exit 102): not connected")
+
+
+def test_a_cluster_manager_s_error_answers_as_the_document_says(tmp_path: Path) -> None:
+    # Found by asking what else could answer 5xx: a ProviderError is a 502 (the cluster's manager,
+    # behind cau, failed), which the routes that reach it did not document. The fuzzing above
+    # cannot meet it: the sandbox's manager never fails.
+    registry = Registry.discover()
+    registry.providers["sandbox"] = replace(registry.providers["sandbox"], obj=UnreachableManager)
+    config = write_cluster(tmp_path, quick_spec(2000), name="quick")
+    svc = Service(tmp_path / "data", config, registry=registry)
+    auth = {"Authorization": f"Bearer {svc.access.create_token('fuzz', Role.ADMIN, by='test')[1]}"}
+    app = create_app(svc)
+    documented = [c for c in CHECKS if c is not not_a_server_error]  # a 502 is the right answer here
+    try:
+        schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app, headers=auth)
+        answers = {}
+        for path, method in [
+            ("/api/v1/clusters/{cluster}", "GET"),  # 200, and says so in `discover_error`
+            ("/api/v1/clusters/{cluster}/scan", "POST"),
+            ("/api/v1/clusters/{cluster}/runs", "POST"),
+        ]:
+            kw = {} if method == "GET" else {"body": {}}
+            case = schema[path][method].Case(path_parameters={"cluster": "quick"}, **kw)
+            response = case.call(headers=auth)
+            case.validate_response(response, checks=documented, headers=auth)
+            answers[path] = (response.status_code, response.json().get("error", {}).get("code"))
+            assert "crm_mon failed (exit 102)" in response.text
+        assert answers == {
+            "/api/v1/clusters/{cluster}": (200, None),
+            "/api/v1/clusters/{cluster}/scan": (502, "provider_error"),
+            "/api/v1/clusters/{cluster}/runs": (502, "provider_error"),
+        }
+    finally:
+        asgi.shutdown_lifespans()
+        svc.close()

@@ -59,6 +59,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+# Routes that ask the cluster's manager (a ProviderError: crm_mon failed, a node did not answer).
+_PROVIDER_ERROR: dict[int | str, dict[str, Any]] = {
+    502: {"model": ErrorBody, "description": "The cluster's manager or a node answered with an error"}
+}
 
 Viewer = Annotated[Principal, Depends(viewer)]
 Operator = Annotated[Principal, Depends(operator)]
@@ -135,13 +139,21 @@ async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDe
     return await ops.cluster_detail(context(request), cluster)
 
 
-@router.post("/clusters/{cluster}/scan", response_model=ClusterScan, tags=["clusters"])
+@router.post(
+    "/clusters/{cluster}/scan", response_model=ClusterScan, tags=["clusters"], responses=_PROVIDER_ERROR
+)
 async def scan(request: Request, cluster: str, who: Operator, body: ScanRequest | None = None) -> ClusterScan:
     """Preview the updates applicable to each node (Invoke-CauScan); changes nothing."""
     return await ops.preview(context(request), cluster, body.profile if body else None)
 
 
-@router.post("/clusters/{cluster}/runs", response_model=RunStarted, status_code=202, tags=["runs"])
+@router.post(
+    "/clusters/{cluster}/runs",
+    response_model=RunStarted,
+    status_code=202,
+    tags=["runs"],
+    responses=_PROVIDER_ERROR,
+)
 async def start_run(request: Request, cluster: str, who: Operator, body: StartRun) -> RunStarted:
     """Start an Updating Run (Invoke-CauRun), or resume the cluster's unfinished one."""
     return await ops.start_run(context(request), who, cluster, body.profile, body.options)
