@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,15 @@ from cau.service import Service
 from cau.web.app import create_app
 from cau.web.client_address import client_address, parse_trusted_proxies
 from cau.web.context import Settings
-from cau.web.throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT, PAIR_LIMIT, WINDOW
+from cau.web.throttle import (
+    _SWEEP_AT,
+    ACCOUNT_LIMIT,
+    ADDRESS_LIMIT,
+    PAIR_LIMIT,
+    WINDOW,
+    Attempt,
+    SignInThrottle,
+)
 from tests.support import write_cluster
 from tests.web.conftest import quick_spec
 
@@ -309,3 +318,26 @@ def test_the_client_behind_trusted_proxies(peer: str, forwarded: list[str], clie
     headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
     request = Request({"type": "http", "client": (peer, 1), "headers": headers})
     assert client_address(request, parse_trusted_proxies(["10.8.0.0/24"])) == client
+
+
+def test_what_the_throttle_keeps_is_bounded_whatever_strangers_send() -> None:
+    # Long names from many addresses, then, long after, more: memory neither holds the names nor
+    # the failures that have left the window.
+    clock = ManualClock()
+    throttle = SignInThrottle(clock)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            throttle.failed(Attempt(f"{i}" + "x" * 100_000, f"10.{i // 250}.{i % 250}.1"))
+        held = tracemalloc.get_traced_memory()[0] - before
+        assert held < 1_000_000, held  # not the 20 MB of names
+        clock.advance(WINDOW)
+        for i in range(_SWEEP_AT + 1):
+            throttle.failed(Attempt(f"user{i}", f"10.200.{i // 250}.{i % 250}"))
+        clock.advance(WINDOW)
+        before = tracemalloc.get_traced_memory()[0]
+        throttle.failed(Attempt("one more", "10.250.0.1"))  # sweeps what expired
+        assert tracemalloc.get_traced_memory()[0] < before
+    finally:
+        tracemalloc.stop()

@@ -23,6 +23,7 @@ tests control. docs/security.md states the rule for operators.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -106,11 +107,13 @@ class SignInThrottle:
         self._token_failures = _Window(address_limit, window)
 
     def _keys(self, attempt: Attempt) -> list[tuple[Limit, _Window, Hashable]]:
+        # The account as a digest: a name is whatever a stranger sends, of any length.
+        account = hashlib.sha256(attempt.account.encode()).digest()
         if attempt.device is not None:
-            return [(Limit.DEVICE, self._pairs, ("device", attempt.account, attempt.device))]
+            return [(Limit.DEVICE, self._pairs, ("device", account, attempt.device))]
         return [
-            (Limit.PAIR, self._pairs, ("address", attempt.account, attempt.address)),
-            (Limit.ACCOUNT, self._accounts, attempt.account),
+            (Limit.PAIR, self._pairs, ("address", account, attempt.address)),
+            (Limit.ACCOUNT, self._accounts, account),
             (Limit.ADDRESS, self._addresses, attempt.address),
         ]
 
