@@ -578,3 +578,38 @@ def test_the_server_runs_no_admin_script_on_its_own_host_unless_its_operator_all
     assert started.status_code == 202, started.text
     wait_finished(api, started.json()["run_id"])
     assert marker.exists()
+
+
+def test_a_journal_seq_beyond_what_the_store_holds_is_bad_input(api: Api) -> None:
+    # schemathesis found it: a seq past SQLite's INTEGER crashed the event stream (500).
+    started = api.call("POST", "/api/v1/clusters/quick/runs", role="operator", json={})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    wait_finished(api, run_id)
+    events = f"/api/v1/runs/{run_id}/events"
+    for query, headers, field in [
+        (f"?after={2**63}", {}, "after"),
+        ("", {"Last-Event-ID": str(2**63)}, "Last-Event-ID"),
+        ("", {"Last-Event-ID": "-1"}, "Last-Event-ID"),
+    ]:
+        got = api.call("GET", events + query, role="viewer", headers=headers)
+        assert got.status_code == 422, got.text
+        assert [f["field"] for f in got.json()["error"]["fields"]] == [field]
+    # the largest seq there can be is a question with an answer: nothing after it
+    last = api.call("GET", events, role="viewer", headers={"Last-Event-ID": str(2**63 - 1)})
+    assert last.status_code == 200 and "event: journal" not in last.text and "event: end" in last.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/reports", "/api/v1/export"])
+def test_a_date_that_utc_cannot_hold_is_bad_input(api: Api, path: str) -> None:
+    # schemathesis found it: year 1 east of Greenwich is year 0 in UTC, and the query crashed (500).
+    for field, value in [("since", "0001-01-01T00:00:00+01:00"), ("until", "9999-12-31T23:59:59-01:00")]:
+        got = api.call("GET", path, params={field: value})
+        assert got.status_code == 422, got.text
+        assert got.json()["error"]["fields"][0]["field"] == field
+        assert value in got.json()["error"]["message"]
+    # the same dates within range are fine
+    fine = api.call(
+        "GET", path, params={"since": "0001-01-01T00:00:00-01:00", "until": "9999-12-31T00:00:00Z"}
+    )
+    assert fine.status_code == 200, fine.text

@@ -70,6 +70,7 @@ Admin = Annotated[Principal, Depends(admin)]
 
 _POLL_SECONDS = 0.25
 _KEEPALIVE_SECONDS = 15.0
+_MAX_SEQ = 2**63 - 1  # a journal seq is an SQLite INTEGER: a larger one cannot even be asked for
 
 
 class ExportFormat(StrEnum):
@@ -78,10 +79,22 @@ class ExportFormat(StrEnum):
     JSON = "json"
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
+    """A query's date in UTC (without an offset it is UTC already). Near year 1 or 9999 an
+    offset can carry a date out of the range UTC dates have: that is bad input, said as such."""
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"{field} {value.isoformat()} is out of range in UTC",
+            fields=[{"field": field, "message": "a date between years 1 and 9999 in UTC"}],
+        ) from None
 
 
 # --- health, identity, sign-in ---------------------------------------------------------------------
@@ -205,7 +218,7 @@ async def run_events(
     run_id: str,
     _who: Viewer,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Start after this journal seq")] = None,
+    after: Annotated[int | None, Query(ge=0, le=_MAX_SEQ, description="Start after this journal seq")] = None,
 ) -> StreamingResponse:
     """The run's journal as Server-Sent Events (`event: journal`, `id:` the journal seq), then
     `event: end` once the run is finished or paused. Reconnect with `Last-Event-ID` to resume."""
@@ -215,12 +228,14 @@ async def run_events(
     if last_event_id is not None:
         try:
             start = int(last_event_id)
+            if not 0 <= start <= _MAX_SEQ:
+                raise ValueError(last_event_id)
         except ValueError:
             raise ApiError(
                 422,
                 "invalid_input",
                 "Last-Event-ID must be a journal sequence number",
-                fields=[{"field": "Last-Event-ID", "message": "not an integer"}],
+                fields=[{"field": "Last-Event-ID", "message": f"an integer from 0 to {_MAX_SEQ}"}],
             ) from None
     svc = ctx.svc
     rid = record.run_id
@@ -274,7 +289,9 @@ async def list_reports(
     ctx = context(request)
     return [
         await ops.run_summary(ctx, rec, rep)
-        for rec, rep in await ops.reports(ctx, cluster or None, _utc(since), _utc(until), limit)
+        for rec, rep in await ops.reports(
+            ctx, cluster or None, _utc(since, "since"), _utc(until, "until"), limit
+        )
     ]
 
 
@@ -319,7 +336,9 @@ async def export_reports(
     format: ExportFormat = ExportFormat.HTML,
 ) -> Response:
     """Export the runs of a date range (and cluster) as one file."""
-    rows = await ops.reports(context(request), cluster or None, _utc(since), _utc(until), 1000)
+    rows = await ops.reports(
+        context(request), cluster or None, _utc(since, "since"), _utc(until, "until"), 1000
+    )
     return export([rep for _, rep in reversed(rows)], format, f"cau-{cluster or 'all'}-reports")
 
 
