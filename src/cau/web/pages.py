@@ -180,7 +180,9 @@ async def login(request: Request) -> Response:
     try:
         sign_in(request, response, body)
     except ApiError as exc:
-        return _login_form(request, target, exc.message, exc.status)
+        page = _login_form(request, target, exc.message, exc.status)
+        page.headers.update(exc.headers)  # a throttled sign-in's Retry-After
+        return page
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
