@@ -125,11 +125,12 @@ class Server:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
-    """Start `cau serve` with its own CAU_HOME and a clusters config; an admin token is made first."""
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `cau serve` with its own CAU_HOME and a clusters config (and any more options of
+    `cau serve`); an admin token is made first."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(config: str) -> Server:
+    def start(config: str, *options: str) -> Server:
         (tmp_path / "clusters.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAU_")}
         env.update(CAU_HOME=str(tmp_path / "data"), CAU_CONFIG=str(tmp_path / "clusters.toml"))
@@ -148,7 +149,17 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
         log = tmp_path / f"serve-{len(procs)}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cau", "serve", "--port", str(port), "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "cau",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    *options,
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
