@@ -126,7 +126,8 @@ class Server:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `cau serve` with its own CAU_HOME and a clusters config; an admin token is made first."""
+    """Start `cau serve` with its own CAU_HOME and a clusters config (and any more options of
+    `cau serve`); an admin token is made first."""
     procs: list[subprocess.Popen[str]] = []
 
     def start(config: str, *options: str) -> Server:

@@ -36,6 +36,15 @@ def serve(
             "host, as this server's user.",
         ),
     ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            metavar="ADDRESS|NETWORK",
+            help="A reverse proxy (address or network, repeatable) whose X-Forwarded-For names the "
+            "client; without it the header is ignored and every client is the connection's peer.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the dashboard, the REST API (/api/v1) and the run worker, on the same store as the CLI.
 
@@ -44,7 +53,13 @@ def serve(
     import uvicorn
 
     from cau.web.app import create_app
+    from cau.web.client_address import parse_trusted_proxies
     from cau.web.context import Settings
+
+    try:
+        proxies = parse_trusted_proxies(trusted_proxy or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trusted-proxy") from None
 
     tls = ssl_certfile is not None
     if not _is_loopback(host) and not (tls or secure_cookies):
@@ -56,9 +71,12 @@ def serve(
     # Every cluster's secrets are masked from the start, in everything this server shows or logs.
     for cluster, problem in svc.load_all_secrets().items():
         common.console(stderr=True).print(f"[yellow]warning: cluster {cluster}: {problem}[/]")
-    app = create_app(
-        svc, Settings(secure_cookies=secure_cookies or tls, allow_local_scripts=allow_local_scripts)
+    settings = Settings(
+        secure_cookies=secure_cookies or tls,
+        allow_local_scripts=allow_local_scripts,
+        trusted_proxies=proxies,
     )
+    app = create_app(svc, settings)
     scheme = "https" if tls else "http"
     common.console(stderr=True).print(
         f"cau dashboard on {scheme}://{host}:{port}/  (API: /api/v1, docs: /api/docs; "

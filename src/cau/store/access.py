@@ -3,7 +3,8 @@
 Kept in the same SQLite file as runs and journals (schema 2), through the `SqliteStore`'s
 connection, so one backup holds everything. Secrets are never stored: API tokens and browser
 sessions as SHA-256 of a 256-bit random secret (a fast hash is enough for secrets that cannot be
-guessed), passwords with scrypt and a random salt.
+guessed), passwords with scrypt and a random salt. The one secret kept is the server's key for
+signing device cookies (`server_key`), which grants no access.
 """
 
 from __future__ import annotations
@@ -306,6 +307,21 @@ class AccessStore:
             if row is not None:  # ended already in effect (expired credential) or now: gone either way
                 self._db.execute("DELETE FROM web_sessions WHERE handle=?", (handle,))
         return None if row is None or role is None else self._session_view(row, role)
+
+    # --- server keys ---------------------------------------------------------------------------
+
+    def server_key(self, purpose: str) -> bytes:
+        """A random 256-bit key for `purpose`, made once and kept in the store's meta table, so
+        what it signs (device cookies) outlives a restart of `cau serve`. Whoever reads the store
+        could forge with it, but could read the password hashes too."""
+        name = f"key:{purpose}"
+        with self._store.transaction():
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (name, secrets.token_hex(32)),
+            )
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
+        return bytes.fromhex(row["value"])
 
     # --- audit trail -----------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -48,6 +47,7 @@ from cau.web.models import (
     TokenCreated,
     UserView,
 )
+from cau.web.signin import sign_in
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
@@ -61,16 +61,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 router = APIRouter(prefix="/api/v1", responses=_ERRORS)
+# Routes that ask the cluster's manager (a ProviderError: crm_mon failed, a node did not answer).
+_PROVIDER_ERROR: dict[int | str, dict[str, Any]] = {
+    502: {"model": ErrorBody, "description": "The cluster's manager or a node answered with an error"}
+}
 
 Viewer = Annotated[Principal, Depends(viewer)]
 Operator = Annotated[Principal, Depends(operator)]
 Admin = Annotated[Principal, Depends(admin)]
 
 _POLL_SECONDS = 0.25
-# Failed sign-ins tolerated per client address and window (passwords can be guessed; tokens can't).
-_SIGNIN_MAX_FAILURES = 10
-_SIGNIN_WINDOW = 300.0
 _KEEPALIVE_SECONDS = 15.0
+_MAX_SEQ = 2**63 - 1  # a journal seq is an SQLite INTEGER: a larger one cannot even be asked for
 
 
 class ExportFormat(StrEnum):
@@ -79,10 +81,22 @@ class ExportFormat(StrEnum):
     JSON = "json"
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
+    """A query's date in UTC (without an offset it is UTC already). Near year 1 or 9999 an
+    offset can carry a date out of the range UTC dates have: that is bad input, said as such."""
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"{field} {value.isoformat()} is out of range in UTC",
+            fields=[{"field": field, "message": "a date between years 1 and 9999 in UTC"}],
+        ) from None
 
 
 # --- health, identity, sign-in ---------------------------------------------------------------------
@@ -98,47 +112,18 @@ async def me(who: Viewer) -> Me:
     return Me(name=who.name, role=who.role, via=who.via)
 
 
-def sign_in(request: Request, response: Response, body: SignIn) -> Principal:
-    """Check a token or a name and password; set the session cookie. Shared with the sign-in page."""
-    ctx = context(request)
-    client = request.client.host if request.client else "?"
-    now = time.monotonic()
-    failures = [t for t in ctx.signin_failures.get(client, []) if now - t < _SIGNIN_WINDOW]
-    ctx.signin_failures[client] = failures
-    if len(failures) >= _SIGNIN_MAX_FAILURES:
-        raise ApiError(429, "too_many_attempts", "too many failed sign-ins from here; wait a few minutes")
-    who: Principal | None = None
-    if body.token:
-        who = ctx.access.check_token(body.token.strip())
-    elif body.name and body.password:
-        who = ctx.access.check_password(body.name, body.password)
-    else:
-        raise ApiError(
-            422,
-            "invalid_input",
-            "give a token, or a name and a password",
-            fields=[{"field": "token", "message": "required (or name and password)"}],
-        )
-    if who is None:
-        failures.append(now)
-        ctx.access.audit(body.name or "token", "signin.failed", "dashboard", {"client": client})
-        raise ApiError(401, "bad_credentials", "unknown token, or wrong name or password")
-    name = who.name
-    cookie, session = ctx.access.create_session(who, hours=ctx.settings.session_hours, client=client)
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=int(ctx.settings.session_hours * 3600),
-        httponly=True,
-        samesite="strict",
-        secure=ctx.settings.secure_cookies or request.url.scheme == "https",
-        path="/",
-    )
-    ctx.access.audit(name, "signin", "dashboard", {"via": "token" if body.token else "password"})
-    return session
-
-
-@router.post("/session", response_model=Me, tags=["auth"])
+@router.post(
+    "/session",
+    response_model=Me,
+    tags=["auth"],
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "Too many failed sign-ins for this account or from this address "
+            "(docs/security.md); `Retry-After` says when to try again",
+        }
+    },
+)
 async def create_session(request: Request, response: Response, body: SignIn) -> Me:
     """Browser sign-in: sets an HttpOnly, SameSite=Strict session cookie (Secure over https)."""
     who = sign_in(request, response, body)
@@ -169,13 +154,21 @@ async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDe
     return await ops.cluster_detail(context(request), cluster)
 
 
-@router.post("/clusters/{cluster}/scan", response_model=ClusterScan, tags=["clusters"])
+@router.post(
+    "/clusters/{cluster}/scan", response_model=ClusterScan, tags=["clusters"], responses=_PROVIDER_ERROR
+)
 async def scan(request: Request, cluster: str, who: Operator, body: ScanRequest | None = None) -> ClusterScan:
     """Preview the updates applicable to each node (Invoke-CauScan); changes nothing."""
     return await ops.preview(context(request), cluster, body.profile if body else None)
 
 
-@router.post("/clusters/{cluster}/runs", response_model=RunStarted, status_code=202, tags=["runs"])
+@router.post(
+    "/clusters/{cluster}/runs",
+    response_model=RunStarted,
+    status_code=202,
+    tags=["runs"],
+    responses=_PROVIDER_ERROR,
+)
 async def start_run(request: Request, cluster: str, who: Operator, body: StartRun) -> RunStarted:
     """Start an Updating Run (Invoke-CauRun), or resume the cluster's unfinished one."""
     return await ops.start_run(context(request), who, cluster, body.profile, body.options)
@@ -263,7 +256,7 @@ async def run_events(
     run_id: str,
     _who: Viewer,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Start after this journal seq")] = None,
+    after: Annotated[int | None, Query(ge=0, le=_MAX_SEQ, description="Start after this journal seq")] = None,
 ) -> StreamingResponse:
     """The run's journal as Server-Sent Events (`event: journal`, `id:` the journal seq), then
     `event: end` once the run is finished or paused. Reconnect with `Last-Event-ID` to resume."""
@@ -273,12 +266,14 @@ async def run_events(
     if last_event_id is not None:
         try:
             start = int(last_event_id)
+            if not 0 <= start <= _MAX_SEQ:
+                raise ValueError(last_event_id)
         except ValueError:
             raise ApiError(
                 422,
                 "invalid_input",
                 "Last-Event-ID must be a journal sequence number",
-                fields=[{"field": "Last-Event-ID", "message": "not an integer"}],
+                fields=[{"field": "Last-Event-ID", "message": f"an integer from 0 to {_MAX_SEQ}"}],
             ) from None
     svc = ctx.svc
     rid = record.run_id
@@ -332,7 +327,9 @@ async def list_reports(
     ctx = context(request)
     return [
         await ops.run_summary(ctx, rec, rep)
-        for rec, rep in await ops.reports(ctx, cluster or None, _utc(since), _utc(until), limit)
+        for rec, rep in await ops.reports(
+            ctx, cluster or None, _utc(since, "since"), _utc(until, "until"), limit
+        )
     ]
 
 
@@ -377,7 +374,9 @@ async def export_reports(
     format: ExportFormat = ExportFormat.HTML,
 ) -> Response:
     """Export the runs of a date range (and cluster) as one file."""
-    rows = await ops.reports(context(request), cluster or None, _utc(since), _utc(until), 1000)
+    rows = await ops.reports(
+        context(request), cluster or None, _utc(since, "since"), _utc(until, "until"), 1000
+    )
     return export([rep for _, rep in reversed(rows)], format, f"cau-{cluster or 'all'}-reports")
 
 

@@ -17,9 +17,11 @@ from cau.store.access import Principal
 from cau.web import api, errors, pages
 from cau.web.auth import identify, unauthenticated, viewer
 from cau.web.context import Settings, WebContext
+from cau.web.device_cookie import DeviceCookies
 from cau.web.errors import ApiError
 from cau.web.metrics import Metrics
 from cau.web.swagger import SWAGGER_UI_URL, swagger_ui_files
+from cau.web.throttle import SignInThrottle
 from cau.web.worker import RunWorker
 
 # What anyone may call without signing in: the health check, signing in and out. Everything else
@@ -59,6 +61,8 @@ def build_context(svc: Service, settings: Settings | None = None) -> WebContext:
         worker=RunWorker(svc, on_event),
         metrics=metrics,
         settings=settings or Settings(),
+        throttle=SignInThrottle(svc.clock),
+        devices=DeviceCookies(svc.access.server_key("device-cookies")),
     )
 
 

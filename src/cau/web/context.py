@@ -8,7 +8,10 @@ from typing import Any
 from cau.service import Service
 from cau.store.access import AccessStore
 from cau.views import ClusterScan
+from cau.web.client_address import IPNetwork
+from cau.web.device_cookie import DeviceCookies
 from cau.web.metrics import Metrics
+from cau.web.throttle import SignInThrottle
 from cau.web.worker import RunWorker
 
 
@@ -18,6 +21,8 @@ class Settings:
     session_hours: float = 12.0
     # A simulated cluster's scripts run on the server's own host: off unless its operator says so.
     allow_local_scripts: bool = False
+    # Reverse proxies whose X-Forwarded-For is believed (cau.web.client_address); none by default.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @dataclass
@@ -27,8 +32,9 @@ class WebContext:
     worker: RunWorker
     metrics: Metrics
     settings: Settings
+    throttle: SignInThrottle
+    devices: DeviceCookies
     # The last preview per cluster: the "pending updates" column of the cluster page.
     scans: dict[str, ClusterScan] = field(default_factory=dict)
     shutting_down: bool = False
-    signin_failures: dict[str, list[float]] = field(default_factory=dict)  # client -> monotonic times
     extra: dict[str, Any] = field(default_factory=dict)

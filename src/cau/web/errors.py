@@ -37,6 +37,7 @@ class ApiError(Exception):
         *,
         hint: str | None = None,
         fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -44,6 +45,7 @@ class ApiError(Exception):
         self.message = message
         self.hint = hint
         self.fields = fields or []
+        self.headers = headers or {}
 
 
 def body(
@@ -101,7 +103,8 @@ _STATUS_CODES = {
 
 
 def response(exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    headers.update(exc.headers)
     return JSONResponse(body(exc.code, exc.message, exc.hint, exc.fields), exc.status, headers=headers)
 
 

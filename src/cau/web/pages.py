@@ -34,10 +34,10 @@ from cau.reports.render_html import (
 from cau.store.access import Principal
 from cau.views import RoleView
 from cau.web import ops
-from cau.web.api import sign_in
 from cau.web.auth import CSRF_FIELD, SESSION_COOKIE, _check_csrf, context, identify
 from cau.web.errors import ApiError, from_cau_error
 from cau.web.models import SignIn
+from cau.web.signin import sign_in
 from cau.web.swagger import SWAGGER_UI_CSS, SWAGGER_UI_JS
 
 router = APIRouter(include_in_schema=False)
@@ -191,7 +191,9 @@ async def login(request: Request) -> Response:
     try:
         sign_in(request, response, body)
     except ApiError as exc:
-        return _login_form(request, target, exc.message, exc.status)
+        page = _login_form(request, target, exc.message, exc.status)
+        page.headers.update(exc.headers)  # a throttled sign-in's Retry-After
+        return page
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
