@@ -119,7 +119,8 @@ class RunProgress:
     coordinators: list[CoordinatorEntry] = field(default_factory=list)
     warnings: list[tuple[datetime, str]] = field(default_factory=list)
     stop: StopRequested | None = None
-    paused: RunPaused | None = None
+    paused: RunPaused | None = None  # the pause in force (None once a coordinator took over)
+    pauses: list[tuple[datetime, RunPaused]] = field(default_factory=list)  # every pause, in order
     finished: RunFinished | None = None
     finished_at: datetime | None = None
     last_seq: int = 0
@@ -178,6 +179,7 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.stop = progress.stop or p  # the first stop is the one that took effect
         case RunPaused():
             progress.paused = p
+            progress.pauses.append((ev.ts, p))
         case RunFinished():
             progress.finished = p
             progress.finished_at = ev.ts
