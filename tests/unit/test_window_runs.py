@@ -182,3 +182,28 @@ def test_profile_window_option_is_checked_and_canonical() -> None:
         build_profile(None, {"window": "daily@1am for 4h"})
     assert "window" in str(caught.value) and "'1am' is not a time of day" in str(caught.value)
     assert "--window" in str(caught.value)
+
+
+def test_a_run_stopped_while_it_waits_for_its_window_ends_at_once(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec(4))
+    first = _run(tmp_path, config, DAY1)
+    assert first.state.value == "Paused"
+
+    async def stop_then_run() -> RunOutcome:
+        svc = Service(tmp_path, config, clock=VirtualClock(DAY1 + timedelta(hours=10)))
+        try:
+            await svc.stop("c1", by="tester", reason="change freeze")
+            return await svc.run("c1", build_profile(None, {}))
+        finally:
+            svc.close()
+
+    out = run_virtual(stop_then_run())
+    report = finished(tmp_path, "c1", out).report
+    assert out.state.value == "Finished" and report.status == "Canceled"
+    assert report.error_id == "StoppedByOperator" and "change freeze" in (report.message or "")
+    statuses = [n.status for n in report.nodes]
+    assert "Succeeded" in statuses and "Canceled" in statuses
+    events = _events(tmp_path, out.run_id)
+    window = MaintenanceWindow.parse(WINDOW)
+    assert all(window.contains(ts) for _, ts in _entries(events))  # the stop put no node in
+    assert _in_maintenance(tmp_path, config) == []

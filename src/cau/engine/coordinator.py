@@ -229,7 +229,7 @@ class Coordinator:
             # A coordinator died between journaling the end and saving it: only the saving is left.
             return await self._save_finished()
         closed = self._window_closed()
-        if closed is not None:
+        if closed is not None and not await self._stop_asked():
             return await self._wait_for_window(closed)
         resumed = any(n.started for n in self.progress.nodes.values())
         await self.journal(CoordinatorTook(owner=self.owner, resumed=resumed, by=self.requested_by))
@@ -268,6 +268,14 @@ class Coordinator:
             else "it does not open again (a one-off window)"
         )
         return f"the maintenance window ({self.window.spec()}) is closed; {when}"
+
+    async def _stop_asked(self) -> bool:
+        """A stop asked of a run waiting for its window ends it now, not at the next opening
+        (the nodes still to do are canceled; none of them enters maintenance)."""
+        if self._stop is not None:
+            return True
+        record = await self.store.get_run(self.run_id)
+        return record is not None and record.stop_requested
 
     def _local(self, t: datetime) -> str:
         assert self.window is not None
