@@ -207,3 +207,18 @@ def test_a_run_stopped_while_it_waits_for_its_window_ends_at_once(tmp_path: Path
     window = MaintenanceWindow.parse(WINDOW)
     assert all(window.contains(ts) for _, ts in _entries(events))  # the stop put no node in
     assert _in_maintenance(tmp_path, config) == []
+
+
+def test_installing_in_service_does_not_begin_after_the_window(tmp_path: Path) -> None:
+    # drain when-restart-needed installs before draining. The first node's scan ends at 02:05:10,
+    # after the window: it installs nothing until the next window.
+    config = write_cluster(tmp_path, spec(3, scan_seconds=310))
+    first = _run(tmp_path, config, DAY1, drain="when-restart-needed")
+    assert first.state.value == "Paused"
+    assert not any(e.step == "install" for e in _events(tmp_path, first.run_id))
+    outcomes, events = _resume_daily(tmp_path, config, first, drain="when-restart-needed")
+    assert finished(tmp_path, "c1", outcomes[-1]).report.status == "Succeeded"
+    window = MaintenanceWindow.parse(WINDOW)
+    install_starts = [e.ts for e in events if e.kind is EventKind.INTENT and e.step == "install"]
+    assert install_starts and all(window.contains(ts) for ts in install_starts)
+    assert sorted(Counter(installs(events)).values()) == [1] * 6

@@ -65,6 +65,10 @@ class MaintenanceGate:
         self._cond = asyncio.Condition()
         self.holders: set[str] = set()
 
+    def window_closed(self) -> str | None:
+        """Why no node may be taken out of service now (the run's window is closed), or None."""
+        return self._window_closed()
+
     def hold(self, node: str) -> None:
         """Count a node as holding maintenance without asking (a resumed node already in it)."""
         self.holders.add(node)
@@ -83,7 +87,7 @@ class MaintenanceGate:
 
     async def _admit(self, node: str) -> None:
         while True:
-            closed = self._window_closed()
+            closed = self.window_closed()
             if closed is not None:
                 raise OutsideWindow(closed)
             snapshot = await self._provider.discover()

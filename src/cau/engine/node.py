@@ -334,6 +334,12 @@ class NodeRun:
                     await self._enter_maintenance()
                 if not self.record.has_step(Step.INSTALL):
                     self._stop_check()
+                    if not self._drained():
+                        # drain when-restart-needed installs in service: not after the window
+                        # either (a node in maintenance finishes, whatever the time)
+                        closed = self.ctx.gate.window_closed()
+                        if closed is not None:
+                            raise OutsideWindow(closed)
                 await self._passes(scan)
             else:
                 held = f" ({len(scan.all_held)} held or kept back)" if scan.all_held else ""
