@@ -5,9 +5,12 @@ changes included: Europe/Berlin changes on 2027-03-28 (02:00 CET -> 03:00 CEST) 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import itertools
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cau.domain.schedule import Kind, Schedule, ScheduleError, Weekday
 
@@ -184,3 +187,43 @@ def test_next_starts_wants_an_aware_time() -> None:
     s = Schedule.parse("daily@01:00")
     with pytest.raises(ValueError, match="aware"):
         s.next_starts(datetime(2027, 1, 1), 1)
+
+
+SPECS = [
+    "daily@02:30",
+    "daily@01:30",
+    "weekly:sun@02:15",
+    "weekly/2:sun,wed@02:45 from 2027-01-03",
+    "monthly:last-sun@02:30",
+    "monthly:1st,3rd-sat@23:59",
+]
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    tz=st.sampled_from(ZONES),
+    after=st.datetimes(
+        min_value=datetime(2026, 6, 1), max_value=datetime(2028, 6, 1), timezones=st.just(UTC)
+    ),
+)
+def test_starts_asked_one_by_one_are_the_starts_asked_together(spec: str, tz: str, after: datetime) -> None:
+    """Across any daylight-saving change (Lord Howe moves by half an hour): starts are strictly
+    after `after`, in order, one per scheduled local day, and stepping through them one at a time
+    neither skips nor repeats one."""
+    s = Schedule.parse(spec, tz=tz)
+    together = s.next_starts(after, 6)
+    assert len(together) == 6 and together[0] > after
+    assert all(a < b for a, b in itertools.pairwise(together))
+    assert len({s.local(t).date() for t in together}) == 6  # never twice on one day
+    one_by_one: list[datetime] = []
+    cursor = after
+    for _ in range(6):
+        cursor = s.next_starts(cursor, 1)[0]
+        one_by_one.append(cursor)
+    assert one_by_one == together
+    for t in together:  # on time, or later by the gap the clocks jumped over
+        local = s.local(t)
+        late = datetime.combine(local.date(), local.time()) - datetime.combine(local.date(), s.at)
+        assert timedelta(0) <= late <= timedelta(hours=1), (t, local)
