@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -672,3 +673,28 @@ def test_the_admin_page_lists_sessions_with_an_end_button_that_needs_the_csrf_to
         assert (await client.get("/admin")).status_code == 303  # signed out: to the sign-in page
 
     api.run(go)
+
+
+def test_a_run_option_window_through_the_api(api: Api) -> None:
+    bad = api.call(
+        "POST",
+        "/api/v1/clusters/quick/runs",
+        role="operator",
+        json={"options": {"window": "daily@1am for 1h"}},
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_profile"
+    assert "window" in bad.json()["error"]["fields"][0]["field"]
+    assert "'1am' is not a time of day" in bad.text
+    opens = datetime.now(UTC) + timedelta(hours=12)
+    run = api.call(
+        "POST",
+        "/api/v1/clusters/quick/runs",
+        role="operator",
+        json={"options": {"window": f"daily@{opens:%H:%M} for 1h"}},
+    )
+    assert run.status_code == 202
+    report = wait_finished(api, run.json()["run_id"])
+    assert report["state"] == "Paused" and report["error_id"] == "OutsideMaintenanceWindow"
+    assert f"it opens next at {opens:%Y-%m-%d %H:%M} UTC" in report["message"]
+    assert report["pauses"][0]["error_id"] == "OutsideMaintenanceWindow"
+    assert all(n["started"] is None for n in report["nodes"])
