@@ -174,12 +174,9 @@ class Schedule(BaseModel):
         recurrence, extra = _split_words(text, allowed=("in", "from"))
         zone_name = _agree(text, "time zone", extra.get("in"), tz)
         start_text = _agree(text, "start date", extra.get("from"), start if start is None else str(start))
-        try:
-            return parse_recurrence(
-                text, recurrence, tz=zone_name or "UTC", start=_date(text, start_text) if start_text else None
-            )
-        except ValueError as exc:  # the model's own checks, e.g. a missing start for weekly/2
-            raise ScheduleError(text, _first_error(exc)) from None
+        return parse_recurrence(
+            text, recurrence, tz=zone_name or "UTC", start=_date(text, start_text) if start_text else None
+        )
 
     def spec(self) -> str:
         """The compact form, with its zone and start: `Schedule.parse(s.spec()) == s`."""
