@@ -13,7 +13,7 @@ Kinds (CAU's parameter sets, §3.2 of the feature reference):
 * daily: every day.
 * once: a single start (CAU's RunOnce).
 
-The compact form (`cau role add --schedule`, and `cau run --window` before ` for`):
+The compact form (for the self-updating role's `--schedule`, and `cau run --window` before ` for`):
 
     monthly:WEEKS-DAYS@HH:MM     monthly:last-tue@03:00   monthly:2nd,4th-tue,thu@03:00
     weekly:DAYS@HH:MM            weekly:sat,sun@22:00
