@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +355,36 @@ def test_cau_session_lists_and_ends_a_dashboard_session(cau: Cau) -> None:
     (entry,) = [e for e in _audit(cau) if e["action"] == "session.end"]
     assert entry["target"] == listed.handle and entry["actor"].endswith(" (cli)") and "@" in entry["actor"]
     assert json.loads(entry["detail"])["name"] == "alice"
+
+
+def test_run_with_a_closed_window_says_when_it_opens_and_touches_no_node(cau: Cau) -> None:
+    opens = datetime.now(UTC) + timedelta(hours=12)
+    window = f"daily@{opens:%H:%M} for 1h"
+    out = cau("run", "sandbox", "--speed", "300", "--window", window)
+    assert out.returncode == 7, out.stdout + out.stderr  # paused
+    said = " ".join((out.stdout + out.stderr).split())  # the message may be wrapped
+    assert "OutsideMaintenanceWindow" in said and f"it opens next at {opens:%Y-%m-%d %H:%M} UTC" in said
+    assert "in the window resumes it" in said
+    assert not any(r["kind"] == "node_started" for r in journal(cau))
+    assert not any(n["in_maintenance"] for n in cau.json("sandbox", "show")["nodes"])
+    status = cau("status", "sandbox")
+    assert "Paused" in status.stdout and "OutsideMaintenanceWindow" in " ".join(status.stdout.split())
+
+
+def test_run_inside_its_window_completes(cau: Cau) -> None:
+    opened = datetime.now(UTC) - timedelta(minutes=1)
+    out = cau(
+        "run", "sandbox", "--speed", "300", "--window", f"daily@{opened:%H:%M} for 2h", "--output", "json"
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["status"] == "Succeeded" and report["pauses"] == []
+    assert report["profile"]["window"] == f"daily@{opened:%H:%M} for 2h in UTC"
+
+
+def test_a_bad_window_names_the_part_and_shows_an_example(cau: Cau) -> None:
+    out = cau("run", "sandbox", "--window", "daily@25:00 for 1h")
+    assert out.returncode != 0
+    said = " ".join(out.stderr.split())
+    assert "'25:00' is not a time of day" in said and "daily@01:00 for 4h in Europe/Berlin" in said
+    assert not journal(cau)

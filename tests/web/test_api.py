@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -744,3 +745,28 @@ def test_a_date_that_utc_cannot_hold_is_bad_input(api: Api, path: str) -> None:
         "GET", path, params={"since": "0001-01-01T00:00:00-01:00", "until": "9999-12-31T00:00:00Z"}
     )
     assert fine.status_code == 200, fine.text
+
+
+def test_a_run_option_window_through_the_api(api: Api) -> None:
+    bad = api.call(
+        "POST",
+        "/api/v1/clusters/quick/runs",
+        role="operator",
+        json={"options": {"window": "daily@1am for 1h"}},
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_profile"
+    assert "window" in bad.json()["error"]["fields"][0]["field"]
+    assert "'1am' is not a time of day" in bad.text
+    opens = datetime.now(UTC) + timedelta(hours=12)
+    run = api.call(
+        "POST",
+        "/api/v1/clusters/quick/runs",
+        role="operator",
+        json={"options": {"window": f"daily@{opens:%H:%M} for 1h"}},
+    )
+    assert run.status_code == 202
+    report = wait_finished(api, run.json()["run_id"])
+    assert report["state"] == "Paused" and report["error_id"] == "OutsideMaintenanceWindow"
+    assert f"it opens next at {opens:%Y-%m-%d %H:%M} UTC" in report["message"]
+    assert report["pauses"][0]["error_id"] == "OutsideMaintenanceWindow"
+    assert all(n["started"] is None for n in report["nodes"])

@@ -184,6 +184,10 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     if report.availability:
         parts.append(Text("Workload availability during the run:", style="bold"))
         parts.append(availability_table(report))
+    for pause in report.pauses:
+        parts.append(
+            Text(f"  paused {when(pause.ts)} UTC: {pause.error_id}: {pause.message}", style="magenta")
+        )
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     if detailed:

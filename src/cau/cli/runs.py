@@ -68,7 +68,11 @@ def run(
     if outcome.state is RunState.PAUSED:
         raise fail(
             f"run {outcome.run_id} paused: {outcome.error_id}: {outcome.message}",
-            hint=f"fix the cause, then `cau run {cluster}` resumes it",
+            hint=(
+                f"`cau run {cluster}` in the window resumes it where it stopped"
+                if outcome.error_id == ErrorId.OUTSIDE_WINDOW.value
+                else f"fix the cause, then `cau run {cluster}` resumes it"
+            ),
             code="run_paused",
             exit_code=Exit.PAUSED,
             json_output=json_out,

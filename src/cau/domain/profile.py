@@ -17,7 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cau.domain.durations import Duration
+from cau.domain.schedule import WINDOW_EXAMPLES, ScheduleError
 from cau.domain.validation import describe_errors
+from cau.domain.window import MaintenanceWindow
 from cau.errors import ProfileError
 
 MAX_RETRIES_LIMIT = 64  # CAU's documented maximum for MaxRetriesPerNode
@@ -119,6 +121,15 @@ class RunProfile(BaseModel):
     allow_unhealthy_cluster: bool = Field(
         False, description="Start despite failed resources or unclean nodes."
     )
+    # Kept as its compact text (checked and put in canonical form here) so that a flag, the API
+    # and a TOML profile all give it the same way; `maintenance_window` is the parsed model.
+    window: str | None = Field(
+        None,
+        description=(
+            "Maintenance window: no node starts outside it, and the run pauses at its end and "
+            "resumes in the next one, e.g. 'daily@01:00 for 4h in Europe/Berlin'."
+        ),
+    )
 
     @field_validator("plugins", mode="before")
     @classmethod
@@ -152,6 +163,20 @@ class RunProfile(BaseModel):
             if dupes:
                 raise ValueError(f"node listed twice: {', '.join(dupes)}")
         return value
+
+    @field_validator("window")
+    @classmethod
+    def _window_spec(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return MaintenanceWindow.parse(value).spec()
+        except ScheduleError as exc:
+            raise ValueError(f"{exc} (valid windows: {WINDOW_EXAMPLES})") from None
+
+    @property
+    def maintenance_window(self) -> MaintenanceWindow | None:
+        return MaintenanceWindow.parse(self.window) if self.window is not None else None
 
     @model_validator(mode="after")
     def _warn_before_stop(self) -> RunProfile:

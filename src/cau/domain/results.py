@@ -53,13 +53,21 @@ class ErrorId(StrEnum):
     UPDATES_REMAINING = "UpdatesRemaining"
     INTERNAL_ERROR = "InternalError"
     STORE_UNAVAILABLE = "StoreUnavailable"  # the journal could not be written: the run pauses
+    # the run's maintenance window closed (or is not open): it pauses, and resumes in the next one
+    OUTSIDE_WINDOW = "OutsideMaintenanceWindow"
 
 
 # Why a run pauses (a closed list): `cau run` resumes it once the cause is fixed. A refused host
 # key or login pauses a run when it stops cau observing the cluster (discovery reaches every node),
 # not when one node's own step meets it: that node fails.
 PAUSE_REASONS = frozenset(
-    {ErrorId.INTERNAL_ERROR, ErrorId.STORE_UNAVAILABLE, ErrorId.HOST_KEY_REJECTED, ErrorId.LOGIN_REFUSED}
+    {
+        ErrorId.INTERNAL_ERROR,
+        ErrorId.STORE_UNAVAILABLE,
+        ErrorId.HOST_KEY_REJECTED,
+        ErrorId.LOGIN_REFUSED,
+        ErrorId.OUTSIDE_WINDOW,
+    }
 )
 
 # Errors that mean the node itself failed: whatever was installed before, the node is Failed.

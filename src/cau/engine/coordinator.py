@@ -5,6 +5,14 @@ order while the failure budget and `max_parallel_nodes` allow; each node enters 
 when the maintenance gate (quorum, capacity) admits it. A stop request (`cau stop`, StopAfter, the
 failure budget) lets the nodes in hand finish or come back out of maintenance, and cancels the
 rest.
+
+A run with a maintenance window (`RunProfile.window`) starts nodes only inside it, and no node
+enters maintenance outside it (the gate refuses). When the window closes, the nodes in
+maintenance finish and come back; a node that had not entered maintenance stops where it is.
+Then the run pauses (RunPaused, OutsideMaintenanceWindow, naming the next opening) with nothing
+in maintenance. A `cau run` (or the daemon) while the window is closed says when it opens and
+changes nothing; in the window it resumes the run where it stopped: finished nodes stay
+finished, a stopped node carries on from its journal.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +159,10 @@ class Coordinator:
             self._on_gate_wait,
             gate_recheck_seconds,
             check_health=not profile.allow_unhealthy_cluster,
+            window_closed=self._window_closed,
         )
+        self.window = profile.maintenance_window
+        self._outside_window: set[str] = set()  # nodes stopped by the window's end, not finished
         # A resumed run keeps the stop its journal holds: the first reason to stop stays the reason.
         first = progress.stop
         self._stop: tuple[ErrorId, str] | None = (first.error_id, first.message) if first else None
@@ -234,6 +246,9 @@ class Coordinator:
         if self.progress.finished is not None:
             # A coordinator died between journaling the end and saving it: only the saving is left.
             return await self._save_finished()
+        closed = self._window_closed()
+        if closed is not None and not await self._stop_asked():
+            return await self._wait_for_window(closed)
         resumed = any(n.started for n in self.progress.nodes.values())
         await self.journal(
             CoordinatorTook(owner=self.owner, resumed=resumed, by=self.requested_by, node=self.own_node)
@@ -242,7 +257,7 @@ class Coordinator:
         await self._start_measuring()
         tasks: dict[asyncio.Future[Any], str] = {}
         try:
-            await self._schedule(tasks)
+            window_ended = await self._schedule(tasks)
             if self._handing_over:
                 await self._stop_measuring(record=True)
                 return await self._hand_over()
@@ -256,7 +271,63 @@ class Coordinator:
             await self._cancel(tasks)
             await self._stop_measuring(record=True)
             return await self._pause(exc)
+        if window_ended is not None:
+            return await self._pause_for_window(window_ended)
         return await self._finish()
+
+    # --- the maintenance window ------------------------------------------------------------------
+
+    def _window_closed(self) -> str | None:
+        """Why no node may start or enter maintenance now, or None (no window, or it is open)."""
+        if self.window is None:
+            return None
+        now = self.clock.now()
+        if self.window.contains(now):
+            return None
+        opening = self.window.next_open(now)
+        when = (
+            f"it opens next at {self._local(opening)}"
+            if opening is not None
+            else "it does not open again (a one-off window)"
+        )
+        return f"the maintenance window ({self.window.spec()}) is closed; {when}"
+
+    async def _stop_asked(self) -> bool:
+        """A stop asked of a run waiting for its window ends it now, not at the next opening
+        (the nodes still to do are canceled; none of them enters maintenance)."""
+        if self._stop is not None:
+            return True
+        record = await self.store.get_run(self.run_id)
+        return record is not None and record.stop_requested
+
+    def _local(self, t: datetime) -> str:
+        assert self.window is not None
+        return f"{t.astimezone(self.window.opens.zone):%Y-%m-%d %H:%M} {self.window.opens.tz}"
+
+    async def _wait_for_window(self, closed: str) -> RunOutcome:
+        """Started or resumed outside the window: nothing runs. A run just created is journaled
+        as paused (it waits for its window); a run resumed is left exactly as it was."""
+        if not self.progress.coordinators:
+            await self.journal(RunPaused(error_id=ErrorId.OUTSIDE_WINDOW, message=closed))
+            await self.store.set_run_state(
+                self.run_id, RunState.PAUSED, error_id=ErrorId.OUTSIDE_WINDOW.value, message=closed
+            )
+        return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.OUTSIDE_WINDOW.value, closed, None)
+
+    async def _pause_for_window(self, closed: str) -> RunOutcome:
+        """The window closed with nodes still to do, and nothing is in maintenance now."""
+        waiting = [n for n in self.progress.order if n in self._outside_window or self._not_started(n)]
+        message = f"{closed}; the run resumes there with {', '.join(waiting)}"
+        await self._stop_measuring(record=True)
+        await self.journal(RunPaused(error_id=ErrorId.OUTSIDE_WINDOW, message=message))
+        await self.store.set_run_state(
+            self.run_id, RunState.PAUSED, error_id=ErrorId.OUTSIDE_WINDOW.value, message=message
+        )
+        return RunOutcome(self.run_id, RunState.PAUSED, None, ErrorId.OUTSIDE_WINDOW.value, message, None)
+
+    def _not_started(self, name: str) -> bool:
+        node = self.progress.nodes[name]
+        return node.started is None and node.result is None
 
     async def _pause(self, exc: Exception) -> RunOutcome:
         """An unexpected error: the run pauses with a reason from a closed list; `cau run` resumes.
@@ -314,7 +385,8 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _schedule(self, tasks: dict[asyncio.Future[Any], str]) -> None:
+    async def _schedule(self, tasks: dict[asyncio.Future[Any], str]) -> str | None:
+        """Run the nodes; the reason the run must wait for its next window, if it must."""
         order = self.progress.order
         # Resume first what was in progress; a node that held maintenance still holds it.
         for name in order:
@@ -324,17 +396,15 @@ class Coordinator:
                     self.gate.hold(name)
                 self._start(name, tasks)
         # Not started yet; a node already finished without starting (canceled) stays finished.
-        pending = [
-            n
-            for n in order
-            if self.progress.nodes[n].started is None and self.progress.nodes[n].result is None
-        ]
+        pending = [n for n in order if self._not_started(n)]
         max_parallel = (
             None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
         )
+        closed: str | None = None
         while True:
             await self._check_limits()
-            while self._stop is None and pending:
+            closed = self._window_closed()
+            while self._stop is None and pending and closed is None:
                 if pending[0] == self.own_node:
                     # Our own node is next: once nothing is in flight, the run is handed over
                     # (nothing started after it either, so the node order holds).
@@ -359,13 +429,20 @@ class Coordinator:
             for task in done:
                 if task is tick:
                     continue
-                tasks.pop(task)
-                task.result()  # a bug in a node's pipeline surfaces here and pauses the run
+                name = tasks.pop(task)
+                # a bug in a node's pipeline surfaces here and pauses the run
+                if task.result() is None:
+                    self._outside_window.add(name)  # the window closed before its maintenance
         if self._handing_over:
-            return  # the nodes not started are the next coordinator's
-        # Nodes never started: canceled before operations began.
+            return None  # the nodes not started are the next coordinator's
+        if self._stop is None and (pending or self._outside_window):
+            # Only a closed window ends the loop with work left and no stop: pause, do not cancel.
+            closed = closed or self._window_closed()
+            if closed is not None:
+                return closed
+        # Nodes never started (or stopped by a window's end): canceled before maintenance.
         reason = self._stop
-        for name in pending:
+        for name in [*pending, *sorted(self._outside_window)]:
             await self.journal(
                 NodeFinished(
                     status=Status.CANCELED,
@@ -374,6 +451,7 @@ class Coordinator:
                 ),
                 node=name,
             )
+        return None
 
     async def _hand_over(self) -> RunOutcome:
         """Move the clustered coordinator role off our own node (journaled before and after) and

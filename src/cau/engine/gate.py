@@ -38,6 +38,11 @@ class NeverAdmitted(Exception):
         return self.admission.block
 
 
+class OutsideWindow(Exception):
+    """The run's maintenance window is closed: the node does not enter maintenance now. It has
+    not been taken out of service; it waits, where it stopped, for the next window."""
+
+
 class MaintenanceGate:
     def __init__(
         self,
@@ -46,7 +51,12 @@ class MaintenanceGate:
         on_wait: Callable[[str, Admission], None],
         recheck_seconds: float = 30.0,
         check_health: bool = True,
+        window_closed: Callable[[], str | None] = lambda: None,
     ) -> None:
+        # window_closed: why no node may enter maintenance now (the run's maintenance window is
+        # closed), or None. Checked at every admission, so a node waiting at the gate when the
+        # window closes does not go in after it.
+        self._window_closed = window_closed
         self._provider = provider
         self._move = move
         self._on_wait = on_wait
@@ -54,6 +64,10 @@ class MaintenanceGate:
         self._check_health = check_health
         self._cond = asyncio.Condition()
         self.holders: set[str] = set()
+
+    def window_closed(self) -> str | None:
+        """Why no node may be taken out of service now (the run's window is closed), or None."""
+        return self._window_closed()
 
     def hold(self, node: str) -> None:
         """Count a node as holding maintenance without asking (a resumed node already in it)."""
@@ -73,6 +87,9 @@ class MaintenanceGate:
 
     async def _admit(self, node: str) -> None:
         while True:
+            closed = self.window_closed()
+            if closed is not None:
+                raise OutsideWindow(closed)
             snapshot = await self._provider.discover()
             others = self.holders - {node}
             admission = admit_to_maintenance(snapshot, node, others, self._move)

@@ -26,7 +26,7 @@ from cau.domain.planning import Admission
 from cau.domain.profile import DrainPolicy, MoveMethod, RunProfile
 from cau.domain.results import ErrorId, Status, node_status
 from cau.domain.updates import HeldUpdate, Update, UpdateOutcome, UpdateResult
-from cau.engine.gate import MaintenanceGate, NeverAdmitted
+from cau.engine.gate import MaintenanceGate, NeverAdmitted, OutsideWindow
 from cau.engine.scan import scan_plugins
 from cau.errors import AuthError, CauError, HostKeyError, is_retryable
 from cau.journal.events import (
@@ -247,7 +247,9 @@ class NodeRun:
 
     # --- the pipeline --------------------------------------------------------------------------
 
-    async def run(self) -> Status:
+    async def run(self) -> Status | None:
+        """The node's pipeline to its end: its status. None: the run's maintenance window closed
+        before the node entered maintenance; it is not finished and resumes where it stopped."""
         if self.record.started is None:
             await self._journal(NodeStarted())
         error: ErrorId | None = None
@@ -256,6 +258,10 @@ class NodeRun:
             await self._pipeline()
         except NodeEnd as finished:
             error, message = finished.error_id, finished.message
+        except OutsideWindow as closed:
+            # Raised only before the gate admits the node: nothing of it is in maintenance.
+            self.progress(f"waiting for the next maintenance window: {closed}")
+            return None
         finally:
             # Whatever happened, this node no longer blocks others: if it is left in maintenance
             # it is down, and a down node is already counted out of quorum and capacity.
@@ -328,6 +334,12 @@ class NodeRun:
                     await self._enter_maintenance()
                 if not self.record.has_step(Step.INSTALL):
                     self._stop_check()
+                    if not self._drained():
+                        # drain when-restart-needed installs in service: not after the window
+                        # either (a node in maintenance finishes, whatever the time)
+                        closed = self.ctx.gate.window_closed()
+                        if closed is not None:
+                            raise OutsideWindow(closed)
                 await self._passes(scan)
             else:
                 held = f" ({len(scan.all_held)} held or kept back)" if scan.all_held else ""

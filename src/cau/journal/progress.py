@@ -122,7 +122,8 @@ class RunProgress:
     handovers: list[tuple[datetime, HandOver]] = field(default_factory=list)
     warnings: list[tuple[datetime, str]] = field(default_factory=list)
     stop: StopRequested | None = None
-    paused: RunPaused | None = None
+    paused: RunPaused | None = None  # the pause in force (None once a coordinator took over)
+    pauses: list[tuple[datetime, RunPaused]] = field(default_factory=list)  # every pause, in order
     finished: RunFinished | None = None
     finished_at: datetime | None = None
     last_seq: int = 0
@@ -187,6 +188,7 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.stop = progress.stop or p  # the first stop is the one that took effect
         case RunPaused():
             progress.paused = p
+            progress.pauses.append((ev.ts, p))
         case HandOver():
             progress.handovers.append((ev.ts, p))
         case RunFinished():

@@ -29,6 +29,7 @@ from cau.reports.model import (
     HeldUpdateReport,
     NodeReport,
     OutageReport,
+    PauseReport,
     RunReport,
     StepReport,
     UpdateReport,
@@ -206,6 +207,9 @@ def build_report(
         coordinators=[
             CoordinatorReport(ts=c.ts, owner=c.owner, resumed=c.resumed, by=c.by, node=c.node)
             for c in progress.coordinators
+        ],
+        pauses=[
+            PauseReport(ts=ts, error_id=p.error_id.value, message=p.message) for ts, p in progress.pauses
         ],
         profile=dict(created.profile) if created else dict(run.profile),
         plugins=[p.name for p in created.plugins] if created else [],

@@ -28,6 +28,14 @@ class UpdateReport(BaseModel):
     details: dict[str, str] = {}
 
 
+class PauseReport(BaseModel):
+    """A time the run paused (a maintenance window's end, an error) before a coordinator resumed it."""
+
+    ts: datetime
+    error_id: str
+    message: str
+
+
 class CoordinatorReport(BaseModel):
     """A coordinator that took the run: the first, then one per resume."""
 
@@ -154,6 +162,7 @@ class RunReport(BaseModel):
     # None is unknown (a run journaled before it was recorded); a resume keeps the first starter.
     started_by: str | None = None
     coordinators: list[CoordinatorReport] = []
+    pauses: list[PauseReport] = []  # added later: absent from older reports, which had none shown
     profile: dict[str, Any] = {}
     plugins: list[str] = []
     max_failed_nodes: int = 0
