@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from cau.clock import VirtualTimeLoop
 from cau.domain.profile import RunProfile
@@ -28,6 +30,7 @@ from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.errors import ConfigError
 from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload
 from cau.lease import take_over
+from cau.ports import StoreContext
 from cau.reports.model import RunReport
 from cau.store.masking import masked_event, masked_json, masked_text
 
@@ -500,8 +503,25 @@ class SqliteFile:
             )
 
 
+class SqliteOptions(BaseModel):
+    """Where the file is: by default `cau.db` in the installation's data directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = None
+
+
 class SqliteStore:
-    """The store, asynchronously: every call runs on the store's own thread (see the module)."""
+    """The store, asynchronously: every call runs on the store's own thread (see the module).
+    Registered under `cau.stores` as `sqlite`."""
+
+    name: ClassVar[str] = "sqlite"
+    Options: ClassVar[type[BaseModel]] = SqliteOptions
+
+    @classmethod
+    def open(cls, options: BaseModel, ctx: StoreContext) -> SqliteStore:
+        path = SqliteOptions.model_validate(options.model_dump()).path
+        return cls(path or ctx.data_dir / "cau.db")
 
     def __init__(self, path: Path) -> None:
         self.path = path
