@@ -62,6 +62,10 @@ class EtcdCluster:
         return [m.endpoint for m in self.members]
 
     def start(self, timeout: float = 30.0) -> EtcdCluster:
+        if not Path(ETCD).exists():
+            raise RuntimeError(
+                f"{ETCD} is missing: install Debian's etcd-server (`./dev test` does, as root)"
+            )
         for i in range(self.size):
             name = f"m{i}"
             self.members.append(

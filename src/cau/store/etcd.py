@@ -361,8 +361,10 @@ class EtcdStore:
             kv, held = await self._lock(cluster)
             if held is None or not held.held_by(owner, same_start=same_start):
                 return False
-            value = StoredLock.model_validate(held.model_copy(update=change).model_dump()).model_dump_json()
-            if await self._swap(key, kv, value.encode() if change else None):
+            changed = (
+                StoredLock.model_validate(held.model_copy(update=change).model_dump()) if change else None
+            )
+            if await self._swap(key, kv, None if changed is None else changed.model_dump_json().encode()):
                 return True
 
     async def set_lock_run(self, cluster: str, owner: LockOwner, run_id: str) -> None:
