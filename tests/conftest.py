@@ -4,10 +4,12 @@ installed by then, so a skip could only hide a test that did not run."""
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+
+from tests.support_etcd import EtcdCluster
 
 
 def _no_skips() -> bool:
@@ -22,3 +24,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, which ./dev test does not allow (CAU_TEST_NO_SKIPS=1): {reason}"
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real 3-member etcd cluster (Debian's etcd-server) for the whole session, started by
+    the first test that asks for it. Tests share it through key prefixes of their own; a test
+    that kills members starts a cluster of its own instead."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

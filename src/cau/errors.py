@@ -9,6 +9,7 @@ login, output cau cannot read: no, and the engine fails the node at once instead
     ├── PreflightError             a run refuses to start (nothing was changed)
     ├── LockHeld                   another coordinator is updating the cluster
     ├── LockLost                   this coordinator's lease was taken over: it stops acting
+    ├── StoreUnavailable           the store cannot be reached or has no quorum     retryable
     ├── ProviderError              the cluster provider's infrastructure failed      retryable
     │   ├── MaintenanceError       a node could not enter or leave maintenance      retryable
     │   └── NodeUnreachable        a node does not answer                           retryable
@@ -75,6 +76,13 @@ class LockHeld(CauError):
 
 class LockLost(CauError):
     pass
+
+
+class StoreUnavailable(CauError):
+    """The store (a replicated one, over the network) cannot answer now: none of its endpoints
+    is reachable, or too few of its members are up to agree. The message names the endpoints."""
+
+    retryable = True
 
 
 class ProviderError(CauError):

@@ -7,7 +7,8 @@ nothing else of theirs.
   UpdaterPlugin    (registered under `cau.plugins`) makes one NodeUpdater per node
   NodeUpdater      scan / stage / install on one node
   AvailabilitySource  measures workload availability during a run (cau's probes), optional
-  Store            runs, their journals and reports, cluster locks (SQLite now; PostgreSQL, etcd)
+  Store            runs, their journals and reports, cluster locks (SQLite, etcd; registered
+                   under `cau.stores`, made by a StoreFactory)
 """
 
 from __future__ import annotations
@@ -381,3 +382,21 @@ class Store(Protocol):
     async def delete_role(self, cluster: str) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """What every store factory is given: this installation's data directory (where a store kept
+    in a local file lives)."""
+
+    data_dir: Path
+
+
+class StoreFactory(Protocol):
+    """The class registered under the `cau.stores` entry point (`sqlite`, `etcd`...)."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def open(cls, options: BaseModel, ctx: StoreContext) -> Store: ...

@@ -1,4 +1,5 @@
-"""Plug-ins and providers, found through the `cau.plugins` and `cau.providers` entry points.
+"""Plug-ins, providers and stores, found through the `cau.plugins`, `cau.providers` and
+`cau.stores` entry points.
 
 Built-in ones register the same way a third-party package does. One that fails to load is reported
 by name with its error, and the others still work.
@@ -14,10 +15,12 @@ from cau.errors import NotFound
 
 PLUGIN_GROUP = "cau.plugins"
 PROVIDER_GROUP = "cau.providers"
+STORE_GROUP = "cau.stores"
 
 _REQUIRED = {
     PLUGIN_GROUP: ("name", "Args", "create_updater"),
     PROVIDER_GROUP: ("name", "Options", "create"),
+    STORE_GROUP: ("name", "Options", "open"),  # cau.ports.StoreFactory
 }
 
 
@@ -64,11 +67,13 @@ def _load(ep: metadata.EntryPoint, group: str) -> Entry:
 class Registry:
     plugins: dict[str, Entry] = field(default_factory=dict)
     providers: dict[str, Entry] = field(default_factory=dict)
+    stores: dict[str, Entry] = field(default_factory=dict)
 
     @classmethod
     def discover(cls) -> Registry:
         reg = cls()
-        for group, table in ((PLUGIN_GROUP, reg.plugins), (PROVIDER_GROUP, reg.providers)):
+        groups = ((PLUGIN_GROUP, reg.plugins), (PROVIDER_GROUP, reg.providers), (STORE_GROUP, reg.stores))
+        for group, table in groups:
             for ep in metadata.entry_points(group=group):
                 if ep.name not in table:  # the first distribution to claim a name wins
                     table[ep.name] = _load(ep, group)
@@ -91,3 +96,7 @@ class Registry:
 
     def provider(self, name: str) -> Any:
         return self._get(self.providers, "provider", name)
+
+    def store(self, name: str) -> Any:
+        """A `cau.ports.StoreFactory`: `.open(Options(...), StoreContext(data_dir))` gives a Store."""
+        return self._get(self.stores, "store", name)

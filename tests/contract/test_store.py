@@ -1,11 +1,15 @@
 """The store contract: what every `cau.ports.Store` backend must do, run against each backend.
 
-A backend joins by adding a factory to BACKENDS: `make(tmp_path) -> opener`, where `opener()`
-opens one more handle on the same store (another connection, as another cau process would).
-Covers the journal (append and replay order, every kind of event read back as written, concurrent
-appenders), runs (records, queries, states, stop requests), reports, and the cluster lock
-(acquire, renew, expire, take-over on purpose, a dead owner on this host, release). Last, the
-browser sessions of the access records kept in the same file (`cau.store.access`)."""
+A backend joins by adding a factory to BACKENDS: `make(request, tmp_path) -> opener`, where
+`opener()` opens one more handle on the same store (another connection, as another cau process
+would). Every backend registered under `cau.stores` must have one. Covers the journal (append and
+replay order, every kind of event read back as written, concurrent appenders), runs (records,
+queries, states, stop requests), reports, and the cluster lock (acquire, renew, expire, take-over
+on purpose, a dead owner on this host, release): the tests taking `opener` run on every backend.
+
+Last, SQLite only and not part of the contract: the browser sessions of the access records
+(`cau.store.access`), which live in the local SQLite file whatever store keeps the runs. Those
+tests open the file themselves and never take `opener`, so no backend is skipped."""
 
 from __future__ import annotations
 
@@ -14,12 +18,14 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from pydantic import BaseModel
 
 from cau.domain.access import Role
 from cau.domain.profile import build_profile
@@ -46,26 +52,50 @@ from cau.journal.events import (
 )
 from cau.lease import _process_start_time, this_process
 from cau.ports import Store
+from cau.redact import forget_secrets, register_secrets
+from cau.registry import Registry
 from cau.reports.model import NodeReport, RunReport
 from cau.store.access import AccessStore, hash_password, secret_hash
+from cau.store.etcd import EtcdOptions, EtcdStore
 from cau.store.sqlite import SqliteFile, SqliteStore
+from tests.support_etcd import EtcdCluster
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 Opener = Callable[[], Store]
 
 
-def _sqlite(tmp: Path) -> Opener:
+def _sqlite(request: pytest.FixtureRequest, tmp: Path) -> Opener:
     return lambda: SqliteStore(tmp / "cau.db")
 
 
-BACKENDS: dict[str, Callable[[Path], Opener]] = {"sqlite": _sqlite}
+def _etcd(request: pytest.FixtureRequest, tmp: Path) -> Opener:
+    # one real 3-member cluster for the session (tests/conftest.py); each test its own prefix
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    options = EtcdOptions(endpoints=cluster.endpoints, prefix=f"/cau-test/{uuid.uuid4().hex}/")
+    return lambda: EtcdStore(options)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {"sqlite": _sqlite, "etcd": _etcd}
+# Backends that start processes (a real etcd cluster): `slow`, left out by `./dev fast`.
+SLOW = {"etcd"}
+
+
+@pytest.fixture(
+    params=[pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(BACKENDS)]
+)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    make: Callable[[Path], Opener] = BACKENDS[request.param]
-    return make(tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
+
+
+def test_every_registered_store_passes_this_contract() -> None:
+    """Stores are found like any adapter (entry points), and each one is tested here."""
+    stores = Registry.discover().stores
+    assert {"sqlite", "etcd"} <= set(stores)
+    assert all(stores[n].ok and stores[n].distribution == "cau" for n in ("sqlite", "etcd"))
+    assert set(stores) <= set(BACKENDS)  # a newly registered store without a factory here fails
+    for name, entry in stores.items():
+        assert entry.obj.name == name and issubclass(entry.obj.Options, BaseModel)
 
 
 def at(seconds: float) -> datetime:
@@ -218,6 +248,31 @@ def test_runs_are_recorded_queried_and_stopped(opener: Opener) -> None:
     run(main)
 
 
+def test_a_stop_request_is_not_lost_to_state_changes_written_at_the_same_time(opener: Opener) -> None:
+    """`cau stop` from one process while the coordinator, in another, records state changes."""
+
+    async def main() -> list[RunRecord | None]:
+        coordinator, cli = opener(), opener()
+        try:
+            got = []
+            for i in range(10):
+                await coordinator.create_run(record(f"r{i}"))
+                changes = [
+                    coordinator.set_run_state(f"r{i}", RunState.RUNNING, owner=f"o{n}", message=f"m{n}")
+                    for n in range(3)
+                ]
+                await asyncio.gather(*changes, cli.request_stop(f"r{i}", by="alice@h", reason="freeze"))
+                got.append(await cli.get_run(f"r{i}"))
+            return got
+        finally:
+            await coordinator.close()
+            await cli.close()
+
+    for got in run(main):
+        assert got is not None and got.stop_requested and got.stop_requested_by == "alice@h"
+        assert got.owner in {"o0", "o1", "o2"} and got.message == f"m{got.owner[1]}"  # one write, whole
+
+
 def test_a_report_is_saved_and_replaced(opener: Opener) -> None:
     async def main() -> tuple[RunReport | None, RunReport | None, RunReport | None]:
         store = opener()
@@ -247,6 +302,62 @@ def test_a_report_is_saved_and_replaced(opener: Opener) -> None:
     assert before is None
     assert saved is not None and saved.nodes[0].name == "n1" and saved.status is None
     assert replaced is not None and (replaced.status, replaced.state) == ("Succeeded", "Finished")
+
+
+# --- secrets -----------------------------------------------------------------------------------------
+
+CANARY = "cau-canary-9Z/q?p@ss"  # URL-unsafe characters on purpose
+
+
+@pytest.fixture
+def canary() -> Iterator[str]:
+    """A secret cau was given (cau.secrets registers every declared one), forgotten afterwards."""
+    forget_secrets()
+    register_secrets([CANARY])
+    try:
+        yield CANARY
+    finally:
+        forget_secrets()
+
+
+def test_a_secret_s_value_never_reaches_the_store(opener: Opener, canary: str) -> None:
+    """Whatever holds the value — a profile, a message, a stop reason, an event, a report — the
+    store keeps it masked (cau.store.masking), as another handle reading it back shows."""
+
+    Stored = tuple[RunRecord | None, RunRecord | None, list[JournalEvent], RunReport | None, JournalEvent]
+
+    async def main() -> Stored:
+        store, other = opener(), opener()
+        try:
+            profile = build_profile(None, {"pre_update_script": f"login --password '{canary}'"})
+            run = RunRecord("r1", "c", "sandbox", RunState.RUNNING, NOW, profile, message=f"m {canary}")
+            await store.create_run(run)
+            returned = await store.append("r1", Progress(message=f"said {canary}"), NOW, node="n1")
+            await store.request_stop("r1", by="alice@h", reason=f"because {canary}")
+            created = await other.get_run("r1")
+            await store.set_run_state("r1", RunState.PAUSED, message=f"paused: {canary}")
+            report = RunReport(run_id="r1", cluster="c", provider="sandbox", status=None,
+                               state=f"Paused {canary}", started=NOW, nodes=[])  # fmt: skip
+            await store.save_report("r1", report)
+            return (
+                created,
+                await other.get_run("r1"),
+                await other.events("r1"),
+                await other.get_report("r1"),
+                returned,
+            )
+        finally:
+            await store.close()
+            await other.close()
+
+    created, stored, events, report, returned = run(main)
+    assert created is not None and stored is not None and report is not None
+    assert created.profile.pre_update_script == "login --password '***'"
+    assert (created.message, created.stop_reason) == ("m ***", "because ***")
+    assert stored.message == "paused: ***"
+    assert [e.payload for e in events] == [Progress(message="said ***")] == [returned.payload]
+    assert report.state == "Paused ***"
+    assert canary not in repr((created, stored, events, report))
 
 
 # --- the cluster lock ---------------------------------------------------------------------------------
@@ -320,6 +431,31 @@ def test_an_owner_elsewhere_keeps_the_lock_while_it_renews_and_loses_it_when_its
     run(main)
 
 
+def test_of_two_coordinators_taking_a_free_lock_at_once_exactly_one_gets_it(opener: Opener) -> None:
+    async def main() -> list[tuple[list[str], str | None]]:
+        first, second = opener(), opener()
+        a, b = LockOwner("host-a", 1, "1"), LockOwner("host-b", 2, "2")
+        try:
+            out = []
+            for i in range(10):
+                tries = [
+                    store.acquire_lock(f"c{i}", who, run_id=None, now=NOW, lease_seconds=300)
+                    for store, who in ((first, a), (second, b))
+                ]
+                results = await asyncio.gather(*tries, return_exceptions=True)
+                winners = [r.owner.id for r in results if not isinstance(r, BaseException)]
+                assert all(isinstance(r, LockHeld) for r in results if isinstance(r, BaseException))
+                lock = await first.get_lock(f"c{i}")
+                out.append((winners, None if lock is None else lock.owner.id))
+            return out
+        finally:
+            await first.close()
+            await second.close()
+
+    for winners, holder in run(main):
+        assert len(winners) == 1 and holder == winners[0]
+
+
 def test_the_lock_is_released_only_by_its_owner_and_kept_by_a_second_acquire_of_it(opener: Opener) -> None:
     async def main() -> None:
         store = opener()
@@ -371,7 +507,7 @@ def test_a_cluster_s_role_is_stored_replaced_listed_and_deleted_seen_from_anothe
     run(main)
 
 
-# --- browser sessions (cau.store.access, in the same file) ------------------------------------------
+# --- SQLite only, not the Store contract: browser sessions (cau.store.access, in the local file) -----
 
 
 def _access(tmp_path: Path) -> AccessStore:

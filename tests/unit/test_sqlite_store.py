@@ -18,7 +18,8 @@ from cau.domain.runs import LockOwner
 from cau.errors import ConfigError
 from cau.journal.events import Progress
 from cau.lease import provably_dead, this_process
-from cau.store.sqlite import SqliteFile, SqliteStore
+from cau.ports import StoreContext
+from cau.store.sqlite import SqliteFile, SqliteOptions, SqliteStore
 from tests.contract.test_store import record
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -117,3 +118,17 @@ def test_a_store_migrated_by_another_process_meanwhile_is_migrated_once(tmp_path
         a.close()
     columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(journal)")]
     assert columns.count("schema") == 1
+
+
+def test_opened_as_a_registered_store_it_is_the_data_dir_s_file_unless_told(tmp_path: Path) -> None:
+    async def main(options: SqliteOptions) -> Path:
+        store = SqliteStore.open(options, StoreContext(data_dir=tmp_path))
+        try:
+            await store.create_run(record("r1"))
+            return store.path
+        finally:
+            await store.close()
+
+    assert asyncio.run(main(SqliteOptions())) == tmp_path / "cau.db"
+    assert asyncio.run(main(SqliteOptions(path=tmp_path / "elsewhere.db"))) == tmp_path / "elsewhere.db"
+    assert (tmp_path / "elsewhere.db").exists()

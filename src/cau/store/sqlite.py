@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from cau.clock import VirtualTimeLoop
 from cau.domain.profile import RunProfile
@@ -27,10 +29,11 @@ from cau.domain.results import RunState, Status
 from cau.domain.role import ClusterRole
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.errors import ConfigError
-from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload, payload_data
+from cau.journal.events import EVENT_SCHEMA, EventPayload, JournalEvent, load_payload
 from cau.lease import take_over
-from cau.redact import mask_data, mask_values
+from cau.ports import StoreContext
 from cau.reports.model import RunReport
+from cau.store.masking import masked_event, masked_json, masked_text
 
 # 2: API tokens, users, browser sessions, audit trail, stored profiles; 3: typed journal events
 # (each event's event schema, cau.journal.events.EVENT_SCHEMA); 4: web sessions record the token
@@ -136,11 +139,6 @@ CREATE TABLE IF NOT EXISTS profiles (
     updated_by TEXT NOT NULL
 );
 """
-
-
-def _masked(text: str | None) -> str | None:
-    # The last net for secrets (cau.redact): whatever reaches the store is masked by value.
-    return None if text is None else mask_values(text)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -275,9 +273,9 @@ class SqliteFile:
                     _ts(run.created),
                     _ts(run.finished),
                     run.owner,
-                    mask_values(run.profile.model_dump_json()),
+                    masked_json(run.profile),
                     run.error_id,
-                    _masked(run.message),
+                    masked_text(run.message),
                 ),
             )
 
@@ -362,7 +360,7 @@ class SqliteFile:
                     status.value if status else None,
                     _ts(finished),
                     error_id,
-                    _masked(message),
+                    masked_text(message),
                     run_id,
                 ),
             )
@@ -371,7 +369,7 @@ class SqliteFile:
         with self._tx():
             self._db.execute(
                 "UPDATE runs SET stop_requested=1, stop_requested_by=?, stop_reason=? WHERE run_id=?",
-                (by, mask_values(reason), run_id),
+                (by, masked_text(reason), run_id),
             )
 
     def save_report(self, run_id: str, report: RunReport) -> None:
@@ -379,7 +377,7 @@ class SqliteFile:
             self._db.execute(
                 "INSERT INTO reports (run_id, report) VALUES (?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET report=excluded.report",
-                (run_id, mask_values(report.model_dump_json())),
+                (run_id, masked_json(report)),
             )
 
     def get_report(self, run_id: str) -> RunReport | None:
@@ -391,13 +389,8 @@ class SqliteFile:
     def append(
         self, run_id: str, payload: EventPayload, ts: datetime, *, node: str | None = None
     ) -> JournalEvent:
-        plain = payload_data(payload)
-        masked = mask_data(plain)
+        payload, masked = masked_event(payload)  # the last net for secrets (cau.store.masking)
         data = json.dumps(masked)
-        if masked != plain:  # what the caller gets back is what the journal holds
-            payload = load_payload(
-                payload.kind.value, getattr(payload, "step", None), getattr(payload, "key", None), masked
-            )
         with self._tx():
             row = self._db.execute(
                 "INSERT INTO journal (run_id, seq, ts, kind, node, step, key, data, schema) VALUES"
@@ -469,7 +462,7 @@ class SqliteFile:
             self._db.execute(
                 "INSERT INTO roles (cluster, schema, data) VALUES (?, ?, ?)"
                 " ON CONFLICT (cluster) DO UPDATE SET schema=excluded.schema, data=excluded.data",
-                (role.cluster, role.schema_version, mask_values(role.model_dump_json())),
+                (role.cluster, role.schema_version, masked_json(role)),
             )
 
     def delete_role(self, cluster: str) -> bool:
@@ -539,8 +532,25 @@ class SqliteFile:
             )
 
 
+class SqliteOptions(BaseModel):
+    """Where the file is: by default `cau.db` in the installation's data directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = None
+
+
 class SqliteStore:
-    """The store, asynchronously: every call runs on the store's own thread (see the module)."""
+    """The store, asynchronously: every call runs on the store's own thread (see the module).
+    Registered under `cau.stores` as `sqlite`."""
+
+    name: ClassVar[str] = "sqlite"
+    Options: ClassVar[type[BaseModel]] = SqliteOptions
+
+    @classmethod
+    def open(cls, options: BaseModel, ctx: StoreContext) -> SqliteStore:
+        path = SqliteOptions.model_validate(options.model_dump()).path
+        return cls(path or ctx.data_dir / "cau.db")
 
     def __init__(self, path: Path) -> None:
         self.path = path
