@@ -9,21 +9,27 @@ coordinator on the new owner, which resumes the run from the journal. For a simu
 `cau daemon CLUSTER` stands in for the cluster's resource manager: it starts each pass as a new
 process on the role's owner, so every hand-over is a real one between processes.
 
-Not here yet (issue 12): schedules and maintenance windows, the Pacemaker resource agent, the
-etcd store and lease-based leader election for clusters without a resource manager.
+A role's schedule (cau.domain.schedule) starts runs by itself while the role is enabled; a start
+missed while no coordinator was up runs late within its window (or grace period) or is skipped
+(cau.domain.due); the `window` run option keeps the run's nodes inside the maintenance window.
+
+Not here yet (issue 12): the Pacemaker resource agent, the etcd store as the configured store,
+and lease-based leader election for clusters without a resource manager.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from cau.domain.due import due
 from cau.domain.profile import RunProfile, build_profile
 from cau.domain.role import ClusterRole, UpdateRequest
+from cau.domain.schedule import Schedule
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
 from cau.ports import ClusterProvider, HostsCoordinatorRole
@@ -54,13 +60,28 @@ class Pass:
     outcome: RunOutcome | None = None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SelfUpdating:
     def __init__(self, svc: Service) -> None:
         self.svc = svc
+
+    def _now(self) -> datetime:
+        return self.svc.clock.now()
+
+    def _schedule(self, text: str | None, tz: str | None, start: str | None) -> str | None:
+        """A schedule's canonical form, checked: it must still have a start to come."""
+        if text is None:
+            if tz is not None or start is not None:
+                raise ConfigError("--tz and --start go with --schedule")
+            return None
+        if not text:
+            return None  # "" clears it
+        parsed = Schedule.parse(text, tz=tz, start=start)
+        if not parsed.next_starts(self._now(), 1):
+            raise ConfigError(
+                f"the schedule '{parsed.spec()}' has no start after now",
+                hint="give a start in the future (a one-off date already passed?)",
+            )
+        return parsed.spec()
 
     # --- the role's record ---------------------------------------------------------------------------
 
@@ -107,6 +128,8 @@ class SelfUpdating:
             if provider is None:
                 await opened.close()
         active = await self.svc.store.active_run(role.cluster)
+        schedule = Schedule.parse(role.schedule) if role.schedule else None
+        window = role.options.get("window")
         return RoleView(
             cluster=role.cluster,
             enabled=role.enabled,
@@ -114,13 +137,26 @@ class SelfUpdating:
             profile=role.profile,
             options=dict(role.options),
             update_requested=role.update_requested,
+            schedule=role.schedule,
+            schedule_text=schedule.describe() if schedule else None,
+            next_starts=schedule.next_starts(self._now(), 3) if schedule else [],
+            window=window if isinstance(window, str) else None,
             active_run=active.run_id if active is not None else None,
             updated=role.updated,
             updated_by=role.updated_by,
         )
 
     async def add(
-        self, cluster: str, *, profile: str | None, options: dict[str, Any], enabled: bool, by: str
+        self,
+        cluster: str,
+        *,
+        profile: str | None,
+        options: dict[str, Any],
+        enabled: bool,
+        by: str,
+        schedule: str | None = None,
+        tz: str | None = None,
+        start: str | None = None,
     ) -> RoleView:
         """Add-CauClusterRole: checked first (the provider can host it, at least two nodes can
         own it, the profile is valid); nothing is changed when a check fails."""
@@ -131,6 +167,7 @@ class SelfUpdating:
                 hint=f"`cau role set {cluster}` changes it, `cau role remove {cluster}` removes it",
             )
         self.check_profile(profile, options)
+        spec = self._schedule(schedule, tz, start)
         provider = self.svc.open_provider(cluster)
         try:
             host = self._host(cluster, provider)
@@ -142,10 +179,10 @@ class SelfUpdating:
                     f" ({', '.join(owners) or 'none'}): it must be able to move when its node is updated",
                     hint="bring the other nodes online and out of maintenance, then add the role",
                 )
-            now = _now()
+            now = self._now()
             role = ClusterRole(
-                cluster=cluster, enabled=enabled, profile=profile, options=options,
-                created=now, updated=now, updated_by=by,
+                cluster=cluster, enabled=enabled, profile=profile, options=options, schedule=spec,
+                last_considered=now, created=now, updated=now, updated_by=by,
             )  # fmt: skip
             await host.add_coordinator_role()
             await self.svc.store.put_role(role)
@@ -167,21 +204,31 @@ class SelfUpdating:
         profile: str | None = None,
         options: dict[str, Any] | None = None,
         enabled: bool | None = None,
+        schedule: str | None = None,
+        tz: str | None = None,
+        start: str | None = None,
     ) -> RoleView:
         """Set-/Enable-/Disable-CauClusterRole. A run in progress keeps the options it started
         with; disabling starts nothing new (a run in progress goes on unless stopped)."""
         role = await self._role(cluster)
-        changes: dict[str, Any] = {"updated": _now(), "updated_by": by}
+        changes: dict[str, Any] = {"updated": self._now(), "updated_by": by}
         if profile is not None:
             changes["profile"] = profile or None  # "" clears it
         if options is not None:
             changes["options"] = options
         if enabled is not None:
             changes["enabled"] = enabled
+        if schedule is not None:
+            changes["schedule"] = self._schedule(schedule, tz, start)
+            changes["last_considered"] = changes["updated"]  # the new schedule counts from now
+        elif tz is not None or start is not None:
+            raise ConfigError("--tz and --start go with --schedule")
+        if enabled and not role.enabled:
+            changes["last_considered"] = changes["updated"]  # starts missed while disabled: none
         changed = role.model_copy(update=changes)
         self.check_profile(changed.profile, dict(changed.options))
         await self.svc.store.put_role(changed)
-        detail = {k: v for k, v in changes.items() if k not in ("updated", "updated_by")}
+        detail = {k: v for k, v in changes.items() if k not in ("updated", "updated_by", "last_considered")}
         action = "role.set"
         if enabled is not None and len(detail) == 1:
             action = "role.enable" if enabled else "role.disable"
@@ -192,7 +239,7 @@ class SelfUpdating:
         """ "Update now": the role's coordinator starts a run at its next pass."""
         role = await self._role(cluster)
         self.check_profile(role.profile, dict(role.options))
-        asked = role.model_copy(update={"update_requested": UpdateRequest(at=_now(), by=by)})
+        asked = role.model_copy(update={"update_requested": UpdateRequest(at=self._now(), by=by)})
         await self.svc.store.put_role(asked)
         self.svc.audit(by, "role.update_now", cluster, {})
         return await self.view(asked)
@@ -217,6 +264,26 @@ class SelfUpdating:
 
     # --- the coordinator: one pass on the role's owner ----------------------------------------------
 
+    async def _scheduled(self, role: ClusterRole) -> str | None:
+        """Whether the schedule starts a run now (the message saying so), recording up to when
+        the schedule was considered. A disabled role considers it too: its starts are skipped,
+        not kept for when it is enabled again."""
+        if role.schedule is None:
+            return None
+        now = self._now()
+        since = role.last_considered or role.created
+        options = self.check_profile(role.profile, dict(role.options))
+        answer = due(Schedule.parse(role.schedule), since, now, options.maintenance_window)
+        if answer.start is not None or role.last_considered is None:
+            await self.svc.store.put_role(role.model_copy(update={"last_considered": now}))
+        if answer.start is not None:  # a start passed: run or skipped, either way said
+            verdict = "" if role.enabled else " (the role is disabled: no run)"
+            self.svc.audit(
+                f"role:{role.cluster}", "role.schedule", role.cluster,
+                {"message": answer.message + verdict, "run": answer.run_now and role.enabled},
+            )  # fmt: skip
+        return answer.message if answer.run_now and role.enabled else None
+
     async def coordinator_pass(self, cluster: str, node: str) -> Pass:
         """What `cau daemon CLUSTER --node NODE` does once: resume the role's unfinished run, or
         start the run asked for; nothing when this node does not own the role."""
@@ -231,12 +298,17 @@ class SelfUpdating:
         actor = ROLE_ACTOR.format(cluster=cluster, node=node)
         active = await self.svc.store.active_run(cluster)
         if active is None:
-            if role.update_requested is None:
-                return Pass(PassResult.IDLE)
+            if role.update_requested is not None:
+                asked_by = role.update_requested.by
+                # Taken before the run starts: a failed start is not retried forever.
+                await self.svc.store.put_role(role.model_copy(update={"update_requested": None}))
+            else:
+                scheduled = await self._scheduled(role)
+                if scheduled is None:
+                    return Pass(PassResult.IDLE)
+                asked_by = f"the schedule ({scheduled})"
             profile = self.check_profile(role.profile, dict(role.options))
-            # The request is taken before the run starts: a failed start is not retried forever.
-            await self.svc.store.put_role(role.model_copy(update={"update_requested": None}))
-            actor = f"{role.update_requested.by} via {actor}"
+            actor = f"{asked_by} via {actor}"
         else:
             profile = active.profile  # a resumed run keeps the options it started with
         try:

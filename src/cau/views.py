@@ -139,6 +139,10 @@ class RoleView(BaseModel):
     profile: str | None
     options: dict[str, Any]
     update_requested: UpdateRequest | None
+    schedule: str | None = None  # its compact form (`cau role set --schedule`)
+    schedule_text: str | None = None  # for people: "the last Tuesday of every month at 03:00 UTC"
+    next_starts: list[datetime] = []  # the next scheduled starts (UTC); runs start only when enabled
+    window: str | None = None  # the maintenance window of its runs (the `window` run option)
     active_run: str | None  # the role's unfinished run, if any
     updated: datetime
     updated_by: str

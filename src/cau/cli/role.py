@@ -31,6 +31,17 @@ OptionsOpt = Annotated[
     typer.Option("--options", help="Run options over the profile, as JSON: '{\"max_retries_per_node\": 2}'."),
 ]
 
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule",
+        help="When runs start: monthly:last-tue@03:00, weekly/2:wed@22:00, daily@01:30,"
+        " once:2027-01-05T03:00 ('' clears it).",
+    ),
+]
+TzOpt = Annotated[str | None, typer.Option("--tz", help="The schedule's IANA time zone (default UTC).")]
+StartOpt = Annotated[str | None, typer.Option("--start", help="The schedule's first date (YYYY-MM-DD).")]
+
 # `cau daemon --node NODE --once` exits with one of these (the supervisor reads them).
 PASS_EXIT = {PassResult.IDLE: 0, PassResult.FINISHED: 0, PassResult.HANDED_OVER: 10, PassResult.NOT_OWNER: 11}
 
@@ -62,6 +73,13 @@ def _show(view: RoleView, json_out: bool) -> None:
         f"  profile: {view.profile or '(defaults)'}"
         + (f", options {json.dumps(view.options)}" if view.options else "")
     )
+    if view.schedule_text:
+        nexts = ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in view.next_starts) or "none left"
+        console.print(f"  schedule: {view.schedule_text} ({view.schedule}); next starts: {nexts}")
+    else:
+        console.print("  schedule: none (runs start only when asked: cau role update-now)")
+    if view.window:
+        console.print(f"  maintenance window: {view.window}")
     if view.update_requested:
         console.print(
             f"  update requested at {view.update_requested.at:%Y-%m-%d %H:%M:%S} UTC"
@@ -78,6 +96,9 @@ def role_add(
     cluster: ClusterArg,
     profile: ProfileOpt = None,
     options: OptionsOpt = None,
+    schedule: ScheduleOpt = None,
+    tz: TzOpt = None,
+    start: StartOpt = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Add it disabled.")] = False,
     output: OutputOpt = OutputFormat.TEXT,
 ) -> None:
@@ -88,7 +109,7 @@ def role_add(
         view = asyncio.run(
             svc.roles.add(
                 cluster, profile=profile or None, options=_options(options, json_out) or {},
-                enabled=not disabled, by=common.operator(),
+                enabled=not disabled, by=common.operator(), schedule=schedule, tz=tz, start=start,
             )
         )  # fmt: skip
     _show(view, json_out)
@@ -110,6 +131,9 @@ def role_set(
     cluster: ClusterArg,
     profile: ProfileOpt = None,
     options: OptionsOpt = None,
+    schedule: ScheduleOpt = None,
+    tz: TzOpt = None,
+    start: StartOpt = None,
     update_now: Annotated[
         bool, typer.Option("--update-now", help="Start a run through the role now.")
     ] = False,
@@ -121,8 +145,13 @@ def role_set(
     with reported(json_out):
         parsed = _options(options, json_out)
         view = None
-        if profile is not None or parsed is not None:
-            view = asyncio.run(svc.roles.set(cluster, by=common.operator(), profile=profile, options=parsed))
+        if any(x is not None for x in (profile, parsed, schedule, tz, start)):
+            view = asyncio.run(
+                svc.roles.set(
+                    cluster, by=common.operator(), profile=profile, options=parsed,
+                    schedule=schedule, tz=tz, start=start,
+                )
+            )  # fmt: skip
         if update_now:
             view = asyncio.run(svc.roles.request_update(cluster, by=common.operator()))
         if view is None:

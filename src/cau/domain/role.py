@@ -33,6 +33,11 @@ class ClusterRole(BaseModel):
     profile: str | None = None
     options: dict[str, JsonValue] = Field(default_factory=dict)
     update_requested: UpdateRequest | None = None
+    # When runs start by themselves: a schedule's compact form (cau.domain.schedule, with its time
+    # zone and start date), and up to when the role's coordinator has considered it (a start
+    # missed while no coordinator was up is run late or skipped: cau.domain.due).
+    schedule: str | None = None
+    last_considered: datetime | None = None
     created: datetime
     updated: datetime
     updated_by: str

@@ -196,16 +196,18 @@ async def get_role(request: Request, cluster: str, _who: Viewer) -> RoleView:
 @router.post("/clusters/{cluster}/role", response_model=RoleView, status_code=201, tags=["self-updating"])
 async def add_role(request: Request, cluster: str, who: Admin, body: RoleBody) -> RoleView:
     return await context(request).svc.roles.add(
-        cluster, profile=body.profile, options=dict(body.options), enabled=body.enabled, by=who.name
-    )
+        cluster, profile=body.profile, options=dict(body.options), enabled=body.enabled, by=who.name,
+        schedule=body.schedule, tz=body.tz, start=body.start,
+    )  # fmt: skip
 
 
 @router.patch("/clusters/{cluster}/role", response_model=RoleView, tags=["self-updating"])
 async def change_role(request: Request, cluster: str, who: Admin, body: RoleChange) -> RoleView:
     options = dict(body.options) if body.options is not None else None
     return await context(request).svc.roles.set(
-        cluster, by=who.name, profile=body.profile, options=options, enabled=body.enabled
-    )
+        cluster, by=who.name, profile=body.profile, options=options, enabled=body.enabled,
+        schedule=body.schedule, tz=body.tz, start=body.start,
+    )  # fmt: skip
 
 
 @router.post("/clusters/{cluster}/role/update-now", response_model=RoleView, tags=["self-updating"])

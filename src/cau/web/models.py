@@ -237,6 +237,9 @@ class RoleBody(BaseModel):
     profile: str | None = None
     options: dict[str, JsonValue] = {}
     enabled: bool = True
+    schedule: str | None = None  # e.g. monthly:last-tue@03:00 (cau.domain.schedule)
+    tz: str | None = None
+    start: str | None = None
 
 
 class RoleChange(BaseModel):
@@ -247,3 +250,6 @@ class RoleChange(BaseModel):
     profile: str | None = None
     options: dict[str, JsonValue] | None = None
     enabled: bool | None = None
+    schedule: str | None = None  # "" clears it
+    tz: str | None = None
+    start: str | None = None

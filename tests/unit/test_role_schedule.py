@@ -1,0 +1,115 @@
+"""The clustered role's schedule, in virtual time on a sandbox cluster: a start runs a run through
+the role's coordinators (handing over as the owners' turns come), a start missed while no
+coordinator was up is skipped past its grace period, and a disabled role starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cau.clock import run_virtual
+from cau.domain.results import Status
+from cau.errors import ConfigError
+from cau.selfupdating import Pass, PassResult
+from cau.service import Service
+from tests.support import installs, service, spec, write_cluster
+
+START = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # tests.support.service's virtual clock
+
+
+async def _sleep_until(svc: Service, when: datetime) -> None:
+    await asyncio.sleep((when - svc.clock.now()).total_seconds())
+
+
+async def _passes_until_done(svc: Service, cluster: str) -> list[Pass]:
+    """What the cluster would do: start the coordinator on the role's owner, again after each
+    hand-over, until a pass neither hands over nor finds itself on the wrong node."""
+    done: list[Pass] = []
+    for _ in range(10):
+        owner = (await svc.roles.show(cluster)).owner
+        assert owner is not None
+        one = await svc.roles.coordinator_pass(cluster, owner)
+        done.append(one)
+        if one.result is not PassResult.HANDED_OVER:
+            return done
+    raise AssertionError(f"no end after 10 passes: {done}")
+
+
+def test_a_scheduled_start_runs_missed_ones_are_skipped_and_a_disabled_role_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    config = write_cluster(tmp_path, spec())
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+        try:
+            view = await svc.roles.add(
+                "c1", profile=None, options={}, enabled=True, by="ops", schedule="daily@03:00"
+            )
+            assert view.next_starts[:2] == [START.replace(hour=3), START.replace(day=2, hour=3)]
+            assert view.schedule_text == "every day at 03:00 UTC"
+            # Before the start: nothing to do.
+            assert (await svc.roles.coordinator_pass("c1", view.owner or "")).result is PassResult.IDLE
+
+            await _sleep_until(svc, START.replace(hour=3, second=20))
+            passes = await _passes_until_done(svc, "c1")
+            assert passes[-1].result is PassResult.FINISHED
+            outcome = passes[-1].outcome
+            assert outcome is not None and outcome.status is Status.SUCCEEDED
+            assert outcome.report is not None
+            assert outcome.report.started_by is not None
+            assert outcome.report.started_by.startswith("the schedule (the 03:00 start is due")
+            done = installs(await svc.store.events(outcome.run_id))
+            assert len(done) == len(set(done)) == 2 * len(outcome.report.nodes)  # each update once
+
+            # The coordinator was down through the next start and comes back 2h30 late: no window,
+            # so past the grace period the start is skipped, said, and the next one awaited.
+            await _sleep_until(svc, START.replace(day=2, hour=5, minute=30))
+            owner = (await svc.roles.show("c1")).owner or ""
+            late = await svc.roles.coordinator_pass("c1", owner)
+            assert late.result is PassResult.IDLE
+            said = svc.access.audit_entries(action="role.schedule")  # newest first
+            assert "skipped, next start" in said[0].detail["message"]
+            assert await svc.store.active_run("c1") is None
+
+            # Disabled: its start passes and no run begins; enabled again, the next one runs.
+            await svc.roles.set("c1", by="ops", enabled=False)
+            await _sleep_until(svc, START.replace(day=3, hour=3, second=10))
+            assert (await svc.roles.coordinator_pass("c1", owner)).result is PassResult.IDLE
+            assert await svc.store.active_run("c1") is None
+            said = svc.access.audit_entries(action="role.schedule")
+            assert said[0].detail["message"].endswith("(the role is disabled: no run)")
+        finally:
+            svc.close()
+
+    run_virtual(main())
+
+
+def test_a_schedule_with_no_start_to_come_is_refused(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec())
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+        try:
+            with pytest.raises(ConfigError, match="has no start after now"):
+                await svc.roles.add(
+                    "c1", profile=None, options={}, enabled=True, by="ops", schedule="once:2026-10-01T03:00"
+                )
+            with pytest.raises(ConfigError, match="'often' is not a kind") as bad:
+                await svc.roles.add("c1", profile=None, options={}, enabled=True, by="ops", schedule="often")
+            assert "monthly:last-tue@03:00" in (bad.value.hint or "")  # with valid examples
+            assert await svc.store.get_role("c1") is None
+            view = await svc.roles.add(
+                "c1", profile=None, options={}, enabled=True, by="ops",
+                schedule="monthly:last-tue@03:00", tz="Europe/Berlin",
+            )  # fmt: skip
+            # the last Tuesday of November 2026 is the 24th: 03:00 in Berlin is 02:00 UTC
+            assert view.next_starts[0] == datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+            assert view.next_starts[1] - view.next_starts[0] > timedelta(days=27)
+        finally:
+            svc.close()
+
+    run_virtual(main())
