@@ -126,3 +126,20 @@ def test_the_favicon_is_served_and_linked(api: Api) -> None:
     assert svg.text.lstrip().startswith("<svg")
     login = api.call("GET", "/login", role=None).text
     assert f'<link rel="icon" href="{target}" type="image/svg+xml">' in login
+
+
+def test_the_cluster_page_shows_its_self_updating_role_with_the_controls_each_role_may_use(api: Api) -> None:
+    page = pages_of(api, "admin", ["/clusters/quick"])["/clusters/quick"]
+    assert 'data-role="add"' in page  # no role yet: admins may add one
+    added = api.call("POST", "/api/v1/clusters/quick/role", json={"schedule": "daily@03:00"})
+    assert added.status_code == 201, added.text
+    pages = {role: pages_of(api, role, ["/clusters/quick"])["/clusters/quick"] for role in RANKS}
+    for text in pages.values():
+        assert '<strong id="role-owner">n1</strong>' in text
+        assert "Schedule: every day at 03:00 UTC" in text
+    assert "data-role=" not in pages["viewer"]
+    assert 'data-role="update-now"' in pages["operator"] and 'data-role="disable"' not in pages["operator"]
+    assert 'data-role="update-now"' in pages["admin"] and 'data-role="disable"' in pages["admin"]
+
+
+RANKS = ("viewer", "operator", "admin")
