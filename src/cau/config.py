@@ -60,9 +60,26 @@ class ClusterConfig(BaseModel):
         return plugin_shorthand(value)
 
 
+class StoreConfig(BaseModel):
+    """Where runs, journals, locks and reports are kept: a `cau.stores` entry point and its
+    options. Default: SQLite in the data directory. Self-updating mode keeps them on the
+    cluster's own nodes, so that they survive the loss of any one of them:
+
+        [store]
+        kind = "etcd"
+        options = { endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"] }
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "sqlite"
+    options: dict[str, Any] = {}
+
+
 class CauConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    store: StoreConfig = StoreConfig()
     clusters: dict[str, ClusterConfig] = {}
 
 

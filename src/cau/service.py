@@ -43,6 +43,8 @@ from cau.ports import (
     NodeUpdater,
     PluginContext,
     ProviderContext,
+    Store,
+    StoreContext,
 )
 from cau.probes import ProbeMonitor
 from cau.registry import Entry, Registry
@@ -50,7 +52,7 @@ from cau.reports.build import build_report
 from cau.reports.model import RunReport
 from cau.secrets import load_secrets, seal, unseal
 from cau.store.access import AccessStore
-from cau.store.sqlite import SqliteFile, SqliteStore
+from cau.store.sqlite import SqliteFile
 from cau.views import (
     Cleanup,
     ClusterScan,
@@ -117,7 +119,7 @@ class Service:
         self.registry = registry or Registry.discover()
         self.clock: Clock = clock or SystemClock()
         self.lease_seconds = lease_seconds
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
         self._access: AccessStore | None = None
         self._secrets: dict[str, dict[str, str]] = {}
 
@@ -130,9 +132,19 @@ class Service:
         return self._config
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
+        """Runs, journals, locks and reports: the configured `cau.stores` backend ([store] of the
+        config file; SQLite in the data directory by default)."""
         if self._store is None:
-            self._store = SqliteStore(self.data_dir / "cau.db")
+            chosen = self.config.config.store
+            factory = self.registry.store(chosen.kind)
+            try:
+                options = factory.Options.model_validate(chosen.options)
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"[store] options of the {chosen.kind} store: {_validation_problems(exc)}"
+                ) from exc
+            self._store = factory.open(options, StoreContext(self.data_dir))
         return self._store
 
     @property
@@ -161,7 +173,11 @@ class Service:
 
     def close(self) -> None:
         if self._store is not None:
-            self._store.close_now()
+            # A local file's store closes at once; a networked one's connections go with the
+            # process (closing them needs its event loop, which has ended by now).
+            close_now = getattr(self._store, "close_now", None)
+            if close_now is not None:
+                close_now()
             self._store = None
         if self._access is not None:
             self._access.close()

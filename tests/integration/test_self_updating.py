@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.conftest import Cau
 from tests.integration.test_cli import journal
+from tests.support_etcd import EtcdCluster
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +139,27 @@ def test_a_coordinator_killed_mid_install_is_replaced_and_the_run_completes_once
         if res["outcome"] == "Succeeded" and "observed" not in res["message"]
     ]
     assert installed and len(installed) == len(set(installed))  # nothing installed twice
+
+
+def test_runs_and_the_role_live_in_the_configured_etcd_store(cau: Cau, etcd_cluster: EtcdCluster) -> None:
+    """`[store] kind = "etcd"`: a run's record, journal, report and the role's record are in the
+    etcd cluster, where another machine configured alike sees them (here: another data dir)."""
+    endpoints = json.dumps(etcd_cluster.endpoints)
+    store = f'[store]\nkind = "etcd"\noptions = {{ endpoints = {endpoints}, prefix = "/t-cli/" }}\n'
+    (cau.home / "clusters.toml").write_text(store + CONFIG)
+    cau.json("role", "add", "branch")
+    ran = cau("run", "branch", "--output", "json", timeout=300)
+    # a remote run of a cluster whose role is idle is allowed (the role drives only its own runs)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    elsewhere = Cau(cau.home / "other-machine")
+    elsewhere.home.mkdir()
+    (elsewhere.home / "clusters.toml").write_text(store + CONFIG)
+    seen = elsewhere.json("report", "branch", "--last")
+    assert [(r["run_id"], r["status"]) for r in seen] == [(run_id, "Succeeded")]
+    assert elsewhere.json("role", "show", "branch")["cluster"] == "branch"
+    bad = Cau(cau.home / "misconfigured")
+    bad.home.mkdir()
+    (bad.home / "clusters.toml").write_text('[store]\nkind = "etcd"\noptions = { endpoints = [] }\n' + CONFIG)
+    refused = bad("status", "branch")
+    assert refused.returncode == 1 and "[store] options of the etcd store" in refused.stderr
