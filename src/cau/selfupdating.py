@@ -33,7 +33,7 @@ from cau.domain.schedule import Schedule
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
 from cau.ports import ClusterProvider, HostsCoordinatorRole
-from cau.views import RoleView
+from cau.views import ReadinessCheck, RoleView
 
 if TYPE_CHECKING:
     from cau.engine.coordinator import RunOutcome
@@ -120,10 +120,52 @@ class SelfUpdating:
             raise ConfigError("the role's run options: warn_after must be shorter than stop_after")
         return built
 
+    async def readiness(self, role: ClusterRole, provider: ClusterProvider) -> list[ReadinessCheck]:
+        """What self-updating needs of this cluster and role, each check with what it found."""
+        checks: list[ReadinessCheck] = []
+        snapshot = await provider.discover()
+        owners = [n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance]
+        checks.append(
+            ReadinessCheck(
+                check="the coordinator role can move: two nodes or more can own it",
+                ok=len(owners) >= 2,
+                detail=f"online and out of maintenance: {', '.join(owners) or 'none'}",
+            )
+        )
+        try:
+            built = self.check_profile(role.profile, dict(role.options))
+            checks.append(
+                ReadinessCheck(check="the role's profile is valid", ok=True, detail=role.profile or "")
+            )
+        except ConfigError as exc:
+            built = None
+            checks.append(ReadinessCheck(check="the role's profile is valid", ok=False, detail=exc.message))
+        if built is not None and built.window is not None:
+            opening = built.maintenance_window.next_open(self._now()) if built.maintenance_window else None
+            checks.append(
+                ReadinessCheck(
+                    check="the maintenance window opens again",
+                    ok=opening is not None
+                    or bool(built.maintenance_window and built.maintenance_window.contains(self._now())),
+                    detail=built.window,
+                )
+            )
+        if role.schedule:
+            nexts = Schedule.parse(role.schedule).next_starts(self._now(), 1)
+            checks.append(
+                ReadinessCheck(
+                    check="the schedule has a start to come",
+                    ok=bool(nexts),
+                    detail=f"next {nexts[0]:%Y-%m-%d %H:%M} UTC" if nexts else "none left",
+                )
+            )
+        return checks
+
     async def view(self, role: ClusterRole, provider: ClusterProvider | None = None) -> RoleView:
         opened = provider or self.svc.open_provider(role.cluster)
         try:
             owner = await self._host(role.cluster, opened).coordinator_role_owner()
+            readiness = await self.readiness(role, opened)
         finally:
             if provider is None:
                 await opened.close()
@@ -142,6 +184,7 @@ class SelfUpdating:
             next_starts=schedule.next_starts(self._now(), 3) if schedule else [],
             window=window if isinstance(window, str) else None,
             active_run=active.run_id if active is not None else None,
+            readiness=readiness,
             updated=role.updated,
             updated_by=role.updated_by,
         )
@@ -171,24 +214,23 @@ class SelfUpdating:
         provider = self.svc.open_provider(cluster)
         try:
             host = self._host(cluster, provider)
-            snapshot = await provider.discover()
-            owners = [n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance]
-            if len(owners) < 2:
-                raise PreflightError(
-                    f"the coordinator role of '{cluster}' could run on {len(owners)} node(s) only"
-                    f" ({', '.join(owners) or 'none'}): it must be able to move when its node is updated",
-                    hint="bring the other nodes online and out of maintenance, then add the role",
-                )
             now = self._now()
             role = ClusterRole(
                 cluster=cluster, enabled=enabled, profile=profile, options=options, schedule=spec,
                 last_considered=now, created=now, updated=now, updated_by=by,
             )  # fmt: skip
+            failed = [c for c in await self.readiness(role, provider) if not c.ok]
+            if failed:
+                raise PreflightError(
+                    f"the clustered role of '{cluster}' is not ready: "
+                    + "; ".join(f"{c.check} ({c.detail})" for c in failed),
+                    hint="nothing was changed; bring the other nodes online and out of maintenance,"
+                    " or fix what the check names",
+                )
             await host.add_coordinator_role()
             await self.svc.store.put_role(role)
-            self.svc.audit(
-                by, "role.add", cluster, {"profile": profile, "options": options, "enabled": enabled}
-            )
+            detail = {"profile": profile, "options": options, "enabled": enabled, "schedule": spec}
+            self.svc.audit(by, "role.add", cluster, detail)
             return await self.view(role, provider)
         finally:
             await provider.close()
@@ -227,6 +269,18 @@ class SelfUpdating:
             changes["last_considered"] = changes["updated"]  # starts missed while disabled: none
         changed = role.model_copy(update=changes)
         self.check_profile(changed.profile, dict(changed.options))
+        if enabled:
+            provider = self.svc.open_provider(cluster)
+            try:
+                failed = [c for c in await self.readiness(changed, provider) if not c.ok]
+            finally:
+                await provider.close()
+            if failed:
+                raise PreflightError(
+                    f"the clustered role of '{cluster}' is not ready: "
+                    + "; ".join(f"{c.check} ({c.detail})" for c in failed),
+                    hint=f"`cau role show {cluster}` lists the checks; nothing was changed",
+                )
         await self.svc.store.put_role(changed)
         detail = {k: v for k, v in changes.items() if k not in ("updated", "updated_by", "last_considered")}
         action = "role.set"

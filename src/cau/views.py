@@ -130,6 +130,14 @@ class SessionView(BaseModel):
     client: str | None = Field(None, description="the address it signed in from; None: not recorded")
 
 
+class ReadinessCheck(BaseModel):
+    """One of self-updating mode's readiness checks (Test-CauSetup's, for the role)."""
+
+    check: str
+    ok: bool
+    detail: str = ""
+
+
 class RoleView(BaseModel):
     """`cau role show` / the API: the record, where the role runs now, and what it is doing."""
 
@@ -144,5 +152,6 @@ class RoleView(BaseModel):
     next_starts: list[datetime] = []  # the next scheduled starts (UTC); runs start only when enabled
     window: str | None = None  # the maintenance window of its runs (the `window` run option)
     active_run: str | None  # the role's unfinished run, if any
+    readiness: list[ReadinessCheck] = []  # checked at add and enable; a failed one refuses them
     updated: datetime
     updated_by: str

@@ -12,7 +12,7 @@ import pytest
 
 from cau.clock import run_virtual
 from cau.domain.results import Status
-from cau.errors import ConfigError
+from cau.errors import ConfigError, PreflightError
 from cau.selfupdating import Pass, PassResult
 from cau.service import Service
 from tests.support import installs, service, spec, write_cluster
@@ -109,6 +109,28 @@ def test_a_schedule_with_no_start_to_come_is_refused(tmp_path: Path) -> None:
             # the last Tuesday of November 2026 is the 24th: 03:00 in Berlin is 02:00 UTC
             assert view.next_starts[0] == datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
             assert view.next_starts[1] - view.next_starts[0] > timedelta(days=27)
+        finally:
+            svc.close()
+
+    run_virtual(main())
+
+
+def test_a_role_that_is_not_ready_is_refused_at_add_and_enable_naming_the_check(tmp_path: Path) -> None:
+    config = write_cluster(tmp_path, spec())
+    past = {"window": "once:2026-10-01T01:00 for 2h"}  # a one-off window that has closed for good
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+        try:
+            with pytest.raises(PreflightError, match="the maintenance window opens again") as err:
+                await svc.roles.add("c1", profile=None, options=past, enabled=True, by="ops")
+            assert "nothing was changed" in (err.value.hint or "")
+            assert await svc.store.get_role("c1") is None
+            view = await svc.roles.add("c1", profile=None, options={}, enabled=False, by="ops")
+            assert all(c.ok for c in view.readiness) and len(view.readiness) >= 2
+            with pytest.raises(PreflightError, match="the maintenance window opens again"):
+                await svc.roles.set("c1", by="ops", options=past, enabled=True)
+            assert (await svc.roles.show("c1")).enabled is False  # nothing changed
         finally:
             svc.close()
 

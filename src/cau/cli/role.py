@@ -85,6 +85,9 @@ def _show(view: RoleView, json_out: bool) -> None:
             f"  update requested at {view.update_requested.at:%Y-%m-%d %H:%M:%S} UTC"
             f" by {view.update_requested.by}"
         )
+    for check in view.readiness:
+        mark = "ok  " if check.ok else "[red]FAIL[/]"
+        console.print(f"  {mark} {check.check}" + (f": {check.detail}" if check.detail else ""))
     if view.active_run:
         console.print(f"  run in progress: {view.active_run}")
     console.print(f"  changed {view.updated:%Y-%m-%d %H:%M:%S} UTC by {view.updated_by}")
