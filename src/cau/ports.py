@@ -199,15 +199,16 @@ class HostsCoordinatorRole(Protocol):
         """The node that owns the role now; None when the role is not added, or runs nowhere."""
         ...
 
-    async def add_coordinator_role(self) -> str:
-        """Add the role (idempotent); returns the node that owns it."""
+    async def add_coordinator_role(self) -> str | None:
+        """Add the role (idempotent); returns the node that owns it (None: none yet)."""
         ...
 
     async def remove_coordinator_role(self) -> None: ...
 
-    async def move_coordinator_role(self, away_from: str) -> str:
+    async def move_coordinator_role(self, away_from: str) -> str | None:
         """Move the role off `away_from` (its owner, whose turn to be updated has come) to a
-        node that can own it; returns that node. Raises MaintenanceError when none can."""
+        node that can own it; returns that node (None: the next elected, not known yet). Raises
+        MaintenanceError when none can."""
         ...
 
 

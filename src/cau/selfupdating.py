@@ -13,8 +13,9 @@ A role's schedule (cau.domain.schedule) starts runs by itself while the role is 
 missed while no coordinator was up runs late within its window (or grace period) or is skipped
 (cau.domain.due); the `window` run option keeps the run's nodes inside the maintenance window.
 
-Not here yet (issue 12): the Pacemaker resource agent, the etcd store as the configured store,
-and lease-based leader election for clusters without a resource manager.
+A cluster without a resource manager (the `ssh` provider) runs the daemon on every node, and the
+store's lock elects the leader of each run (ElectedRole). Not here yet (issue 12): the
+Pacemaker resource agent.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from cau.domain.role import ClusterRole, UpdateRequest
 from cau.domain.schedule import Schedule
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
+from cau.journal.progress import replay
 from cau.ports import ClusterProvider, HostsCoordinatorRole
+from cau.service import NoRunDue
 from cau.views import ReadinessCheck, RoleView
 
 if TYPE_CHECKING:
@@ -86,12 +89,14 @@ class SelfUpdating:
     # --- the role's record ---------------------------------------------------------------------------
 
     def _host(self, cluster: str, provider: ClusterProvider) -> HostsCoordinatorRole:
+        if getattr(provider, "coordinator_election", False):
+            return ElectedRole(self.svc, cluster)  # no resource manager: the store elects
         if not isinstance(provider, HostsCoordinatorRole):
             kind = self.svc.config.cluster(cluster).provider
             raise ConfigError(
                 f"cluster '{cluster}' ({kind} provider) cannot host a clustered coordinator role",
                 hint="update it from outside instead (remote-updating mode: `cau run`); self-updating"
-                " works on sandbox clusters so far",
+                " works on sandbox and ssh clusters so far (Pacemaker's resource agent is to come)",
             )
         return provider
 
@@ -164,7 +169,8 @@ class SelfUpdating:
     async def view(self, role: ClusterRole, provider: ClusterProvider | None = None) -> RoleView:
         opened = provider or self.svc.open_provider(role.cluster)
         try:
-            owner = await self._host(role.cluster, opened).coordinator_role_owner()
+            host = self._host(role.cluster, opened)
+            owner = await host.coordinator_role_owner()
             readiness = await self.readiness(role, opened)
         finally:
             if provider is None:
@@ -176,6 +182,7 @@ class SelfUpdating:
             cluster=role.cluster,
             enabled=role.enabled,
             owner=owner,
+            elected=isinstance(host, ElectedRole),
             profile=role.profile,
             options=dict(role.options),
             update_requested=role.update_requested,
@@ -340,37 +347,98 @@ class SelfUpdating:
 
     async def coordinator_pass(self, cluster: str, node: str) -> Pass:
         """What `cau daemon CLUSTER --node NODE` does once: resume the role's unfinished run, or
-        start the run asked for; nothing when this node does not own the role."""
+        start the run asked for or scheduled; nothing when this node's coordinator may not act
+        (the role runs elsewhere, or this node stepped aside for its own update)."""
         role = await self._role(cluster)
         provider = self.svc.open_provider(cluster)
         try:
-            owner = await self._host(cluster, provider).coordinator_role_owner()
+            host = self._host(cluster, provider)
+            owner = await host.coordinator_role_owner()
         finally:
             await provider.close()
-        if owner != node:
+        if isinstance(host, ElectedRole):
+            aside = await host.stepped_aside(role, node)
+            if aside:
+                return Pass(PassResult.NOT_OWNER, message=aside)
+        elif owner != node:
             return Pass(PassResult.NOT_OWNER, message=f"the role runs on {owner or 'no node'}, not {node}")
         actor = ROLE_ACTOR.format(cluster=cluster, node=node)
-        active = await self.svc.store.active_run(cluster)
-        if active is None:
-            if role.update_requested is not None:
-                asked_by = role.update_requested.by
+
+        async def decide() -> tuple[RunProfile, str] | None:
+            """Under the cluster's lock: the run asked for, or the one the schedule starts."""
+            fresh = await self._role(cluster)
+            if fresh.update_requested is not None:
+                asked_by = fresh.update_requested.by
                 # Taken before the run starts: a failed start is not retried forever.
-                await self.svc.store.put_role(role.model_copy(update={"update_requested": None}))
+                await self.svc.store.put_role(fresh.model_copy(update={"update_requested": None}))
             else:
-                scheduled = await self._scheduled(role)
+                scheduled = await self._scheduled(fresh)
                 if scheduled is None:
-                    return Pass(PassResult.IDLE)
+                    return None
                 asked_by = f"the schedule ({scheduled})"
-            profile = self.check_profile(role.profile, dict(role.options))
-            actor = f"{asked_by} via {actor}"
-        else:
-            profile = active.profile  # a resumed run keeps the options it started with
+            return self.check_profile(fresh.profile, dict(fresh.options)), f"{asked_by} via {actor}"
+
+        active = await self.svc.store.active_run(cluster)
+        # a resumed run keeps the options it started with (the record's); a new one is decided
+        profile = active.profile if active is not None else build_profile(None, {})
         try:
             outcome = await self.svc.run(
-                cluster, profile, actor=actor, own_node=node, owner_label=f"cau daemon on {node}"
-            )
+                cluster, profile, actor=actor, own_node=node, owner_label=f"{LEADER_LABEL}{node}",
+                role_host=host if isinstance(host, ElectedRole) else None, decide=decide,
+            )  # fmt: skip
+        except NoRunDue:
+            return Pass(PassResult.IDLE)
         except LockHeld as exc:
             return Pass(PassResult.IDLE, message=f"{exc} (another coordinator drives the cluster)")
-        if outcome.handed_over_to is not None:
+        if outcome.handed_over:
             return Pass(PassResult.HANDED_OVER, outcome.run_id, outcome.message or "", outcome)
         return Pass(PassResult.FINISHED, outcome.run_id, outcome.message or "", outcome)
+
+
+# The lock owner's label of a role's coordinator: `cau status` shows it, and an elected role's
+# owner is read from it.
+LEADER_LABEL = "cau daemon on "
+
+
+class ElectedRole:
+    """The coordinator role of a cluster without a resource manager (the `ssh` provider): `cau
+    daemon CLUSTER --node NODE` runs on every node, and the one whose pass takes the cluster's
+    lock in the store (with its lease, cau.lease) leads: no election of cau's own. Handing over
+    is stepping aside: the leader records that its node is next and releases the lock; the
+    daemon of another node takes it and resumes the run; the stepped-aside node's daemon acts
+    again once its node is updated."""
+
+    def __init__(self, svc: Service, cluster: str) -> None:
+        self.svc = svc
+        self.cluster = cluster
+
+    async def coordinator_role_owner(self) -> str | None:
+        lock = await self.svc.store.get_lock(self.cluster)
+        if lock is None or lock.lease_expires <= self.svc.clock.now():
+            return None
+        label = lock.owner.label
+        return label[len(LEADER_LABEL) :] if label.startswith(LEADER_LABEL) else None
+
+    async def add_coordinator_role(self) -> str | None:
+        return await self.coordinator_role_owner()  # elected when a run is due
+
+    async def remove_coordinator_role(self) -> None:
+        return None  # nothing in the cluster: the daemons find no role and do nothing
+
+    async def move_coordinator_role(self, away_from: str) -> str | None:
+        role = await self.svc.store.get_role(self.cluster)
+        if role is not None:
+            await self.svc.store.put_role(role.model_copy(update={"stepped_aside": away_from}))
+        return None  # the next daemon to take the lock leads
+
+    async def stepped_aside(self, role: ClusterRole, node: str) -> str | None:
+        """Why `node`'s coordinator must not act now, or None."""
+        if role.stepped_aside != node:
+            return None
+        active = await self.svc.store.active_run(self.cluster)
+        if active is None:
+            return None
+        progress = replay(await self.svc.store.events(active.run_id))
+        if node in progress.nodes and progress.nodes[node].result is None:
+            return f"{node} stepped aside for its own update in run {active.run_id}"
+        return None

@@ -40,6 +40,7 @@ from cau.ports import (
     CleansUp,
     Clock,
     ClusterProvider,
+    HostsCoordinatorRole,
     NodeUpdater,
     PluginContext,
     ProviderContext,
@@ -68,6 +69,10 @@ from cau.views import (
 )
 
 LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
+
+
+class NoRunDue(Exception):
+    """Service.run's `decide` started nothing: the cluster was left as it was."""
 
 
 def _utcnow() -> datetime:
@@ -323,6 +328,11 @@ class Service:
         # Self-updating mode: the node this coordinator runs on (it hands the run over when that
         # node's turn comes; cau.selfupdating).
         own_node: str | None = None,
+        role_host: HostsCoordinatorRole | None = None,
+        # Self-updating mode: whether (and how, by whom) to start a run when the cluster has no
+        # unfinished one, decided under the cluster's lock so that of several coordinators
+        # deciding at once (one per node) only one starts it. None: no run (NoRunDue).
+        decide: Callable[[], Awaitable[tuple[RunProfile, str] | None]] | None = None,
     ) -> RunOutcome:
         notice = on_notice or (lambda _msg: None)
         store = self.store
@@ -356,9 +366,14 @@ class Service:
                             "the profile and flags given now are ignored"
                         )
                 else:
+                    if decide is not None:
+                        decided = await decide()
+                        if decided is None:
+                            raise NoRunDue(f"no run is due on '{cluster}'")
+                        profile, actor = decided
                     profile = unseal(profile, secrets, cluster)
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
-                    run_id = await self._create_run(cluster, provider, profile, bindings, actor)
+                    run_id = await self._create_run(cluster, provider, profile, bindings, actor, own_node)
                 await store.set_lock_run(cluster, owner, run_id)
                 if actor is not None and audit:
                     detail = {"run_id": run_id, "force_recovery": force_recovery}
@@ -388,6 +403,7 @@ class Service:
                     availability=availability,
                     requested_by=actor,
                     own_node=own_node,
+                    role_host=role_host,
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
@@ -427,11 +443,15 @@ class Service:
         profile: RunProfile,
         bindings: list[PluginBinding],
         started_by: str | None,
+        own_node: str | None = None,
     ) -> str:
         problems: list[str] = []
         own_checks = getattr(provider, "preflight", None)
         if own_checks is not None:  # optional provider capability (e.g. remote-updating mode)
-            problems += await own_checks(profile)
+            # self-updating mode: the coordinator runs on `own_node`, a member, and hands over
+            problems += await (
+                own_checks(profile, coordinator_node=own_node) if own_node else own_checks(profile)
+            )
         if problems:
             raise PreflightError(
                 f"the run on '{cluster}' did not start: " + "; ".join(problems), hint="nothing was changed"

@@ -144,6 +144,9 @@ class RoleView(BaseModel):
     cluster: str
     enabled: bool
     owner: str | None  # the node whose coordinator acts for the role now
+    # True: no resource manager keeps the role; the nodes' daemons elect a leader per run
+    # through the store's lock (the `ssh` provider). False: the cluster keeps it on `owner`.
+    elected: bool = False
     profile: str | None
     options: dict[str, Any]
     update_requested: UpdateRequest | None

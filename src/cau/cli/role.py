@@ -68,7 +68,10 @@ def _show(view: RoleView, json_out: bool) -> None:
         return
     console = common.console()
     state = "enabled" if view.enabled else "disabled"
-    console.print(f"clustered role of '{view.cluster}': {state}, coordinator on {view.owner or 'no node'}")
+    where = f"coordinator on {view.owner or 'no node'}"
+    if view.elected:  # no resource manager: the nodes' daemons elect one per run
+        where = f"coordinator elected among the nodes' daemons (now: {view.owner or 'none'})"
+    console.print(f"clustered role of '{view.cluster}': {state}, {where}")
     console.print(
         f"  profile: {view.profile or '(defaults)'}"
         + (f", options {json.dumps(view.options)}" if view.options else "")

@@ -38,6 +38,9 @@ class ClusterRole(BaseModel):
     # missed while no coordinator was up is run late or skipped: cau.domain.due).
     schedule: str | None = None
     last_considered: datetime | None = None
+    # A cluster without a resource manager: the node whose coordinator stepped aside for its own
+    # update (its daemon does not lead until that node is updated).
+    stepped_aside: str | None = None
     created: datetime
     updated: datetime
     updated_by: str

@@ -68,7 +68,9 @@ class RunOutcome:
     error_id: str | None
     message: str | None
     report: RunReport | None
-    # Self-updating mode: the run goes on, driven by the coordinator on this node now.
+    # Self-updating mode: the run goes on, driven by another node's coordinator (on this node, or
+    # None: whichever node's is elected next).
+    handed_over: bool = False
     handed_over_to: str | None = None
 
 
@@ -94,6 +96,7 @@ class Coordinator:
         availability: AvailabilitySource | None = None,
         requested_by: str | None = None,
         own_node: str | None = None,
+        role_host: HostsCoordinatorRole | None = None,
     ) -> Coordinator:
         return cls(
             store=store,
@@ -112,6 +115,7 @@ class Coordinator:
             availability=availability,
             requested_by=requested_by,
             own_node=own_node,
+            role_host=role_host,
         )
 
     def __init__(
@@ -135,10 +139,18 @@ class Coordinator:
         # Self-updating mode: the cluster node this coordinator runs on. When that node's turn
         # comes, the coordinator hands the run over (cau.ports.HostsCoordinatorRole) and stops.
         own_node: str | None = None,
+        role_host: HostsCoordinatorRole | None = None,
     ) -> None:
         self.store = store
         self.requested_by = requested_by
         self.own_node = own_node
+        # Who moves the coordinator role: the provider (a cluster's resource manager), or, for a
+        # cluster without one, the store's leader election (cau.selfupdating.ElectedRole).
+        self.role_host = (
+            role_host
+            if role_host is not None
+            else (provider if isinstance(provider, HostsCoordinatorRole) else None)
+        )
         self._handing_over = False
         self.run_id = run_id
         self.provider = provider
@@ -458,14 +470,19 @@ class Coordinator:
         stop acting: the coordinator the cluster starts on the new owner resumes the run."""
         own = self.own_node
         assert own is not None
-        host = self.provider
-        if not isinstance(host, HostsCoordinatorRole):
-            raise MaintenanceError(f"the {type(host).__name__} provider cannot move a coordinator role")
+        host = self.role_host
+        if host is None:
+            raise MaintenanceError(
+                f"the {type(self.provider).__name__} provider cannot move a coordinator role"
+            )
         await self.journal(HandOver(stage="moving", from_node=own))
         to = await host.move_coordinator_role(away_from=own)
         await self.journal(HandOver(stage="moved", from_node=own, to_node=to))
-        message = f"handed over to the coordinator on {to} ({own} is next to be updated)"
-        return RunOutcome(self.run_id, RunState.RUNNING, None, None, message, None, handed_over_to=to)
+        where = f"the coordinator on {to}" if to else "the coordinator another node elects"
+        message = f"handed over to {where} ({own} is next to be updated)"
+        return RunOutcome(
+            self.run_id, RunState.RUNNING, None, None, message, None, handed_over=True, handed_over_to=to
+        )
 
     def _start(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> None:
         run = NodeRun(self, name)

@@ -124,6 +124,9 @@ class PacemakerProvider(SshProvider):
     name: ClassVar[str] = "pacemaker"
     Options: ClassVar[type[BaseModel]] = PacemakerOptions
     default_plugins: tuple[str, ...] = ("apt",)
+    # Pacemaker is the resource manager that keeps a coordinator role (through a resource agent,
+    # still to come): the store does not elect one here.
+    coordinator_election: ClassVar[bool] = False
 
     def __init__(
         self, cluster: str, options: PacemakerOptions, *, transports: TransportFactory | None = None
@@ -260,7 +263,9 @@ class PacemakerProvider(SshProvider):
     async def health_problems(self) -> list[str]:
         return health_problems(await self.read_status())
 
-    async def preflight(self, profile: RunProfile | None = None) -> list[str]:
+    async def preflight(
+        self, profile: RunProfile | None = None, *, coordinator_node: str | None = None
+    ) -> list[str]:
         problems = await super().preflight(profile)
         try:
             status, config = await self.read()

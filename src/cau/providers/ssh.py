@@ -153,6 +153,9 @@ class SshProvider:
     name: ClassVar[str] = "ssh"
     Options: ClassVar[type[BaseModel]] = SshOptions
     default_plugins: tuple[str, ...] = ("apt",)
+    # Self-updating mode: no resource manager keeps a coordinator role here; the daemons on the
+    # nodes elect one through the store's lock (cau.selfupdating.ElectedRole).
+    coordinator_election: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -236,7 +239,16 @@ class SshProvider:
 
     # --- observation ---------------------------------------------------------------------------
 
-    async def preflight(self, profile: RunProfile | None = None) -> list[str]:
+    async def preflight(
+        self, profile: RunProfile | None = None, *, coordinator_node: str | None = None
+    ) -> list[str]:
+        """Remote-updating mode refuses a coordinator on a member; self-updating mode's
+        coordinator (on `coordinator_node`) hands the run over before its own node's turn."""
+        if coordinator_node is not None:
+            known = [n.name for n in self.options.nodes]
+            if coordinator_node in known:
+                return []
+            return [f"the coordinator's node {coordinator_node} is not a node of '{self._cluster}'"]
         if self.options.allow_member_coordinator:
             return []
         local = [n.name for n in self.options.nodes if _is_local_address(n.host)]

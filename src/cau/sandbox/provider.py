@@ -114,13 +114,13 @@ class SandboxProvider:
     async def coordinator_role_owner(self) -> str | None:
         return self.role.owner()
 
-    async def add_coordinator_role(self) -> str:
+    async def add_coordinator_role(self) -> str | None:
         return self.role.add()
 
     async def remove_coordinator_role(self) -> None:
         self.role.remove()
 
-    async def move_coordinator_role(self, away_from: str) -> str:
+    async def move_coordinator_role(self, away_from: str) -> str | None:
         return self.role.move(away_from)
 
     async def close(self) -> None:
