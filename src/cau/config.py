@@ -53,6 +53,9 @@ class ClusterConfig(BaseModel):
     profile: Path | None = None
     probes: list[ProbeSpec] = []  # availability probes measured during runs (any provider)
     secrets: SecretsSpec | None = None  # values for scripts and plug-ins, masked everywhere (cau.secrets)
+    # The nodes that host a member of the run store ([store], e.g. etcd in self-updating mode):
+    # the maintenance gate keeps a majority of them up, or the store would stop under the run.
+    store_members: list[str] = []
 
     @field_validator("plugins", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
+from cau.domain.planning import unknown_nodes
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
@@ -404,6 +405,7 @@ class Service:
                     requested_by=actor,
                     own_node=own_node,
                     role_host=role_host,
+                    store_members=self.config.cluster(cluster).store_members,
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
@@ -458,6 +460,12 @@ class Service:
             )
         snapshot = await provider.discover()
         problems = preflight(snapshot, profile, in_maintenance_by_cau=set())
+        strangers = unknown_nodes(snapshot, self.config.cluster(cluster).store_members)
+        if strangers:
+            problems.append(
+                f"store_members names unknown node(s) {', '.join(strangers)} "
+                f"(cluster {cluster} has {', '.join(snapshot.node_names)})"
+            )
         if problems:
             raise PreflightError(
                 f"the run on '{cluster}' did not start: " + "; ".join(problems),

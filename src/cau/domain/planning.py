@@ -90,9 +90,22 @@ def admit_to_maintenance(
     candidate: str,
     holders: Collection[str],
     move: MoveMethod,
+    store_members: Collection[str] = (),
 ) -> Admission:
-    """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?"""
+    """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?
+    `store_members`: the nodes hosting a member of the run store (etcd, in self-updating mode):
+    a majority of them stays up, or the store, and with it the run's journal, stops."""
     busy = set(holders) | {candidate}
+    if candidate in store_members:
+        members = [n for n in snapshot.nodes if n.name in store_members]
+        up = sum(1 for n in members if n.is_up and n.name not in busy)
+        if 2 * up <= len(store_members):
+            return Admission(
+                False,
+                Block.QUORUM,
+                f"taking {candidate} down would leave {up} of the run store's {len(store_members)}"
+                f" members up, not a majority (store_members: {', '.join(sorted(store_members))})",
+            )
     if snapshot.min_online is not None:
         up = sum(1 for n in snapshot.nodes if n.is_up and n.name not in busy)
         if up < snapshot.min_online:

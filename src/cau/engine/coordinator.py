@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +97,7 @@ class Coordinator:
         requested_by: str | None = None,
         own_node: str | None = None,
         role_host: HostsCoordinatorRole | None = None,
+        store_members: Collection[str] = (),
     ) -> Coordinator:
         return cls(
             store=store,
@@ -116,6 +117,7 @@ class Coordinator:
             requested_by=requested_by,
             own_node=own_node,
             role_host=role_host,
+            store_members=store_members,
         )
 
     def __init__(
@@ -140,6 +142,7 @@ class Coordinator:
         # comes, the coordinator hands the run over (cau.ports.HostsCoordinatorRole) and stops.
         own_node: str | None = None,
         role_host: HostsCoordinatorRole | None = None,
+        store_members: Collection[str] = (),
     ) -> None:
         self.store = store
         self.requested_by = requested_by
@@ -172,6 +175,7 @@ class Coordinator:
             gate_recheck_seconds,
             check_health=not profile.allow_unhealthy_cluster,
             window_closed=self._window_closed,
+            store_members=store_members,
         )
         self.window = profile.maintenance_window
         self._outside_window: set[str] = set()  # nodes stopped by the window's end, not finished

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
@@ -52,7 +52,10 @@ class MaintenanceGate:
         recheck_seconds: float = 30.0,
         check_health: bool = True,
         window_closed: Callable[[], str | None] = lambda: None,
+        store_members: Collection[str] = (),
     ) -> None:
+        # store_members: nodes hosting the run store's members (cau.domain.planning)
+        self._store_members = tuple(store_members)
         # window_closed: why no node may enter maintenance now (the run's maintenance window is
         # closed), or None. Checked at every admission, so a node waiting at the gate when the
         # window closes does not go in after it.
@@ -92,7 +95,7 @@ class MaintenanceGate:
                 raise OutsideWindow(closed)
             snapshot = await self._provider.discover()
             others = self.holders - {node}
-            admission = admit_to_maintenance(snapshot, node, others, self._move)
+            admission = admit_to_maintenance(snapshot, node, others, self._move, self._store_members)
             if admission.admitted and self._check_health and isinstance(self._provider, ReportsHealth):
                 # a health gate: no drain on top of a failure the previous node may have left
                 problems = await self._provider.health_problems()
