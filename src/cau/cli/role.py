@@ -263,6 +263,12 @@ def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle:
     while not stopping:
         with reported(False):
             view = asyncio.run(svc.roles.show(cluster))
+        if view.elected:
+            raise fail(
+                f"'{cluster}' has no resource manager to stand in for: its coordinator is elected"
+                " among the daemons of its nodes",
+                hint=f"run `cau daemon {cluster} --node NODE` on every node (e.g. a systemd unit)",
+            )
         if view.owner is None:
             raise fail(
                 f"the coordinator role of '{cluster}' runs on no node", hint=f"`cau role add {cluster}`"
