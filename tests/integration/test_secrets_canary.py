@@ -41,6 +41,7 @@ def _config(home: Path, out: Path) -> str:
         f"printf %s \"$CANARY_PW|$CANARY_ENV\" > {out}/$CAU_NODE.seen'''\n"
         "post_update_script = '''echo \"post failed: $CANARY_PW\" >&2; exit 3'''\n"
         "node_order = ['node1']\n"
+        "max_retries_per_node = 0\n"  # the failing post-script is not retried (10 s apart)
         "[[plugins]]\n"
         'name = "sandbox"\n'
         f"args = {{ exclude = [{json.dumps(CANARY)}] }}\n"
@@ -50,7 +51,7 @@ def _config(home: Path, out: Path) -> str:
 provider = "sandbox"
 profile = "{profile}"
 [clusters.demo.options]
-speed = 40
+speed = 200
 [clusters.demo.secrets]
 file = "{secrets}"
 env = ["CANARY_ENV"]
@@ -245,7 +246,7 @@ def test_a_resumed_run_takes_the_secrets_from_the_configuration_again(cau: Cau, 
     )
     (tmp_path / "clusters.toml").write_text(
         f'[clusters.demo]\nprovider = "sandbox"\nprofile = "{tmp_path / "p.toml"}"\n'
-        f'[clusters.demo.options]\nspeed = 40\n[clusters.demo.secrets]\nfile = "{secrets}"\n'
+        f'[clusters.demo.options]\nspeed = 200\n[clusters.demo.secrets]\nfile = "{secrets}"\n'
     )
     killed = subprocess.run(
         [sys.executable, "-m", "cau", "run", "demo"],

@@ -21,7 +21,7 @@ CONFIG = """
 [clusters.branch]
 provider = "sandbox"
 [clusters.branch.options]
-speed = 100
+speed = 200
 [clusters.remote-only]
 provider = "pacemaker"
 [clusters.remote-only.options]
