@@ -25,18 +25,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from cau.domain.due import due
 from cau.domain.profile import RunProfile, build_profile
 from cau.domain.role import ClusterRole, UpdateRequest
 from cau.domain.schedule import Schedule
 from cau.domain.validation import describe_errors
-from cau.errors import ConfigError, LockHeld, NotFound, PreflightError
+from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError
 from cau.journal.progress import replay
 from cau.ports import ClusterProvider, HostsCoordinatorRole
+from cau.redact import tail
 from cau.service import NoRunDue
-from cau.views import ReadinessCheck, RoleView
+from cau.views import PluginView, ReadinessCheck, RoleView
 
 if TYPE_CHECKING:
     from cau.engine.coordinator import RunOutcome
@@ -137,6 +138,8 @@ class SelfUpdating:
                 detail=f"online and out of maintenance: {', '.join(owners) or 'none'}",
             )
         )
+        if getattr(provider, "coordinator_election", False):
+            checks.append(await self._same_cau_everywhere(provider, owners))
         try:
             built = self.check_profile(role.profile, dict(role.options))
             checks.append(
@@ -165,6 +168,42 @@ class SelfUpdating:
                 )
             )
         return checks
+
+    async def _same_cau_everywhere(self, provider: ClusterProvider, nodes: list[str]) -> ReadinessCheck:
+        """Every node that may lead runs the same cau with the same plug-ins as this machine
+        (`cau plugins --output json` there): a coordinator elected on a node without them, or
+        with others, would run another run than the one configured."""
+        check = "cau and its plug-ins are the same on every node that may lead"
+
+        def installed(views: list[PluginView]) -> set[tuple[str, str, str | None, str | None]]:
+            return {(v.kind, v.name, v.distribution, v.version) for v in views if v.ok}
+
+        mine = installed(self.svc.plugins())
+        differ: list[str] = []
+        for name in nodes:
+            try:
+                session = await provider.session(name)
+                ran = await session.transport.run(NODE_PLUGINS_COMMAND, timeout=60)
+            except CauError as exc:
+                differ.append(f"{name}: {exc}")
+                continue
+            if not ran.ok:
+                differ.append(
+                    f"{name}: `{NODE_PLUGINS_COMMAND}` failed (exit {ran.exit_status}):"
+                    f" {tail(ran.stderr, 120)}"
+                )
+                continue
+            try:
+                theirs = installed(_PLUGIN_VIEWS.validate_json(ran.stdout))
+            except ValidationError:
+                differ.append(f"{name}: `{NODE_PLUGINS_COMMAND}` answered what this cau cannot read")
+                continue
+            missing, extra = sorted(mine - theirs), sorted(theirs - mine)
+            if missing or extra:
+                said = [f"lacks {n} {v or ''}".rstrip() for _, n, _, v in missing]
+                said += [f"has {n} {v or ''}".rstrip() for _, n, _, v in extra]
+                differ.append(f"{name}: " + ", ".join(said))
+        return ReadinessCheck(check=check, ok=not differ, detail="; ".join(differ) or ", ".join(nodes))
 
     async def view(self, role: ClusterRole, provider: ClusterProvider | None = None) -> RoleView:
         opened = provider or self.svc.open_provider(role.cluster)
@@ -394,6 +433,10 @@ class SelfUpdating:
             return Pass(PassResult.HANDED_OVER, outcome.run_id, outcome.message or "", outcome)
         return Pass(PassResult.FINISHED, outcome.run_id, outcome.message or "", outcome)
 
+
+# What a node answers about its cau (readiness: the same everywhere).
+NODE_PLUGINS_COMMAND = "cau plugins --output json"
+_PLUGIN_VIEWS: TypeAdapter[list[PluginView]] = TypeAdapter(list[PluginView])
 
 # The lock owner's label of a role's coordinator: `cau status` shows it, and an elected role's
 # owner is read from it.

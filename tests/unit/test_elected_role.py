@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from pathlib import Path
+
+import pytest
 
 from cau.clock import run_virtual
 from cau.domain.results import Status
-from cau.selfupdating import Pass, PassResult
+from cau.errors import PreflightError
+from cau.selfupdating import NODE_PLUGINS_COMMAND, Pass, PassResult
 from cau.service import Service
 from tests.support import installs, service
 from tests.unit.test_refused_nodes import DebianHosts, registry, ssh_cluster
 
 NODES = ["n1", "n2", "n3"]
+
+
+def same_cau(svc: Service, hosts: DebianHosts, nodes: list[str]) -> str:
+    """The nodes' `cau plugins --output json` says what this machine's says."""
+    mine = json.dumps([v.model_dump(mode="json") for v in svc.plugins()])
+    for n in nodes:
+        hosts.debian[n].answer(NODE_PLUGINS_COMMAND, mine)
+    return mine
 
 
 async def _round(svc: Service, nodes: list[str]) -> list[tuple[str, Pass]]:
@@ -39,6 +51,7 @@ def test_the_daemons_of_the_nodes_elect_one_leader_which_steps_aside_before_its_
     async def main() -> None:
         svc = service(tmp_path / "home", config, registry(hosts))
         try:
+            same_cau(svc, hosts, NODES)
             view = await svc.roles.add("web", profile=None, options=profile_args, enabled=True, by="ops")
             assert view.owner is None and view.elected  # nobody leads until a run is due
             # Nothing asked for: every daemon's pass does nothing, and takes no lock.
@@ -72,6 +85,29 @@ def test_the_daemons_of_the_nodes_elect_one_leader_which_steps_aside_before_its_
             assert len(done) == len(set(done)) and {n for n, _ in done} == set(NODES)
             assert all(n.status == Status.SUCCEEDED.value for n in outcome.report.nodes)
             assert not hosts.marker  # no node left in maintenance
+        finally:
+            svc.close()
+
+    run_virtual(main())
+
+
+def test_a_node_with_another_cau_or_other_plug_ins_is_named_and_the_role_refused(tmp_path: Path) -> None:
+    """A coordinator elected on a node running another cau would run another run: refused."""
+    hosts = DebianHosts(NODES)
+    config = ssh_cluster(tmp_path, NODES)
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config, registry(hosts))
+        try:
+            mine = json.loads(same_cau(svc, hosts, NODES))
+            older = [dict(v, version="0.0.9") if v["name"] == "apt" else v for v in mine]
+            hosts.debian["n3"].answer(NODE_PLUGINS_COMMAND, json.dumps(older))
+            with pytest.raises(PreflightError) as refused:
+                await svc.roles.add("web", profile=None, options={}, enabled=True, by="ops")
+            message = refused.value.message
+            assert "cau and its plug-ins are the same on every node that may lead" in message
+            assert "n3: lacks apt 0.1.0, has apt 0.0.9" in message and "n1:" not in message
+            assert await svc.store.get_role("web") is None  # nothing changed
         finally:
             svc.close()
 
