@@ -205,12 +205,22 @@ class SelfUpdating:
                 differ.append(f"{name}: " + ", ".join(said))
         return ReadinessCheck(check=check, ok=not differ, detail="; ".join(differ) or ", ".join(nodes))
 
-    async def view(self, role: ClusterRole, provider: ClusterProvider | None = None) -> RoleView:
+    async def view(
+        self,
+        role: ClusterRole,
+        provider: ClusterProvider | None = None,
+        *,
+        check: bool = False,
+        readiness: list[ReadinessCheck] | None = None,
+    ) -> RoleView:
+        """The role as shown; with `check`, its readiness checks too (they observe the cluster:
+        on an ssh cluster they ask every node), unless `readiness` already holds them."""
         opened = provider or self.svc.open_provider(role.cluster)
         try:
             host = self._host(role.cluster, opened)
             owner = await host.coordinator_role_owner()
-            readiness = await self.readiness(role, opened)
+            if check and readiness is None:
+                readiness = await self.readiness(role, opened)
         finally:
             if provider is None:
                 await opened.close()
@@ -230,7 +240,7 @@ class SelfUpdating:
             next_starts=schedule.next_starts(self._now(), 3) if schedule else [],
             window=window if isinstance(window, str) else None,
             active_run=active.run_id if active is not None else None,
-            readiness=readiness,
+            readiness=readiness or [],
             updated=role.updated,
             updated_by=role.updated_by,
         )
@@ -265,7 +275,8 @@ class SelfUpdating:
                 cluster=cluster, enabled=enabled, profile=profile, options=options, schedule=spec,
                 last_considered=now, created=now, updated=now, updated_by=by,
             )  # fmt: skip
-            failed = [c for c in await self.readiness(role, provider) if not c.ok]
+            readiness = await self.readiness(role, provider)
+            failed = [c for c in readiness if not c.ok]
             if failed:
                 raise PreflightError(
                     f"the clustered role of '{cluster}' is not ready: "
@@ -277,12 +288,14 @@ class SelfUpdating:
             await self.svc.store.put_role(role)
             detail = {"profile": profile, "options": options, "enabled": enabled, "schedule": spec}
             self.svc.audit(by, "role.add", cluster, detail)
-            return await self.view(role, provider)
+            return await self.view(role, provider, readiness=readiness)
         finally:
             await provider.close()
 
-    async def show(self, cluster: str) -> RoleView:
-        return await self.view(await self._role(cluster))
+    async def show(self, cluster: str, *, check: bool = True) -> RoleView:
+        """Get-CauClusterRole; `check=False` leaves out the readiness checks (a watcher that
+        only needs where the role runs, polling)."""
+        return await self.view(await self._role(cluster), check=check)
 
     async def set(
         self,

@@ -262,7 +262,7 @@ def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle:
     signal.signal(signal.SIGTERM, stop)
     while not stopping:
         with reported(False):
-            view = asyncio.run(svc.roles.show(cluster))
+            view = asyncio.run(svc.roles.show(cluster, check=False))
         if view.elected:
             raise fail(
                 f"'{cluster}' has no resource manager to stand in for: its coordinator is elected"
@@ -290,7 +290,7 @@ def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle:
                 f"[yellow]cau daemon: the coordinator on {view.owner} exited with {child.returncode}[/]"
             )
         with reported(False):
-            after = asyncio.run(svc.roles.show(cluster))
+            after = asyncio.run(svc.roles.show(cluster, check=False))
         if exit_when_idle and after.active_run is None and after.update_requested is None:
             raise typer.Exit(Exit.OK)
         time.sleep(poll)

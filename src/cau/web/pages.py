@@ -232,7 +232,7 @@ async def cluster_page(request: Request, cluster: str) -> Response:
     ctx = context(request)
     detail = await ops.cluster_detail(ctx, cluster)
     try:
-        role: RoleView | None = await ctx.svc.roles.show(cluster)
+        role: RoleView | None = await ctx.svc.roles.show(cluster, check=False)
         can_host = True
     except NotFound:
         role, can_host = None, True
