@@ -32,7 +32,7 @@ from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
 from cau.engine.scan import scan_plugins
 from cau.engine.start import preflight, run_created
-from cau.errors import ConfigError, LockHeld, LockLost, NotFound, PreflightError
+from cau.errors import CauError, ConfigError, LockHeld, LockLost, NotFound, PreflightError
 from cau.journal.events import JournalEvent, WarningEvent
 from cau.journal.progress import NodeProgress, replay
 from cau.lease import Holder, driving, holder_state, this_process
@@ -411,7 +411,12 @@ class Service:
                     await on_coordinator(coordinator)
                 return await self._execute_with_lease(cluster, owner, coordinator)
             finally:
-                await store.release_lock(cluster, owner)
+                try:
+                    await store.release_lock(cluster, owner)
+                except (CauError, OSError) as exc:
+                    # The lock expires with its lease anyway; the run's outcome, or the error
+                    # under way (a lost lease: maybe the store is what is lost), matters more.
+                    notice(f"the cluster lock was not released ({exc}); it expires with its lease")
         finally:
             await provider.close()
 
@@ -499,28 +504,50 @@ class Service:
         self, cluster: str, owner: LockOwner, coordinator: Coordinator
     ) -> RunOutcome:
         work = asyncio.ensure_future(coordinator.execute())
-        lost = False
+        lost: str | None = None
+        loop = asyncio.get_running_loop()
 
         async def keep_lease() -> None:
+            """Renew every tenth of the lease. Taken over: stop at once. Not renewed (the store
+            unreachable from here, or too slow) for half the lease: stop too, while the lease
+            written last still holds, so that this coordinator has stopped acting before another
+            may take the lock over (its lease counts from the last renewal that succeeded)."""
             nonlocal lost
+            interval = self.lease_seconds / 10
+            renewed_at = loop.time()
             while True:
-                await asyncio.sleep(self.lease_seconds / 10)
-                renewed = await self.store.renew_lock(
-                    cluster, owner, now=_utcnow(), lease_seconds=self.lease_seconds
-                )
+                await asyncio.sleep(interval)
+                attempt = loop.time()
+                try:
+                    renewed = await asyncio.wait_for(
+                        self.store.renew_lock(
+                            cluster, owner, now=_utcnow(), lease_seconds=self.lease_seconds
+                        ),
+                        timeout=interval,
+                    )
+                except (CauError, OSError, TimeoutError) as exc:
+                    if loop.time() - renewed_at < self.lease_seconds / 2:
+                        continue  # a blip: the lease still has more than half to run
+                    lost = (
+                        f"could not renew the lock on '{cluster}' for {loop.time() - renewed_at:.0f}s"
+                        f" ({exc or type(exc).__name__}); this coordinator stopped acting before its"
+                        " lease ran out"
+                    )
+                    work.cancel()
+                    return
                 if not renewed:
-                    lost = True
+                    lost = f"lost the lock on '{cluster}' to another coordinator; this one stopped acting"
                     work.cancel()  # another coordinator owns the cluster now: do nothing more
                     return
+                renewed_at = attempt
 
         lease = asyncio.ensure_future(keep_lease())
         try:
             return await work
         except asyncio.CancelledError:
-            if lost:
+            if lost is not None:
                 raise LockLost(
-                    f"lost the lock on '{cluster}' to another coordinator; this one stopped acting",
-                    hint=f"`cau status {cluster}` shows who holds it",
+                    lost, hint=f"`cau status {cluster}` shows who holds it; the run resumes from its journal"
                 ) from None
             raise
         finally:
