@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cau.domain.profile import PluginSpec, plugin_shorthand
 from cau.domain.validation import describe_errors
@@ -71,12 +71,18 @@ class StoreConfig(BaseModel):
         [store]
         kind = "etcd"
         options = { endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"] }
+        lease = 20
     """
 
     model_config = ConfigDict(extra="forbid")
 
     kind: str = "sqlite"
     options: dict[str, Any] = {}
+    # Seconds a coordinator's lock outlasts its last renewal (it renews every tenth of it, and
+    # stops acting after half of it without a renewal). A coordinator on another host that died
+    # silently is taken over from after this long: self-updating mode wants it short (e.g. 20),
+    # so that the role's next coordinator resumes soon after its node was lost.
+    lease: float = Field(300.0, ge=5, le=3600)
 
 
 class CauConfig(BaseModel):

@@ -69,8 +69,6 @@ from cau.views import (
     SandboxViolation,
 )
 
-LEASE_SECONDS = 300.0  # a silent coordinator on another host loses the lock after 5 minutes
-
 
 class NoRunDue(Exception):
     """Service.run's `decide` started nothing: the cluster was left as it was."""
@@ -117,14 +115,14 @@ class Service:
         *,
         registry: Registry | None = None,
         clock: Clock | None = None,
-        lease_seconds: float = LEASE_SECONDS,
+        lease_seconds: float | None = None,  # default: the config's [store] lease
     ) -> None:
         self.data_dir = data_dir
         self._config_path = config_path
         self._config: LoadedConfig | None = None
         self.registry = registry or Registry.discover()
         self.clock: Clock = clock or SystemClock()
-        self.lease_seconds = lease_seconds
+        self._lease_seconds = lease_seconds
         self._store: Store | None = None
         self._access: AccessStore | None = None
         self._secrets: dict[str, dict[str, str]] = {}
@@ -136,6 +134,18 @@ class Service:
         if self._config is None:
             self._config = load_config(self._config_path)
         return self._config
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a coordinator's hold on a cluster outlasts its last renewal: how soon a
+        coordinator that died silently on another host is taken over from."""
+        if self._lease_seconds is None:
+            return self.config.config.store.lease
+        return self._lease_seconds
+
+    @lease_seconds.setter
+    def lease_seconds(self, value: float) -> None:
+        self._lease_seconds = value
 
     @property
     def store(self) -> Store:
