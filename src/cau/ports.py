@@ -213,6 +213,15 @@ class HostsCoordinatorRole(Protocol):
 
 
 @runtime_checkable
+class ChecksCoordinatorNodes(Protocol):
+    """Optional capability of a HostsCoordinatorRole whose role runs cau on the nodes (a resource
+    agent): what would keep the role's coordinator from working on a node (its cau config does
+    not know the cluster, its store is out of reach...), one line per node; empty when none."""
+
+    async def coordinator_node_problems(self) -> list[str]: ...
+
+
+@runtime_checkable
 class ReportsHealth(Protocol):
     """Optional provider capability: what makes the cluster unfit for another drain right now
     (failed resources, unclean nodes...), checked before each node enters maintenance."""

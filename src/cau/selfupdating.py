@@ -14,8 +14,12 @@ missed while no coordinator was up runs late within its window (or grace period)
 (cau.domain.due); the `window` run option keeps the run's nodes inside the maintenance window.
 
 A cluster without a resource manager (the `ssh` provider) runs the daemon on every node, and the
-store's lock elects the leader of each run (ElectedRole). Not here yet (issue 12): the
-Pacemaker resource agent.
+store's lock elects the leader of each run (ElectedRole). On a Pacemaker cluster the role is a
+resource of cau's own agent, ocf:cau:coordinator (cau.providers.pacemaker_role), which runs
+`cau daemon CLUSTER --node NODE --resident` on the node Pacemaker chose.
+
+A run that paused for an error (not for its window) is not resumed by the daemon on its own:
+`cau role update-now` (or `cau stop`) is the operator's answer, as `cau run` is in remote mode.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from cau.domain.due import due
 from cau.domain.profile import RunProfile, build_profile
+from cau.domain.results import ErrorId, RunState
 from cau.domain.role import ClusterRole, UpdateRequest
 from cau.domain.schedule import Schedule
 from cau.domain.validation import describe_errors
 from cau.errors import CauError, ConfigError, LockHeld, NotFound, PreflightError
 from cau.journal.progress import replay
-from cau.ports import ClusterProvider, HostsCoordinatorRole
+from cau.ports import ChecksCoordinatorNodes, ClusterProvider, HostsCoordinatorRole
 from cau.redact import tail
 from cau.service import NoRunDue
 from cau.views import PluginView, ReadinessCheck, RoleView
@@ -42,6 +47,8 @@ from cau.views import PluginView, ReadinessCheck, RoleView
 if TYPE_CHECKING:
     from cau.engine.coordinator import RunOutcome
     from cau.service import Service
+
+OUTSIDE_WINDOW = ErrorId.OUTSIDE_WINDOW.value
 
 # Who a role's runs are started and resumed by, in the journal and the audit trail.
 ROLE_ACTOR = "role:{cluster}@{node}"
@@ -97,7 +104,7 @@ class SelfUpdating:
             raise ConfigError(
                 f"cluster '{cluster}' ({kind} provider) cannot host a clustered coordinator role",
                 hint="update it from outside instead (remote-updating mode: `cau run`); self-updating"
-                " works on sandbox and ssh clusters so far (Pacemaker's resource agent is to come)",
+                " works on sandbox, ssh and pacemaker clusters",
             )
         return provider
 
@@ -138,8 +145,17 @@ class SelfUpdating:
                 detail=f"online and out of maintenance: {', '.join(owners) or 'none'}",
             )
         )
-        if getattr(provider, "coordinator_election", False):
+        if getattr(provider, "coordinator_runs_cau_on_nodes", False):
             checks.append(await self._same_cau_everywhere(provider, owners))
+        if isinstance(provider, ChecksCoordinatorNodes):
+            problems = await provider.coordinator_node_problems()
+            checks.append(
+                ReadinessCheck(
+                    check="every node's cau knows the cluster and reaches the store",
+                    ok=not problems,
+                    detail="; ".join(problems) or ", ".join(n.name for n in snapshot.nodes),
+                )
+            )
         try:
             built = self.check_profile(role.profile, dict(role.options))
             checks.append(
@@ -377,25 +393,30 @@ class SelfUpdating:
 
     # --- the coordinator: one pass on the role's owner ----------------------------------------------
 
-    async def _scheduled(self, role: ClusterRole) -> str | None:
-        """Whether the schedule starts a run now (the message saying so), recording up to when
-        the schedule was considered. A disabled role considers it too: its starts are skipped,
-        not kept for when it is enabled again."""
+    async def _scheduled(self, role: ClusterRole) -> tuple[str | None, str | None]:
+        """Whether the schedule starts a run now (the message saying so; None: no run), and what
+        was said of a start that passed without a run; recording up to when the schedule was
+        considered. A disabled role considers it too: its starts are skipped, not kept for when
+        it is enabled again."""
         if role.schedule is None:
-            return None
+            return None, None
         now = self._now()
         since = role.last_considered or role.created
         options = self.check_profile(role.profile, dict(role.options))
         answer = due(Schedule.parse(role.schedule), since, now, options.maintenance_window)
         if answer.start is not None or role.last_considered is None:
             await self.svc.store.put_role(role.model_copy(update={"last_considered": now}))
+        said = None
         if answer.start is not None:  # a start passed: run or skipped, either way said
             verdict = "" if role.enabled else " (the role is disabled: no run)"
+            said = answer.message + verdict
             self.svc.audit(
                 f"role:{role.cluster}", "role.schedule", role.cluster,
-                {"message": answer.message + verdict, "run": answer.run_now and role.enabled},
+                {"message": said, "run": answer.run_now and role.enabled},
             )  # fmt: skip
-        return answer.message if answer.run_now and role.enabled else None
+        if answer.run_now and role.enabled:
+            return answer.message, None
+        return None, said
 
     async def coordinator_pass(self, cluster: str, node: str) -> Pass:
         """What `cau daemon CLUSTER --node NODE` does once: resume the role's unfinished run, or
@@ -415,6 +436,7 @@ class SelfUpdating:
         elif owner != node:
             return Pass(PassResult.NOT_OWNER, message=f"the role runs on {owner or 'no node'}, not {node}")
         actor = ROLE_ACTOR.format(cluster=cluster, node=node)
+        skipped: list[str] = []  # a scheduled start that passed without a run, said by the pass
 
         async def decide() -> tuple[RunProfile, str] | None:
             """Under the cluster's lock: the run asked for, or the one the schedule starts."""
@@ -424,13 +446,26 @@ class SelfUpdating:
                 # Taken before the run starts: a failed start is not retried forever.
                 await self.svc.store.put_role(fresh.model_copy(update={"update_requested": None}))
             else:
-                scheduled = await self._scheduled(fresh)
+                scheduled, said = await self._scheduled(fresh)
                 if scheduled is None:
+                    skipped.extend([said] if said else [])
                     return None
                 asked_by = f"the schedule ({scheduled})"
             return self.check_profile(fresh.profile, dict(fresh.options)), f"{asked_by} via {actor}"
 
         active = await self.svc.store.active_run(cluster)
+        if active is not None and active.state is RunState.PAUSED and active.error_id != OUTSIDE_WINDOW:
+            # Paused for an error: resumed when the operator says so (update-now), not by retrying
+            # what failed at every pass. A window's pause resumes by itself when the window opens.
+            if role.update_requested is None:
+                return Pass(
+                    PassResult.IDLE,
+                    active.run_id,
+                    f"run {active.run_id} is paused ({active.message or active.error_id});"
+                    f" `cau role update-now {cluster}` resumes it, `cau stop {cluster}` ends it",
+                )
+            await self.svc.store.put_role(role.model_copy(update={"update_requested": None}))
+            actor = f"{role.update_requested.by} via {actor}"
         # a resumed run keeps the options it started with (the record's); a new one is decided
         profile = active.profile if active is not None else build_profile(None, {})
         try:
@@ -439,7 +474,7 @@ class SelfUpdating:
                 role_host=host if isinstance(host, ElectedRole) else None, decide=decide,
             )  # fmt: skip
         except NoRunDue:
-            return Pass(PassResult.IDLE)
+            return Pass(PassResult.IDLE, message="; ".join(skipped))
         except LockHeld as exc:
             return Pass(PassResult.IDLE, message=f"{exc} (another coordinator drives the cluster)")
         if outcome.handed_over:

@@ -92,10 +92,12 @@ def test_between_two_coordinators_of_the_role_a_remote_run_is_refused_naming_the
 
 def test_a_role_is_refused_where_it_cannot_run_and_nothing_is_changed(cau: Cau, tmp_path: Path) -> None:
     _setup(cau)
-    # Pacemaker keeps a coordinator role through its resource agent, which cau does not ship yet.
+    # A Pacemaker cluster hosts the role through cau's agent, after checks that reach every
+    # node: a node cau may not connect to refuses the role, named, with its remedy.
     pcmk = cau("role", "add", "remote-only")
     assert pcmk.returncode == 1
-    assert "cannot host a clustered coordinator role" in pcmk.stderr and "cau run" in pcmk.stderr
+    assert "host key of n1" in pcmk.stderr and "cau hosts trust remote-only n1" in pcmk.stderr
+    assert cau("role", "show", "remote-only").returncode == 1  # not added
     unknown_profile = cau("role", "add", "branch", "--profile", "nightly")
     assert unknown_profile.returncode == 1 and "no stored profile 'nightly'" in unknown_profile.stderr
     bad = cau("role", "add", "branch", "--options", '{"warn_after": "2h", "stop_after": "1h"}')

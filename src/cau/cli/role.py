@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,8 +19,14 @@ from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
 from cau.domain.results import RunState
+from cau.errors import CauError
 from cau.selfupdating import PassResult
 from cau.views import RoleView
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cau.service import Service
 
 role_app = typer.Typer(
     help="Self-updating mode: the cluster's clustered coordinator role.", no_args_is_help=True
@@ -122,12 +129,20 @@ def role_add(
 
 
 @role_app.command("show")
-def role_show(ctx: typer.Context, cluster: ClusterArg, output: OutputOpt = OutputFormat.TEXT) -> None:
+def role_show(
+    ctx: typer.Context,
+    cluster: ClusterArg,
+    output: OutputOpt = OutputFormat.TEXT,
+    no_check: Annotated[
+        bool,
+        typer.Option("--no-check", help="Leave out the readiness checks (they ask every node): for polling."),
+    ] = False,
+) -> None:
     """The role: where its coordinator runs, its profile, whether enabled, its run (Get-CauClusterRole)."""
     json_out = output is OutputFormat.JSON
     svc = common.service(ctx)
     with reported(json_out):
-        view = asyncio.run(svc.roles.show(cluster))
+        view = asyncio.run(svc.roles.show(cluster, check=not no_check))
     _show(view, json_out)
 
 
@@ -219,12 +234,25 @@ def daemon(
         bool,
         typer.Option("--exit-when-idle", help="Exit once nothing is asked for and no run is unfinished."),
     ] = False,
+    resident: Annotated[
+        bool,
+        typer.Option(
+            "--resident",
+            help="With --node: stay up until stopped (SIGTERM), through hand-overs and pauses: what"
+            " a resource agent (ocf:cau:coordinator) or a service manager runs.",
+        ),
+    ] = False,
 ) -> None:
     """The role's coordinator. With --node: what the cluster runs on the node that owns the role.
     Without: for a simulated cluster, stands in for its resource manager, starting a coordinator
     process on the role's owner each time the role moves."""
     svc = common.service(ctx)
     console = common.console(stderr=True)
+    if resident:
+        if node is None or once or exit_when_idle:
+            raise fail("--resident goes with --node, and not with --once or --exit-when-idle")
+        _resident(svc, cluster, node, poll, console)
+        return
     if node is not None:
         while True:
             with reported(False):
@@ -294,3 +322,45 @@ def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle:
         if exit_when_idle and after.active_run is None and after.update_requested is None:
             raise typer.Exit(Exit.OK)
         time.sleep(poll)
+
+
+def _resident(svc: Service, cluster: str, node: str, poll: float, console: Console) -> None:
+    """The coordinator as a resource agent runs it: a pass every `poll` seconds until SIGTERM.
+    SIGTERM (the cluster moves the role, or stops it) ends it at once: a run in hand stops where
+    it is, its lock is released, and the next coordinator resumes it from the journal. After a
+    hand-over it waits for the cluster to move the role away (and stop it) before looking again."""
+
+    def say(line: str) -> None:
+        console.print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} cau daemon on {node}: {line}", highlight=False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        said: str | None = None
+        handed_over = False
+        try:
+            while True:
+                try:
+                    if handed_over and (await svc.roles.show(cluster, check=False)).owner == node:
+                        await asyncio.sleep(poll)  # the cluster has not moved the role yet
+                        continue
+                    handed_over = False
+                    done = await svc.roles.coordinator_pass(cluster, node)
+                    line = done.result.value + (f": {done.message}" if done.message else "")
+                    handed_over = done.result is PassResult.HANDED_OVER
+                    if done.result is PassResult.FINISHED:
+                        said = None  # every finished run is said
+                except CauError as exc:
+                    line = f"error: {exc}" + (f" ({exc.hint})" if exc.hint else "")
+                if line != said and not (line == PassResult.IDLE.value and said is None):
+                    say(line)
+                said = line
+                await asyncio.sleep(poll)
+        except asyncio.CancelledError:
+            say("stopped (SIGTERM): a run in hand stays in the journal for the next coordinator")
+
+    say(f"resident coordinator of '{cluster}' (pid {os.getpid()})")
+    asyncio.run(main())

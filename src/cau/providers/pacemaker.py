@@ -44,6 +44,12 @@ from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
 from cau.errors import AuthError, CauError, HostKeyError, MaintenanceError, NodeUnreachable, ProviderError
 from cau.ports import CommandResult, MaintenancePrior, ProviderContext, TransportFactory
 from cau.providers.corosync_quorum import Votequorum, parse_quorumtool
+from cau.providers.pacemaker_role import (
+    HANDOVER_CONSTRAINT,
+    ROLE_RESOURCE,
+    CoordinatorRoleOptions,
+    PacemakerRoleHost,
+)
 from cau.providers.pacemaker_state import (
     CAU_CONSTRAINT_PREFIX,
     ClusterConfig,
@@ -80,6 +86,8 @@ _NOT_A_MEMBER = (
 
 
 class PacemakerOptions(SshOptions):
+    # self-updating mode: how the coordinator role's agent runs cau on the nodes
+    role: CoordinatorRoleOptions = CoordinatorRoleOptions()
     drain_timeout: Duration = timedelta(minutes=5)
     failback_timeout: Duration = timedelta(minutes=5)
     poll_interval: float = Field(0.2, gt=0, le=10)
@@ -101,8 +109,13 @@ def _xml_id(value: str, what: str) -> str:
 
 
 def _roles_on(status: ClusterStatus, node: str) -> list[PcmkResource]:
-    """The movable roles (primitives and groups, not clones) active on `node`."""
-    return [r for r in status.resources if r.kind in ("primitive", "group") and node in r.present_on]
+    """The movable roles (primitives and groups, not clones) active on `node`; not cau's own
+    coordinator role, which Pacemaker moves by itself (cau.providers.pacemaker_role)."""
+    return [
+        r
+        for r in status.resources
+        if r.kind in ("primitive", "group") and node in r.present_on and r.id != ROLE_RESOURCE
+    ]
 
 
 def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]:
@@ -110,6 +123,8 @@ def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]
     primitives and groups fail over, clones and bundles run on several nodes."""
     roles = []
     for res in status.resources:
+        if res.id == ROLE_RESOURCE:
+            continue  # cau's own coordinator: not a workload, moved by its hand-over
         preferred = config.preferred_nodes(res.id)
         if res.kind in ("clone", "bundle"):
             roles.append(Role(res.id, RoleKind.CLONE, instances=res.nodes, preferred_owners=preferred))
@@ -124,8 +139,8 @@ class PacemakerProvider(SshProvider):
     name: ClassVar[str] = "pacemaker"
     Options: ClassVar[type[BaseModel]] = PacemakerOptions
     default_plugins: tuple[str, ...] = ("apt",)
-    # Pacemaker is the resource manager that keeps a coordinator role (through a resource agent,
-    # still to come): the store does not elect one here.
+    # Pacemaker is the resource manager that keeps the coordinator role (the resource agent
+    # ocf:cau:coordinator, cau.providers.pacemaker_role): the store does not elect one here.
     coordinator_election: ClassVar[bool] = False
 
     def __init__(
@@ -134,6 +149,7 @@ class PacemakerProvider(SshProvider):
         super().__init__(cluster, options, transports=transports)
         self.pcmk = options
         self._control: str | None = None  # the member that last answered a cluster command
+        self._role = PacemakerRoleHost(self, options.role)
 
     @classmethod
     def create(cls, options: BaseModel, ctx: ProviderContext) -> PacemakerProvider:
@@ -304,7 +320,8 @@ class PacemakerProvider(SshProvider):
                 f"{rid} was stopped on {node} by an earlier run (move = save) and not started again: "
                 f"`cau cleanup {self.cluster}` starts it"
             )
-        constraints = [c.id for c in config.cau_constraints()]
+        # the coordinator role's hand-over ban belongs to the role's run in progress
+        constraints = [c.id for c in config.cau_constraints() if c.id != HANDOVER_CONSTRAINT]
         if constraints:
             problems.append(
                 "location constraints left by an earlier cau run: "
@@ -440,6 +457,24 @@ class PacemakerProvider(SshProvider):
             if clones:
                 await self._wait_on(node, clones, what="start again")
         await self._restore_saved(node, prior)
+        await self._role.release(node)  # its coordinator hand-over ban, if it had one
+
+    # --- the clustered coordinator role (self-updating mode) -----------------------------------
+
+    async def coordinator_role_owner(self) -> str | None:
+        return await self._role.owner()
+
+    async def add_coordinator_role(self) -> str | None:
+        return await self._role.add()
+
+    async def remove_coordinator_role(self) -> None:
+        await self._role.remove()
+
+    async def move_coordinator_role(self, away_from: str) -> str | None:
+        return await self._role.move(_xml_id(away_from, "node name"))
+
+    async def coordinator_node_problems(self) -> list[str]:
+        return await self._role.node_problems()
 
     async def _restore_saved(self, node: str, prior: MaintenancePrior) -> None:
         """Start again, on `node`, the resources cau stopped there (move = save)."""

@@ -156,6 +156,9 @@ class SshProvider:
     # Self-updating mode: no resource manager keeps a coordinator role here; the daemons on the
     # nodes elect one through the store's lock (cau.selfupdating.ElectedRole).
     coordinator_election: ClassVar[bool] = True
+    # the coordinator runs on the nodes (a daemon on each, or a resource agent): they must all
+    # have the cau and plug-ins this machine has (self-updating readiness)
+    coordinator_runs_cau_on_nodes: ClassVar[bool] = True
 
     def __init__(
         self,

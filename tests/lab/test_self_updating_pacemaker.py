@@ -1,0 +1,280 @@
+"""Self-updating mode on a real Pacemaker cluster (issue 12): `cau role add` makes the
+coordinator a Pacemaker resource of cau's own agent (ocf:cau:coordinator), which runs `cau daemon
+--resident` on one node; the run's journal, lock and reports live in the etcd cluster on the
+nodes themselves (the `su_lab`: etcd on every host, cau installed on every host).
+
+One lab, one role, three runs that each earn their minutes:
+1. `update-now` on a disabled role: the run rolls through the cluster while the coordinator
+   moves; mid-run, a remote `cau run` is refused naming the role's coordinator; the coordinator's
+   host is powered off hard in the middle of another node's update (its etcd member goes with
+   it) and the run is still completed by a coordinator on another node: nothing left in standby,
+   nothing installed twice.
+2. The disabled role's scheduled start passes: nothing starts, and the audit trail says why.
+3. Enabled, its scheduled start fires, and the run completes with the role having moved (the
+   journal names each coordinator and its node). Hand-over times and the run's wall time are
+   printed (the note's figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cau.journal.events import EventKind, JournalEvent
+from cau.providers.pacemaker_role import AGENT_PATH, ROLE_RESOURCE
+from cau.service import Service
+from cau_lab import Lab
+from tests.lab.support import NEW, cau, versions
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+POLL = "1"  # the daemons' poll interval, seconds
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def cau_ok(lab: Lab, home: Path, *args: str, timeout: float = 120) -> str:
+    done = cau(lab, home, *args, timeout=timeout)
+    assert done.returncode == 0, f"cau {' '.join(args)}: {done.stderr}{done.stdout}"
+    return done.stdout
+
+
+def role(lab: Lab, home: Path) -> dict[str, Any]:
+    out = cau(lab, home, "role", "show", lab.cluster, "--output", "json", "--no-check")
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def status(lab: Lab, home: Path) -> dict[str, Any] | None:
+    out = cau(lab, home, "status", lab.cluster, "--output", "json", timeout=60)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def events(lab: Lab, home: Path, run_id: str) -> list[JournalEvent]:
+    """The run's journal, read from the etcd store on the nodes (any member)."""
+
+    async def read() -> list[JournalEvent]:
+        svc = Service(home, lab.config_path)
+        try:
+            return list(await svc.store.events(run_id))
+        finally:
+            svc.close()
+
+    return asyncio.run(read())
+
+
+def upgrades(lab: Lab, node: str) -> int:
+    """How many times dpkg upgraded labpkg to the new version on `node` since the log was cut."""
+    out = lab.exec(node, "grep -c ' upgrade labpkg:all 1.0 1.1' /var/log/dpkg.log || true").stdout
+    return int(out.strip() or 0)
+
+
+def cib_leftovers(lab: Lab) -> dict[str, list[str]]:
+    root = ET.fromstring(lab.pacemaker.cib(scope="configuration"))
+    return {
+        "standby": sorted(
+            n.get("uname", "")
+            for n in root.iter("node")
+            for nv in n.iter("nvpair")
+            if nv.get("name") == "standby" and nv.get("value") == "on"
+        ),
+        "constraints": sorted(
+            c.get("id", "") for c in root.iter("rsc_location") if c.get("id", "").startswith("cau-")
+        ),
+    }
+
+
+def handover_seconds(journal: list[JournalEvent]) -> list[float]:
+    """From each hand-over's intent to the next coordinator taking the run."""
+    out = []
+    moving: datetime | None = None
+    for e in journal:
+        if e.kind is EventKind.HANDOVER and e.data.get("stage") == "moving":
+            moving = e.ts
+        elif e.kind is EventKind.COORDINATOR and moving is not None:
+            out.append((e.ts - moving).total_seconds())
+            moving = None
+    return out
+
+
+def next_minute(after: timedelta) -> datetime:
+    at = datetime.now(UTC) + after
+    return (at + timedelta(minutes=1)).replace(second=0, microsecond=0)
+
+
+@pytest.fixture
+def su(su_lab: Lab, tmp_path: Path) -> Iterator[tuple[Lab, Path]]:
+    """The self-updating lab with old packages, new ones published, the dpkg log cut; the role
+    removed afterwards whatever happened (nothing of cau's left in the cluster)."""
+    lab = su_lab
+    lab.restore()
+    for node in lab.nodes:
+        lab.exec(node, ": > /var/log/dpkg.log; rm -f /var/log/cau/coordinator.log")
+    home = tmp_path / "home"
+    yield lab, home
+    stopped = cau(lab, home, "stop", lab.cluster, timeout=60)
+    removed = cau(lab, home, "role", "remove", lab.cluster, timeout=180)
+    print("teardown:", stopped.stdout, stopped.stderr, removed.stdout, removed.stderr)
+
+
+def test_the_role_rolls_through_the_cluster_survives_its_hosts_power_off_and_runs_on_schedule(
+    su: tuple[Lab, Path],
+) -> None:
+    lab, home = su
+    pm = lab.pacemaker
+    dc = pm.state().dc
+    options = json.dumps({"max_retries_per_node": 1})
+    first_start = next_minute(timedelta(seconds=100))
+
+    # --- the role: a Pacemaker resource of cau's agent, on one node; disabled, with a schedule --
+    added = cau(
+        lab, home, "role", "add", lab.cluster, "--disabled", "--options", options,
+        "--schedule", f"once:{first_start:%Y-%m-%dT%H:%M}", "--tz", "UTC",
+        "--output", "json", timeout=240,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr + added.stdout
+    view = json.loads(added.stdout)
+    assert all(c["ok"] for c in view["readiness"]), view["readiness"]
+    checks = {c["check"] for c in view["readiness"]}
+    assert "cau and its plug-ins are the same on every node that may lead" in checks
+    assert "every node's cau knows the cluster and reaches the store" in checks
+    owner = view["owner"]
+    assert owner in lab.nodes
+    assert pm.state().status.resource(ROLE_RESOURCE) is not None
+    for node in lab.nodes:  # the agent is on every node
+        assert lab.exec(node, f"test -x {AGENT_PATH}").returncode == 0, node
+    # The daemon's poll is short for the test (the resource's parameter, as an admin would set it).
+    pm.exec(pm.any_node(), f"crm_resource --resource {ROLE_RESOURCE} --set-parameter poll --parameter-value {POLL}")
+
+    # --- 1. update now; a remote run is refused; the coordinator's host is powered off ---------
+    before = {n: lab.boot_id(n) for n in lab.nodes}
+    cau_ok(lab, home, "role", "update-now", lab.cluster)
+    running = wait_for("the role's run to start", lambda: status(lab, home), 60)
+    run_id = running["run_id"]
+
+    refused = cau(lab, home, "run", lab.cluster, "--yes", timeout=60)
+    assert refused.returncode != 0
+    assert "clustered role" in refused.stderr + refused.stdout, refused.stderr
+
+    def other_node_installing() -> tuple[str, str] | None:
+        """(the coordinator's node, a node being updated by it) once one is past its drain."""
+        now_owner = role(lab, home)["owner"]
+        st = status(lab, home)
+        if not st or now_owner is None:
+            return None
+        for n in st["nodes"]:
+            if n["name"] != now_owner and n["state"] == "running" and n.get("current_step") in (
+                "install", "scan", "restart",
+            ):  # fmt: skip
+                return now_owner, n["name"]
+        return None
+
+    victim, updating = wait_for("a node's update under the role's coordinator", other_node_installing, 240, 0.3)
+    lab.kill(victim)  # hard power-off: the coordinator and the etcd member on it go at once
+    time.sleep(3)
+    lab.boot(victim)  # powered on again: it rejoins as it can
+
+    def finished() -> dict[str, Any] | None:
+        out = cau(lab, home, "report", lab.cluster, "--run", run_id, "--format", "json", timeout=60)
+        if out.returncode != 0:
+            return None
+        rep: dict[str, Any] = json.loads(out.stdout)
+        return rep if rep["state"] == "Finished" else None
+
+    report = wait_for("the run to finish after the power-off", finished, 600, 2)
+    assert report["status"] == "Succeeded", report
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node
+        assert lab.boot_id(node) != before[node], node
+        assert upgrades(lab, node) == 1, node  # nothing installed twice
+    coordinators = [c["node"] for c in report["coordinators"]]
+    assert len(set(coordinators)) >= 2, coordinators  # the role moved (at least once)
+    assert victim in coordinators and coordinators[-1] != victim or coordinators.count(victim) >= 1
+    assert report["nodes"][-1]["name"] == dc, "the DC is updated last"
+    assert cib_leftovers(lab) == {"standby": [], "constraints": []}
+    print("run 1 (update-now, power-off of", victim, "while", updating, "updated):",
+          f"{report['duration_seconds']:.1f}s, coordinators {coordinators}")  # fmt: skip
+
+    # --- 2. the disabled role's scheduled start passes: nothing starts --------------------------
+    lab.reset_packages()
+    for node in lab.nodes:
+        lab.exec(node, ": > /var/log/dpkg.log")
+    wait_for("the first scheduled start to pass", lambda: datetime.now(UTC) > first_start + timedelta(seconds=8), 200, 1)
+    assert status(lab, home) is None, "a disabled role started a run"
+    audit = cau_ok(lab, home, "audit", "--output", "json")
+    said = [a for a in json.loads(audit) if a["action"] == "role.schedule"]
+    assert said and "disabled" in said[-1]["detail"]["message"], said
+
+    # --- 3. enabled, its next scheduled start fires and the run completes with hand-overs -------
+    second_start = next_minute(timedelta(seconds=15))
+    cau_ok(lab, home, "role", "set", lab.cluster, "--schedule", f"once:{second_start:%Y-%m-%dT%H:%M}",
+           "--tz", "UTC", timeout=240)  # fmt: skip
+    cau_ok(lab, home, "role", "enable", lab.cluster, timeout=240)
+    scheduled = wait_for("the scheduled run to start", lambda: status(lab, home), 150, 1)
+    started_by = scheduled.get("started_by") or ""
+    assert "schedule" in started_by, scheduled
+    run2 = scheduled["run_id"]
+    report2 = wait_for(
+        "the scheduled run to finish",
+        lambda: (lambda r: r if r and r["run_id"] == run2 else None)(finished_run(lab, home, run2)),
+        600,
+        2,
+    )
+    assert report2["status"] == "Succeeded", report2
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node
+        assert upgrades(lab, node) == 1, node
+    journal = events(lab, home, run2)
+    took = [(e.data.get("node"), e.data.get("resumed")) for e in journal if e.kind is EventKind.COORDINATOR]
+    assert len({n for n, _ in took}) >= 2 and all(n in lab.nodes for n, _ in took), took
+    moves = handover_seconds(journal)
+    assert moves, "the role never moved"
+    assert cib_leftovers(lab) == {"standby": [], "constraints": []}
+    print(
+        f"run 2 (scheduled): {report2['duration_seconds']:.1f}s wall; coordinators {[n for n, _ in took]};"
+        f" hand-overs {[f'{s:.1f}s' for s in moves]} (median {statistics.median(moves):.1f}s)"
+    )
+
+
+def finished_run(lab: Lab, home: Path, run_id: str) -> dict[str, Any] | None:
+    out = cau(lab, home, "report", lab.cluster, "--run", run_id, "--format", "json", timeout=60)
+    if out.returncode != 0:
+        return None
+    rep: dict[str, Any] = json.loads(out.stdout)
+    return rep if rep["state"] == "Finished" else None
+
+
+def test_role_remove_leaves_nothing_in_the_cluster(su: tuple[Lab, Path]) -> None:
+    """Add then remove: no resource, no agent on any node, no constraint."""
+    lab, home = su
+    cau_ok(lab, home, "role", "add", lab.cluster, "--disabled", timeout=240)
+    cau_ok(lab, home, "role", "remove", lab.cluster, timeout=240)
+    assert lab.pacemaker.state().status.resource(ROLE_RESOURCE) is None
+    for node in lab.nodes:
+        assert lab.exec(node, f"test -e {AGENT_PATH}").returncode != 0, node
+    assert cib_leftovers(lab) == {"standby": [], "constraints": []}
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
