@@ -549,3 +549,72 @@ def test_a_member_that_refuses_cau_is_passed_over_for_one_that_answers() -> None
     with pytest.raises(HostKeyError) as caught:
         run_virtual(provider(pcmk).read_status())
     assert "cau hosts trust lab node1 --replace" in (caught.value.hint or "")
+
+
+# --- the clustered coordinator role (self-updating mode) ------------------------------------------
+
+
+def ban(node: str) -> str:
+    xml = f'<rsc_location id="cau-coordinator-away" rsc="cau-coordinator" node="{node}" score="-INFINITY"/>'
+    return f"cibadmin --modify --allow-create --scope constraints --xml-text '{xml}'"
+
+
+def test_a_hand_over_bans_the_role_from_its_node_and_moves_one_ban_from_node_to_node() -> None:
+    pcmk = PacemakerCluster("all-online")
+    p = provider(pcmk)
+    assert run_virtual(p.move_coordinator_role("node1")) is None  # Pacemaker chooses where
+    assert run_virtual(p.move_coordinator_role("node2")) is None
+    assert pcmk.edits == [ban("node1"), ban("node2")]
+    assert run_virtual(p.read_config()).cau_constraints()[0].describe() == (
+        "cau-coordinator-away (cau-coordinator -INFINITY on node2)"
+    )
+
+
+def test_the_ban_goes_when_its_node_leaves_maintenance_and_only_then() -> None:
+    pcmk = PacemakerCluster("all-online").then(standby("node2"), "standby-node2")
+    pcmk.then(standby("node2", None), "all-online")
+    p = provider(pcmk)
+
+    async def main() -> None:
+        await p.move_coordinator_role("node2")
+        prior = await p.maintenance_prior("node2")
+        await p.enter_maintenance("node2", MoveMethod.LIVE, prior)
+        other = await p.maintenance_prior("node1")
+        pcmk.edits.clear()
+        await p.exit_maintenance("node1", other)  # another node's exit leaves the ban
+        assert not any("cau-coordinator-away" in e for e in pcmk.edits)
+        await p.exit_maintenance("node2", prior)
+
+    run_virtual(main())
+    assert (
+        pcmk.edits[-1] == "cibadmin --delete --scope constraints --xml-text "
+        "'<rsc_location id=\"cau-coordinator-away\"/>'"
+    )
+    assert run_virtual(p.read_config()).cau_constraints() == []
+
+
+def test_the_hand_over_ban_of_a_run_in_progress_is_no_leftover_for_preflight_but_cleanup_removes_it() -> None:
+    pcmk = PacemakerCluster("all-online")
+    pcmk.apply(ban("node1"))
+    p = provider(pcmk)
+    assert not any("cau-coordinator" in problem for problem in run_virtual(p.preflight()))
+    assert run_virtual(p.leftovers()) == [
+        "location constraint cau-coordinator-away (cau-coordinator -INFINITY on node1)"
+    ]
+    done, _ = run_virtual(p.clean_up())
+    assert done == ["removed location constraint cau-coordinator-away (cau-coordinator -INFINITY on node1)"]
+
+
+def test_the_coordinator_role_is_no_workload_to_drain_or_fail_back() -> None:
+    from cau.providers.pacemaker import roles_from
+    from cau.providers.pacemaker_state import ClusterStatus, PcmkResource
+
+    status = ClusterStatus(
+        nodes=(), dc=None, with_quorum=True, maintenance_mode=False, stonith_enabled=False,
+        resources=(
+            PcmkResource("cau-coordinator", "primitive", ("node2",), agent="ocf:cau:coordinator"),
+            PcmkResource("vm1", "primitive", ("node2",)),
+        ),
+    )  # fmt: skip
+    config = run_virtual(provider(PacemakerCluster("all-online")).read_config())
+    assert [r.name for r in roles_from(status, config)] == ["vm1"]
