@@ -36,7 +36,7 @@ def agent(tmp: Path, action: str, **params: str) -> subprocess.CompletedProcess[
 def test_start_monitor_stop_run_a_resident_daemon(tmp_path: Path) -> None:
     cau = tmp_path / "cau"
     # the cau of this test run, as an installed `cau` command would be
-    cau.write_text(f"#!/bin/sh\nexec {sys.executable} -m cau \"$@\"\n")
+    cau.write_text(f'#!/bin/sh\nexec {sys.executable} -m cau "$@"\n')
     cau.chmod(0o755)
     config = tmp_path / "cau.toml"
     config.write_text("")  # the built-in sandbox only

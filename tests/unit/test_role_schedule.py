@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cau.clock import run_virtual
-from cau.domain.results import Status
+from cau.domain.results import RunState, Status
 from cau.errors import ConfigError, PreflightError
 from cau.selfupdating import Pass, PassResult
 from cau.service import Service
@@ -131,6 +131,47 @@ def test_a_role_that_is_not_ready_is_refused_at_add_and_enable_naming_the_check(
             with pytest.raises(PreflightError, match="the maintenance window opens again"):
                 await svc.roles.set("c1", by="ops", options=past, enabled=True)
             assert (await svc.roles.show("c1")).enabled is False  # nothing changed
+        finally:
+            svc.close()
+
+    run_virtual(main())
+
+
+def test_a_role_run_paused_for_an_error_waits_for_update_now_then_resumes_once(tmp_path: Path) -> None:
+    """The daemon does not retry what paused a run at every pass: the operator's update-now
+    resumes it (and is taken by that resume, not left to start a second run afterwards)."""
+    config = write_cluster(tmp_path, spec())
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+        try:
+            view = await svc.roles.add("c1", profile=None, options={}, enabled=True, by="ops")
+            await svc.roles.request_update("c1", by="ops")
+            owner = view.owner or ""
+            # The first coordinator hands over before its own node; the run is then paused for
+            # an error, as Coordinator._pause records one.
+            first = await svc.roles.coordinator_pass("c1", owner)
+            assert first.result is PassResult.HANDED_OVER, first
+            run = await svc.store.active_run("c1")
+            assert run is not None
+            await svc.store.set_run_state(
+                run.run_id, RunState.PAUSED, error_id="provider_error", message="crm_mon failed"
+            )
+            journaled = len(await svc.store.events(run.run_id))
+
+            owner = (await svc.roles.show("c1", check=False)).owner or ""
+            idle = await svc.roles.coordinator_pass("c1", owner)
+            assert idle.result is PassResult.IDLE and idle.run_id == run.run_id
+            assert "is paused (crm_mon failed)" in idle.message and "cau role update-now c1" in idle.message
+            assert len(await svc.store.events(run.run_id)) == journaled  # nothing retried
+
+            await svc.roles.request_update("c1", by="ops")
+            passes = await _passes_until_done(svc, "c1")
+            assert passes[-1].result is PassResult.FINISHED and passes[-1].run_id == run.run_id
+            assert (await svc.roles.show("c1", check=False)).update_requested is None
+            owner = (await svc.roles.show("c1", check=False)).owner or ""
+            after = await svc.roles.coordinator_pass("c1", owner)
+            assert after.result is PassResult.IDLE and after.run_id is None  # no second run
         finally:
             svc.close()
 

@@ -137,11 +137,6 @@ class PacemakerRoleHost:
             local.write_text(agent_text())
             for entry in self.p.options.nodes:
                 transport = self.p.transport(entry.name)
-                made = await transport.run(f"mkdir -p {_AGENT_DIR}", timeout=30)
-                if not made.ok:
-                    raise MaintenanceError(
-                        f"cannot install the resource agent {AGENT} on {entry.name}: {tail(made.stderr, 200)}"
-                    )
                 await transport.put(local, AGENT_PATH, mode=0o755)
 
     async def _wait_started(self) -> str:
