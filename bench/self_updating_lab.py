@@ -142,9 +142,8 @@ def main() -> None:
             t = time.monotonic()
             rep = json.loads(ok(cau(lab, home, config, "run", lab.cluster, "--output", "json")))
             remote.append(time.monotonic() - t)
-            print(
-                f"remote run {i + 1}: {remote[-1]:.1f}s wall ({rep['status']}, report {rep['duration_seconds']:.1f}s)"
-            )
+            said = f"{rep['status']}, report {rep['duration_seconds']:.1f}s"
+            print(f"remote run {i + 1}: {remote[-1]:.1f}s wall ({said})")
         ok(cau(lab, home, config, "role", "add", lab.cluster, "--disabled", timeout=300))
         for i in range(args.repeat):
             lab.reset_packages()  # (restore would put back the starting CIB, without the role)
@@ -154,7 +153,8 @@ def main() -> None:
             moves += these
             nodes = [c["node"] for c in rep["coordinators"]]
             print(
-                f"role run {i + 1}: {wall:.1f}s wall ({rep['status']}, report {rep['duration_seconds']:.1f}s);"
+                f"role run {i + 1}: {wall:.1f}s wall ({rep['status']},"
+                f" report {rep['duration_seconds']:.1f}s);"
                 f" coordinators on {nodes}; hand-overs {[round(s, 2) for s in these]}"
             )
         ok(cau(lab, home, config, "role", "remove", lab.cluster, timeout=300))
