@@ -122,3 +122,39 @@ def clean_pcmk_lab(pcmk_lab: Lab) -> Lab:
     cleaned, each workload on its start nodes."""
     pcmk_lab.restore()
     return pcmk_lab
+
+
+# --- the self-updating lab ---------------------------------------------------------------------
+
+SU_STATE_DIR = Path(os.environ.get("CAU_LAB_SU_TEST_STATE_DIR", "/var/tmp/cau-lab-su-test"))
+SU_NAME = "caulabs"
+SU_SUBNET = "10.77.204.0/24"
+
+
+@pytest.fixture(scope="session")
+def su_lab() -> Iterator[Lab]:
+    """A `cau lab up --pacemaker --self-updating` lab of 3 nodes (names `caulabs-nodeN`,
+    10.77.204.0/24): the Pacemaker lab (see pcmk_lab), plus an etcd member on every host
+    (`su_lab.etcd_endpoints`, http://10.77.204.1N:2379; `etcd_health()`), this machine's cau
+    installed on every host (`cau` on the PATH there), and /etc/cau/cau.toml there: the etcd
+    store and the cluster `lab` (key /etc/cau/id_ed25519, /etc/cau/known_hosts,
+    store_members). Its clusters.toml (config_path) names the same etcd store."""
+    yield from running_lab(
+        LabConfig(
+            state_dir=SU_STATE_DIR,
+            name=SU_NAME,
+            subnet=SU_SUBNET,
+            nodes=3,
+            pacemaker=True,
+            self_updating=True,
+            reboot_delay=1.0,
+        )
+    )
+
+
+@pytest.fixture
+def clean_su_lab(su_lab: Lab) -> Lab:
+    """The self-updating lab back in its starting state: as clean_pcmk_lab, and every etcd
+    member running and healthy, the store empty."""
+    su_lab.restore()
+    return su_lab

@@ -59,14 +59,30 @@ def ssh_argv(cfg: LabConfig, node: str, command: str, *, connect_timeout: float 
     ]  # fmt: skip
 
 
-def cluster_config(cfg: LabConfig) -> dict[str, Any]:
+# Where a self-updating lab's hosts keep cau's config, the client key and known_hosts.
+HOST_CONFIG = "/etc/cau/cau.toml"
+HOST_IDENTITY = "/etc/cau/id_ed25519"
+HOST_KNOWN_HOSTS = "/etc/cau/known_hosts"
+STORE_PREFIX = "/cau/"
+
+
+def store_config(cfg: LabConfig) -> dict[str, Any] | None:
+    """The [store] of a self-updating lab: the etcd cluster on its hosts (None: cau's default)."""
+    if not cfg.self_updating:
+        return None
+    return {"kind": "etcd", "options": {"endpoints": cfg.etcd_endpoints, "prefix": STORE_PREFIX}}
+
+
+def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
+    """The config cau reads: the lab's cluster (and, self-updating, its etcd store). on_host:
+    as cau on the lab's own hosts reads it (key and known_hosts under /etc/cau)."""
     cluster: dict[str, Any] = {
         "provider": "pacemaker" if cfg.pacemaker else "ssh",
         "plugins": ["apt"],
         "options": {
             "user": "root",
-            "identity": str(cfg.identity.absolute()),
-            "known_hosts": str(cfg.known_hosts.absolute()),
+            "identity": HOST_IDENTITY if on_host else str(cfg.identity.absolute()),
+            "known_hosts": HOST_KNOWN_HOSTS if on_host else str(cfg.known_hosts.absolute()),
             "boot_id_command": "cat /run/lab/boot_id",
             "reboot_command": "reboot",
             "nodes": [{"name": n, "host": cfg.address(n)} for n in cfg.node_names],
@@ -81,24 +97,54 @@ def cluster_config(cfg: LabConfig) -> dict[str, Any]:
         cluster["probes"] = [
             {"role": w.id, "targets": list(w.urls), "interval": "50ms"} for w in workloads(cfg)
         ]
-    return {"clusters": {cfg.cluster: cluster}}
+    if cfg.self_updating:
+        # every host runs an etcd member: the maintenance gate keeps a majority of them up
+        cluster["store_members"] = list(cfg.node_names)
+    data: dict[str, Any] = {"clusters": {cfg.cluster: cluster}}
+    store = store_config(cfg)
+    if store is not None:
+        data["store"] = store
+    return data
 
 
-def clusters_toml_text(cfg: LabConfig) -> str:
-    """The config as the documented layout: one [[...nodes]] table per host.
+def clusters_toml_text(cfg: LabConfig, *, on_host: bool = False) -> str:
+    """The config as the documented layout: one [[...nodes]] table per host. on_host: the
+    /etc/cau/cau.toml of a self-updating lab's hosts (see cluster_config).
 
     (tomli_w would inline the node tables; the text is checked against the data instead.)"""
-    data = cluster_config(cfg)
+    data = cluster_config(cfg, on_host=on_host)
     cluster = data["clusters"][cfg.cluster]
     opts = cluster["options"]
     key = f"clusters.{cfg.cluster}"
-    lines = [
-        f"# cau lab '{cfg.name}' ({cfg.subnet}), written by `cau lab up`.",
-        f"# Use: cau --config {cfg.clusters_toml.absolute()} scan {cfg.cluster}",
+    if on_host:
+        lines = [
+            f"# cau on the hosts of the self-updating lab '{cfg.name}' ({cfg.subnet}),"
+            " written by `cau lab up`.",
+            f"# Use (on a host): cau --config {HOST_CONFIG} status {cfg.cluster}",
+        ]
+    else:
+        lines = [
+            f"# cau lab '{cfg.name}' ({cfg.subnet}), written by `cau lab up`.",
+            f"# Use: cau --config {cfg.clusters_toml.absolute()} scan {cfg.cluster}",
+        ]
+    if "store" in data:
+        store = data["store"]
+        lines += [
+            "",
+            "# runs, journals and locks: in the etcd cluster on the lab's hosts",
+            "[store]",
+            f"kind = {_value(store['kind'])}",
+            f"options = {_value(store['options'])}",
+        ]
+    lines += [
         "",
         f"[{key}]",
         f"provider = {_value(cluster['provider'])}",
         'plugins = ["apt"]',
+    ]
+    if "store_members" in cluster:
+        lines.append(f"store_members = {_value(cluster['store_members'])}")
+    lines += [
         "",
         f"[{key}.options]",
         *(f"{k} = {_value(v)}" for k, v in opts.items() if k != "nodes"),
@@ -114,6 +160,8 @@ def clusters_toml_text(cfg: LabConfig) -> str:
 
 
 def _value(value: object) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, bool):

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cau.errors import CauError
+from cau_lab import access, hostcau
 from cau_lab.config import DEFAULT_CACHE_DIR, DEFAULT_SUBNET, LabConfig, state_dir_default
 from cau_lab.control import Lab
 from cau_lab.errors import reported
@@ -72,6 +73,15 @@ def up(
             "web-clone: port 8080 on each node).",
         ),
     ] = False,
+    self_updating: Annotated[
+        bool,
+        typer.Option(
+            "--self-updating",
+            help="With --pacemaker: the environment of self-updating mode: an etcd member on "
+            "every host (the run store), this machine's cau installed on every host, and "
+            "/etc/cau/cau.toml there naming the etcd store and the cluster.",
+        ),
+    ] = False,
     reboot_delay: Annotated[
         float, typer.Option("--reboot-delay", min=0, help="Seconds a rebooting host stays down.")
     ] = 1.0,
@@ -103,6 +113,7 @@ def up(
             state_dir=state_dir,
             nodes=nodes if nodes is not None else (3 if pacemaker else 4),
             pacemaker=pacemaker,
+            self_updating=self_updating,
             name=name,
             cluster=cluster,
             subnet=subnet,
@@ -123,7 +134,15 @@ def up(
         typer.echo(f"Packages: OLD installed; {'only OLD' if old_only else 'NEW'} versions published.")
         if lab.cfg.pacemaker:
             _print_workloads(lab)
+        if lab.cfg.self_updating:
+            _print_self_updating(lab)
         _usage(lab)
+
+
+def _print_self_updating(lab: Lab) -> None:
+    typer.echo(f"etcd (the run store): {' '.join(lab.etcd_endpoints)}, every member healthy.")
+    typer.echo(f"cau on every host: {hostcau.WRAPPER} (this machine's cau), config {access.HOST_CONFIG}")
+    typer.echo(f"  cau lab exec {lab.nodes[0]} -- cau --config {access.HOST_CONFIG} status {lab.cluster}")
 
 
 def _print_workloads(lab: Lab) -> None:
@@ -137,6 +156,9 @@ def _print_status(lab: Lab) -> None:
         extra = f"  init={st.init_pid} procs={st.processes} boot_id={st.boot_id}" if st.init_pid else ""
         held = "  (no-return)" if st.no_return else ""
         typer.echo(f"{st.node:<10} {st.address:<15} {st.state:<10}{extra}{held}")
+    if lab.cfg.self_updating:
+        health = lab.etcd_health()
+        typer.echo("etcd: " + ", ".join(f"{n} {'NOT ' if why else ''}healthy" for n, why in health.items()))
     if lab.cfg.pacemaker:
         try:
             state = lab.pacemaker.state()

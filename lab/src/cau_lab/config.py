@@ -49,6 +49,9 @@ class LabConfig:
     mirror: str | None = None  # Debian mirror for the image build; default: the machine's
     packages: tuple[str, ...] = field(default=())  # extra packages for the golden image
     pacemaker: bool = False  # a Corosync/Pacemaker cluster of all the hosts, with workloads
+    # self-updating mode's environment: etcd on every host, this machine's cau installed on
+    # every host with /etc/cau/cau.toml (the etcd store, the cluster); needs pacemaker
+    self_updating: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]*", self.name):
@@ -72,6 +75,11 @@ class LabConfig:
             raise LabError(f"lab name '{self.name}' is too long for interface names (max {_IFNAMSIZ})")
         if self.reboot_delay < 0:
             raise LabError("the reboot delay cannot be negative")
+        if self.self_updating and not self.pacemaker:
+            raise LabError(
+                "a self-updating lab is a Pacemaker cluster: self_updating needs pacemaker",
+                hint="`cau lab up --pacemaker --self-updating`",
+            )
 
     # --- names and addresses -------------------------------------------------------------------
 
@@ -157,6 +165,11 @@ class LabConfig:
     @property
     def clusters_toml(self) -> Path:
         return self.state_dir / "clusters.toml"
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """The client URLs of the etcd members of a self-updating lab (one per host)."""
+        return [f"http://{addr}:2379" for addr in self.addresses.values()]
 
     # --- persistence ---------------------------------------------------------------------------
 

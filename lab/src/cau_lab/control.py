@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from cau_lab import access, hosts, image, net
+from cau_lab import access, etcd, hostcau, hosts, image, net
 from cau_lab.config import LabConfig, LabError
 from cau_lab.layer import assets_dir, build_layer
 from cau_lab.pacemaker import Pacemaker
@@ -74,6 +74,19 @@ class Lab:
     @property
     def cluster(self) -> str:
         return self.cfg.cluster
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """The client URLs of a --self-updating lab's etcd members (one per host)."""
+        return self.cfg.etcd_endpoints
+
+    def etcd_health(self) -> dict[str, str | None]:
+        """Each etcd member of a --self-updating lab: None when healthy, else why not."""
+        return dict(zip(self.nodes, self._parallel(lambda n: etcd.health(self.cfg, n)), strict=True))
+
+    def wait_etcd_healthy(self, nodes: Sequence[str] | None = None, timeout: float = 60) -> None:
+        """Until the etcd members of nodes (default: all) answer healthy; LabError naming the others."""
+        etcd.wait_healthy(self.cfg, timeout=timeout, nodes=list(nodes or self.nodes))
 
     @property
     def pacemaker(self) -> Pacemaker:
@@ -169,6 +182,11 @@ class Lab:
         cfg.clusters_toml.unlink(missing_ok=True)
         access.ensure_client_key(cfg)
         layer = build_layer(cfg, img)
+        if cfg.self_updating:
+            t = self._step("layer", t)
+            for part, seconds in hostcau.install(cfg, layer, img, self.log).items():
+                self.timings[f"cau on the hosts: {part}"] = seconds
+            t = self._step("cau installed in the layer", t)
         self.repos.reset()
         if publish_new:
             self.repos.publish_new()
@@ -196,14 +214,25 @@ class Lab:
         self._parallel(self._provision)
         keys = {n: access.host_key_line(self._host_key(n)) for n in self.nodes}
         access.write_known_hosts(cfg, keys)
+        if cfg.self_updating:
+            hostcau.write_known_hosts(cfg, cfg.known_hosts.read_text())
         t = self._step("old packages installed, host keys read", t)
 
         self._parallel(lambda n: hosts.wait_ssh(cfg, n, timeout=60))
         self._parallel(self._check_login)
         t = self._step("ssh", t)
+        if cfg.self_updating:  # members start now, become healthy while Pacemaker forms
+            etcd.setup(cfg)
+            t = self._step("etcd started", t)
         if cfg.pacemaker:
             self.pacemaker.setup()
             t = self._step("pacemaker cluster formed, workloads started", t)
+        if cfg.self_updating:
+            etcd.wait_healthy(cfg)
+            t = self._step("etcd members healthy", t)
+            # the hosts share the layer cau is installed in: one host answers for all
+            hostcau.check_same_cau(cfg, self.nodes[:1])
+            t = self._step("cau on the hosts is this machine's", t)
         access.write_clusters_toml(cfg)
 
     def _host_key(self, node: str) -> str:
@@ -309,7 +338,8 @@ class Lab:
     def restore(self) -> None:
         """Back to the state `up` left: every host up (held or slowed hosts released), the NEW
         versions published, the OLD ones installed; in a --pacemaker lab, the cluster as `up`
-        left it too (see Pacemaker.restore). For tests that share one lab."""
+        left it too (see Pacemaker.restore); in a --self-updating lab, every etcd member running
+        and healthy, and the store empty. For tests that share one lab."""
         for node in self.nodes:
             self.hold(node, False)
             self.set_reboot_delay(node, None)
@@ -318,6 +348,10 @@ class Lab:
         self.reset_packages()
         if self.cfg.pacemaker:
             self.pacemaker.restore()
+        if self.cfg.self_updating:  # after Pacemaker's: no coordinator resource writes any more
+            etcd.start(self.cfg)
+            etcd.wait_healthy(self.cfg)
+            etcd.clear(self.cfg)
 
     # --- packages ------------------------------------------------------------------------------
 

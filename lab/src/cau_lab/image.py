@@ -47,14 +47,17 @@ BASE_PACKAGES = (
     "apt-utils",  # as on a usual server; without it debconf warns on every install
 )
 # Installed after debootstrap (with apt, so dependencies resolve): the cluster stack of
-# `cau lab up --pacemaker`, and arping for the gratuitous ARP of a moved address. In the one
-# image every lab uses, so CI builds and caches one image; a plain lab starts none of them.
+# `cau lab up --pacemaker`, arping for the gratuitous ARP of a moved address, and etcd 3.4 (the
+# run store of `--self-updating`; etcdctl comes with etcd-client). In the one image every lab
+# uses, so CI builds and caches one image; a plain lab starts none of them.
 CLUSTER_PACKAGES = (
     "pacemaker",
     "corosync",
     "crmsh",
     "resource-agents",
     "iputils-arping",
+    "etcd-server",
+    "etcd-client",
 )
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 

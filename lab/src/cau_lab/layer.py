@@ -45,29 +45,29 @@ def build_layer(cfg: LabConfig, image: Path) -> Path:
         rel = path.relative_to(src)
         dest = layer / rel
         if path.is_dir():
-            _mkdir(dest)
+            make_dirs(dest)
             continue
-        _mkdir(dest.parent)
+        make_dirs(dest.parent)
         shutil.copyfile(path, dest)
         executable = any(str(rel).startswith(d + "/") for d in _EXECUTABLE_DIRS)
         dest.chmod(0o755 if executable else 0o644)
     for rel_alias, target in _ALIASES.items():
         if not (image / rel_alias).exists() and not (image / rel_alias).is_symlink():
-            _mkdir((layer / rel_alias).parent)
+            make_dirs((layer / rel_alias).parent)
             (layer / rel_alias).symlink_to(target)
     hosts = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
     hosts += [f"{addr} {node}" for node, addr in cfg.addresses.items()]
     _write(layer / "etc/hosts", "\n".join(hosts) + "\n", 0o644)
     # The merged /root takes its mode from the topmost layer that has it: keep it private,
     # or sshd's StrictModes refuses the key.
-    _mkdir(layer / "root", 0o700)
-    _mkdir(layer / "root/.ssh", 0o700)
+    make_dirs(layer / "root", 0o700)
+    make_dirs(layer / "root/.ssh", 0o700)
     pub = cfg.identity.with_name(cfg.identity.name + ".pub").read_text()
     _write(layer / "root/.ssh/authorized_keys", pub, 0o600)
     return layer
 
 
-def _mkdir(path: Path, mode: int = 0o755) -> None:
+def make_dirs(path: Path, mode: int = 0o755) -> None:
     """mkdir -p with explicit modes: the merged view shows the topmost layer's directory mode."""
     missing = []
     p = path
@@ -81,6 +81,6 @@ def _mkdir(path: Path, mode: int = 0o755) -> None:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    _mkdir(path.parent, 0o700 if path.parent.name in (".ssh", "root") else 0o755)
+    make_dirs(path.parent, 0o700 if path.parent.name in (".ssh", "root") else 0o755)
     path.write_text(text)
     path.chmod(mode)
