@@ -131,9 +131,7 @@ def su(su_lab: Lab, tmp_path: Path) -> Iterator[tuple[Lab, Path]]:
     """The self-updating lab with old packages, new ones published, the dpkg log cut; the role
     removed afterwards whatever happened (nothing of cau's left in the cluster)."""
     lab = su_lab
-    lab.restore()  # (the starting CIB: no role resource, no ban)
-    # an empty run store (a failed test's role and runs gone with it)
-    lab.exec(lab.nodes[0], "ETCDCTL_API=3 etcdctl del --prefix /cau/ >/dev/null")
+    lab.restore()  # the starting CIB (no role resource, no ban), an empty etcd store
     for node in lab.nodes:
         lab.exec(node, ": > /var/log/dpkg.log; rm -f /var/log/cau/coordinator.log")
     home = tmp_path / "home"

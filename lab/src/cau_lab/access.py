@@ -64,13 +64,19 @@ HOST_CONFIG = "/etc/cau/cau.toml"
 HOST_IDENTITY = "/etc/cau/id_ed25519"
 HOST_KNOWN_HOSTS = "/etc/cau/known_hosts"
 STORE_PREFIX = "/cau/"
+STORE_LEASE = 20
 
 
 def store_config(cfg: LabConfig) -> dict[str, Any] | None:
     """The [store] of a self-updating lab: the etcd cluster on its hosts (None: cau's default)."""
     if not cfg.self_updating:
         return None
-    return {"kind": "etcd", "options": {"endpoints": cfg.etcd_endpoints, "prefix": STORE_PREFIX}}
+    return {
+        "kind": "etcd",
+        "options": {"endpoints": cfg.etcd_endpoints, "prefix": STORE_PREFIX},
+        # a coordinator lost with its host is taken over from after 20 s, not cau's 5 minutes
+        "lease": STORE_LEASE,
+    }
 
 
 def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
@@ -135,6 +141,7 @@ def clusters_toml_text(cfg: LabConfig, *, on_host: bool = False) -> str:
             "[store]",
             f"kind = {_value(store['kind'])}",
             f"options = {_value(store['options'])}",
+            f"lease = {_value(store['lease'])}",
         ]
     lines += [
         "",
