@@ -618,3 +618,16 @@ def test_the_coordinator_role_is_no_workload_to_drain_or_fail_back() -> None:
     )  # fmt: skip
     config = run_virtual(provider(PacemakerCluster("all-online")).read_config())
     assert [r.name for r in roles_from(status, config)] == ["vm1"]
+
+
+def test_a_coordinator_on_a_member_is_refused_in_remote_mode_but_is_the_role_in_self_updating_mode() -> None:
+    pcmk = PacemakerCluster("all-online")
+    nodes = [
+        {"name": "node1", "host": "127.0.0.1"},
+        *({"name": f"node{i}", "host": f"10.77.0.1{i}"} for i in (2, 3)),
+    ]
+    p = provider(pcmk, nodes=nodes)
+    assert any(
+        "remote-updating mode: this machine is itself node node1" in x for x in run_virtual(p.preflight())
+    )
+    assert run_virtual(p.preflight(coordinator_node="node1")) == []

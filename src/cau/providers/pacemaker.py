@@ -282,7 +282,7 @@ class PacemakerProvider(SshProvider):
     async def preflight(
         self, profile: RunProfile | None = None, *, coordinator_node: str | None = None
     ) -> list[str]:
-        problems = await super().preflight(profile)
+        problems = await super().preflight(profile, coordinator_node=coordinator_node)
         try:
             status, config = await self.read()
         except ProviderError as exc:
