@@ -300,8 +300,14 @@ class SelfUpdating:
                     hint="nothing was changed; bring the other nodes online and out of maintenance,"
                     " or fix what the check names",
                 )
-            await host.add_coordinator_role()
+            # The record first: the coordinator the cluster starts looks for it at once. A role
+            # the cluster cannot start is removed again (add_coordinator_role), and so is this.
             await self.svc.store.put_role(role)
+            try:
+                await host.add_coordinator_role()
+            except BaseException:
+                await self.svc.store.delete_role(cluster)
+                raise
             detail = {"profile": profile, "options": options, "enabled": enabled, "schedule": spec}
             self.svc.audit(by, "role.add", cluster, detail)
             return await self.view(role, provider, readiness=readiness)

@@ -482,7 +482,7 @@ class Coordinator:
         await self.journal(HandOver(stage="moving", from_node=own))
         to = await host.move_coordinator_role(away_from=own)
         await self.journal(HandOver(stage="moved", from_node=own, to_node=to))
-        where = f"the coordinator on {to}" if to else "the coordinator another node elects"
+        where = f"the coordinator on {to}" if to else "the next coordinator, on another node"
         message = f"handed over to {where} ({own} is next to be updated)"
         return RunOutcome(
             self.run_id, RunState.RUNNING, None, None, message, None, handed_over=True, handed_over_to=to

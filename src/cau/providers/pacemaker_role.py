@@ -88,12 +88,14 @@ def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
-def owner_in(status: ClusterStatus) -> str | None:
-    """Where the role runs whole now (None: nowhere, or on its way)."""
+def owner_in(status: ClusterStatus, *, started: bool = False) -> str | None:
+    """The node Pacemaker runs the role on (None: nowhere, stopping, or failed). A start in
+    progress counts (the agent's daemon asks while its start is not done), unless `started`."""
     res = status.resource(ROLE_RESOURCE)
-    if res is None or res.failed:
+    if res is None or res.failed or res.role == "Stopping":
         return None
-    return res.complete_on[0] if len(res.complete_on) == 1 else None
+    nodes = res.complete_on if started else res.nodes
+    return nodes[0] if len(nodes) == 1 else None
 
 
 def banned_node(config: ClusterConfig) -> str | None:
@@ -144,7 +146,7 @@ class PacemakerRoleHost:
         deadline = loop.time() + self.opts.start_timeout
         while True:
             status = await self.p.read_status()
-            owner = owner_in(status)
+            owner = owner_in(status, started=True)
             if owner is not None:
                 return owner
             failures = [f for f in status.failures if f.resource == ROLE_RESOURCE]
