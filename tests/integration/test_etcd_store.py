@@ -129,8 +129,9 @@ def test_an_append_whose_answer_was_lost_is_not_appended_twice(etcd_cluster: Etc
         await setup.create_run(record("r1"))
         store = EtcdStore(setup.options)
         lossy = _AnswerLost()
-        await store._etcd._client.aclose()  # the fault, injected where requests leave
-        store._etcd._client = httpx.AsyncClient(transport=lossy)
+        # the fault, injected where requests leave: this loop's client of the store's gateway
+        store._etcd._http = httpx.AsyncClient(transport=lossy)
+        store._etcd._loop = asyncio.get_running_loop()
         try:
             returned = [(await store.append("r1", Progress(message=f"e{i}"), NOW)).seq for i in range(2)]
             return returned, [e.seq for e in await setup.events("r1")], lossy.lost
@@ -203,3 +204,22 @@ def test_the_etcd_store_is_opened_through_its_entry_point(etcd_cluster: EtcdClus
             await store.close()
 
     assert asyncio.run(main()) == "sandbox"
+
+
+def test_one_store_handle_serves_one_event_loop_after_another(
+    etcd_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """The CLI runs each step in its own asyncio.run (`cau stop`: the run, then its lock): a
+    connection kept alive from the first loop must not be used in the next (found on the lab:
+    `cau stop` failed with "Event loop is closed")."""
+    factory = Registry.discover().store("etcd")
+    options = factory.Options.model_validate(
+        {"endpoints": etcd_cluster.endpoints, "prefix": "/cau-test/loops/"}
+    )
+    store = factory.open(options, StoreContext(data_dir=tmp_path))
+    run_id = f"r-{uuid.uuid4().hex}"
+    asyncio.run(store.create_run(record(run_id)))
+    for _ in range(3):
+        assert asyncio.run(store.get_run(run_id)) is not None
+        assert asyncio.run(store.get_lock("c")) is None
+    asyncio.run(store.close())

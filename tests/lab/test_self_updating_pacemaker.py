@@ -176,7 +176,7 @@ def test_the_role_rolls_through_the_cluster_survives_its_hosts_power_off_and_run
     running = wait_for("the role's run to start", lambda: status(lab, home), 60)
     run_id = running["run_id"]
 
-    refused = cau(lab, home, "run", lab.cluster, "--yes", timeout=60)
+    refused = cau(lab, home, "run", lab.cluster, timeout=60)
     assert refused.returncode != 0
     assert "clustered role" in refused.stderr + refused.stdout, refused.stderr
 
