@@ -414,8 +414,9 @@ class SelfUpdating:
             await self.svc.store.put_role(role.model_copy(update={"last_considered": now}))
         said = None
         if answer.start is not None:  # a start passed: run or skipped, either way said
-            verdict = "" if role.enabled else " (the role is disabled: no run)"
-            said = answer.message + verdict
+            said = answer.message
+            if not role.enabled:
+                said = f"the role is disabled: no run for the start at {answer.start:%Y-%m-%d %H:%M} UTC"
             self.svc.audit(
                 f"role:{role.cluster}", "role.schedule", role.cluster,
                 {"message": said, "run": answer.run_now and role.enabled},

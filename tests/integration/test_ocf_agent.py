@@ -69,6 +69,8 @@ def test_start_monitor_stop_run_a_resident_daemon(tmp_path: Path) -> None:
     assert "resident coordinator of 'sandbox'" in said
     assert "has no clustered role" in said
     assert "stopped (SIGTERM)" in said
+    # one line per event, however long (a log read by grep): every line starts with its time
+    assert all(line[:4].isdigit() and line[10] == "T" for line in said.splitlines()), said
 
 
 def test_a_daemon_that_exits_at_once_fails_the_start_with_its_words(tmp_path: Path) -> None:

@@ -81,7 +81,11 @@ def test_a_scheduled_start_runs_missed_ones_are_skipped_and_a_disabled_role_star
             assert (await svc.roles.coordinator_pass("c1", owner)).result is PassResult.IDLE
             assert await svc.store.active_run("c1") is None
             said = svc.access.audit_entries(action="role.schedule")
-            assert said[0].detail["message"].endswith("(the role is disabled: no run)")
+            assert (
+                said[0].detail["message"]
+                == "the role is disabled: no run for the start at 2026-11-03 03:00 UTC"
+            )
+            assert said[0].detail["run"] is False
         finally:
             svc.close()
 

@@ -331,7 +331,11 @@ def _resident(svc: Service, cluster: str, node: str, poll: float, console: Conso
     hand-over it waits for the cluster to move the role away (and stop it) before looking again."""
 
     def say(line: str) -> None:
-        console.print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} cau daemon on {node}: {line}", highlight=False)
+        # one line per event, never wrapped: the log is read by grep and by people
+        console.print(
+            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} cau daemon on {node}: {line}",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
