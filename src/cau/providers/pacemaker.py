@@ -8,6 +8,9 @@
     known_hosts = "~/.ssh/known_hosts"
     drain_timeout = "5m"                  # how long a standby may take to move everything off
     failback_timeout = "5m"               # how long resources may take to come back
+    [clusters.ha.options.role]            # self-updating mode: how the agent runs cau there
+    config = "/etc/cau/cau.toml"          # (cau.providers.pacemaker_role)
+    poll = 5
     [[clusters.ha.options.nodes]]
     name = "ha1"                          # the node's name in Pacemaker (crm_node -n)
     host = "10.0.0.11"
@@ -21,6 +24,11 @@ Everything cau changes in the CIB can be found again by looking, so a coordinato
 is undone by the next one: the standby attribute (its prior value is journaled before it is
 set), location constraints whose id starts with `cau-`, and the `cau-saved-on` meta attribute
 on the resources it stopped (their prior target-role is journaled too).
+
+Self-updating mode: the coordinator is the resource `cau-coordinator` of cau's own agent
+ocf:cau:coordinator (cau.providers.pacemaker_role); it is no workload here (never drained or
+failed back by cau), and its hand-over ban `cau-coordinator-away` goes when its node leaves
+maintenance.
 
 The cluster CLIs (crm_mon, cibadmin, crm_attribute, crm_resource) run on a member node, over the
 same verified SSH connections as the updates (or `ProviderContext.transports`, as for the ssh
