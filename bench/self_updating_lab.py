@@ -86,10 +86,11 @@ def handovers(journal: list[JournalEvent]) -> list[float]:
 
 
 def report_of(lab: Lab, home: Path, config: Path, run_id: str) -> dict[str, Any] | None:
-    done = cau(lab, home, config, "report", lab.cluster, "--run", run_id, "--format", "json", timeout=60)
+    args = ("report", lab.cluster, "--run", run_id, "--detailed", "--format", "json")
+    done = cau(lab, home, config, *args, timeout=60)
     if done.returncode != 0:
         return None
-    rep: dict[str, Any] = json.loads(done.stdout)
+    rep: dict[str, Any] = json.loads(done.stdout)[0]
     return rep if rep["state"] == "Finished" else None
 
 
