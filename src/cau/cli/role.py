@@ -18,8 +18,8 @@ import typer
 from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
+from cau.daemon import resident
 from cau.domain.results import RunState
-from cau.errors import CauError
 from cau.selfupdating import PassResult
 from cau.views import RoleView
 
@@ -325,10 +325,7 @@ def _supervise(ctx: typer.Context, cluster: str, *, poll: float, exit_when_idle:
 
 
 def _resident(svc: Service, cluster: str, node: str, poll: float, console: Console) -> None:
-    """The coordinator as a resource agent runs it: a pass every `poll` seconds until SIGTERM.
-    SIGTERM (the cluster moves the role, or stops it) ends it at once: a run in hand stops where
-    it is, its lock is released, and the next coordinator resumes it from the journal. After a
-    hand-over it waits for the cluster to move the role away (and stop it) before looking again."""
+    """The coordinator as a resource agent runs it (cau.daemon.resident), until SIGTERM."""
 
     def say(line: str) -> None:
         # one line per event, never wrapped: the log is read by grep and by people
@@ -341,30 +338,22 @@ def _resident(svc: Service, cluster: str, node: str, poll: float, console: Conso
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            stop.set()  # no new pass, whatever happens to the cancellation below
+            task.cancel()  # the pass in hand stops where it is
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        said: str | None = None
-        handed_over = False
-        try:
-            while True:
-                try:
-                    if handed_over and (await svc.roles.show(cluster, check=False)).owner == node:
-                        await asyncio.sleep(poll)  # the cluster has not moved the role yet
-                        continue
-                    handed_over = False
-                    done = await svc.roles.coordinator_pass(cluster, node)
-                    line = done.result.value + (f": {done.message}" if done.message else "")
-                    handed_over = done.result is PassResult.HANDED_OVER
-                    if done.result is PassResult.FINISHED:
-                        said = None  # every finished run is said
-                except CauError as exc:
-                    line = f"error: {exc}" + (f" ({exc.hint})" if exc.hint else "")
-                if line != said and not (line == PassResult.IDLE.value and said is None):
-                    say(line)
-                said = line
-                await asyncio.sleep(poll)
-        except asyncio.CancelledError:
-            say("stopped (SIGTERM): a run in hand stays in the journal for the next coordinator")
+            loop.add_signal_handler(sig, on_signal)
+
+        async def owner() -> str | None:
+            return (await svc.roles.show(cluster, check=False)).owner
+
+        await resident(
+            node=node, do_pass=lambda: svc.roles.coordinator_pass(cluster, node), owner=owner,
+            poll=poll, say=say, stop=stop,
+        )  # fmt: skip
 
     say(f"resident coordinator of '{cluster}' (pid {os.getpid()})")
     asyncio.run(main())
