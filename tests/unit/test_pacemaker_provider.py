@@ -631,3 +631,26 @@ def test_a_coordinator_on_a_member_is_refused_in_remote_mode_but_is_the_role_in_
         "remote-updating mode: this machine is itself node node1" in x for x in run_virtual(p.preflight())
     )
     assert run_virtual(p.preflight(coordinator_node="node1")) == []
+
+
+def test_the_roles_owner_counts_from_its_start_for_the_daemon_but_role_add_waits_for_started() -> None:
+    from cau.providers.pacemaker_role import owner_in
+    from cau.providers.pacemaker_state import ClusterStatus, PcmkResource
+
+    def status(role: str, whole: tuple[str, ...]) -> ClusterStatus:
+        res = PcmkResource("cau-coordinator", "primitive", ("node2",), whole_on=whole, role=role)
+        return ClusterStatus(
+            nodes=(),
+            resources=(res,),
+            dc=None,
+            with_quorum=True,
+            maintenance_mode=False,
+            stonith_enabled=False,
+        )
+
+    starting = status("Starting", ())
+    # the daemon the agent starts asks while its start is still running: it is the owner
+    assert owner_in(starting) == "node2"
+    assert owner_in(starting, started=True) is None
+    assert owner_in(status("Started", ("node2",)), started=True) == "node2"
+    assert owner_in(status("Stopping", ())) is None  # a hand-over under way: nobody yet

@@ -180,3 +180,42 @@ def test_a_role_run_paused_for_an_error_waits_for_update_now_then_resumes_once(t
             svc.close()
 
     run_virtual(main())
+
+
+def test_the_roles_record_is_there_when_its_coordinator_starts_and_gone_if_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resource manager starts the role's first coordinator while `role add` is still waiting
+    for it (Pacemaker): that coordinator must find the role's record. If the role cannot start,
+    nothing is left: no record either."""
+    from cau.errors import MaintenanceError
+    from cau.sandbox.provider import SandboxProvider
+
+    config = write_cluster(tmp_path, spec())
+    seen: list[object] = []
+    real_add = SandboxProvider.add_coordinator_role
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+
+        async def add_and_look(self: SandboxProvider) -> str | None:
+            seen.append(await svc.store.get_role("c1"))  # what the first coordinator would read
+            return await real_add(self)
+
+        try:
+            monkeypatch.setattr(SandboxProvider, "add_coordinator_role", add_and_look)
+            await svc.roles.add("c1", profile=None, options={}, enabled=True, by="ops")
+            assert seen and seen[0] is not None
+            await svc.roles.remove("c1", by="ops")
+
+            async def cannot_start(self: SandboxProvider) -> str | None:
+                raise MaintenanceError("the coordinator role did not start on any node")
+
+            monkeypatch.setattr(SandboxProvider, "add_coordinator_role", cannot_start)
+            with pytest.raises(MaintenanceError):
+                await svc.roles.add("c1", profile=None, options={}, enabled=True, by="ops")
+            assert await svc.store.get_role("c1") is None
+        finally:
+            svc.close()
+
+    run_virtual(main())
