@@ -2,11 +2,12 @@
 (ocf:cau:coordinator) or a service manager runs it.
 
 A pass every `poll` seconds (cau.selfupdating.SelfUpdating.coordinator_pass) until asked to stop.
-A stop (SIGTERM: the cluster moves the role, or stops it) ends it at once: the pass in hand is
-cancelled where it is (its run stays in the journal, its lock is released on the way out) and no
-other pass starts. The stop is a flag as well as a cancellation, because a cancellation can be
-absorbed on its way (an `await` in a `finally` that suppresses CancelledError): the agent must not
-wait its whole stop timeout for a daemon that went on (found on the lab: 110 s, then SIGKILL).
+A stop (SIGTERM: the cluster moves the role, or stops it) starts no other pass; the pass in hand
+may end within STOP_GRACE seconds (a hand-over's last journal entry and lock release), else it is
+cancelled where it is (its run stays in the journal, its lock is released on the way out).
+The stop is a flag as well as a cancellation, because a cancellation can be absorbed on its way
+(an `await` in a `finally` that suppresses CancelledError): the agent must not wait its whole
+stop timeout for a daemon that went on (found on the lab: 110 s, then SIGKILL).
 After a hand-over it waits for the cluster to move the role away (and stop it) before looking
 again, so that it never takes the run back in between.
 """
@@ -21,6 +22,8 @@ from cau.errors import CauError
 from cau.selfupdating import Pass, PassResult
 
 STOPPED = "stopped (SIGTERM): a run in hand stays in the journal for the next coordinator"
+# Seconds a pass in hand may take to end after SIGTERM before it is cancelled.
+STOP_GRACE = 3.0
 
 
 async def resident(

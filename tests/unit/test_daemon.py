@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 
 from cau.clock import run_virtual
-from cau.daemon import STOPPED, resident
+from cau.daemon import STOP_GRACE, STOPPED, resident
 from cau.selfupdating import Pass, PassResult
 
 
@@ -35,14 +35,14 @@ def test_a_stop_ends_the_loop_even_when_the_pass_in_hand_absorbs_the_cancellatio
             resident(node="node1", do_pass=absorbing_pass, owner=owner, poll=5, say=said.append, stop=stop)
         )
         await asyncio.sleep(1)
-        stop.set()  # SIGTERM: the flag, then the cancellation
-        daemon.cancel()
+        stop.set()  # SIGTERM: the flag, then (after the grace) the cancellation
+        loop.call_later(STOP_GRACE, daemon.cancel)
         await daemon
         return loop.time()
 
     ended = run_virtual(main())
     assert len(passes) == 1  # no pass after the stop
-    assert ended < 2  # at once, not after the pass's 30 s, nor a poll later
+    assert ended < 1 + STOP_GRACE + 0.5  # after the grace, not after the pass's 30 s nor a poll
     assert said[-1] == STOPPED
 
 
@@ -77,3 +77,34 @@ def test_after_a_hand_over_it_waits_for_the_role_to_move_and_then_looks_again() 
     assert said[1] == "not-owner: elsewhere"
     assert asked[:3] == ["owner"] * 3
     assert said[-1] == STOPPED
+
+
+def test_a_pass_ending_within_the_grace_ends_whole() -> None:
+    """SIGTERM right after a hand-over's ban (Pacemaker stops the agent at once): the pass's last
+    journal entry and the lock's release still happen, and its result is said."""
+    said: list[str] = []
+    released: list[bool] = []
+
+    async def handing_over() -> Pass:
+        await asyncio.sleep(0.2)  # the last journal entry, the lock's release
+        released.append(True)
+        return Pass(PassResult.HANDED_OVER, "r1", "handed over")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def owner() -> str | None:
+            return "node1"
+
+        daemon = asyncio.ensure_future(
+            resident(node="node1", do_pass=handing_over, owner=owner, poll=5, say=said.append, stop=stop)
+        )
+        await asyncio.sleep(0.1)
+        stop.set()
+        loop.call_later(STOP_GRACE, daemon.cancel)
+        await daemon
+
+    run_virtual(main())
+    assert released == [True]
+    assert said == ["handed-over: handed over", STOPPED]

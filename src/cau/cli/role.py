@@ -18,7 +18,7 @@ import typer
 from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
-from cau.daemon import resident
+from cau.daemon import STOP_GRACE, resident
 from cau.domain.results import RunState
 from cau.selfupdating import PassResult
 from cau.views import RoleView
@@ -341,8 +341,15 @@ def _resident(svc: Service, cluster: str, node: str, poll: float, console: Conso
         stop = asyncio.Event()
 
         def on_signal() -> None:
+            if stop.is_set():
+                task.cancel()  # asked twice: at once
+                return
             stop.set()  # no new pass, whatever happens to the cancellation below
-            task.cancel()  # the pass in hand stops where it is
+            # The pass in hand may be ending (a hand-over: the stop follows its ban at once, and
+            # its last journal entry and the lock's release take milliseconds); past the grace
+            # it is cancelled where it is. The cluster lock keeps the next coordinator out
+            # meanwhile.
+            loop.call_later(STOP_GRACE, task.cancel)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
