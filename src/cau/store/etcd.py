@@ -18,9 +18,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cau.domain.profile import RunProfile
 from cau.domain.results import RunState, Status
@@ -37,6 +38,7 @@ from cau.store.etcd_gateway import (
     KeyValue,
     Op,
     RangeRequest,
+    TlsFiles,
     TxnRequest,
     prefix_end,
 )
@@ -62,6 +64,25 @@ class EtcdOptions(BaseModel):
     endpoints: list[str] = Field(min_length=1, description="etcd client URLs, e.g. http://10.0.0.1:2379")
     prefix: str = Field("/cau/", description="every key of this installation starts with it")
     timeout: float = Field(5.0, gt=0, description="seconds a call may take before it fails")
+    # TLS (https:// endpoints): etcd's --client-cert-auth lets in only clients with a certificate
+    # its --trusted-ca-file signed; anyone else on the network could otherwise write the journal.
+    ca_file: Path | None = Field(None, description="CA bundle the members' certificates are checked against")
+    cert_file: Path | None = Field(None, description="this client's certificate (etcd --client-cert-auth)")
+    key_file: Path | None = Field(None, description="its private key (owner-only)")
+
+    @model_validator(mode="after")
+    def _tls(self) -> EtcdOptions:
+        tls = self.ca_file or self.cert_file or self.key_file
+        if tls and not all(e.startswith("https://") for e in self.endpoints):
+            raise ValueError("ca_file, cert_file and key_file go with https:// endpoints")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        if self.key_file is not None and self.key_file.stat().st_mode & 0o077:
+            raise ValueError(f"{self.key_file} is readable by others: chmod 600 it")
+        return self
 
     @field_validator("endpoints")
     @classmethod
@@ -91,7 +112,11 @@ class EtcdStore:
     def __init__(self, options: EtcdOptions) -> None:
         self.options = options
         self._keys = Keys(options.prefix)
-        self._etcd = Gateway(options.endpoints, timeout=options.timeout)
+        self._etcd = Gateway(
+            options.endpoints,
+            timeout=options.timeout,
+            tls=TlsFiles(options.ca_file, options.cert_file, options.key_file),
+        )
         self._checked = False
         self._next_seq: dict[str, int] = {}  # per run: where this handle's next append tries first
 

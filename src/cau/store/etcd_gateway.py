@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -193,14 +196,38 @@ class _GatewayError(_Message):
 _NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """What an https:// etcd is trusted by (ca) and this client proves itself with (cert, key)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None:
+            ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return ctx
+
+
 class Gateway:
     """One handle on an etcd cluster: its client endpoints, tried in turn within `timeout`."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float, tls: TlsFiles | None = None) -> None:
         if not endpoints:
             raise ValueError("an etcd store needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
+        # read once: a certificate that cannot be loaded is refused at once, named
+        try:
+            self._verify: ssl.SSLContext | bool = tls.context() if tls is not None else True
+            self._no_client_cert = tls is None or tls.cert is None
+        except (OSError, ssl.SSLError) as exc:
+            raise CauError(
+                f"the etcd store's TLS files cannot be used: {exc}",
+                hint="check ca_file, cert_file and key_file under [store] options (PEM files)",
+            ) from exc
         self._current = 0  # the endpoint that answered last
         # One client per event loop, and no connection kept alive between requests: the CLI runs
         # one loop per command step (asyncio.run), and a connection from an earlier, closed loop
@@ -214,7 +241,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:
             # the previous loop has ended, and with it the old client's connections
-            self._http, self._loop = httpx.AsyncClient(limits=_NO_KEEPALIVE), loop
+            self._http, self._loop = httpx.AsyncClient(limits=_NO_KEEPALIVE, verify=self._verify), loop
         return self._http
 
     async def close(self) -> None:
@@ -251,6 +278,12 @@ class Gateway:
                     continue
                 except httpx.TransportError as exc:
                     failures[endpoint] = _describe(exc)
+                    if self._no_client_cert and endpoint.startswith("https://") and _closed(exc):
+                        # what an etcd with --client-cert-auth does to a client without one
+                        failures[endpoint] = _TLS_REFUSED.format(f"the member closed the connection: {exc}")
+                    continue
+                except ssl.SSLError as exc:  # an alert after the handshake, read as such
+                    failures[endpoint] = _TLS_REFUSED.format(exc)
                     continue
                 if response.status_code == 200:
                     self._current = index
@@ -272,6 +305,12 @@ class Gateway:
 
     def _unavailable(self, failures: dict[str, str]) -> StoreUnavailable:
         detail = "; ".join(f"{e}: {failures.get(e, 'not tried in time')}" for e in self.endpoints)
+        if any(f.startswith("TLS refused") for f in failures.values()):
+            return StoreUnavailable(
+                f"the etcd store refused this client's TLS ({detail})",
+                hint="ca_file must be the CA that signed the members' certificates, and cert_file/"
+                "key_file a client certificate signed by the CA of etcd's --trusted-ca-file",
+            )
         unreachable = all(failures.get(e, "").startswith("cannot connect") for e in self.endpoints)
         if unreachable:
             return StoreUnavailable(
@@ -286,7 +325,17 @@ class Gateway:
         )
 
 
+_TLS_REFUSED = "TLS refused ({}): check ca_file, cert_file and key_file"
+
+
+def _closed(exc: httpx.TransportError) -> bool:
+    return isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError) or "closed" in str(exc).lower()
+
+
 def _describe(exc: httpx.TransportError) -> str:
+    text = str(exc)
+    if "CERTIFICATE" in text.upper() or "SSL" in text.upper() or "TLS" in text.upper():
+        return _TLS_REFUSED.format(text)
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({exc or type(exc).__name__})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
