@@ -93,7 +93,10 @@ def test_the_store_goes_on_without_one_member_and_fails_clearly_without_quorum(c
     for error in (append_error, renew_error):
         assert "no quorum" in str(error)
         assert all(e in str(error) for e in cluster.endpoints)  # which endpoints, and what each said
-        assert "etcdserver: no leader" in str(error) and "cannot connect" in str(error)
+        assert "cannot connect" in str(error)  # the two members killed
+        # the one left says it has no leader, or (busy machine, its election not over yet) stays
+        # silent: either way named, and within the call's time
+        assert "etcdserver: no leader" in str(error) or "no answer in time" in str(error)
         assert error.hint is not None and "majority of the etcd members" in error.hint
 
 
