@@ -117,14 +117,26 @@ class SelfUpdating:
             )
         return role
 
-    def check_profile(self, profile: str | None, options: dict[str, Any]) -> RunProfile:
-        """The role's runs' profile as it stands now: a stored profile under the options."""
-        base: dict[str, Any] | None = None
-        if profile is not None:
-            stored = self.svc.access.get_profile(profile)
-            if stored is None:
-                raise NotFound(f"no stored profile '{profile}'", hint="`cau profile list` shows them")
-            base = stored.options
+    def stored_profile(self, profile: str | None) -> dict[str, Any] | None:
+        """A stored profile's options, read where `cau role` runs (kept in the role's record)."""
+        if profile is None:
+            return None
+        stored = self.svc.access.get_profile(profile)
+        if stored is None:
+            raise NotFound(f"no stored profile '{profile}'", hint="`cau profile list` shows them")
+        return dict(stored.options)
+
+    def profile_of(self, role: ClusterRole) -> RunProfile:
+        """The profile of the role's runs, from its record alone (what a coordinator on a node has)."""
+        base = dict(role.profile_options) if role.profile_options is not None else None
+        return self.check_profile(None, dict(role.options), base=base)
+
+    def check_profile(
+        self, profile: str | None, options: dict[str, Any], *, base: dict[str, Any] | None = None
+    ) -> RunProfile:
+        """The role's runs' profile: the stored profile (or `base`, its options) under the options."""
+        if base is None:
+            base = self.stored_profile(profile)
         try:
             built = build_profile(None, options, base=base)
         except ValidationError as exc:
@@ -157,7 +169,7 @@ class SelfUpdating:
                 )
             )
         try:
-            built = self.check_profile(role.profile, dict(role.options))
+            built = self.profile_of(role)
             checks.append(
                 ReadinessCheck(check="the role's profile is valid", ok=True, detail=role.profile or "")
             )
@@ -281,7 +293,8 @@ class SelfUpdating:
                 f"cluster '{cluster}' has a clustered role already",
                 hint=f"`cau role set {cluster}` changes it, `cau role remove {cluster}` removes it",
             )
-        self.check_profile(profile, options)
+        stored = self.stored_profile(profile)
+        self.check_profile(profile, options, base=stored)
         spec = self._schedule(schedule, tz, start)
         provider = self.svc.open_provider(cluster)
         try:
@@ -289,6 +302,7 @@ class SelfUpdating:
             now = self._now()
             role = ClusterRole(
                 cluster=cluster, enabled=enabled, profile=profile, options=options, schedule=spec,
+                profile_options=stored,
                 last_considered=now, created=now, updated=now, updated_by=by,
             )  # fmt: skip
             readiness = await self.readiness(role, provider)
@@ -337,6 +351,7 @@ class SelfUpdating:
         changes: dict[str, Any] = {"updated": self._now(), "updated_by": by}
         if profile is not None:
             changes["profile"] = profile or None  # "" clears it
+            changes["profile_options"] = self.stored_profile(profile or None)  # as it is now
         if options is not None:
             changes["options"] = options
         if enabled is not None:
@@ -349,7 +364,7 @@ class SelfUpdating:
         if enabled and not role.enabled:
             changes["last_considered"] = changes["updated"]  # starts missed while disabled: none
         changed = role.model_copy(update=changes)
-        self.check_profile(changed.profile, dict(changed.options))
+        self.profile_of(changed)
         if enabled:
             provider = self.svc.open_provider(cluster)
             try:
@@ -363,7 +378,11 @@ class SelfUpdating:
                     hint=f"`cau role show {cluster}` lists the checks; nothing was changed",
                 )
         await self.svc.store.put_role(changed)
-        detail = {k: v for k, v in changes.items() if k not in ("updated", "updated_by", "last_considered")}
+        detail = {
+            k: v
+            for k, v in changes.items()
+            if k not in ("updated", "updated_by", "last_considered", "profile_options")
+        }
         action = "role.set"
         if enabled is not None and len(detail) == 1:
             action = "role.enable" if enabled else "role.disable"
@@ -373,7 +392,7 @@ class SelfUpdating:
     async def request_update(self, cluster: str, *, by: str) -> RoleView:
         """ "Update now": the role's coordinator starts a run at its next pass."""
         role = await self._role(cluster)
-        self.check_profile(role.profile, dict(role.options))
+        self.profile_of(role)
         asked = role.model_copy(update={"update_requested": UpdateRequest(at=self._now(), by=by)})
         await self.svc.store.put_role(asked)
         self.svc.audit(by, "role.update_now", cluster, {})
@@ -408,7 +427,7 @@ class SelfUpdating:
             return None, None
         now = self._now()
         since = role.last_considered or role.created
-        options = self.check_profile(role.profile, dict(role.options))
+        options = self.profile_of(role)
         answer = due(Schedule.parse(role.schedule), since, now, options.maintenance_window)
         if answer.start is not None or role.last_considered is None:
             await self.svc.store.put_role(role.model_copy(update={"last_considered": now}))
@@ -458,7 +477,7 @@ class SelfUpdating:
                     skipped.extend([said] if said else [])
                     return None
                 asked_by = f"the schedule ({scheduled})"
-            return self.check_profile(fresh.profile, dict(fresh.options)), f"{asked_by} via {actor}"
+            return self.profile_of(fresh), f"{asked_by} via {actor}"
 
         active = await self.svc.store.active_run(cluster)
         if active is not None and active.state is RunState.PAUSED and active.error_id != OUTSIDE_WINDOW:

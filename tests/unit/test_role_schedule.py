@@ -219,3 +219,27 @@ def test_the_roles_record_is_there_when_its_coordinator_starts_and_gone_if_it_ca
             svc.close()
 
     run_virtual(main())
+
+
+def test_a_role_with_a_stored_profile_runs_it_where_the_stored_profiles_are_not(tmp_path: Path) -> None:
+    """Stored profiles live in the local store of the machine `cau role` ran on; the role's
+    coordinators run on the nodes. The role's record keeps the profile's options: a coordinator
+    that cannot see the stored profile still runs the run with them."""
+    config = write_cluster(tmp_path, spec())
+
+    async def main() -> None:
+        svc = service(tmp_path / "home", config)
+        try:
+            svc.admin.put_profile("nightly", "", {"max_retries_per_node": 7}, by="ops")
+            view = await svc.roles.add("c1", profile="nightly", options={}, enabled=True, by="ops")
+            assert view.profile == "nightly"
+            svc.admin.delete_profile("nightly", by="ops")  # a node's local store: no such profile
+            await svc.roles.request_update("c1", by="ops")
+            passes = await _passes_until_done(svc, "c1")
+            assert passes[-1].result is PassResult.FINISHED, passes
+            run = await svc.store.get_run(passes[-1].run_id or "")
+            assert run is not None and run.profile.max_retries_per_node == 7
+        finally:
+            svc.close()
+
+    run_virtual(main())

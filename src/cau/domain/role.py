@@ -32,6 +32,10 @@ class ClusterRole(BaseModel):
     # RunProfile when set): what every run of the role uses.
     profile: str | None = None
     options: dict[str, JsonValue] = Field(default_factory=dict)
+    # The stored profile's options as they were when the role was added or its profile set: the
+    # role's coordinators run on the cluster's nodes, which do not have the stored profiles (they
+    # are in the local store of the machine `cau role` ran on). None: no stored profile.
+    profile_options: dict[str, JsonValue] | None = None
     update_requested: UpdateRequest | None = None
     # When runs start by themselves: a schedule's compact form (cau.domain.schedule, with its time
     # zone and start date), and up to when the role's coordinator has considered it (a start
