@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def test_start_monitor_stop_run_a_resident_daemon(tmp_path: Path) -> None:
     started = agent(tmp_path, "start", **params)
     assert started.returncode == OCF_SUCCESS, started.stderr
     try:
+        # the daemon has looked at the role once (Python's start-up takes a while on a busy machine)
+        deadline = time.monotonic() + 60
+        while "has no clustered role" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            time.sleep(0.2)
         assert agent(tmp_path, "monitor", **params).returncode == OCF_SUCCESS
         pid = int((tmp_path / "rsctmp" / "cau-coordinator-cau-coordinator.pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
