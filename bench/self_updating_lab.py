@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from tests.lab.support import handover_seconds
 
-from cau.journal.events import EventKind, JournalEvent
+from cau.journal.events import JournalEvent
 from cau.service import Service
 from cau_lab import Lab, LabConfig
 
@@ -72,17 +73,6 @@ def events(home: Path, config: Path, run_id: str) -> list[JournalEvent]:
             svc.close()
 
     return asyncio.run(read())
-
-
-def handovers(journal: list[JournalEvent]) -> list[float]:
-    out, moving = [], None
-    for e in journal:
-        if e.kind is EventKind.HANDOVER and e.data.get("stage") == "moving":
-            moving = e.ts
-        elif e.kind is EventKind.COORDINATOR and moving is not None:
-            out.append((e.ts - moving).total_seconds())
-            moving = None
-    return out
 
 
 def report_of(lab: Lab, home: Path, config: Path, run_id: str) -> dict[str, Any] | None:
@@ -150,7 +140,7 @@ def main() -> None:
             lab.reset_packages()  # (restore would put back the starting CIB, without the role)
             wall, rep = role_run(lab, home, config)
             role.append(wall)
-            these = handovers(events(home, config, rep["run_id"]))
+            these = handover_seconds(events(home, config, rep["run_id"]))
             moves += these
             nodes = [c["node"] for c in rep["coordinators"]]
             print(

@@ -11,6 +11,7 @@ import time
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,3 +155,16 @@ def only_updates_on(lab: Lab, nodes: list[str]) -> None:
             "rm -f /var/run/reboot-required /var/run/reboot-required.pkgs",
         )
         assert done.returncode == 0, done.stderr
+
+
+def handover_seconds(journal: list[JournalEvent]) -> list[float]:
+    """From each hand-over's intent to the next coordinator taking the run."""
+    out = []
+    moving: datetime | None = None
+    for e in journal:
+        if e.kind is EventKind.HANDOVER and e.data.get("stage") == "moving":
+            moving = e.ts
+        elif e.kind is EventKind.COORDINATOR and moving is not None:
+            out.append((e.ts - moving).total_seconds())
+            moving = None
+    return out

@@ -22,7 +22,6 @@ import json
 import re
 import statistics
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +33,7 @@ from cau.journal.events import EventKind, JournalEvent
 from cau.providers.pacemaker_role import AGENT_PATH, ROLE_RESOURCE
 from cau.service import Service
 from cau_lab import Lab
-from tests.lab.support import NEW, cau, config_with, versions
+from tests.lab.support import NEW, cau, cau_leftovers, config_with, handover_seconds, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -95,31 +94,9 @@ def upgrades(lab: Lab, node: str) -> int:
 
 
 def cib_leftovers(lab: Lab) -> dict[str, list[str]]:
-    root = ET.fromstring(lab.pacemaker.cib(scope="configuration"))
-    return {
-        "standby": sorted(
-            n.get("uname", "")
-            for n in root.iter("node")
-            for nv in n.iter("nvpair")
-            if nv.get("name") == "standby" and nv.get("value") == "on"
-        ),
-        "constraints": sorted(
-            c.get("id", "") for c in root.iter("rsc_location") if c.get("id", "").startswith("cau-")
-        ),
-    }
-
-
-def handover_seconds(journal: list[JournalEvent]) -> list[float]:
-    """From each hand-over's intent to the next coordinator taking the run."""
-    out = []
-    moving: datetime | None = None
-    for e in journal:
-        if e.kind is EventKind.HANDOVER and e.data.get("stage") == "moving":
-            moving = e.ts
-        elif e.kind is EventKind.COORDINATOR and moving is not None:
-            out.append((e.ts - moving).total_seconds())
-            moving = None
-    return out
+    """Standby nodes and cau-* constraints (tests.lab.support.cau_leftovers, without meta)."""
+    found = cau_leftovers(lab)
+    return {"standby": found["standby"], "constraints": found["constraints"]}
 
 
 def next_minute(after: timedelta) -> datetime:

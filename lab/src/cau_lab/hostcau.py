@@ -19,7 +19,6 @@ installed here, are kept as wheels in CACHE/wheels and, installed, in CACHE/cau-
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,9 +29,7 @@ import sysconfig
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ import cau
 from cau_lab import access, hosts
 from cau_lab.config import LabConfig, LabError
 from cau_lab.layer import make_dirs
-from cau_lab.proc import Log, quiet, remove_tree, run
+from cau_lab.proc import Log, cache_lock, quiet, remove_tree, run
 
 SITE = "/opt/cau/site"
 WRAPPER = "/usr/local/bin/cau"
@@ -97,18 +94,6 @@ def check_python(image: Path) -> None:
 # --- wheels -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
-    """One wheelhouse writer at a time (two labs may come up together)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".wheels.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _pip(*args: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     env.pop("PYTHONPATH", None)  # pip builds and installs for the hosts, not for this process
@@ -138,7 +123,7 @@ def build_env(cfg: LabConfig, root: Path, log: Log = quiet) -> Path:
     env = cfg.cache_dir / f"cau-build-env-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
     python = env / "bin" / "python"
     done = env / ".complete"
-    with _locked(cfg.cache_dir):
+    with cache_lock(cfg.cache_dir, ".wheels.lock"):
         if done.exists():
             return python
         log(f"making the environment that builds cau's wheel ({', '.join(requires)})")
@@ -219,7 +204,7 @@ def deps_site(cfg: LabConfig, own_wheel: Path, log: Log = quiet) -> Path:
     requires, own_top = _wheel_metadata(own_wheel)
     pins = environment_pins()
     site = cfg.cache_dir / f"cau-deps-{deps_key(requires, pins)}"
-    with _locked(cfg.cache_dir):
+    with cache_lock(cfg.cache_dir, ".wheels.lock"):
         if site.is_dir():
             os.utime(site)  # in use: not pruned
             return site

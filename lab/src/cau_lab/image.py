@@ -13,7 +13,6 @@ are in each lab's own thin layer (see layer.py), so one image serves labs of any
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -22,12 +21,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from cau_lab.config import LabConfig, LabError
-from cau_lab.proc import IMAGE_TOOLS, Log, ensure_tools, quiet, remove_tree, run
+from cau_lab.proc import IMAGE_TOOLS, Log, cache_lock, ensure_tools, quiet, remove_tree, run
 
 # Bump when the build steps below change in a way that changes the image.
 RECIPE_VERSION = 2
@@ -131,24 +129,12 @@ def detect_mirror(suite: str) -> str:
     return FALLBACK_MIRROR
 
 
-@contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
-    """One build or unpack at a time per cache (two labs may start together)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_image(cfg: LabConfig, log: Log = quiet) -> Path:
     """The unpacked golden image for cfg: used as is, unpacked from the archive, or built."""
     target = image_dir(cfg)
     if target.is_dir():
         return target
-    with _locked(cfg.cache_dir):
+    with cache_lock(cfg.cache_dir, ".lock"):
         if target.is_dir():
             return target
         archive = archive_path(cfg)

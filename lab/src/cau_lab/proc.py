@@ -7,12 +7,14 @@ been reused), and signals only a process that still matches.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,3 +220,15 @@ def remove_tree(path: Path) -> None:
     if busy:
         raise LabError(f"cannot remove {path}: still mounted: {', '.join(busy[:3])}")
     shutil.rmtree(path)
+
+
+@contextmanager
+def cache_lock(cache_dir: Path, name: str) -> Iterator[None]:
+    """One writer at a time of a part of the lab cache (two labs may come up together)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / name, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
