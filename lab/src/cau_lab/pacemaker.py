@@ -299,18 +299,27 @@ class Pacemaker:
         self.baseline.parent.mkdir(parents=True, exist_ok=True)
         self.baseline.write_text(self.cib(first, "configuration"))
 
-    def wait_placed(self, timeout: float = 120, node: str | None = None) -> ClusterState:
+    def wait_placed(self, timeout: float = 120, node: str | None = None, clean: bool = False) -> ClusterState:
         """Until every node is online (none in standby), there is a DC with quorum, and every
-        workload runs, started, on its start nodes."""
+        workload runs, started, on its start nodes. With `clean`, failures seen on the way are
+        cleaned up (every few seconds), since a failed start keeps a resource off its node."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         expected = {w.id: sorted(w.start_nodes) for w in workloads(self.cfg)}
+        next_clean = time.monotonic()
         while True:
             try:
                 state = self.state(node)
                 problems = self._problems(state, expected)
                 if not problems:
                     return state
+                if state.failures:
+                    problems.append(
+                        "failures: " + ", ".join(f"{f.resource} {f.task} on {f.node}" for f in state.failures)
+                    )
+                    if clean and time.monotonic() >= next_clean:
+                        self.exec(node or self.any_node(), "crm_resource --cleanup >/dev/null", check=False)
+                        next_clean = time.monotonic() + 5
                 last = "; ".join(problems)
             except CauError as exc:  # LabError, or crm_mon output cau cannot read: ask again
                 last = str(exc)
@@ -372,14 +381,16 @@ class Pacemaker:
         )
         self.exec(node, transient, check=False)
         self.exec(node, "crm_resource --cleanup >/dev/null")
-        for _ in range(3):  # a probe of a node that just rejoined may fail once more
-            if not self.wait_placed(timeout=timeout, node=node).failures:
-                break
-            self.exec(node, "crm_resource --cleanup >/dev/null")
+        # a probe of a node that just rejoined may fail once more, and a failed start keeps its
+        # resource off that node until cleaned: clean while waiting, not only before
+        self.wait_placed(timeout=timeout, node=node, clean=True)
         for c in start_constraints_xml(self.cfg):
             cid = ET.fromstring(c).get("id")
             self.exec(node, f"cibadmin --delete -o constraints -X '<rsc_location id=\"{cid}\"/>'")
-        self.wait_placed(timeout=timeout, node=node)
+        state = self.wait_placed(timeout=timeout, node=node, clean=True)
+        if state.failures:  # placed, but a failure left over from the way there
+            self.exec(node, "crm_resource --cleanup >/dev/null")
+            self.wait_placed(timeout=timeout, node=node, clean=True)
 
     def _wait_members(self, timeout: float) -> str:
         """Until every node is an online member (whatever its attributes); a node to talk to."""
