@@ -7,8 +7,9 @@ nothing else of theirs.
   UpdaterPlugin    (registered under `cau.plugins`) makes one NodeUpdater per node
   NodeUpdater      scan / stage / install on one node
   AvailabilitySource  measures workload availability during a run (cau's probes), optional
-  Store            runs, their journals and reports, cluster locks (SQLite, etcd; registered
-                   under `cau.stores`, made by a StoreFactory)
+  Store            runs, their journals and reports, cluster locks, documents (baselines,
+                   exemptions, compliance scans...) (SQLite, etcd; registered under
+                   `cau.stores`, made by a StoreFactory)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from cau.domain.cluster import ClusterSnapshot
+from cau.domain.documents import D, Document
 from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.results import RunState, Status
 from cau.domain.role import ClusterRole
@@ -390,6 +392,20 @@ class Store(Protocol):
     async def put_role(self, role: ClusterRole) -> None: ...
 
     async def delete_role(self, cluster: str) -> bool: ...
+
+    # Documents (cau.domain.documents: baselines, cluster groups, exemptions, compliance scans):
+    # each kind's records by key, kept as their model's JSON (masked) and read back into it.
+    async def get_document(self, model: type[D], key: str) -> D | None: ...
+
+    async def list_documents(self, model: type[D]) -> list[D]:
+        """Every record of the model's kind, by key."""
+        ...
+
+    async def put_document(self, document: Document) -> None:
+        """Store it under its kind and key, replacing what was there."""
+        ...
+
+    async def delete_document(self, model: type[Document], key: str) -> bool: ...
 
     async def close(self) -> None: ...
 

@@ -28,6 +28,15 @@ import pytest
 from pydantic import BaseModel
 
 from cau.domain.access import Role
+from cau.domain.compliance import (
+    Baseline,
+    Finding,
+    FindingState,
+    NodeComplianceScan,
+    PackageRule,
+    Scope,
+    ScopeKind,
+)
 from cau.domain.profile import build_profile
 from cau.domain.results import ErrorId, RunState, Status
 from cau.domain.role import ClusterRole, UpdateRequest
@@ -500,6 +509,52 @@ def test_a_cluster_s_role_is_stored_replaced_listed_and_deleted_seen_from_anothe
             assert await store.delete_role("c") is True
             assert await other.delete_role("c") is False
             assert await other.get_role("c") is None
+        finally:
+            await store.close()
+            await other.close()
+
+    run(main)
+
+
+# --- documents (compliance's baselines, groups, exemptions, scans) ---------------------------------
+
+
+def test_documents_are_kept_by_kind_and_key_replaced_listed_and_deleted_seen_from_another_handle(
+    opener: Opener, canary: str
+) -> None:
+    base = Baseline(
+        name="security", description=f"token {canary}",
+        rules=(PackageRule(name="openssl", min_version="3.0.15-1"),),
+        scopes=(Scope(kind=ScopeKind.CLUSTER, name="c/1"),), created=NOW, updated=NOW, updated_by="ops",
+    )  # fmt: skip
+    scan = NodeComplianceScan(
+        cluster="c/1", node="n1", scanned_at=NOW, baselines={"security": 1},
+        findings=(Finding(baseline="security", rule="apt:openssl", update="apt:openssl", title="openssl",
+                          state=FindingState.MISSING, installed="3.0.11-1", required="3.0.15-1"),),
+    )  # fmt: skip
+
+    async def main() -> None:
+        store, other = opener(), opener()
+        try:
+            assert await store.get_document(Baseline, "security") is None
+            assert await store.list_documents(Baseline) == []
+            await store.put_document(base)
+            await store.put_document(base.model_copy(update={"name": "all", "description": ""}))
+            await store.put_document(scan)
+            seen = await other.get_document(Baseline, "security")
+            assert seen is not None and seen.rules == base.rules and seen.scopes == base.scopes
+            assert canary not in seen.description  # masked like everything a store keeps
+            # one kind's records only, ordered by key; a key with a '/' is one key
+            assert [b.name for b in await other.list_documents(Baseline)] == ["all", "security"]
+            assert await other.list_documents(NodeComplianceScan) == [scan]
+            assert await store.get_document(NodeComplianceScan, "c/1/n1") == scan
+            await other.put_document(base.model_copy(update={"revision": 2}))
+            again = await store.get_document(Baseline, "security")
+            assert again is not None and again.revision == 2
+            assert await store.delete_document(Baseline, "security") is True
+            assert await other.delete_document(Baseline, "security") is False
+            assert [b.name for b in await other.list_documents(Baseline)] == ["all"]
+            assert await store.get_document(NodeComplianceScan, "c/1/n1") == scan
         finally:
             await store.close()
             await other.close()

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cau.domain.documents import D, Document
 from cau.domain.profile import RunProfile
 from cau.domain.results import RunState, Status
 from cau.domain.role import ClusterRole
@@ -432,3 +433,26 @@ class EtcdStore:
         await self._ready()
         key = self._keys.role(cluster)
         return await self._txn([Compare.present(key)], [Op.delete(key)])
+
+    # documents (cau.domain.documents): each model's own JSON, with its own schema version -----------
+
+    async def get_document(self, model: type[D], key: str) -> D | None:
+        await self._ready()
+        kv = await self._get(self._keys.document(model.kind, key))
+        return None if kv is None else model.model_validate_json(kv.value)
+
+    async def list_documents(self, model: type[D]) -> list[D]:
+        await self._ready()
+        start = self._keys.documents(model.kind)
+        kvs = await self._values(start, prefix_end(start))
+        return sorted((model.model_validate_json(kv.value) for kv in kvs), key=lambda d: d.key)
+
+    async def put_document(self, document: Document) -> None:
+        await self._ready()
+        key = self._keys.document(document.kind, document.key)
+        await self._txn([], [Op.put(key, masked_json(document).encode())])
+
+    async def delete_document(self, model: type[Document], key: str) -> bool:
+        await self._ready()
+        k = self._keys.document(model.kind, key)
+        return await self._txn([Compare.present(k)], [Op.delete(k)])

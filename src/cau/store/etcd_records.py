@@ -6,6 +6,8 @@ stored as JSON with the store's schema version.
     <prefix>reports/<run id>               StoredReport   its report
     <prefix>journal/<run id>/<seq>         StoredEvent    one journal event, seq zero-padded
     <prefix>locks/<cluster>                StoredLock     a cluster's lock
+    <prefix>roles/<cluster>                StoredRole     a cluster's clustered role
+    <prefix>docs/<kind>/<key>              (the model)    a document (cau.domain.documents)
 
 Run ids and cluster names are percent-encoded in keys, so no name holds a `/` and one run's
 journal range never takes in another's (`a/` and `a/b/...`). The zero-padded seq makes the keys'
@@ -77,6 +79,12 @@ class Keys:
     @property
     def roles(self) -> bytes:
         return self._key("roles", "")
+
+    def document(self, kind: str, key: str) -> bytes:
+        return self._key("docs", self._name(kind), self._name(key))
+
+    def documents(self, kind: str) -> bytes:
+        return self._key("docs", self._name(kind), "")
 
 
 class _Stored(BaseModel):

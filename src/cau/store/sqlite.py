@@ -24,6 +24,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from cau.clock import VirtualTimeLoop
+from cau.domain.documents import D, Document
 from cau.domain.profile import RunProfile
 from cau.domain.results import RunState, Status
 from cau.domain.role import ClusterRole
@@ -39,8 +40,9 @@ from cau.store.masking import masked_event, masked_json, masked_text
 # (each event's event schema, cau.journal.events.EVENT_SCHEMA); 4: web sessions record the token
 # they signed in with (revoking it ends them); 5: web sessions have a public handle (an admin lists
 # and ends them by it, never by their secret) and the client address they signed in from; 6: the
-# clustered role of self-updating mode, per cluster (cau.domain.role)
-SCHEMA_VERSION = 6
+# clustered role of self-updating mode, per cluster (cau.domain.role); 7: documents (compliance's
+# baselines, groups, exemptions, scans: cau.domain.documents)
+SCHEMA_VERSION = 7
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -129,6 +131,13 @@ CREATE TABLE IF NOT EXISTS roles (
     cluster TEXT PRIMARY KEY,
     schema INTEGER NOT NULL,
     data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    schema INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS profiles (
     name TEXT PRIMARY KEY,
@@ -469,6 +478,31 @@ class SqliteFile:
         with self._tx():
             return self._db.execute("DELETE FROM roles WHERE cluster=?", (cluster,)).rowcount > 0
 
+    # documents (cau.domain.documents) ---------------------------------------------------------------
+
+    def get_document(self, model: type[D], key: str) -> D | None:
+        row = self._db.execute(
+            "SELECT data FROM documents WHERE kind=? AND key=?", (model.kind, key)
+        ).fetchone()
+        return None if row is None else model.model_validate_json(row["data"])
+
+    def list_documents(self, model: type[D]) -> list[D]:
+        rows = self._db.execute("SELECT data FROM documents WHERE kind=? ORDER BY key", (model.kind,))
+        return [model.model_validate_json(r["data"]) for r in rows.fetchall()]
+
+    def put_document(self, document: Document) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO documents (kind, key, schema, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET schema=excluded.schema, data=excluded.data",
+                (document.kind, document.key, document.schema_version, masked_json(document)),
+            )
+
+    def delete_document(self, model: type[Document], key: str) -> bool:
+        with self._tx():
+            cur = self._db.execute("DELETE FROM documents WHERE kind=? AND key=?", (model.kind, key))
+            return cur.rowcount > 0
+
     def acquire_lock(
         self,
         cluster: str,
@@ -677,3 +711,15 @@ class SqliteStore:
 
     async def delete_role(self, cluster: str) -> bool:
         return await self._call(self._file.delete_role, cluster)
+
+    async def get_document(self, model: type[D], key: str) -> D | None:
+        return await self._call(self._file.get_document, model, key)
+
+    async def list_documents(self, model: type[D]) -> list[D]:
+        return await self._call(self._file.list_documents, model)
+
+    async def put_document(self, document: Document) -> None:
+        await self._call(self._file.put_document, document)
+
+    async def delete_document(self, model: type[Document], key: str) -> bool:
+        return await self._call(self._file.delete_document, model, key)
