@@ -285,6 +285,23 @@ class NodeUpdater(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PackageLevel:
+    """A package on a node against a minimum version, compared by the node's own package manager."""
+
+    name: str
+    installed: str | None  # None: not installed
+    meets: bool  # installed, at the minimum or above, and in a sound state (not half-configured)
+
+
+@runtime_checkable
+class ChecksPackageLevels(Protocol):
+    """Optional NodeUpdater capability (package plug-ins: apt, dnf), for compliance baselines:
+    each package's installed version and whether it is at least a minimum."""
+
+    async def package_levels(self, minimums: Mapping[str, str]) -> dict[str, PackageLevel]: ...
+
+
 class UpdaterPlugin(Protocol):
     """The class registered under the `cau.plugins` entry point."""
 

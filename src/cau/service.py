@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from cau.administration import Administration
 
 if TYPE_CHECKING:
+    from cau.compliance.service import Compliance
     from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
@@ -181,6 +182,13 @@ class Service:
         from cau.selfupdating import SelfUpdating  # it builds on this class
 
         return SelfUpdating(self)
+
+    @property
+    def compliance(self) -> Compliance:
+        """Baselines, exemptions, compliance scans and remediation plans (cau.compliance)."""
+        from cau.compliance.service import Compliance  # it builds on this class
+
+        return Compliance(self)
 
     @property
     def admin(self) -> Administration:
@@ -419,7 +427,10 @@ class Service:
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
-                return await self._execute_with_lease(cluster, owner, coordinator)
+                outcome = await self._execute_with_lease(cluster, owner, coordinator)
+                if outcome.report is not None and outcome.state is RunState.FINISHED:
+                    await self._compliance_after_run(cluster, outcome.report, notice)
+                return outcome
             finally:
                 try:
                     await store.release_lock(cluster, owner)
@@ -429,6 +440,30 @@ class Service:
                     notice(f"the cluster lock was not released ({exc}); it expires with its lease")
         finally:
             await provider.close()
+
+    async def _compliance_after_run(
+        self, cluster: str, report: RunReport, notice: Callable[[str], None]
+    ) -> None:
+        """A finished run's end state updates compliance: what it installed without a restart is
+        PendingReboot until the node restarts, and a cluster with baselines is scanned again.
+        Compliance never fails a run: a problem here is a notice."""
+        try:
+            compliance = self.compliance
+            await compliance.note_installed_without_restart(
+                cluster,
+                {
+                    n.name: [f"{u.plugin}:{u.id}" for u in n.updates if u.status == "Succeeded"]
+                    for n in report.nodes
+                    if n.pending_restart
+                },
+                run_id=report.run_id,
+            )
+            if await compliance.has_baselines(cluster):
+                # with the cluster's own plug-in settings: a remediation's run narrows them
+                await compliance.scan(cluster, self.profile(cluster, None))
+                notice(f"compliance of '{cluster}' scanned again after the run: cau compliance {cluster}")
+        except CauError as exc:
+            notice(f"compliance was not updated after the run: {exc}")
 
     async def _refuse_other_mode(self, active: RunRecord, own_node: str | None, force: bool) -> None:
         """A run of the clustered role is resumed by the role's coordinator only, and a run from

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from cau import __version__
-from cau.cli import access, catalog, nodes, reports, role, runs, sandbox, scan, serve
+from cau.cli import access, catalog, compliance, nodes, reports, role, runs, sandbox, scan, serve
 from cau.cli.common import State
 from cau.config import default_data_dir
 
@@ -38,7 +38,11 @@ app.command()(catalog.plugins)
 app.command("cleanup")(nodes.cleanup)
 app.command("serve")(serve.serve)
 app.command("daemon")(role.daemon)
+app.command("compliance")(compliance.compliance)
+app.command("remediate")(compliance.remediate)
 app.add_typer(role.role_app, name="role")
+app.add_typer(compliance.baseline_app, name="baseline")
+app.add_typer(compliance.exemption_app, name="exemption")
 app.add_typer(sandbox.sandbox_app, name="sandbox")
 app.add_typer(catalog.profile_app, name="profile")
 app.add_typer(nodes.node_app, name="node")

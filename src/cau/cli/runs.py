@@ -60,11 +60,17 @@ def run(
         provider_overrides = {"speed": speed} if speed is not None else None
         if speed is not None and svc.config.cluster(cluster).provider != "sandbox":
             raise ConfigError("--speed only applies to sandbox clusters")
-        outcome = _run_with_signals(
+        outcome = run_with_signals(
             svc, cluster, run_profile, console, json_out, force_recovery, provider_overrides, given
         )
     if outcome is None:
         raise typer.Exit(Exit.INTERRUPTED)
+    finish_run(outcome, cluster, console, json_out)
+
+
+def finish_run(outcome: Any, cluster: str, console: Console, json_out: bool) -> None:
+    """A run's end on the command line (`cau run`, `cau remediate`): its summary, or why it
+    paused, and the exit code of its status."""
     if outcome.state is RunState.PAUSED:
         raise fail(
             f"run {outcome.run_id} paused: {outcome.error_id}: {outcome.message}",
@@ -91,7 +97,7 @@ def run(
     raise typer.Exit(STATUS_EXIT[outcome.status])
 
 
-def _run_with_signals(
+def run_with_signals(
     svc: Service,
     cluster: str,
     profile: RunProfile,

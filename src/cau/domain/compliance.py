@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cau.domain.documents import Document
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Debian and RPM package names and versions (what dpkg/rpm accept): nothing a shell would read.
+PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~:_-]*$")
 
 
 def update_key(plugin: str, update_id: str) -> str:
@@ -56,6 +59,20 @@ class PackageRule(_Rule):
     plugin: Literal["apt", "dnf"] = "apt"
     name: str = Field(min_length=1)
     min_version: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _package_name(cls, value: str) -> str:
+        if not PACKAGE.match(value):
+            raise ValueError(f"'{value}' is not a package name")
+        return value
+
+    @field_validator("min_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not VERSION.match(value):
+            raise ValueError(f"'{value}' is not a package version (e.g. 1.1-1, 2:3.0.15-1~deb12u1)")
+        return value
 
     @property
     def key(self) -> str:

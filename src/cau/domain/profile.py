@@ -123,6 +123,13 @@ class RunProfile(BaseModel):
     )
     # Kept as its compact text (checked and put in canonical form here) so that a flag, the API
     # and a TOML profile all give it the same way; `maintenance_window` is the parsed model.
+    update_selection: dict[str, list[str]] | None = Field(
+        None,
+        description=(
+            "Only these updates, per node, by update key <plug-in>:<id> (or <plug-in>:<package>); "
+            "nodes not named are bypassed. Set by `cau remediate`."
+        ),
+    )
     window: str | None = Field(
         None,
         description=(
@@ -199,7 +206,10 @@ class RunProfile(BaseModel):
 # The options a caller sets for one run on top of a profile: the flags of `cau run` and the API's
 # run options are made from these fields. (The plug-ins have flags of their own: --plugin and
 # --plugin-arg.)
-PER_RUN_OPTIONS: tuple[str, ...] = tuple(name for name in RunProfile.model_fields if name != "plugins")
+# `update_selection` is a remediation's (cau remediate, and the API's remediate), never a flag.
+PER_RUN_OPTIONS: tuple[str, ...] = tuple(
+    name for name in RunProfile.model_fields if name not in ("plugins", "update_selection")
+)
 # Scripts run as root on every node. Over the API they come only from stored profiles, which only
 # admins write: an operator who may start runs may not run commands on the nodes.
 SCRIPT_OPTIONS = frozenset({"pre_update_script", "post_update_script", "script_timeout"})

@@ -317,6 +317,11 @@ class NodeRun:
             raise NodeEnd(reason, "the run is stopping")
 
     async def _pipeline(self) -> None:
+        selection = self.profile.update_selection
+        if selection is not None and not selection.get(self.name):
+            # a remediation: a node with nothing non-compliant is left alone (no script, no drain)
+            self.progress("bypassed: nothing selected for this node (compliant with its baselines)")
+            return
         if not self.record.steps:
             self._stop_check()
             snapshot = await self.ctx.provider.discover()
@@ -457,16 +462,17 @@ class NodeRun:
                 serially=self.profile.run_plugins_serially,
                 stop_on_failure=self.profile.stop_on_plugin_failure,
             )
+            updates = selected(found.updates, self.profile.update_selection, self.name)
             return ScanOutcome(
                 step=step,
                 key=key,
                 ok=found.ok,
                 error_id=None if found.ok else ErrorId.SCAN_FAILED,
-                updates=found.updates,
+                updates=updates,
                 held=found.held,
                 restart_pending=found.restart_pending,
                 errors=found.errors,
-                count=sum(len(v) for v in found.updates.values()),
+                count=sum(len(v) for v in updates.values()),
             )
 
         outcome = await self.step(key, ScanIntent, ScanOutcome, prepare, act)
@@ -903,6 +909,24 @@ def _expect(value: StepIntent | StepOutcome, kind: type[T], key: str) -> T:
     if not isinstance(value, kind):
         raise TypeError(f"journal step {key}: expected {kind.__name__}, found {type(value).__name__}")
     return value
+
+
+def selected(
+    updates: dict[str, list[Update]], selection: dict[str, list[str]] | None, node: str
+) -> dict[str, list[Update]]:
+    """A remediation's updates only (`update_selection`: per node, update keys `<plug-in>:<id>`,
+    or `<plug-in>:<package>` for a package whatever its id, e.g. dnf's `name.arch`)."""
+    if selection is None:
+        return updates
+    wanted = set(selection.get(node, ()))
+    return {
+        plugin: [
+            u
+            for u in ups
+            if f"{plugin}:{u.id}" in wanted or f"{plugin}:{u.details.get('name', u.id)}" in wanted
+        ]
+        for plugin, ups in updates.items()
+    }
 
 
 def refusal(exc: BaseException) -> ErrorId | None:

@@ -25,7 +25,7 @@ the maintainer script and its exit status as dpkg said them.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import ClassVar, Literal, TypeVar
 
@@ -36,7 +36,15 @@ from cau.domain.updates import HeldUpdate, ScanResult, StagingResult, Update, Up
 from cau.errors import CauError, PluginError, PluginOutputError
 from cau.plugins import apt_facts as facts
 from cau.plugins import refuse_this_machine
-from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
+from cau.ports import (
+    Clock,
+    CommandResult,
+    NodeSession,
+    NodeUpdater,
+    PackageLevel,
+    PluginContext,
+    ProgressCallback,
+)
 from cau.redact import tail
 
 ENV = "LC_ALL=C DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_MODE=l"
@@ -181,6 +189,36 @@ class AptNodeUpdater:
             plugin="apt",
             details={"from": p.version, "to": p.version, "action": "repair", "state": p.state},
         )
+
+    # --- compliance (cau.ports.ChecksPackageLevels) ------------------------------------------------
+
+    async def package_levels(self, minimums: Mapping[str, str]) -> dict[str, PackageLevel]:
+        """Each package's version, compared by dpkg itself (`dpkg --compare-versions`); a package
+        dpkg left half-installed or half-configured never meets its minimum."""
+        found = await self._packages(sorted(minimums))
+        sound = {n: p for n, p in found.items() if p.installed and not p.broken and p.version}
+        compares = [
+            f"if dpkg --compare-versions {shlex.quote(p.version)} ge {shlex.quote(minimums[n])}; "
+            f"then echo {shlex.quote(n)} yes; else echo {shlex.quote(n)} no; fi"
+            for n, p in sorted(sound.items())
+            if n in minimums
+        ]
+        verdicts: dict[str, bool] = {}
+        if compares:
+            result = await self._run("; ".join(compares), 60, "dpkg --compare-versions")
+            for line in result.stdout.splitlines():
+                name, _, verdict = line.strip().rpartition(" ")
+                verdicts[name] = verdict == "yes"
+        out = {}
+        for name in minimums:
+            p = found.get(name)
+            present = p is not None and p.version and p.status not in ("n", "c")
+            out[name] = PackageLevel(
+                name=name,
+                installed=p.version if p is not None and present else None,
+                meets=verdicts.get(name, False),
+            )
+        return out
 
     # --- stage and install -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import ClassVar, Literal, TypeVar
 
@@ -26,7 +26,15 @@ from cau.domain.updates import ScanResult, StagingResult, Update, UpdateOutcome,
 from cau.errors import CauError, PluginError, PluginOutputError
 from cau.plugins import dnf_facts as facts
 from cau.plugins import refuse_this_machine
-from cau.ports import Clock, CommandResult, NodeSession, NodeUpdater, PluginContext, ProgressCallback
+from cau.ports import (
+    Clock,
+    CommandResult,
+    NodeSession,
+    NodeUpdater,
+    PackageLevel,
+    PluginContext,
+    ProgressCallback,
+)
 from cau.redact import tail
 
 ENV = "LC_ALL=C"
@@ -133,6 +141,33 @@ class DnfNodeUpdater:
         fmt = "'%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n'"
         result = await self._run(f"rpm -q --qf {fmt} {names}", 120, "rpm -q")
         return self._parsed(facts.parse_rpm_versions, result.stdout, "rpm -q")
+
+    async def package_levels(self, minimums: Mapping[str, str]) -> dict[str, PackageLevel]:
+        """Each package's newest installed version, compared by rpm itself (rpm.vercmp, rpm >= 4.16)."""
+        names = " ".join(shlex.quote(n) for n in sorted(minimums))
+        fmt = "'%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n'"
+        result = await self._run(f"rpm -q --qf {fmt} {names}", 120, "rpm -q")
+        found = self._parsed(facts.parse_rpm_versions, result.stdout, "rpm -q")
+        checks = []
+        for name, packages in sorted(found.items()):
+            for p in packages:
+                evr = f"{p.epoch or 0}:{p.version}-{p.release}"
+                lua = f"%{{lua: print(rpm.vercmp('{evr}', '{minimums.get(name, '')}'))}}"
+                said = f"{shlex.quote(name)} {shlex.quote(p.evr)}"
+                checks.append(f"echo {said} $(rpm --eval {shlex.quote(lua)})")
+        meets: dict[str, bool] = {}
+        newest: dict[str, str] = {}
+        if checks:
+            out = await self._run("; ".join(checks), 60, "rpm.vercmp")
+            for line in out.stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 3:
+                    name, evr, cmp = parts
+                    newest.setdefault(name, evr)
+                    if cmp in ("0", "1"):
+                        meets[name] = True
+                        newest[name] = evr
+        return {n: PackageLevel(name=n, installed=newest.get(n), meets=meets.get(n, False)) for n in minimums}
 
     async def install(self, updates: Sequence[Update], progress: ProgressCallback) -> list[UpdateResult]:
         if not updates:
