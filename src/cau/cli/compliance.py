@@ -530,6 +530,16 @@ def remediate(
         list[str] | None, typer.Option("--exclude", help="Leave this update key out (repeat).")
     ] = None,
     scan: Annotated[bool, typer.Option("--scan", help="Scan the nodes first (else: the last scan).")] = False,
+    nodes: Annotated[
+        str | None,
+        typer.Option(
+            "--nodes",
+            help="Remediate these hosts as standalone hosts (n1,n2): no maintenance, roles not moved.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --nodes: also hosts that run roles (they go down).")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")] = False,
     profile: common.ProfileOpt = None,
     speed: Annotated[
@@ -552,7 +562,8 @@ def remediate(
             view = asyncio.run(svc.compliance.scan(cluster, svc.profile(cluster, None)))
         else:
             view = asyncio.run(svc.compliance.view(cluster))
-        plan = svc.compliance.plan(view, baselines=baseline, exclude=exclude or ())
+        chosen = [n.strip() for n in nodes.split(",") if n.strip()] if nodes is not None else None
+        plan = svc.compliance.plan(view, baselines=baseline, exclude=exclude or (), nodes=chosen)
         for node, keys in plan.nodes.items():
             console.print(f"{escape(node)}: {escape(', '.join(keys))}", highlight=False)
         for node, why in plan.bypassed.items():
@@ -561,7 +572,11 @@ def remediate(
             console.print(
                 f"[yellow]{escape(node)}: no source offers {escape(', '.join(keys))}[/]", highlight=False
             )
-        run_profile = asyncio.run(svc.compliance.remediation_profile(cluster, base, plan))
+        run_profile, warnings = asyncio.run(
+            svc.compliance.remediation_profile(cluster, base, plan, standalone=chosen, force=force)
+        )
+        for line in warnings:
+            console.print(f"[yellow]warning: {escape(line)}[/]", highlight=False)
         if dry_run:
             if json_out:
                 common.print_json(plan)

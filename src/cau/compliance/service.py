@@ -29,7 +29,7 @@ from cau.domain.compliance import (
     applies,
     exempted,
 )
-from cau.domain.profile import PluginSpec, RunProfile
+from cau.domain.profile import DrainPolicy, PluginSpec, RunProfile
 from cau.engine.scan import scan_plugins
 from cau.errors import CauError, ConfigError, NameTaken, NotFound
 from cau.ports import ChecksPackageLevels, NodeUpdater, PackageLevel, PluginContext
@@ -416,20 +416,55 @@ class Compliance:
                 plan.not_installable[n.node] = sorted(set(stuck))
         return plan
 
-    async def remediation_profile(self, cluster: str, base: RunProfile, plan: RemediationPlan) -> RunProfile:
-        """The run that remediates: `base`'s options, only the plan's updates on the plan's nodes,
-        with the plug-ins they come from (their configured arguments; apt and dnf narrowed to
-        the plan's packages, so neither upgrades anything else)."""
+    async def remediation_profile(
+        self,
+        cluster: str,
+        base: RunProfile,
+        plan: RemediationPlan,
+        *,
+        standalone: Sequence[str] | None = None,
+        force: bool = False,
+    ) -> tuple[RunProfile, list[str]]:
+        """The run that remediates, and warnings for the operator: `base`'s options, only the
+        plan's updates on the plan's nodes, with the plug-ins they come from (their configured
+        arguments; apt and dnf narrowed to the plan's packages, so neither upgrades anything
+        else). `standalone`: these hosts are remediated as standalone hosts (VMM's "remediate
+        hosts"): no maintenance, no drain, their roles are not moved, refused for a host with
+        roles unless `force`."""
         if plan.empty:
             raise ConfigError(
                 f"nothing to remediate on '{cluster}': no node has a NonCompliant update to install",
                 hint=f"cau compliance {cluster} --scan shows what each node has",
             )
+        warnings: list[str] = []
         provider = self.svc.open_provider(cluster)
         try:
             configured = {s.name: s for s in self.svc.plugin_specs(cluster, base, provider)}
+            if standalone is not None:
+                snapshot = await provider.discover()
+                hosting = {
+                    n: [r.name for r in snapshot.roles_on(n)] for n in standalone if snapshot.roles_on(n)
+                }
+                for node, roles in hosting.items():
+                    line = (
+                        f"{node} is remediated as a standalone host: its roles {', '.join(roles)} are not "
+                        "moved and go down if it restarts"
+                    )
+                    if not force:
+                        raise ConfigError(
+                            line,
+                            hint="remediate the cluster (without --nodes) to move them first, or --force",
+                        )
+                    warnings.append(line)
         finally:
             await provider.close()
+        if standalone is not None:
+            plan = plan.model_copy(update={"nodes": {n: k for n, k in plan.nodes.items() if n in standalone}})
+            if plan.empty:
+                raise ConfigError(
+                    f"nothing to remediate on {', '.join(standalone)}: nothing NonCompliant there"
+                )
+            base = base.model_copy(update={"drain": DrainPolicy.NEVER})
         keys = {k for ks in plan.nodes.values() for k in ks}
         specs = []
         for plugin in sorted({k.split(":", 1)[0] for k in keys}):
@@ -442,7 +477,7 @@ class Compliance:
             specs.append(spec)
         data = base.model_dump(mode="json")
         data.update({"plugins": [s.model_dump(mode="json") for s in specs], "update_selection": plan.nodes})
-        return RunProfile.model_validate(data)
+        return RunProfile.model_validate(data), warnings
 
 
 def _unique(rules: Iterable[BaselineRule]) -> list[BaselineRule]:

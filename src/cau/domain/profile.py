@@ -37,6 +37,9 @@ class FailbackMode(StrEnum):
 class DrainPolicy(StrEnum):
     ALWAYS = "always"  # enter maintenance before installing (CAU's -ForcePauseAndDrain)
     WHEN_RESTART_NEEDED = "when-restart-needed"  # install first; drain only to restart
+    # A standalone host (VMM's remediation of chosen hosts): never in maintenance, its roles are
+    # not moved, and a restart takes them down with it.
+    NEVER = "never"
 
 
 class MoveMethod(StrEnum):
@@ -112,7 +115,7 @@ class RunProfile(BaseModel):
     max_parallel_nodes: int | Literal["auto"] = Field(
         1, description="Nodes updated at once: a number or 'auto'."
     )
-    drain: DrainPolicy = Field(DrainPolicy.ALWAYS, description="always | when-restart-needed")
+    drain: DrainPolicy = Field(DrainPolicy.ALWAYS, description="always | when-restart-needed | never")
     move: MoveMethod = Field(MoveMethod.LIVE, description="live (migrate) | save (stop in place)")
     no_restart: bool = Field(False, description="Never restart; nodes end pending restart.")
     allow_nodes_in_maintenance: bool = Field(

@@ -522,6 +522,8 @@ class NodeRun:
         return self.holds_maintenance and bool(last) and last[-1].ok
 
     async def _enter_maintenance(self) -> None:
+        if self.profile.drain is DrainPolicy.NEVER:
+            return  # a standalone host: installed and restarted in service, its roles left where they are
         if self._drained():
             return
         if self.holds_maintenance:
