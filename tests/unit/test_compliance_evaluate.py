@@ -110,3 +110,17 @@ def test_advisory_hotfix_and_every_update_rules() -> None:
 def test_a_package_rule_takes_only_package_names_and_versions(bad: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         PackageRule(**{"name": "openssl", "min_version": "3.0", **bad})
+
+
+def test_an_update_two_rules_take_in_is_listed_once_under_its_package_rule() -> None:
+    rules = (OriginRule(origin="Debian-Security"), PackageRule(name="openssl", min_version="3.0.15-1"))
+    found = findings(
+        [base(*rules)],
+        facts(
+            updates={
+                "apt": [apt("openssl", "3.0.11-1", "3.0.15-1", SECURITY), apt("libc6", "1", "2", SECURITY)]
+            },
+            levels={"apt": {"openssl": PackageLevel("openssl", "3.0.11-1", meets=False)}},
+        ),
+    )
+    assert [(f.update, f.required) for f in found] == [("apt:openssl", "3.0.15-1"), ("apt:libc6", None)]

@@ -251,3 +251,16 @@ def test_the_other_fixtures_are_of_commands_the_plugin_does_not_run() -> None:
         "dnf -q updateinfo list --all",
         "dnf -q updateinfo list --security --with-cve",
     ]
+
+
+def test_advisories_puts_each_update_s_security_advisories_and_severity_in_its_details() -> None:
+    host = RhelHost()
+    up, transport = updater(host, advisories=True)
+    found = run_virtual(up.scan())
+    by_name = {u.details["name"]: u.details for u in found.updates}
+    assert by_name["kernel"]["severity"] == "Important" and by_name["kernel"]["advisories"].startswith(
+        "RHSA-"
+    )
+    assert by_name["NetworkManager"]["severity"] == "Moderate"
+    assert len(found.updates) > len([d for d in by_name.values() if "advisories" in d])  # not narrowed
+    assert transport.commands == [CHECK, SECURITY, NEEDS_RESTARTING]

@@ -137,20 +137,23 @@ def _matching(rule: BaselineRule, updates: Iterable[Update]) -> list[Update]:
 
 def findings(baselines: Iterable[Baseline], facts: NodeFacts) -> list[Finding]:
     """Every baseline's findings on the node: one per package rule, and for the other rules one
-    per applicable update they take in (or one saying the rule is met)."""
+    per applicable update they take in (or one saying the rule is met). An update two rules of a
+    baseline take in is listed once, under its package rule when it has one (with its minimum)."""
     out: list[Finding] = []
     for b in baselines:
-        for rule in b.rules:
+        seen: set[str] = set()
+        ordered = sorted(b.rules, key=lambda r: not isinstance(r, PackageRule))
+        for rule in ordered:
             if isinstance(rule, PackageRule):
-                out.append(_package(b.name, rule, facts))
-                continue
-            if rule.plugin in facts.scan_errors:
-                out.append(_error(b.name, rule, facts.scan_errors[rule.plugin]))
-                continue
-            assert isinstance(rule, OriginRule | AdvisoryRule | HotfixRule | AllUpdatesRule)
-            missing = _matching(rule, facts.updates.get(rule.plugin, []))
-            if missing:
-                out.extend(_missing(b.name, rule, u) for u in missing)
+                found = [_package(b.name, rule, facts)]
+            elif rule.plugin in facts.scan_errors:
+                found = [_error(b.name, rule, facts.scan_errors[rule.plugin])]
             else:
-                out.append(_met(b.name, rule))
+                assert isinstance(rule, OriginRule | AdvisoryRule | HotfixRule | AllUpdatesRule)
+                missing = _matching(rule, facts.updates.get(rule.plugin, []))
+                found = [_missing(b.name, rule, u) for u in missing] if missing else [_met(b.name, rule)]
+            for f in found:
+                if f.update not in seen:
+                    seen.add(f.update)
+                    out.append(f)
     return out

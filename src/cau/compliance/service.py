@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from cau.compliance.evaluate import NodeFacts, findings
 from cau.compliance.view import ClusterCompliance, cluster_view
 from cau.domain.compliance import (
+    AdvisoryRule,
     Baseline,
     BaselineRule,
     ClusterGroup,
@@ -46,7 +47,9 @@ class RemediationPlan(BaseModel):
 
     cluster: str
     baselines: list[str]
-    nodes: dict[str, list[str]] = Field(description="node -> update keys to install")
+    nodes: dict[str, list[str]] = Field(
+        description="node -> update keys to install (none: the node only waits for its restart)"
+    )
     bypassed: dict[str, str] = Field(default_factory=dict, description="node -> why it is left alone")
     not_installable: dict[str, list[str]] = Field(
         default_factory=dict, description="node -> NonCompliant updates no source offers"
@@ -54,7 +57,7 @@ class RemediationPlan(BaseModel):
 
     @property
     def empty(self) -> bool:
-        return not any(self.nodes.values())
+        return not self.nodes
 
 
 class Compliance:
@@ -268,12 +271,16 @@ class Compliance:
                     return NodeComplianceScan(**base, error=f"{node} is down or unreachable")
                 plugins = sorted({p for b in mine for p in b.plugins()})
                 try:
-                    bindings = {
-                        b.name: b
-                        for b in self.svc.bind_plugins(
-                            [configured.get(p) or PluginSpec(name=p) for p in plugins]
-                        )
-                    }
+                    specs = [configured.get(p) or PluginSpec(name=p) for p in plugins]
+                    if any(isinstance(r, AdvisoryRule) for b in mine for r in b.rules):
+                        # advisory rules read each dnf update's advisories
+                        specs = [
+                            PluginSpec(name=s.name, args={**s.args, "advisories": True})
+                            if s.name == "dnf"
+                            else s
+                            for s in specs
+                        ]
+                    bindings = {b.name: b for b in self.svc.bind_plugins(specs)}
                 except CauError as exc:
                     return NodeComplianceScan(**base, error=redact(str(exc)))
                 session = await provider.session(node)
@@ -408,7 +415,14 @@ class Compliance:
                     ):
                         continue
                     (todo if u.available or u.update != u.rule else stuck).append(u.update)
-            if todo:
+            waiting = any(
+                u.status is ComplianceStatus.PENDING_REBOOT
+                for b in n.baselines
+                if b.baseline in chosen
+                for u in b.updates
+            )
+            if todo or waiting:
+                # a node waiting only for its restart is in the plan too, with nothing to install
                 plan.nodes[n.node] = sorted(set(todo))
             else:
                 plan.bypassed[n.node] = f"nothing NonCompliant to install ({n.status.value})"
@@ -431,9 +445,12 @@ class Compliance:
         else). `standalone`: these hosts are remediated as standalone hosts (VMM's "remediate
         hosts"): no maintenance, no drain, their roles are not moved, refused for a host with
         roles unless `force`."""
+        if base.no_restart:  # nodes waiting only for a restart have nothing to do without one
+            plan = plan.model_copy(update={"nodes": {n: k for n, k in plan.nodes.items() if k}})
         if plan.empty:
             raise ConfigError(
-                f"nothing to remediate on '{cluster}': no node has a NonCompliant update to install",
+                f"nothing to remediate on '{cluster}': no node has a NonCompliant update to install"
+                + ("" if base.no_restart else " or waits for a restart"),
                 hint=f"cau compliance {cluster} --scan shows what each node has",
             )
         warnings: list[str] = []

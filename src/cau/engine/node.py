@@ -318,8 +318,9 @@ class NodeRun:
 
     async def _pipeline(self) -> None:
         selection = self.profile.update_selection
-        if selection is not None and not selection.get(self.name):
-            # a remediation: a node with nothing non-compliant is left alone (no script, no drain)
+        if selection is not None and self.name not in selection:
+            # a remediation: a node with nothing non-compliant is left alone (no script, no drain);
+            # one named with no update only waits for its restart
             self.progress("bypassed: nothing selected for this node (compliant with its baselines)")
             return
         if not self.record.steps:

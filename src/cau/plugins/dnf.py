@@ -51,6 +51,9 @@ class DnfArgs(BaseModel):
     exclude: list[str] = []
     install_timeout: Duration = timedelta(hours=1)
     refresh: bool = True
+    # Each update's security advisories and severity in its details (one more dnf call per scan):
+    # compliance baselines with advisory rules turn it on.
+    advisories: bool = False
 
 
 class DnfNodeUpdater:
@@ -101,7 +104,8 @@ class DnfNodeUpdater:
         changes = (
             self._parsed(facts.parse_check_update, result.stdout, "dnf check-update") if available else []
         )
-        if self._args.security_only and changes:
+        advisories: list[facts.DnfAdvisory] = []
+        if (self._args.security_only or self._args.advisories) and changes:
             info = await self._run(f"{ENV} dnf -q updateinfo list --security", 300, "updateinfo")
             if not info.ok:
                 raise PluginError(
@@ -109,7 +113,8 @@ class DnfNodeUpdater:
                     f"{tail(info.stderr, 300)}"
                 )
             advisories = self._parsed(facts.parse_updateinfo_list, info.stdout, "dnf updateinfo")
-            changes = facts.security_changes(changes, advisories, self._args.min_severity)
+            if self._args.security_only:
+                changes = facts.security_changes(changes, advisories, self._args.min_severity)
         pending, _ = await self._restart_needed()
         updates = tuple(
             Update(
@@ -117,7 +122,14 @@ class DnfNodeUpdater:
                 title=f"{c.name} {c.evr}",
                 plugin="dnf",
                 needs_restart=c.name in RESTART_PACKAGES,
-                details={"name": c.name, "arch": c.arch, "to": c.evr, "repo": c.repo, "nevra": c.nevra},
+                details={
+                    "name": c.name,
+                    "arch": c.arch,
+                    "to": c.evr,
+                    "repo": c.repo,
+                    "nevra": c.nevra,
+                    **facts.advisory_details(c, advisories),
+                },
             )
             for c in changes
             if self._wanted(c)

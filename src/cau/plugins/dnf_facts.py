@@ -242,6 +242,19 @@ def security_changes(
     return [c for c in changes if (c.name, c.arch) in wanted]
 
 
+def advisory_details(change: DnfChange, advisories: Sequence[DnfAdvisory]) -> dict[str, str]:
+    """An update's advisories (ids, comma-separated) and its highest security severity, for its
+    details; empty when none names its package (name and arch decide, as for security_changes)."""
+    mine = [a for a in advisories if (a.name, a.arch) == (change.name, change.arch)]
+    if not mine:
+        return {}
+    out = {"advisories": ", ".join(dict.fromkeys(a.id for a in mine))}
+    severities = [a.severity for a in mine if a.kind == "security" and a.severity]
+    if severities:
+        out["severity"] = max(severities, key=lambda s: _SEVERITY_RANK.get(s, 0))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # needs-restarting -r
 
