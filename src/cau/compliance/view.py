@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from cau.domain.compliance import (
     Baseline,
@@ -64,6 +64,7 @@ class ClusterCompliance(BaseModel):
     nodes: list[NodeCompliance]
     baselines: list[str] = Field(description="the baselines that apply to some node of the cluster")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def remediable(self) -> bool:
         """Something is NonCompliant: Remediate is offered."""
