@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from cau.compliance.evaluate import NodeFacts, findings
+from cau.compliance.scanning import NodeScanner
 from cau.compliance.view import ClusterCompliance, cluster_view
 from cau.domain.compliance import (
-    AdvisoryRule,
     Baseline,
     BaselineRule,
     ClusterGroup,
@@ -23,18 +22,13 @@ from cau.domain.compliance import (
     Exemption,
     FindingState,
     NodeComplianceScan,
-    PackageRule,
     PendingRestart,
     Scope,
     ScopeKind,
-    applies,
-    exempted,
 )
 from cau.domain.profile import DrainPolicy, PluginSpec, RunProfile
-from cau.engine.scan import scan_plugins
 from cau.errors import CauError, ConfigError, NameTaken, NotFound
-from cau.ports import ChecksPackageLevels, NodeUpdater, PackageLevel, PluginContext
-from cau.redact import redact
+from cau.ports import PluginContext
 from cau.secrets import unseal
 
 if TYPE_CHECKING:
@@ -252,87 +246,27 @@ class Compliance:
             await provider.close()
 
     async def scan(self, cluster: str, profile: RunProfile) -> ClusterCompliance:
-        """Scan every node of the cluster against its baselines and keep what was found."""
+        """Scan every node of the cluster against its baselines and keep what was found (a node
+        that cannot be scanned keeps a scan saying why: its statuses are Error)."""
         baselines, groups, exemptions = await self.baselines(), await self.groups(), await self.exemptions()
         provider = self.svc.open_provider(cluster)
         secrets = self.svc.secrets(cluster)
         profile = unseal(profile, secrets, cluster)
-        ctx = PluginContext(None, cluster, self.svc.clock, self.svc.data_dir, secrets)
         try:
-            configured = {s.name: s for s in self.svc.plugin_specs(cluster, profile, provider)}
             snapshot = await provider.discover()
-
-            async def one(node: str) -> NodeComplianceScan:
-                now = self._now()
-                mine = [b for b in baselines if applies(b, cluster, node, groups)]
-                revisions = {b.name: b.revision for b in mine}
-                base = {"cluster": cluster, "node": node, "scanned_at": now, "baselines": revisions}
-                if not snapshot.node(node).is_up:
-                    return NodeComplianceScan(**base, error=f"{node} is down or unreachable")
-                plugins = sorted({p for b in mine for p in b.plugins()})
-                try:
-                    specs = [configured.get(p) or PluginSpec(name=p) for p in plugins]
-                    if any(isinstance(r, AdvisoryRule) for b in mine for r in b.rules):
-                        # advisory rules read each dnf update's advisories
-                        specs = [
-                            PluginSpec(name=s.name, args={**s.args, "advisories": True})
-                            if s.name == "dnf"
-                            else s
-                            for s in specs
-                        ]
-                    bindings = {b.name: b for b in self.svc.bind_plugins(specs)}
-                except CauError as exc:
-                    return NodeComplianceScan(**base, error=redact(str(exc)))
-                session = await provider.session(node)
-
-                async def updater(name: str) -> NodeUpdater:
-                    b = bindings[name]
-                    return b.plugin.create_updater(session, b.args, ctx)
-
-                found = await scan_plugins(plugins, updater, serially=False, stop_on_failure=False)
-                levels: dict[str, dict[str, PackageLevel]] = {}
-                level_errors: dict[str, str] = {}
-                for plugin in plugins:
-                    minimums = {
-                        r.name: r.min_version
-                        for b in mine
-                        for r in b.rules
-                        if isinstance(r, PackageRule) and r.plugin == plugin
-                    }
-                    if not minimums:
-                        continue
-                    try:
-                        u = await updater(plugin)
-                        if not isinstance(u, ChecksPackageLevels):
-                            level_errors[plugin] = f"the {plugin} plug-in cannot tell package versions"
-                            continue
-                        levels[plugin] = await u.package_levels(minimums)
-                    except CauError as exc:
-                        level_errors[plugin] = redact(str(exc))
-                facts = NodeFacts(found.updates, found.errors, levels, level_errors)
-                items = [
-                    f.model_copy(
-                        update={
-                            "exempt_at_scan": exempted(
-                                exemptions,
-                                groups,
-                                cluster=cluster,
-                                node=node,
-                                baseline=f.baseline,
-                                update=f.update,
-                                now=now,
-                            )
-                            is not None
-                        }
-                    )
-                    for f in findings(mine, facts)
-                ]
-                boot = snapshot.node(node).boot_id or await provider.boot_id(node)
-                return NodeComplianceScan(
-                    **base, boot_id=boot, findings=tuple(items), restart_pending=found.restart_pending
-                )
-
-            done = await asyncio.gather(*(one(n) for n in snapshot.node_names))
+            scanner = NodeScanner(
+                cluster=cluster,
+                provider=provider,
+                snapshot=snapshot,
+                configured={s.name: s for s in self.svc.plugin_specs(cluster, profile, provider)},
+                bind=self.svc.bind_plugins,
+                plugin_ctx=PluginContext(None, cluster, self.svc.clock, self.svc.data_dir, secrets),
+                baselines=baselines,
+                groups=groups,
+                exemptions=exemptions,
+                now=self._now,
+            )
+            done = await asyncio.gather(*(scanner.scan(n) for n in snapshot.node_names))
             for scan in done:
                 await self.svc.store.put_document(scan)
                 await self._forget_restarted(scan)

@@ -18,6 +18,7 @@ from cau.domain.compliance import (
     StatusInputs,
     applies,
     exempted,
+    exemption_for,
     overall,
     update_status,
 )
@@ -121,19 +122,10 @@ def node_view(
                 )
         else:
             for f in found:
-                e = exempted(
-                    exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=f.update, now=now
-                )
-                if e is None and f.update != f.rule:  # a rule exempted as a whole covers its updates
-                    e = exempted(
-                        exemptions,
-                        groups,
-                        cluster=cluster,
-                        node=node,
-                        baseline=b.name,
-                        update=f.rule,
-                        now=now,
-                    )
+                e = exemption_for(
+                    exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=f.update,
+                    rule=f.rule, now=now,
+                )  # fmt: skip
                 status = update_status(
                     StatusInputs(
                         finding=f,

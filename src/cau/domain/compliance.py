@@ -299,6 +299,29 @@ def exempted(
     return None
 
 
+def exemption_for(
+    exemptions: Iterable[Exemption],
+    groups: Sequence[ClusterGroup],
+    *,
+    cluster: str,
+    node: str,
+    baseline: str,
+    update: str,
+    rule: str,
+    now: datetime,
+) -> Exemption | None:
+    """The exemption in force for an update of a rule on the node: of the update itself, or of
+    its rule as a whole (every update the rule takes in)."""
+    found = exempted(
+        exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=update, now=now
+    )
+    if found is None and rule != update:
+        found = exempted(
+            exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=rule, now=now
+        )
+    return found
+
+
 # --- what a scan found ------------------------------------------------------------------------
 
 
