@@ -197,7 +197,7 @@ class SandboxCluster:
         }
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(json.dumps(data, separators=(",", ":")))  # compact: written at every change
         os.replace(tmp, self.state_file)  # readers never see half a state
 
     def _scaled(self, seconds: float) -> float:
@@ -243,10 +243,11 @@ class SandboxCluster:
     def role_available(self, name: str) -> bool:
         return self._down_reason(name) is None
 
-    def _down_reason(self, name: str) -> tuple[str, str | None] | None:
-        """Why a role is unavailable right now (and on which node), or None when it is available."""
+    def _down_reason(self, name: str, quorum: bool | None = None) -> tuple[str, str | None] | None:
+        """Why a role is unavailable right now (and on which node), or None when it is available.
+        `quorum`: whether the cluster has quorum, when the caller knows it already."""
         spec = self.spec.role(name)
-        if not self._has_quorum():
+        if not (self._has_quorum() if quorum is None else quorum):
             return "the cluster lost quorum", None
         if spec.kind is RoleKind.CLONE:
             return None if self._clone_instances(name) else ("no instance running", None)
@@ -266,8 +267,9 @@ class SandboxCluster:
 
     def _refresh_availability(self, at: datetime) -> None:
         open_by_role = {o.role: o for o in self.outages if o.ended is None}
+        quorum = self._has_quorum()  # once for every role: it is the same for all of them
         for name in self.roles:
-            down = self._down_reason(name)
+            down = self._down_reason(name, quorum)
             current = open_by_role.get(name)
             if down is not None and current is None:
                 self.outages.append(Outage(name, at, down[1], down[0]))

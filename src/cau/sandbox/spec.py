@@ -30,6 +30,8 @@ fail_installs = { node2 = 2 }    # fault: fails N times on a node ("*" = every n
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import fnmatch
 import hashlib
 import json
@@ -143,14 +145,29 @@ class SandboxSpec(BaseModel):
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
 
+    @cached_property
+    def _roles_by_name(self) -> dict[str, RoleSpec]:
+        return {r.name: r for r in self.roles}
+
+    @cached_property
+    def _updates_by_id(self) -> dict[str, UpdateSpec]:
+        return {u.id: u for u in self.updates}
+
     def role(self, name: str) -> RoleSpec:
-        return next(r for r in self.roles if r.name == name)
+        # by name, not by scanning: the simulation asks for every role at every change
+        return self._roles_by_name[name]
 
     def update(self, update_id: str) -> UpdateSpec:
-        return next(u for u in self.updates if u.id == update_id)
+        return self._updates_by_id[update_id]
 
     def fingerprint(self) -> str:
         """Identifies the cluster's definition (speed excluded: it does not change the cluster)."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        # once per spec: the simulation writes it with its state at every change (specs are
+        # never changed in place; a new speed is a copy, and speed is not in it)
         data = self.model_dump(mode="json", exclude={"speed"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
