@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from cau import __version__
-from cau.cli import access, catalog, nodes, reports, role, runs, sandbox, scan, serve
+from cau.cli import access, catalog, debugtrace, nodes, reports, role, runs, sandbox, scan, serve
 from cau.cli.common import State
 from cau.config import default_data_dir
 
@@ -38,6 +38,7 @@ app.command()(catalog.plugins)
 app.command("cleanup")(nodes.cleanup)
 app.command("serve")(serve.serve)
 app.command("daemon")(role.daemon)
+app.command("debug-trace")(debugtrace.debug_trace)
 app.add_typer(role.role_app, name="role")
 app.add_typer(sandbox.sandbox_app, name="sandbox")
 app.add_typer(catalog.profile_app, name="profile")
