@@ -76,6 +76,16 @@ def start_log_file(data_dir: Path, command: str) -> Path | None:
     return path
 
 
+def stop_log_file() -> None:
+    """Stop writing the log file (and the stderr handler that came with it), in this process."""
+    global _handler, _stderr
+    for handler in (_handler, _stderr):
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+    _handler = _stderr = None
+
+
 def tail(path: Path, limit: int = 512 * 1024) -> str:
     """The last `limit` bytes of a log file, from its first whole line."""
     with path.open("rb") as f:
