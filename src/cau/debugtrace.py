@@ -231,6 +231,8 @@ _NODE_LOST = (NodeUnreachable, HostKeyError, AuthError)
 
 
 def _output(stdout: str, stderr: str, exit_status: int) -> str:
+    if not stdout and not stderr.strip() and exit_status == 0:
+        return "(no output)\n"
     text = stdout
     if stderr.strip():
         text += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + stderr
