@@ -7,7 +7,8 @@ What goes in, each file listed in `manifest.json` with where it came from:
   config/       the clusters config file, the cluster's settings and its default profile
   cluster/      what the provider sees now (nodes, roles), the cluster lock; a sandbox's state
   nodes/NODE/   from each node, over its provider's session: package manager logs and state,
-                uptime, boot id, pending reboot, disk space, the cluster manager's status
+                uptime, boot id (the provider's, as cau sees restarts), pending reboot, disk
+                space, the cluster manager's status
 
 Everything is masked on its way in by the rules cau masks with everywhere (cau.redact: the
 secrets' values, then whatever looks like a password, token or key); a secrets file is never
@@ -199,7 +200,6 @@ def _log_tail(path: str) -> str:
 
 NODE_COMMANDS: tuple[NodeCommand, ...] = (
     NodeCommand("uptime.txt", "uptime"),
-    NodeCommand("boot_id.txt", "cat /proc/sys/kernel/random/boot_id"),
     NodeCommand(
         "reboot-required.txt",
         "if [ -e /run/reboot-required ]; then echo 'a reboot is required'; "
@@ -271,6 +271,13 @@ async def _collect_node(bundle: TraceBundle, provider: ClusterProvider, node: st
         bundle.miss(f"node {node}", f"not reached: {_error(exc)}", path=f"{base}/ERROR.txt")
         return
     present = set(found.stdout.split())
+    try:  # the boot id as cau sees restarts: the provider's (its boot_id_command)
+        boot = await provider.boot_id(node)
+        bundle.add_text(
+            f"{base}/boot_id.txt", f"{boot or '(no boot id: down)'}\n", f"provider: boot id of {node}"
+        )
+    except Exception as exc:  # said, and the other parts are still collected
+        bundle.miss(f"node {node}: boot_id.txt", _error(exc), path=f"{base}/boot_id.txt.error.txt")
     for cmd in NODE_COMMANDS:
         path = f"{base}/{cmd.file}"
         if cmd.needs is not None and cmd.needs not in present:
