@@ -3,6 +3,7 @@ commands mirror CAU's cmdlets:
 
 cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
 cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
+cau debug-trace  Save-CauDebugTrace
 
 One module per command group (cau.cli.runs, scan, reports, catalog, nodes, sandbox, access,
 serve); each only calls the service layer (cau.service) and renders its views.
