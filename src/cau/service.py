@@ -20,6 +20,7 @@ from cau.administration import Administration
 
 if TYPE_CHECKING:
     from cau.compliance.service import Compliance
+    from cau.debugtrace import TraceBundle
     from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
@@ -637,6 +638,19 @@ class Service:
         return [view("plug-in", e) for e in reg.plugins.values()] + [
             view("provider", e) for e in reg.providers.values()
         ]
+
+    async def debug_trace(
+        self, cluster: str, run_id: str | None = None, *, by: str, timeout: float = 30.0
+    ) -> TraceBundle:
+        """Save-CauDebugTrace: what support needs about the cluster and its run (`run_id`, else
+        its newest) in one bundle, every file masked (cau.debugtrace); audited, as it shows the
+        nodes' logs."""
+        from cau.debugtrace import collect
+
+        bundle = await collect(self, cluster, run_id, by=by, timeout=timeout)
+        missing = [m.part for m in bundle.manifest.missing]
+        self.audit(by, "cluster.debug_trace", cluster, {"run_id": bundle.manifest.run_id, "missing": missing})
+        return bundle
 
     # --- the sandbox ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -96,6 +97,15 @@ def test_the_cli_passes_secrets_to_scripts_and_shows_them_nowhere(cau: Cau, tmp_
             got = cau(*args)
             assert got.returncode in (0, 3), (args, got.stderr)
             shown.append((f"cau {' '.join(args)}", got.stdout + got.stderr))
+        # the debug trace for support: every file of its zip (journal, report, config, log...)
+        trace = cau("debug-trace", "demo", "-o", str(tmp_path / "trace.zip"))
+        assert trace.returncode == 0, trace.stderr
+        shown.append(("cau debug-trace", trace.stdout + trace.stderr))
+        with zipfile.ZipFile(tmp_path / "trace.zip") as zf:
+            members = {name: zf.read(name) for name in zf.namelist()}
+        assert any(name.endswith("/run/journal.jsonl") for name in members)
+        assert any(name.endswith("/coordinator/cau.log") for name in members)
+        shown += [(f"debug trace: {name}", data.decode()) for name, data in members.items()]
     finally:
         del os.environ["CANARY_ENV"]
     report = json.loads(ran.stdout)

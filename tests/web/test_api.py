@@ -54,6 +54,7 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("PATCH", "/api/v1/clusters/quick/role", "admin", {"enabled": False}),
     ("POST", "/api/v1/clusters/quick/role/update-now", "operator", None),
     ("DELETE", "/api/v1/clusters/quick/role", "admin", None),
+    ("GET", "/api/v1/clusters/quick/debug-trace?run=nope", "admin", None),
     ("GET", "/metrics", "viewer", None),
 ]
 RANK = ["viewer", "operator", "admin"]

@@ -3,6 +3,7 @@ commands mirror CAU's cmdlets:
 
 cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
 cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
+cau debug-trace  Save-CauDebugTrace
 
 One module per command group (cau.cli.runs, scan, reports, catalog, nodes, sandbox, access,
 serve); each only calls the service layer (cau.service) and renders its views.
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cau import __version__
-from cau.cli import access, catalog, compliance, nodes, reports, role, runs, sandbox, scan, serve
+from cau.cli import access, catalog, compliance, debugtrace, nodes, reports, role, runs, sandbox, scan, serve
 from cau.cli.common import State
 from cau.config import default_data_dir
 
@@ -40,6 +41,7 @@ app.command("serve")(serve.serve)
 app.command("daemon")(role.daemon)
 app.command("compliance")(compliance.compliance)
 app.command("remediate")(compliance.remediate)
+app.command("debug-trace")(debugtrace.debug_trace)
 app.add_typer(role.role_app, name="role")
 app.add_typer(compliance.baseline_app, name="baseline")
 app.add_typer(compliance.exemption_app, name="exemption")

@@ -20,6 +20,7 @@ from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
 from cau.daemon import STOP_GRACE, resident
 from cau.domain.results import RunState
+from cau.logfile import start_log_file
 from cau.selfupdating import PassResult
 from cau.views import RoleView
 
@@ -247,6 +248,7 @@ def daemon(
     Without: for a simulated cluster, stands in for its resource manager, starting a coordinator
     process on the role's owner each time the role moves."""
     svc = common.service(ctx)
+    start_log_file(svc.data_dir, f"cau daemon {cluster}" + (f" --node {node}" if node else ""))
     console = common.console(stderr=True)
     if resident:
         if node is None or once or exit_when_idle:

@@ -25,6 +25,7 @@ from cau.errors import ConfigError
 from cau.journal.events import JournalEvent
 from cau.journal.progress import apply, replay
 from cau.lease import Holder
+from cau.logfile import log, start_log_file
 from cau.service import Service
 
 
@@ -53,6 +54,7 @@ def run(
     overrides: dict[str, Any] = dict(options)
     console = common.console(stderr=json_out)
     svc = common.service(ctx)
+    start_log_file(svc.data_dir, f"cau run {cluster}")
     with reported(json_out):
         overrides["plugins"] = common.plugin_overrides(plugin, plugin_arg)
         run_profile = svc.profile(cluster, profile, overrides)
@@ -64,6 +66,7 @@ def run(
             svc, cluster, run_profile, console, json_out, force_recovery, provider_overrides, given
         )
     if outcome is None:
+        log.info("cau run %s: abandoned (resumable)", cluster)
         raise typer.Exit(Exit.INTERRUPTED)
     finish_run(outcome, cluster, console, json_out)
 
@@ -71,6 +74,14 @@ def run(
 def finish_run(outcome: Any, cluster: str, console: Console, json_out: bool) -> None:
     """A run's end on the command line (`cau run`, `cau remediate`): its summary, or why it
     paused, and the exit code of its status."""
+    log.info(
+        "cau run %s: run %s %s (%s)%s",
+        cluster,
+        outcome.run_id,
+        outcome.state.value,
+        outcome.status.value if outcome.status else "no status",
+        f": {outcome.error_id}: {outcome.message}" if outcome.error_id else "",
+    )
     if outcome.state is RunState.PAUSED:
         raise fail(
             f"run {outcome.run_id} paused: {outcome.error_id}: {outcome.message}",
@@ -124,6 +135,7 @@ def run_with_signals(
             watcher.feed(ev)
 
     def notice(message: str) -> None:
+        log.info("cau run %s: %s", cluster, message)
         console.print(f"[cyan]{escape(message)}[/]", highlight=False)
 
     async def main() -> Any:

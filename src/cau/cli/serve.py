@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cau.cli import common
+from cau.logfile import start_log_file
 
 
 def _is_loopback(host: str) -> bool:
@@ -68,6 +69,7 @@ def serve(
             "network in clear; use --ssl-certfile/--ssl-keyfile or a TLS proxy (--secure-cookies)[/]"
         )
     svc = common.service(ctx)
+    start_log_file(svc.data_dir, f"cau serve on {host}:{port}")
     # Every cluster's secrets are masked from the start, in everything this server shows or logs.
     for cluster, problem in svc.load_all_secrets().items():
         common.console(stderr=True).print(f"[yellow]warning: cluster {cluster}: {problem}[/]")

@@ -30,12 +30,11 @@ fail_installs = { node2 = 2 }    # fault: fails N times on a node ("*" = every n
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import fnmatch
 import hashlib
 import json
 import tomllib
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any

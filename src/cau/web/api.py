@@ -184,6 +184,34 @@ async def stop_cluster(request: Request, cluster: str, who: Operator, body: Stop
     return await ops.stop_run(ctx, who, active.run_id, body.reason)
 
 
+@router.get(
+    "/clusters/{cluster}/debug-trace",
+    tags=["clusters"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/zip": {}},
+            "description": "The zip; its manifest.json lists every file, where it came from and what"
+            " could not be collected (also counted in the X-Cau-Missing header)",
+        }
+    },
+)
+async def debug_trace(request: Request, cluster: str, who: Admin, run: str | None = None) -> Response:
+    """Save-CauDebugTrace: the run's journal and report (`run`, else the newest), cau's versions
+    and log, the config and each node's package-manager and cluster state, secrets masked, in
+    one zip. Admin only (it holds the nodes' logs); audited."""
+    bundle = await context(request).svc.debug_trace(cluster, run or None, by=who.name)
+    manifest = bundle.manifest
+    return Response(
+        bundle.zip_bytes(),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{manifest.folder}.zip"',
+            "X-Cau-Missing": str(len(manifest.missing)),
+        },
+    )
+
+
 # --- self-updating mode: the clustered role (cau.selfupdating) -----------------------------------------
 
 
