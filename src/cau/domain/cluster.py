@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 
 
@@ -118,21 +119,36 @@ class ClusterSnapshot:
     min_online: int | None = None
     vote_quorum: VoteQuorum | None = None
 
+    # Indexes made once per snapshot (a snapshot never changes): every admission asks these for
+    # every node, so scanning all roles each time made a run's decisions grow with N x roles.
+    @cached_property
+    def _by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def _hosted(self) -> dict[str, tuple[Role, ...]]:
+        on: dict[str, list[Role]] = {}
+        for r in self.roles:
+            for home in r.instances if r.kind is RoleKind.CLONE else (r.owner,) if r.owner else ():
+                on.setdefault(home, []).append(r)
+        return {name: tuple(roles) for name, roles in on.items()}
+
+    @cached_property
+    def _used(self) -> dict[str, Capacity]:
+        return {name: Capacity.total(r.needs for r in roles) for name, roles in self._hosted.items()}
+
     def node(self, name: str) -> Node:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
+        return self._by_name[name]
 
     @property
     def node_names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.nodes)
 
     def roles_on(self, node: str) -> tuple[Role, ...]:
-        return tuple(r for r in self.roles if r.hosted_on(node))
+        return self._hosted.get(node, ())
 
     def used(self, node: str) -> Capacity:
-        return Capacity.total(r.needs for r in self.roles_on(node))
+        return self._used.get(node) or Capacity.total(())
 
     def free(self, node: str) -> Capacity:
         return self.node(node).capacity - self.used(node)
