@@ -40,6 +40,15 @@ if TYPE_CHECKING:
     from cau.service import Service
 
 
+class NothingToRemediate(ConfigError):
+    """A remediation with nothing NonCompliant to install (VMM offers Remediate only when
+    something is non-compliant)."""
+
+
+class StandaloneHostHasRoles(ConfigError):
+    """A host to remediate as a standalone host runs roles, and `force` was not given."""
+
+
 class RemediationPlan(BaseModel):
     """What a remediation installs on each node: its NonCompliant updates (by update key) of the
     chosen baselines, minus exempted and unticked ones. Nodes with nothing are bypassed."""
@@ -432,7 +441,7 @@ class Compliance:
         hosts"): no maintenance, no drain, their roles are not moved, refused for a host with
         roles unless `force`."""
         if plan.empty:
-            raise ConfigError(
+            raise NothingToRemediate(
                 f"nothing to remediate on '{cluster}': no node has a NonCompliant update to install",
                 hint=f"cau compliance {cluster} --scan shows what each node has",
             )
@@ -451,7 +460,7 @@ class Compliance:
                         "moved and go down if it restarts"
                     )
                     if not force:
-                        raise ConfigError(
+                        raise StandaloneHostHasRoles(
                             line,
                             hint="remediate the cluster (without --nodes) to move them first, or --force",
                         )
@@ -461,7 +470,7 @@ class Compliance:
         if standalone is not None:
             plan = plan.model_copy(update={"nodes": {n: k for n, k in plan.nodes.items() if n in standalone}})
             if plan.empty:
-                raise ConfigError(
+                raise NothingToRemediate(
                     f"nothing to remediate on {', '.join(standalone)}: nothing NonCompliant there"
                 )
             base = base.model_copy(update={"drain": DrainPolicy.NEVER})
@@ -489,4 +498,4 @@ def _unique(rules: Iterable[BaselineRule]) -> list[BaselineRule]:
     return list(by_key.values())
 
 
-__all__ = ["Compliance", "FindingState", "RemediationPlan"]
+__all__ = ["Compliance", "FindingState", "NothingToRemediate", "RemediationPlan", "StandaloneHostHasRoles"]
