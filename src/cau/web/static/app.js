@@ -344,6 +344,8 @@ async function remediate(cluster, form) {
   submit.disabled = true;
   try {
     const res = await api("POST", `/api/v1/compliance/${encodeURIComponent(cluster)}/remediate`, body);
+    // what the operator accepted (standalone hosts whose roles are not moved) stays in sight on the run's page
+    if (res.warnings.length) sessionStorage.setItem("cau-warnings", res.warnings.join(" · "));
     window.location = `/runs/${encodeURIComponent(res.run_id)}`;
   } catch (e) {
     shown.textContent = e.message;
@@ -435,4 +437,12 @@ document.addEventListener("change", (event) => {
   document.getElementById(box.dataset.toggles).hidden = !box.checked;
   const cluster = box.form && box.form.querySelector("#cluster-options");
   if (cluster) cluster.hidden = box.checked;
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const warnings = sessionStorage.getItem("cau-warnings");
+  if (warnings && document.querySelector("[data-watch-run]")) {
+    sessionStorage.removeItem("cau-warnings");
+    flash(warnings, "warn");
+  }
 });
