@@ -384,7 +384,7 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
     assert access.check_session(cookie) is not None
     assert [s.via for s in access.list_sessions()] == ["token"]  # schema 5: sessions are listed
     version = store.connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 6
+    assert int(version) == SCHEMA_VERSION == 7  # schema 7: typed documents (compliance)
     store.close()
 
 

@@ -77,7 +77,21 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], dict[str, str]
         if client.get(f"/api/v1/runs/{run_id}", headers=auth).json()["state"] != "Running":
             break
         time.sleep(0.05)
-    known = {"cluster": "quick", "run_id": run_id, "name": "nightly", "token_id": spare}
+    # compliance: a baseline (named as the profile is, so `name` finds both) assigned to the cluster,
+    # scanned, with an exemption: the compliance routes also meet things that exist
+    rules = [{"kind": "all", "plugin": "sandbox"}]
+    made = client.post("/api/v1/baselines", json={"name": "nightly", "rules": rules}, headers=auth)
+    assert made.status_code == 201, made.text
+    scope = {"kind": "cluster", "name": "quick"}
+    assert client.post("/api/v1/baselines/nightly/assignments", json=scope, headers=auth).status_code == 200
+    assert client.post("/api/v1/compliance/quick/scan", headers=auth).status_code == 200
+    exemption = {"update": "sandbox:openssl", "scope": scope, "reason": "fuzz"}
+    exempt = client.post("/api/v1/exemptions", json=exemption, headers=auth)
+    assert exempt.status_code == 201, exempt.text
+    known = {
+        "cluster": "quick", "run_id": run_id, "name": "nightly", "token_id": spare,
+        "exemption_id": exempt.json()["id"], "key": "sandbox:*", "kind": "cluster", "scope": "quick",
+    }  # fmt: skip
     yield app, auth, known
     asgi.shutdown_lifespans()  # the app's shutdown: its worker lets go of runs in hand
     svc.close()

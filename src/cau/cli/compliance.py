@@ -5,8 +5,6 @@ compliance (cau.compliance.service), as the API does."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -20,6 +18,7 @@ from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, fail, reported
 from cau.cli.run_flags import with_run_option_flags
+from cau.compliance.export import compliance_csv
 from cau.compliance.view import ClusterCompliance
 from cau.domain.compliance import (
     AdvisoryRule,
@@ -449,42 +448,6 @@ def print_compliance(view: ClusterCompliance) -> None:
         out.print(f"[dim]Remediate: cau remediate {escape(view.cluster)}[/]")
 
 
-def compliance_csv(view: ClusterCompliance) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(
-        [
-            "cluster",
-            "node",
-            "node_status",
-            "scanned_at",
-            "baseline",
-            "update",
-            "title",
-            "status",
-            "installed",
-            "required",
-            "available",
-            "exemption",
-            "detail",
-        ]
-    )
-    for n in view.nodes:
-        for b in n.baselines:
-            for u in b.updates:
-                w.writerow([
-                    view.cluster, n.node, n.status.value, n.scanned_at.isoformat() if n.scanned_at else "",
-                    b.baseline, u.update, u.title, u.status.value, u.installed or "", u.required or "",
-                    u.available or "", u.exemption or "", u.exemption_note or u.detail,
-                ])  # fmt: skip
-        if not n.baselines:
-            w.writerow(
-                [view.cluster, n.node, n.status.value, n.scanned_at.isoformat() if n.scanned_at else ""]
-                + [""] * 9
-            )
-    return buf.getvalue()
-
-
 EXIT_BY_STATUS = {
     ComplianceStatus.COMPLIANT: 0,
     ComplianceStatus.EXEMPT: 0,
@@ -590,4 +553,4 @@ def remediate(
     finish_run(outcome, cluster, console, json_out)
 
 
-__all__ = ["baseline_app", "compliance", "exemption_app", "fail", "remediate"]
+__all__ = ["baseline_app", "compliance", "compliance_csv", "exemption_app", "fail", "remediate"]

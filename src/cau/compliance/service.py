@@ -35,6 +35,15 @@ if TYPE_CHECKING:
     from cau.service import Service
 
 
+class NothingToRemediate(ConfigError):
+    """A remediation with nothing NonCompliant to install (VMM offers Remediate only when
+    something is non-compliant)."""
+
+
+class StandaloneHostHasRoles(ConfigError):
+    """A host to remediate as a standalone host runs roles, and `force` was not given."""
+
+
 class RemediationPlan(BaseModel):
     """What a remediation installs on each node: its NonCompliant updates (by update key) of the
     chosen baselines, minus exempted and unticked ones. Nodes with nothing are bypassed."""
@@ -382,7 +391,7 @@ class Compliance:
         if base.no_restart:  # nodes waiting only for a restart have nothing to do without one
             plan = plan.model_copy(update={"nodes": {n: k for n, k in plan.nodes.items() if k}})
         if plan.empty:
-            raise ConfigError(
+            raise NothingToRemediate(
                 f"nothing to remediate on '{cluster}': no node has a NonCompliant update to install"
                 + ("" if base.no_restart else " or waits for a restart"),
                 hint=f"cau compliance {cluster} --scan shows what each node has",
@@ -402,7 +411,7 @@ class Compliance:
                         "moved and go down if it restarts"
                     )
                     if not force:
-                        raise ConfigError(
+                        raise StandaloneHostHasRoles(
                             line,
                             hint="remediate the cluster (without --nodes) to move them first, or --force",
                         )
@@ -412,7 +421,7 @@ class Compliance:
         if standalone is not None:
             plan = plan.model_copy(update={"nodes": {n: k for n, k in plan.nodes.items() if n in standalone}})
             if plan.empty:
-                raise ConfigError(
+                raise NothingToRemediate(
                     f"nothing to remediate on {', '.join(standalone)}: nothing NonCompliant there"
                 )
             base = base.model_copy(update={"drain": DrainPolicy.NEVER})
@@ -440,4 +449,4 @@ def _unique(rules: Iterable[BaselineRule]) -> list[BaselineRule]:
     return list(by_key.values())
 
 
-__all__ = ["Compliance", "FindingState", "RemediationPlan"]
+__all__ = ["Compliance", "FindingState", "NothingToRemediate", "RemediationPlan", "StandaloneHostHasRoles"]

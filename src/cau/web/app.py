@@ -14,7 +14,7 @@ from cau import __version__
 from cau.journal.events import JournalEvent
 from cau.service import Service
 from cau.store.access import Principal
-from cau.web import api, errors, pages
+from cau.web import api, compliance_api, compliance_pages, errors, pages
 from cau.web.auth import identify, unauthenticated, viewer
 from cau.web.context import Settings, WebContext
 from cau.web.device_cookie import DeviceCookies
@@ -146,7 +146,9 @@ def create_app(svc: Service, settings: Settings | None = None) -> FastAPI:
         return pages.page_error(request, exc)
 
     app.include_router(api.router)
+    app.include_router(compliance_api.router)  # /api/v1: compliance, baselines, exemptions
     app.include_router(pages.router)
+    app.include_router(compliance_pages.router)  # /compliance, /baselines, /exemptions
     # Before /static: the more specific mount is matched first.
     app.mount(SWAGGER_UI_URL, swagger_ui_files(), name="swagger-ui")
     static = resources.files("cau.web") / "static"

@@ -172,7 +172,7 @@ async def start_run(
     given = profile is not None or bool(options.model_dump(exclude_none=True))
     detail = {"profile": profile, "options": options.model_dump(mode="json", exclude_none=True)}
     try:
-        await _refuse_scripts_on_this_host(ctx, cluster, run_profile)
+        await refuse_scripts_on_this_host(ctx, cluster, run_profile)
         run_id, resumed = await ctx.worker.start(cluster, run_profile, profile_given=given, actor=who.name)
     except (CauError, ApiError) as exc:
         ctx.access.audit(who.name, "run.start.refused", cluster, {**detail, "error": str(exc)})
@@ -184,7 +184,7 @@ async def start_run(
     return RunStarted(run_id=run_id, cluster=cluster, resumed=resumed, notices=list(job.notices))
 
 
-async def _refuse_scripts_on_this_host(ctx: WebContext, cluster: str, profile: RunProfile) -> None:
+async def refuse_scripts_on_this_host(ctx: WebContext, cluster: str, profile: RunProfile) -> None:
     """A simulated cluster's "nodes" run their scripts on this machine: under `cau serve` a web
     admin would run commands as the server's user. Refused unless the server's operator allowed
     it when starting it (`cau serve --allow-local-scripts`). A run to resume keeps its own profile."""

@@ -238,6 +238,9 @@ async def cluster_page(request: Request, cluster: str) -> Response:
         role, can_host = None, True
     except ConfigError:  # the provider cannot host a clustered role: remote-updating only
         role, can_host = None, False
+    from cau.web.compliance_pages import age, cluster_summary, compliance_badge  # it builds on this module
+
+    compliance = await cluster_summary(request, cluster)
     return render(
         "cluster.html.j2",
         who,
@@ -248,6 +251,9 @@ async def cluster_page(request: Request, cluster: str) -> Response:
         profiles=ctx.access.list_profiles(),
         can_operate=who.role.allows(Role.OPERATOR),
         is_admin=who.role.allows(Role.ADMIN),
+        compliance=compliance,
+        compliance_age=age(compliance) if compliance is not None else "",
+        cbadge=compliance_badge,
     )
 
 

@@ -303,3 +303,146 @@ document.addEventListener("DOMContentLoaded", () => {
   const run = document.querySelector("[data-watch-run]");
   if (run) watchRun(run.dataset.watchRun);
 });
+
+// --- compliance: scans, the Remediate dialog, baselines, groups, exemptions (/api/v1/compliance...) -----
+
+async function complianceScan(button) {
+  const cluster = button.dataset.cluster;
+  button.disabled = true;
+  button.textContent = "Scanning…";
+  try {
+    await api("POST", `/api/v1/compliance/${encodeURIComponent(cluster)}/scan`, {});
+    window.location.reload();
+  } catch (e) {
+    flash(e.message);
+    button.disabled = false;
+    button.textContent = "Scan now";
+  }
+}
+
+async function remediate(cluster, form) {
+  const f = new FormData(form);
+  const unticked = [...form.querySelectorAll('input[name="update"]')].filter((c) => !c.checked).map((c) => c.value);
+  const options = {};
+  if (f.get("no_restart")) options.no_restart = true;
+  const standalone = Boolean(f.get("standalone"));
+  const body = { baselines: f.getAll("baseline"), exclude: unticked, profile: f.get("profile") || null, options };
+  if (standalone) {
+    body.nodes = f.getAll("node");
+    body.force = Boolean(f.get("force"));
+  } else {
+    if (f.get("allow_nodes_in_maintenance")) options.allow_nodes_in_maintenance = true;
+    options.move = f.get("move") || "live";
+  }
+  const shown = document.getElementById("remediate-error");
+  const submit = form.querySelector("button[type=submit]");
+  if (standalone && !body.nodes.length) {
+    shown.textContent = "Choose the hosts to remediate as standalone hosts.";
+    shown.hidden = false;
+    return;
+  }
+  submit.disabled = true;
+  try {
+    const res = await api("POST", `/api/v1/compliance/${encodeURIComponent(cluster)}/remediate`, body);
+    // what the operator accepted (standalone hosts whose roles are not moved) stays in sight on the run's page
+    if (res.warnings.length) sessionStorage.setItem("cau-warnings", res.warnings.join(" · "));
+    window.location = `/runs/${encodeURIComponent(res.run_id)}`;
+  } catch (e) {
+    shown.textContent = e.message;
+    shown.hidden = false;
+    submit.disabled = false;
+  }
+}
+
+// A rule from the baselines page's two fields (kind, value), as POST /api/v1/baselines takes it.
+function ruleOf(kind, value) {
+  value = (value || "").trim();
+  if (!value) throw new Error("the rule needs a value");
+  if (kind === "package") {
+    const m = /^(?:(apt|dnf):)?([^<>=\s]+)\s*>=\s*(\S+)$/.exec(value);
+    if (!m) throw new Error(`package '${value}': write NAME>=VERSION, e.g. apt:openssl>=3.0.15-1`);
+    return { kind: "package", plugin: m[1] || "apt", name: m[2], min_version: m[3] };
+  }
+  if (kind === "origin") return { kind: "origin", origin: value };
+  if (kind === "advisory") return { kind: "advisory", advisory: value };
+  if (kind === "security") return { kind: "advisory", min_severity: value };
+  if (kind === "hotfix") return { kind: "hotfix", id: value };
+  return { kind: "all", plugin: value };
+}
+
+async function reloadAfter(call) {
+  try { await call(); window.location.reload(); } catch (e) { flash(e.message); }
+}
+
+const baselineUrl = (name) => `/api/v1/baselines/${encodeURIComponent(name)}`;
+
+async function createBaseline(form) {
+  const f = new FormData(form);
+  await reloadAfter(() => {
+    const rules = (f.get("value") || "").trim() ? [ruleOf(f.get("kind"), f.get("value"))] : [];
+    return api("POST", "/api/v1/baselines", { name: f.get("name"), description: f.get("description") || "", rules });
+  });
+}
+
+async function exempt(form) {
+  const f = new FormData(form);
+  const until = f.get("until");
+  const body = {
+    update: (f.get("update") || "").trim(),
+    scope: { kind: f.get("kind"), name: (f.get("name") || "").trim() },
+    reason: f.get("reason"),
+    baseline: f.get("baseline") || null,
+    until: until ? `${until}:00Z` : null,
+  };
+  try { await api("POST", "/api/v1/exemptions", body); window.location = "/exemptions"; } catch (e) { flash(e.message); }
+}
+
+Object.assign(ACTIONS, {
+  "compliance-scan": (b) => complianceScan(b),
+  "baseline-remove-rule": (b) => reloadAfter(() => api("DELETE", `${baselineUrl(b.dataset.name)}/rules/${encodeURIComponent(b.dataset.key)}`)),
+  "baseline-unassign": (b) => reloadAfter(() => api("DELETE",
+    `${baselineUrl(b.dataset.name)}/assignments/${encodeURIComponent(b.dataset.kind)}/${encodeURIComponent(b.dataset.scope)}`)),
+  "baseline-delete": (b) => confirm(`Delete the baseline '${b.dataset.name}'? Its assignments go with it.`)
+    && reloadAfter(() => api("DELETE", baselineUrl(b.dataset.name))),
+  "group-delete": (b) => confirm(`Delete the group '${b.dataset.name}'?`)
+    && reloadAfter(() => api("DELETE", `/api/v1/cluster-groups/${encodeURIComponent(b.dataset.name)}`)),
+  "exemption-remove": (b) => confirm(`Remove exemption ${b.dataset.id}? The update is Unknown until the next scan.`)
+    && reloadAfter(() => api("DELETE", `/api/v1/exemptions/${encodeURIComponent(b.dataset.id)}`)),
+});
+
+Object.assign(SUBMITS, {
+  "remediate": (f) => remediate(f.dataset.cluster, f),
+  "baseline-create": (f) => createBaseline(f),
+  "baseline-add-rule": (f) => reloadAfter(() => {
+    const d = new FormData(f);
+    return api("POST", `${baselineUrl(f.dataset.name)}/rules`, { rules: [ruleOf(d.get("kind"), d.get("value"))] });
+  }),
+  "baseline-assign": (f) => reloadAfter(() => {
+    const d = new FormData(f);
+    return api("POST", `${baselineUrl(f.dataset.name)}/assignments`, { kind: d.get("kind"), name: (d.get("name") || "").trim() });
+  }),
+  "group-set": (f) => reloadAfter(() => {
+    const d = new FormData(f);
+    const clusters = (d.get("clusters") || "").split(/[\s,]+/).filter(Boolean);
+    return api("PUT", `/api/v1/cluster-groups/${encodeURIComponent(d.get("name"))}`, { clusters });
+  }),
+  "exemption-create": (f) => exempt(f),
+});
+
+// A checkbox with data-toggles shows the element it names while ticked; the Remediate dialog's
+// standalone hosts also hide the cluster's options (VMM shows none for standalone hosts).
+document.addEventListener("change", (event) => {
+  const box = event.target.closest("input[data-toggles]");
+  if (!box) return;
+  document.getElementById(box.dataset.toggles).hidden = !box.checked;
+  const cluster = box.form && box.form.querySelector("#cluster-options");
+  if (cluster) cluster.hidden = box.checked;
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const warnings = sessionStorage.getItem("cau-warnings");
+  if (warnings && document.querySelector("[data-watch-run]")) {
+    sessionStorage.removeItem("cau-warnings");
+    flash(warnings, "warn");
+  }
+});
