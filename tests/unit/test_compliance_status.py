@@ -44,6 +44,7 @@ inputs = st.builds(
     revision=st.integers(1, 4),
     exempt_now=st.booleans(),
     pending_restart=st.booleans(),
+    exemption_lapsed=st.booleans(),
 )
 
 
@@ -59,7 +60,7 @@ def test_an_exemption_in_force_is_exempt_whatever_the_node_has(i: StatusInputs) 
 def test_unknown_exactly_when_not_measured_against_this_revision_or_an_exemption_went_away(
     i: StatusInputs,
 ) -> None:
-    not_measured = i.finding is None or i.scanned_revision != i.revision or i.finding.exempt_at_scan
+    not_measured = i.finding is None or i.scanned_revision != i.revision or i.exemption_lapsed
     assert (update_status(i) is S.UNKNOWN) == (not i.exempt_now and not_measured)
 
 
@@ -158,8 +159,20 @@ def test_an_exemption_makes_exempt_its_expiry_or_removal_makes_unknown_until_the
     # and a node whose only missing update is exempt is Compliant overall
     assert node_view("c", "n1", [baseline()], [], [exemption()], s, None, NOW).status is S.COMPLIANT
     assert status_of(baseline(), s, (exemption(until=later),), now=later) is S.UNKNOWN  # expired
-    assert status_of(baseline(), s, ()) is S.UNKNOWN  # removed
+    removed = exemption(until=later).model_copy(update={"removed": NOW + timedelta(minutes=5)})
+    assert status_of(baseline(), s, (removed,), now=NOW + timedelta(minutes=6)) is S.UNKNOWN  # removed
     assert status_of(baseline(), scan(FindingState.MISSING), ()) is S.NON_COMPLIANT  # rescanned
+    # an exemption added after the scan and removed before the next: Unknown too (VMM)
+    brief = exemption().model_copy(
+        update={"created": NOW + timedelta(minutes=1), "removed": NOW + timedelta(minutes=2)}
+    )
+    assert (
+        status_of(baseline(), scan(FindingState.MISSING), (brief,), now=NOW + timedelta(minutes=3))
+        is S.UNKNOWN
+    )
+    # one that ended before the scan says nothing about it
+    old = exemption().model_copy(update={"removed": NOW - timedelta(minutes=1)})
+    assert status_of(baseline(), scan(FindingState.MISSING), (old,)) is S.NON_COMPLIANT
 
 
 def test_pending_reboot_after_an_install_without_restart_until_the_node_restarted_and_was_rescanned() -> None:

@@ -183,8 +183,10 @@ class Compliance:
 
     # --- exemptions --------------------------------------------------------------------------------
 
-    async def exemptions(self) -> list[Exemption]:
-        return await self.svc.store.list_documents(Exemption)
+    async def exemptions(self, *, removed: bool = False) -> list[Exemption]:
+        """The exemptions (with `removed`, also those removed: kept, ended, for the statuses)."""
+        found = await self.svc.store.list_documents(Exemption)
+        return found if removed else [e for e in found if e.removed is None]
 
     async def exempt(
         self,
@@ -212,9 +214,11 @@ class Compliance:
 
     async def remove_exemption(self, exemption_id: str, *, by: str) -> Exemption:
         e = await self.svc.store.get_document(Exemption, exemption_id)
-        if e is None:
+        if e is None or e.removed is not None:
             raise NotFound(f"no exemption '{exemption_id}'", hint="cau exemption list")
-        await self.svc.store.delete_document(Exemption, exemption_id)
+        # kept, ended: its update is Unknown until the node's next scan
+        e = e.model_copy(update={"removed": self._now(), "removed_by": by})
+        await self.svc.store.put_document(e)
         self.svc.audit(by, "exemption.remove", e.update, {"id": e.id, "scope": str(e.scope)})
         return e
 
@@ -242,7 +246,8 @@ class Compliance:
         pending = {p.node: p for p in await store.list_documents(PendingRestart) if p.cluster == cluster}
         if nodes is None:
             nodes = await self._nodes(cluster, scans)
-        baselines, groups, exemptions = await self.baselines(), await self.groups(), await self.exemptions()
+        baselines, groups = await self.baselines(), await self.groups()
+        exemptions = await self.exemptions(removed=True)
         return cluster_view(cluster, nodes, baselines, groups, exemptions, scans, pending, self._now())
 
     async def _nodes(self, cluster: str, scans: dict[str, NodeComplianceScan]) -> list[str]:
@@ -257,7 +262,8 @@ class Compliance:
     async def scan(self, cluster: str, profile: RunProfile) -> ClusterCompliance:
         """Scan every node of the cluster against its baselines and keep what was found (a node
         that cannot be scanned keeps a scan saying why: its statuses are Error)."""
-        baselines, groups, exemptions = await self.baselines(), await self.groups(), await self.exemptions()
+        baselines, groups = await self.baselines(), await self.groups()
+        exemptions = await self.exemptions(removed=True)
         provider = self.svc.open_provider(cluster)
         secrets = self.svc.secrets(cluster)
         profile = unseal(profile, secrets, cluster)

@@ -17,8 +17,8 @@ from cau.domain.compliance import (
     PendingRestart,
     StatusInputs,
     applies,
-    exempted,
     exemption_for,
+    lapsed_since,
     overall,
     update_status,
 )
@@ -106,9 +106,10 @@ def node_view(
                 else ComplianceStatus.UNKNOWN
             )
             for rule in b.rules:
-                e = exempted(
-                    exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=rule.key, now=now
-                )
+                e = exemption_for(
+                    exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=rule.key,
+                    rule=rule.key, now=now,
+                )  # fmt: skip
                 rows.append(
                     UpdateCompliance(
                         update=rule.key,
@@ -126,6 +127,11 @@ def node_view(
                     exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=f.update,
                     rule=f.rule, now=now,
                 )  # fmt: skip
+                assert scan is not None
+                lapsed = lapsed_since(
+                    exemptions, groups, cluster=cluster, node=node, baseline=b.name, update=f.update,
+                    rule=f.rule, since=scan.scanned_at, now=now,
+                )  # fmt: skip
                 status = update_status(
                     StatusInputs(
                         finding=f,
@@ -133,6 +139,7 @@ def node_view(
                         revision=b.revision,
                         exempt_now=e is not None,
                         pending_restart=_pending(f.update, f.rule, pending_updates),
+                        exemption_lapsed=lapsed,
                     )
                 )
                 rows.append(

@@ -246,6 +246,10 @@ class Exemption(Document):
     reason: str = Field(min_length=1)
     created: datetime
     until: datetime | None = None
+    # Removed exemptions are kept, ended: an update whose exemption ended after its node's last
+    # scan is Unknown until the next scan (VMM), whether the exemption expired or was removed.
+    removed: datetime | None = None
+    removed_by: str | None = None
 
     @field_validator("update")
     @classmethod
@@ -258,19 +262,15 @@ class Exemption(Document):
         return self.id
 
     def active(self, now: datetime) -> bool:
-        return self.until is None or now < self.until
+        return self.removed is None and (self.until is None or now < self.until)
 
-    def covers(self, cluster: str, node: str, baseline: str, update: str) -> bool:
-        if self.update != update or (self.baseline is not None and self.baseline != baseline):
-            return False
-        if self.scope.kind is ScopeKind.NODE:
-            return self.scope.name == node
-        if self.scope.kind is ScopeKind.CLUSTER:
-            return self.scope.name == cluster
-        return False  # group-scoped exemptions are resolved by the caller (covers_in_groups)
+    def ended(self, now: datetime) -> datetime | None:
+        """When it stopped holding (removed, or expired), or None while it holds."""
+        ends = [t for t in (self.removed, self.until) if t is not None and t <= now]
+        return min(ends) if ends else None
 
 
-def exempted(
+def covering(
     exemptions: Iterable[Exemption],
     groups: Sequence[ClusterGroup],
     *,
@@ -278,25 +278,22 @@ def exempted(
     node: str,
     baseline: str,
     update: str,
-    now: datetime,
-    active: bool = True,
-) -> Exemption | None:
-    """The exemption covering `update` on the node (active ones, or with `active=False` any,
-    expired too)."""
+) -> list[Exemption]:
+    """The exemptions of `update` on the node, in force or not: of the node, its cluster, or a
+    group of clusters it is in."""
     in_groups = {g.name for g in groups if cluster in g.clusters}
+    out = []
     for e in exemptions:
-        if active and not e.active(now):
+        if e.update != update or e.baseline not in (None, baseline):
             continue
-        if e.covers(cluster, node, baseline, update):
-            return e
+        kind, name = e.scope.kind, e.scope.name
         if (
-            e.scope.kind is ScopeKind.GROUP
-            and e.scope.name in in_groups
-            and e.update == update
-            and e.baseline in (None, baseline)
+            (kind is ScopeKind.NODE and name == node)
+            or (kind is ScopeKind.CLUSTER and name == cluster)
+            or (kind is ScopeKind.GROUP and name in in_groups)
         ):
-            return e
-    return None
+            out.append(e)
+    return out
 
 
 def exemption_for(
@@ -312,14 +309,33 @@ def exemption_for(
 ) -> Exemption | None:
     """The exemption in force for an update of a rule on the node: of the update itself, or of
     its rule as a whole (every update the rule takes in)."""
-    found = exempted(
-        exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=update, now=now
-    )
-    if found is None and rule != update:
-        found = exempted(
-            exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=rule, now=now
-        )
-    return found
+    for key in dict.fromkeys((update, rule)):
+        for e in covering(exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=key):
+            if e.active(now):
+                return e
+    return None
+
+
+def lapsed_since(
+    exemptions: Iterable[Exemption],
+    groups: Sequence[ClusterGroup],
+    *,
+    cluster: str,
+    node: str,
+    baseline: str,
+    update: str,
+    rule: str,
+    since: datetime,
+    now: datetime,
+) -> bool:
+    """An exemption of the update (or its rule) ended, removed or expired, after `since` (the
+    node's last scan): what the scan said may no longer be what counts."""
+    for key in dict.fromkeys((update, rule)):
+        for e in covering(exemptions, groups, cluster=cluster, node=node, baseline=baseline, update=key):
+            ended = e.ended(now)
+            if ended is not None and ended > since:
+                return True
+    return False
 
 
 # --- what a scan found ------------------------------------------------------------------------
@@ -426,6 +442,7 @@ class StatusInputs:
     revision: int  # the baseline's revision now
     exempt_now: bool
     pending_restart: bool  # cau installed it without restart, and the node has not restarted since
+    exemption_lapsed: bool = False  # an exemption of it ended (removed or expired) since the scan
 
 
 def update_status(i: StatusInputs) -> ComplianceStatus:
@@ -434,7 +451,7 @@ def update_status(i: StatusInputs) -> ComplianceStatus:
     could not tell; NonCompliant when missing; PendingReboot when installed without restart."""
     if i.exempt_now:
         return ComplianceStatus.EXEMPT
-    if i.finding is None or i.scanned_revision != i.revision or i.finding.exempt_at_scan:
+    if i.finding is None or i.scanned_revision != i.revision or i.exemption_lapsed:
         return ComplianceStatus.UNKNOWN
     if i.finding.state is FindingState.ERROR:
         return ComplianceStatus.ERROR
