@@ -3,8 +3,9 @@ commands mirror CAU's cmdlets:
 
 cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
 cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
+cau check    Test-CauSetup
 
-One module per command group (cau.cli.runs, scan, reports, catalog, nodes, sandbox, access,
+One module per command group (cau.cli.runs, scan, check, reports, catalog, nodes, sandbox, access,
 serve); each only calls the service layer (cau.service) and renders its views.
 """
 
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cau import __version__
-from cau.cli import access, catalog, nodes, reports, role, runs, sandbox, scan, serve
+from cau.cli import access, catalog, check, nodes, reports, role, runs, sandbox, scan, serve
 from cau.cli.common import State
 from cau.config import default_data_dir
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.command()(runs.run)
 app.command()(scan.scan)
+app.command()(check.check)
 app.command()(runs.status)
 app.command()(runs.stop)
 app.command()(reports.report)
