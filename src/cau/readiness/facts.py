@@ -18,13 +18,22 @@ FILE_MARK = "@@file "
 
 # Timers that install updates by themselves (apt's runs unattended-upgrade when it is enabled;
 # dnf-automatic-install always installs; dnf-automatic does when automatic.conf says so).
-TIMERS = ("apt-daily-upgrade.timer", "dnf-automatic.timer", "dnf-automatic-install.timer", "dnf5-automatic.timer")
+TIMERS = (
+    "apt-daily-upgrade.timer",
+    "dnf-automatic.timer",
+    "dnf-automatic-install.timer",
+    "dnf5-automatic.timer",
+)
 # PackageKit's offline update: a prepared update installs at the next boot (systemd's
 # system-update.target starts when /system-update exists).
 OFFLINE_UPDATE_FILES = ("/system-update", "/var/lib/PackageKit/prepared-update")
 LOCK_FILES = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/rpm/.rpm.lock")
 CACHE_DIRS = {"apt": "/var/cache/apt/archives", "dnf": "/var/cache/dnf"}
 TOOLS = ("apt-get", "dpkg", "dnf", "rpm", "systemctl", "sha256sum", "fuser", "df")
+
+
+# The script's first line: how a scripted node (tests) tells the facts script from other commands.
+FACTS_PREFIX = "m() { printf '\\n@@cau:%s@@\\n' \"$1\"; }"
 
 
 def facts_script(*, script_paths: Sequence[str] = (), commands: Sequence[str] = ()) -> str:
@@ -35,35 +44,40 @@ def facts_script(*, script_paths: Sequence[str] = (), commands: Sequence[str] = 
     paths = " ".join(q(p) for p in script_paths)
     cmds = " ".join(q(c) for c in commands)
     lines = [
-        "m() { printf '\\n@@cau:%s@@\\n' \"$1\"; }",
+        FACTS_PREFIX,
         "m uid; id -u",
-        f"m tools; for t in {' '.join(TOOLS)}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done",
+        f'm tools; for t in {" ".join(TOOLS)}; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done',
         "m apt-periodic; apt-config dump 2>/dev/null | grep -iE '^APT::Periodic::'",
         "m uu-package; dpkg-query -W -f='${Status}\\n' unattended-upgrades 2>/dev/null",
         # `systemctl is-active` prints a state; without systemd as PID 1 it prints nothing
         f"m timers; for u in {' '.join(TIMERS)}; do "
-        "printf '%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null | head -n 1)\"; done",
+        'printf \'%s %s\\n\' "$u" "$(systemctl is-active "$u" 2>/dev/null | head -n 1)"; done',
         "m dnf-automatic; grep -hE '^[[:space:]]*apply_updates' /etc/dnf/automatic.conf 2>/dev/null",
-        f"m offline-update; for f in {' '.join(OFFLINE_UPDATE_FILES)}; do [ -e \"$f\" ] && echo \"$f\"; done",
+        f'm offline-update; for f in {" ".join(OFFLINE_UPDATE_FILES)}; do [ -e "$f" ] && echo "$f"; done',
         "m apt-sources; for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list "
-        f"/etc/apt/sources.list.d/*.sources; do [ -f \"$f\" ] && {{ echo \"{FILE_MARK}$f\"; cat \"$f\"; echo; }}; done",
+        "/etc/apt/sources.list.d/*.sources; do "
+        f'[ -f "$f" ] && {{ echo "{FILE_MARK}$f"; cat "$f"; echo; }}; done',
         "m dnf-repos; for f in /etc/yum.repos.d/*.repo; do "
-        f"[ -f \"$f\" ] && {{ echo \"{FILE_MARK}$f\"; cat \"$f\"; echo; }}; done",
+        f'[ -f "$f" ] && {{ echo "{FILE_MARK}$f"; cat "$f"; echo; }}; done',
         "m proxy; apt-config dump 2>/dev/null | grep -iE '::proxy'; "
         "grep -hiE '^[[:space:]]*(export[[:space:]]+)?(https?|ftp)_proxy=' /etc/environment 2>/dev/null; "
         "grep -hiE '^[[:space:]]*proxy[[:space:]]*=' /etc/dnf/dnf.conf 2>/dev/null",
         "m dpkg-updates; ls -A /var/lib/dpkg/updates 2>/dev/null",
         "m dpkg-audit; command -v dpkg >/dev/null 2>&1 && dpkg --audit 2>&1",
         # who holds the package manager's lock: apt and dpkg keep the lock file open while locked
-        f"m locks; for f in {' '.join(LOCK_FILES)}; do [ -e \"$f\" ] || continue; "
-        "for p in $(fuser \"$f\" 2>/dev/null); do "
-        "echo \"$f $p $(cat /proc/$p/comm 2>/dev/null)\"; done; done",
+        f'm locks; for f in {" ".join(LOCK_FILES)}; do [ -e "$f" ] || continue; '
+        'for p in $(fuser "$f" 2>/dev/null); do '
+        'echo "$f $p $(cat /proc/$p/comm 2>/dev/null)"; done; done',
         f"m disk; for d in {' '.join(CACHE_DIRS.values())}; do "
-        "[ -d \"$d\" ] && echo \"$d $(df -Pk \"$d\" 2>/dev/null | tail -n 1)\"; done",
-        f"m scripts; for p in {paths}; do if [ -f \"$p\" ]; then sha256sum \"$p\"; "
-        "else echo \"missing $p\"; fi; done" if paths else "m scripts",
-        f"m commands; for c in {cmds}; do if command -v \"$c\" >/dev/null 2>&1; then echo \"found $c\"; "
-        "else echo \"missing $c\"; fi; done" if cmds else "m commands",
+        '[ -d "$d" ] && echo "$d $(df -Pk "$d" 2>/dev/null | tail -n 1)"; done',
+        f'm scripts; for p in {paths}; do if [ -f "$p" ]; then sha256sum "$p"; '
+        'else echo "missing $p"; fi; done'
+        if paths
+        else "m scripts",
+        f'm commands; for c in {cmds}; do if command -v "$c" >/dev/null 2>&1; then echo "found $c"; '
+        'else echo "missing $c"; fi; done'
+        if cmds
+        else "m commands",
         "m end",
     ]
     return "\n".join(lines) + "\n"
@@ -164,7 +178,9 @@ def _deb822_sources(lines: list[str]) -> list[str]:
             continue
         comps = stanza.get("components", "").split()
         options = sorted(
-            f"{k}={v}" for k, v in stanza.items() if k not in ("types", "uris", "suites", "components", "enabled")
+            f"{k}={v}"
+            for k, v in stanza.items()
+            if k not in ("types", "uris", "suites", "components", "enabled")
         )
         opt = "[" + " ".join(options) + "] " if options else ""
         for kind in stanza.get("types", "").split():
@@ -261,7 +277,9 @@ def parse_facts(stdout: str) -> NodeFacts:
         apt_periodic=_periodic(s.get("apt-periodic", "")),
         uu_installed="install ok installed" in s.get("uu-package", ""),
         timers=timers,
-        dnf_apply_updates=(apply_match.group(1).lower() in ("yes", "true", "1", "on")) if apply_match else None,
+        dnf_apply_updates=(apply_match.group(1).lower() in ("yes", "true", "1", "on"))
+        if apply_match
+        else None,
         offline_update=[line for line in s.get("offline-update", "").splitlines() if line.strip()],
         apt_sources=parse_apt_sources(s.get("apt-sources", "")),
         dnf_repos=parse_dnf_repos(s.get("dnf-repos", "")),

@@ -49,7 +49,9 @@ async def _drain_problems(provider: PredictsDrain, obs: Observation) -> dict[str
         try:
             found[node.name] = await provider.drain_problems(node.name, obs.profile.move)
         except CauError as exc:
-            found[node.name] = [f"the cluster manager could not say what draining {node.name} would do: {exc}"]
+            found[node.name] = [
+                f"the cluster manager could not say what draining {node.name} would do: {exc}"
+            ]
     return found
 
 
@@ -87,7 +89,9 @@ async def observe(
         try:
             # self-updating mode: the coordinator runs on `coordinator_node`, a member
             obs.provider_problems = await (
-                own_checks(profile, coordinator_node=coordinator_node) if coordinator_node else own_checks(profile)
+                own_checks(profile, coordinator_node=coordinator_node)
+                if coordinator_node
+                else own_checks(profile)
             )
         except CauError as exc:
             obs.provider_problems = [exc.message + (f" ({exc.hint})" if exc.hint else "")]
@@ -120,5 +124,7 @@ async def observe(
         try:
             obs.role_checks = await role_checks()
         except CauError as exc:
-            obs.role_checks = [ReadinessCheck(check="the role's checks could run", ok=False, detail=exc.message)]
+            obs.role_checks = [
+                ReadinessCheck(check="the role's checks could run", ok=False, detail=exc.message)
+            ]
     return obs

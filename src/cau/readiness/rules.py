@@ -122,7 +122,9 @@ def _node_rule_na(obs: Observation) -> str | None:
     return None
 
 
-def _pass_or(rule: Rule, results: list[RuleResult], detail: str, nodes: Iterable[str] = ()) -> list[RuleResult]:
+def _pass_or(
+    rule: Rule, results: list[RuleResult], detail: str, nodes: Iterable[str] = ()
+) -> list[RuleResult]:
     return results or [rule.passed(detail, nodes)]
 
 
@@ -139,7 +141,9 @@ def _reachable(rule: Rule, obs: Observation) -> list[RuleResult]:
         if err is None:
             continue
         if isinstance(err, HostKeyError):
-            impact = "cau refuses to connect to a host whose identity it cannot verify: the node is not updated"
+            impact = (
+                "cau refuses to connect to a host whose identity it cannot verify: the node is not updated"
+            )
         elif isinstance(err, AuthError):
             impact = "cau cannot log in: the node is not updated"
         else:
@@ -221,8 +225,13 @@ def _auto_updates(rule: Rule, obs: Observation) -> list[RuleResult]:
                              f"or `systemctl disable --now {unit}`")  # fmt: skip
                 warn_only = False
         if f.offline_update:
-            found.append(f"a PackageKit offline update is prepared ({_names(f.offline_update)}): it installs at the next boot")
-            fixes.append("`pkcon offline-cancel` (and turn off automatic updates in the desktop's software settings)")
+            found.append(
+                f"a PackageKit offline update is prepared ({_names(f.offline_update)}): "
+                "it installs at the next boot"
+            )
+            fixes.append(
+                "`pkcon offline-cancel` (and turn off automatic updates in the desktop's software settings)"
+            )
             warn_only = False
         if found:
             results.append(
@@ -273,7 +282,9 @@ def _sources(rule: Rule, obs: Observation) -> list[RuleResult]:
         return [rule.not_applicable(na)]
     managers = obs.package_managers
     if not managers:
-        return [rule.not_applicable(f"no package-manager plug-in (plug-ins: {_names(obs.plugins) or 'none'})")]
+        return [
+            rule.not_applicable(f"no package-manager plug-in (plug-ins: {_names(obs.plugins) or 'none'})")
+        ]
     readable = obs.readable()
     results: list[RuleResult] = []
     impact = "nodes get different updates (or none): they end the run unlike each other"
@@ -283,8 +294,10 @@ def _sources(rule: Rule, obs: Observation) -> list[RuleResult]:
             {n: f.apt_sources for n, f in readable.items()},
             what="apt source",
             impact=impact,
-            fix=lambda n: f"make {n}'s /etc/apt/sources.list and /etc/apt/sources.list.d/ list the "
-            "sources the other nodes use",
+            fix=lambda n: (
+                f"make {n}'s /etc/apt/sources.list and /etc/apt/sources.list.d/ list the "
+                "sources the other nodes use"
+            ),
         )
     if "dnf" in managers:
         results += _same_everywhere(
@@ -310,8 +323,10 @@ def _proxy(rule: Rule, obs: Observation) -> list[RuleResult]:
         what="proxy setting",
         impact="a node whose proxy differs may not reach the update sources (its staging fails "
         "during the run) or reach them another way",
-        fix=lambda n: f"set the same proxy on {n} as on the other nodes (`apt-config dump | grep -i proxy`, "
-        "/etc/environment, /etc/dnf/dnf.conf)",
+        fix=lambda n: (
+            f"set the same proxy on {n} as on the other nodes (`apt-config dump | grep -i proxy`, "
+            "/etc/environment, /etc/dnf/dnf.conf)"
+        ),
     )
 
 
@@ -326,7 +341,9 @@ def _package_manager(rule: Rule, obs: Observation) -> list[RuleResult]:
         if "apt" in obs.package_managers and (f.dpkg_updates or f.dpkg_audit):
             said = []
             if f.dpkg_updates:
-                said.append(f"dpkg was interrupted (/var/lib/dpkg/updates/ holds {_names(f.dpkg_updates[:5])})")
+                said.append(
+                    f"dpkg was interrupted (/var/lib/dpkg/updates/ holds {_names(f.dpkg_updates[:5])})"
+                )
             if f.dpkg_audit:
                 said.append("dpkg --audit: " + tail(" ".join(f.dpkg_audit.split()), 300))
             results.append(
@@ -334,7 +351,8 @@ def _package_manager(rule: Rule, obs: Observation) -> list[RuleResult]:
                     Outcome.FAIL,
                     nodes=[name],
                     impact="apt refuses to install anything until dpkg's interrupted work is finished",
-                    fix=f"on {name}: `dpkg --configure -a`, then `apt-get -f install` if packages remain broken",
+                    fix=f"on {name}: `dpkg --configure -a`, "
+                    "then `apt-get -f install` if packages remain broken",
                     detail="; ".join(said),
                 )
             )
@@ -346,7 +364,8 @@ def _package_manager(rule: Rule, obs: Observation) -> list[RuleResult]:
                     nodes=[name],
                     impact="the package manager is busy: a run waits for it (the plug-in's lock_timeout), "
                     "then fails the node",
-                    fix=f"let {_names(holders)} finish on {name} (an automatic updater? see no-automatic-updates)",
+                    fix=f"let {_names(holders)} finish on {name} "
+                    "(an automatic updater? see no-automatic-updates)",
                     detail="lock held: " + _names(sorted({lock.file for lock in f.locks})),
                 )
             )
@@ -386,6 +405,9 @@ def _disk(rule: Rule, obs: Observation) -> list[RuleResult]:
 # --- plug-ins and scripts -------------------------------------------------------------------------
 
 
+_SCRIPT_FAILS = "the script fails there: the node is not updated (pre) or ends PartiallyFailed (post)"
+
+
 def script_targets(profile: RunProfile) -> tuple[list[str], list[str]]:
     """(files, commands) the profile's pre/post-update scripts start with: a script given as a
     path is a file whose copies are compared; a command is looked up on the PATH."""
@@ -399,7 +421,9 @@ def script_targets(profile: RunProfile) -> tuple[list[str], list[str]]:
         except ValueError:
             words = script.split()
         # `VAR=x cmd`, `sudo cmd`: the program is the first word that is neither
-        program = next((w for w in words if "=" not in w.split("/")[0] and w not in ("sudo", "env", "exec")), "")
+        program = next(
+            (w for w in words if "=" not in w.split("/")[0] and w not in ("sudo", "env", "exec")), ""
+        )
         if not program:
             continue
         kind = files if "/" in program else commands
@@ -456,7 +480,7 @@ def _scripts(rule: Rule, obs: Observation) -> list[RuleResult]:
                 rule.result(
                     Outcome.FAIL,
                     nodes=[n],
-                    impact="the script fails there: the node is not updated (pre) or ends PartiallyFailed (post)",
+                    impact=_SCRIPT_FAILS,
                     fix=f"copy {path} to {n} (the same file as on the other nodes), executable",
                     detail=f"{path} does not exist",
                 )
@@ -470,7 +494,7 @@ def _scripts(rule: Rule, obs: Observation) -> list[RuleResult]:
                         rule.result(
                             Outcome.WARNING,
                             nodes=[n],
-                            impact="the nodes run different scripts: failures or different behaviour per node",
+                            impact="the nodes run different scripts: failures, or another behaviour per node",
                             fix=f"copy the same {path} to every node",
                             detail=f"sha256 {next(iter(d))[:16]}... differs from the other nodes' "
                             f"{next(iter(reference))[:16]}...",
@@ -483,7 +507,7 @@ def _scripts(rule: Rule, obs: Observation) -> list[RuleResult]:
                     rule.result(
                         Outcome.FAIL,
                         nodes=[n],
-                        impact="the script fails there: the node is not updated (pre) or ends PartiallyFailed (post)",
+                        impact=_SCRIPT_FAILS,
                         fix=f"install {command} on {n}, or give the script as a full path",
                         detail=f"{command} is not on the PATH",
                     )
@@ -604,7 +628,9 @@ def _maintenance(rule: Rule, obs: Observation) -> list[RuleResult]:
     if blocked:
         return blocked
     assert obs.snapshot is not None
-    already = [n.name for n in obs.snapshot.nodes if n.in_maintenance and n.name not in obs.in_maintenance_by_cau]
+    already = [
+        n.name for n in obs.snapshot.nodes if n.in_maintenance and n.name not in obs.in_maintenance_by_cau
+    ]
     if not already:
         return [rule.passed("no node is in maintenance")]
     allowed = obs.profile.allow_nodes_in_maintenance
@@ -690,7 +716,8 @@ def _capacity(rule: Rule, obs: Observation) -> list[RuleResult]:
                     nodes=[node.name],
                     impact="its roles have nowhere to go: the node is not drained and fails "
                     "(InsufficientCapacity / DrainWouldStopRoles) instead of stopping them",
-                    fix=f"make room on the other nodes for {node.name}'s roles, or relax the constraints that hold "
+                    fix=f"make room on the other nodes for {node.name}'s roles, "
+                    "or relax the constraints that hold "
                     "them (preferred owners, bans, colocations)",
                     detail="; ".join(problems),
                 )

@@ -218,7 +218,9 @@ def build_report(
         nodes=nodes,
         warnings=[msg for _, msg in progress.warnings],
         readiness=[
-            ReadinessNote(rule=r.rule, title=r.title, nodes=list(r.nodes), impact=r.impact, fix=r.fix, detail=r.detail)
+            ReadinessNote(
+                rule=r.rule, title=r.title, nodes=list(r.nodes), impact=r.impact, fix=r.fix, detail=r.detail
+            )
             for r in progress.readiness
         ],
         outages=clipped,
