@@ -92,14 +92,15 @@ class Rule:
         fix: str = "",
         detail: str = "",
     ) -> RuleResult:
-        # What the nodes said may quote a proxy URL with its password: mask it.
+        # What the nodes said may quote a proxy URL with its password: mask it. (A fix is cau's
+        # own words, which the pattern masking would mangle: `NOPASSWD: ALL`.)
         return RuleResult(
             rule=self.id,
             title=self.title,
             outcome=outcome,
             nodes=list(nodes),
             impact=impact,
-            fix=redact(fix),
+            fix=fix,
             detail=redact(detail),
         )
 
@@ -449,7 +450,8 @@ def _plugins(rule: Rule, obs: Observation) -> list[RuleResult]:
     tools = plugin_tools(obs.plugins)
     if tools and not obs.simulated:
         for name, f in obs.readable().items():
-            missing = [t for t in tools if t not in f.tools]
+            # each tool is looked up on the PATH by the facts script (`command -v`)
+            missing = [t for t in tools if not f.commands.get(t, t in f.tools)]
             if missing:
                 results.append(
                     rule.result(
