@@ -535,6 +535,10 @@ class Service:
         )
         results = evaluate(obs)
         failures = [r for r in results if r.outcome is Outcome.FAIL]
+        if obs.snapshot_exception is not None and not obs.provider_problems:
+            # A cluster cau cannot observe refuses the run with the provider's own error (its
+            # class: a changed host key, a cluster manager that answers errors...).
+            raise obs.snapshot_exception
         if failures:
             raise PreflightError(
                 f"the run on '{cluster}' did not start: " + "; ".join(_refusal(r) for r in failures),

@@ -100,6 +100,7 @@ async def observe(
         try:
             obs.snapshot = await provider.discover()
         except CauError as exc:
+            obs.snapshot_exception = exc
             obs.snapshot_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
 
     if obs.simulated:

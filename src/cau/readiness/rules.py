@@ -55,6 +55,7 @@ class Observation:
     simulated: bool = False  # the sandbox: node rules are not applicable
     snapshot: ClusterSnapshot | None = None
     snapshot_error: str | None = None
+    snapshot_exception: CauError | None = None  # what discover raised (a run re-raises it)
     profile_problems: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     plugin_problems: list[str] = field(default_factory=list)
