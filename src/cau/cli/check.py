@@ -55,8 +55,8 @@ def _print_text(report: ReadinessReport) -> None:
     out.print(f"[bold]Readiness of {escape(report.cluster)}[/] ({report.checked_at:%Y-%m-%d %H:%M:%S} UTC)")
     for r in report.results:
         style, label = _STYLE[r.outcome]
-        where = f" [{escape(', '.join(r.nodes))}]" if r.nodes and r.outcome is not Outcome.PASS else ""
-        out.print(f"[{style}]{label}[/] {escape(r.rule)}{where}: {escape(r.detail or r.title)}")
+        where = f" [{', '.join(r.nodes)}]" if r.nodes and r.outcome is not Outcome.PASS else ""
+        out.print(f"[{style}]{label}[/] {escape(f'{r.rule}{where}: {r.detail or r.title}')}")
         if r.outcome in (Outcome.WARNING, Outcome.FAIL):
             if r.impact:
                 out.print(f"     [dim]impact:[/] {escape(r.impact)}")
