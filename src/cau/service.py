@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
-from cau.domain.planning import unknown_nodes
 from cau.domain.profile import PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
@@ -33,9 +32,9 @@ from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
 from cau.engine.scan import scan_plugins
-from cau.engine.start import preflight, run_created
-from cau.errors import CauError, ConfigError, LockHeld, LockLost, NotFound, PreflightError
-from cau.journal.events import JournalEvent, WarningEvent
+from cau.engine.start import run_created
+from cau.errors import CauError, ConfigError, LockHeld, LockLost, NotFound, PreflightError, ProfileError
+from cau.journal.events import JournalEvent, ReadinessWarning, WarningEvent
 from cau.journal.progress import NodeProgress, replay
 from cau.lease import Holder, driving, holder_state, this_process
 from cau.ports import (
@@ -51,6 +50,7 @@ from cau.ports import (
     StoreContext,
 )
 from cau.probes import ProbeMonitor
+from cau.readiness import Outcome, ReadinessReport, RuleResult, evaluate, observe
 from cau.registry import Entry, Registry
 from cau.reports.build import build_report
 from cau.reports.model import RunReport
@@ -82,6 +82,11 @@ def _utcnow() -> datetime:
 
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _refusal(result: RuleResult) -> str:
+    """A failing readiness rule as a run's refusal names it: what was found, and the fix."""
+    return f"{result.detail or result.title}" + (f" (fix: {result.fix})" if result.fix else "")
 
 
 def _validation_problems(exc: ValidationError) -> str:
@@ -327,6 +332,57 @@ class Service:
         finally:
             await provider.close()
 
+    # --- readiness (Test-CauSetup) -------------------------------------------------------------
+
+    async def check(
+        self,
+        cluster: str,
+        *,
+        profile_file: Path | None = None,
+        stored: dict[str, Any] | None = None,
+    ) -> ReadinessReport:
+        """Every readiness rule on the cluster, with the profile a run would use (`profile_file`,
+        a stored profile's options, or the cluster's default); nothing changes. An invalid
+        profile is a failing rule of its own: the others are checked with the default options."""
+        cfg = self.config.cluster(cluster)
+        profile_problems: list[str] = []
+        try:
+            profile = self.profile(cluster, profile_file, stored=stored)
+        except ProfileError as exc:
+            profile, profile_problems = RunProfile(), [f"{exc.source}: {p}" for p in exc.problems]
+        secrets = self.secrets(cluster)
+        profile = unseal(profile, secrets, cluster)
+        provider = self.open_provider(cluster)
+        try:
+            specs = self.plugin_specs(cluster, profile, provider)
+            plugin_problems = []
+            for spec in specs:
+                try:
+                    self.bind_plugins([spec])
+                except CauError as exc:
+                    plugin_problems.append(f"{spec.name}: {exc}")
+            role = await self.store.get_role(cluster)
+
+            async def role_checks() -> list[Any]:
+                assert role is not None
+                return await self.roles.readiness(role, provider)
+
+            obs = await observe(
+                provider,
+                cluster=cluster,
+                provider_name=cfg.provider,
+                profile=profile,
+                profile_problems=profile_problems,
+                plugins=[s.name for s in specs],
+                plugin_problems=plugin_problems,
+                store_members=list(cfg.store_members),
+                predict_drains=True,
+                role_checks=role_checks if role is not None else None,
+            )
+            return ReadinessReport(cluster=cluster, checked_at=self.clock.now(), results=evaluate(obs))
+        finally:
+            await provider.close()
+
     # --- run (Invoke-CauRun) -------------------------------------------------------------------
 
     async def run(
@@ -393,7 +449,9 @@ class Service:
                         profile, actor = decided
                     profile = unseal(profile, secrets, cluster)
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
-                    run_id = await self._create_run(cluster, provider, profile, bindings, actor, own_node)
+                    run_id = await self._create_run(
+                        cluster, provider, profile, bindings, actor, own_node, notice=notice
+                    )
                 await store.set_lock_run(cluster, owner, run_id)
                 if actor is not None and audit:
                     detail = {"run_id": run_id, "force_recovery": force_recovery}
@@ -497,31 +555,34 @@ class Service:
         bindings: list[PluginBinding],
         started_by: str | None,
         own_node: str | None = None,
+        notice: Callable[[str], None] = lambda _msg: None,
     ) -> str:
-        problems: list[str] = []
-        own_checks = getattr(provider, "preflight", None)
-        if own_checks is not None:  # optional provider capability (e.g. remote-updating mode)
-            # self-updating mode: the coordinator runs on `own_node`, a member, and hands over
-            problems += await (
-                own_checks(profile, coordinator_node=own_node) if own_node else own_checks(profile)
-            )
-        if problems:
+        # The readiness rules (`cau check`'s) are the preflight: a failing rule refuses the run,
+        # naming what to do, before anything is changed; a warning is journaled in the run.
+        cfg = self.config.cluster(cluster)
+        obs = await observe(
+            provider,
+            cluster=cluster,
+            provider_name=cfg.provider,
+            profile=profile,
+            plugins=[b.name for b in bindings],
+            store_members=list(cfg.store_members),
+            coordinator_node=own_node,
+        )
+        results = evaluate(obs)
+        failures = [r for r in results if r.outcome is Outcome.FAIL]
+        if obs.snapshot_exception is not None and not obs.provider_problems:
+            # A cluster cau cannot observe refuses the run with the provider's own error (its
+            # class: a changed host key, a cluster manager that answers errors...).
+            raise obs.snapshot_exception
+        if failures:
             raise PreflightError(
-                f"the run on '{cluster}' did not start: " + "; ".join(problems), hint="nothing was changed"
+                f"the run on '{cluster}' did not start: " + "; ".join(_refusal(r) for r in failures),
+                hint="nothing was changed; `cau check " + cluster + "` lists every readiness rule",
             )
-        snapshot = await provider.discover()
-        problems = preflight(snapshot, profile, in_maintenance_by_cau=set())
-        strangers = unknown_nodes(snapshot, self.config.cluster(cluster).store_members)
-        if strangers:
-            problems.append(
-                f"store_members names unknown node(s) {', '.join(strangers)} "
-                f"(cluster {cluster} has {', '.join(snapshot.node_names)})"
-            )
-        if problems:
-            raise PreflightError(
-                f"the run on '{cluster}' did not start: " + "; ".join(problems),
-                hint="nothing was changed",
-            )
+        snapshot = obs.snapshot
+        assert snapshot is not None  # cluster-observable fails otherwise
+        warnings = [r for r in results if r.outcome is Outcome.WARNING]
         now = self.clock.now()
         run_id = new_run_id(now)
         resolved = profile.model_copy(
@@ -544,6 +605,12 @@ class Service:
         )
         opening = run_created(snapshot, resolved, provider_name, started_by=started_by)
         await self.store.append(run_id, opening, now)
+        for w in warnings:
+            note = ReadinessWarning(
+                rule=w.rule, title=w.title, nodes=w.nodes, impact=w.impact, fix=w.fix, detail=w.detail
+            )
+            await self.store.append(run_id, note, now)
+            notice(f"readiness warning [{w.rule}]: {w.detail}" + (f" (fix: {w.fix})" if w.fix else ""))
         return run_id
 
     async def _execute_with_lease(

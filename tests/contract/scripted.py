@@ -25,6 +25,7 @@ from typing import Any
 from cau.errors import NodeUnreachable
 from cau.plugins.dnf_facts import parse_check_update, split_nevra
 from cau.providers.ssh import MaintenanceHooks
+from cau.readiness.facts import FACTS_PREFIX
 from cau.testing import Answer, Reply, Result, Rules, ScriptedCluster, UnexpectedCommand
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -207,6 +208,50 @@ class RhelHost(FixtureHost):
         return super().__call__(command)
 
 
+# --- the readiness facts (cau.readiness.facts) ------------------------------------------------------
+
+# What a healthy Debian node of the lab answers to the readiness facts script, by section.
+DEBIAN_FACTS: dict[str, str] = {
+    "uid": "0",
+    "tools": "apt-get\ndpkg\nsystemctl\nsha256sum\nfuser\ndf",
+    "apt-periodic": 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "0";',
+    "uu-package": "",
+    "timers": "apt-daily-upgrade.timer active\ndnf-automatic.timer inactive\n"
+    "dnf-automatic-install.timer inactive\ndnf5-automatic.timer inactive",
+    "dnf-automatic": "",
+    "offline-update": "",
+    "apt-sources": "@@file /etc/apt/sources.list.d/lab.list\ndeb [trusted=yes] file:/srv/labrepo ./",
+    "dnf-repos": "",
+    "proxy": "",
+    "dpkg-updates": "",
+    "dpkg-audit": "",
+    "locks": "",
+    "disk": "/var/cache/apt/archives /dev/vda1 20511312 5110000 14336000 27% /",
+}
+
+
+def facts_output(
+    command: str, sections: dict[str, str] | None = None, *, digests: dict[str, str] | None = None
+) -> str:
+    """A node's answer to the facts script `command`: DEBIAN_FACTS with `sections` instead, every
+    script file of the command present (with `digests[path]`, or a fixed digest; a digest of
+    None: missing) and every command found (unless `sections` answers `scripts`/`commands`)."""
+    import re
+
+    answers = {**DEBIAN_FACTS, **(sections or {})}
+    if "scripts" not in answers:
+        paths = re.search(r"m scripts; for p in (.*?); do", command)
+        lines = []
+        for path in shlex.split(paths.group(1)) if paths else []:
+            digest = (digests or {}).get(path, "5" * 64)
+            lines.append(f"missing {path}" if digest is None else f"{digest}  {path}")
+        answers["scripts"] = "\n".join(lines)
+    if "commands" not in answers:
+        cmds = re.search(r"m commands; for c in (.*?); do", command)
+        answers["commands"] = "\n".join(f"found {c}" for c in (shlex.split(cmds.group(1)) if cmds else []))
+    return "".join(f"\n@@cau:{name}@@\n{text}\n" for name, text in answers.items()) + "\n@@cau:end@@\n"
+
+
 # --- hosts over SSH ---------------------------------------------------------------------------------
 
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
@@ -230,6 +275,9 @@ class SshHosts:
         self.refusing: dict[str, Exception] = {}  # hosts that refuse cau (a changed key...)
         self.restart_probes = restart_probes
         self.overrides = Rules()
+        # the readiness facts each host answers (cau.readiness.facts): a healthy Debian host's,
+        # with these sections instead (by node)
+        self.facts: dict[str, dict[str, str]] = {}
         self.transports = ScriptedCluster(self.answer)
 
     def boot_id(self, node: str) -> str:
@@ -248,6 +296,8 @@ class SshHosts:
             pass
         if command == BOOT_ID:
             return self.boot_id(node) + "\n"
+        if command.startswith(FACTS_PREFIX):
+            return facts_output(command, self.facts.get(node))
         if command == "hostname":
             return node + "\n"
         if command == REBOOT:

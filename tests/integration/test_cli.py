@@ -388,3 +388,38 @@ def test_a_bad_window_names_the_part_and_shows_an_example(cau: Cau) -> None:
     said = " ".join(out.stderr.split())
     assert "'25:00' is not a time of day" in said and "daily@01:00 for 4h in Europe/Berlin" in said
     assert not journal(cau)
+
+
+def test_check_says_ready_warns_or_fails_in_text_json_and_its_exit_code(cau: Cau) -> None:
+    from cau.readiness import ReadinessReport
+    from tests.support import node, spec, write_cluster
+
+    ready = cau("check", "sandbox")
+    assert ready.returncode == 0, ready.stderr
+    assert "pass quorum: 4 of 4 votes (3 needed) online" in ready.stdout
+    assert "n/a  no-automatic-updates: the sandbox cluster's nodes are simulated" in ready.stdout
+    assert "ready: every rule passes" in ready.stdout
+
+    write_cluster(cau.home, spec([node("n1"), node("n2", online=False), node("n3"), node("n4")]), name="gap")
+    write_cluster(cau.home, spec([node("n1"), node("n2", in_maintenance=True), node("n3")]), name="held")
+    warned = cau("check", "gap")
+    assert warned.returncode == 3, warned.stdout + warned.stderr
+    assert "WARN nodes-online [n2]: node(s) n2 are not online" in warned.stdout
+    assert "fix: bring n2 back online" in warned.stdout
+    assert "1 warning(s): a run would start and record them" in warned.stdout
+
+    failed = cau("check", "held", "--output", "json")
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    report = ReadinessReport.model_validate_json(failed.stdout)
+    assert [(r.rule, r.nodes) for r in report.failures] == [("nodes-in-maintenance", ["n2"])]
+    assert report.cluster == "held" and report.warnings == []
+
+    bad = cau.home / "bad.toml"
+    bad.write_text('warn_after = "2h"\nstop_after = "1h"\n')
+    invalid = cau("check", "sandbox", "--profile", str(bad), "--output", "json")
+    assert invalid.returncode == 4
+    (problem,) = ReadinessReport.model_validate_json(invalid.stdout).failures
+    assert problem.rule == "profile-valid" and "warn_after must be shorter than stop_after" in problem.detail
+
+    unknown = cau("check", "nosuch", "--output", "json")
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "not_found"

@@ -181,6 +181,7 @@ def test_a_cluster_manager_s_error_answers_as_the_document_says(tmp_path: Path) 
         answers = {}
         for path, method in [
             ("/api/v1/clusters/{cluster}", "GET"),  # 200, and says so in `discover_error`
+            ("/api/v1/clusters/{cluster}/check", "GET"),  # 200: a failing rule says so
             ("/api/v1/clusters/{cluster}/scan", "POST"),
             ("/api/v1/clusters/{cluster}/runs", "POST"),
         ]:
@@ -192,6 +193,7 @@ def test_a_cluster_manager_s_error_answers_as_the_document_says(tmp_path: Path) 
             assert "crm_mon failed (exit 102)" in response.text
         assert answers == {
             "/api/v1/clusters/{cluster}": (200, None),
+            "/api/v1/clusters/{cluster}/check": (200, None),
             "/api/v1/clusters/{cluster}/scan": (502, "provider_error"),
             "/api/v1/clusters/{cluster}/runs": (502, "provider_error"),
         }

@@ -4,8 +4,9 @@ commands mirror CAU's cmdlets:
 cau run      Invoke-CauRun      cau status   Get-CauRun       cau report   Get-/Export-CauReport
 cau scan     Invoke-CauScan     cau stop     Stop-CauRun      cau plugins  Get-CauPlugin
 cau debug-trace  Save-CauDebugTrace
+cau check    Test-CauSetup
 
-One module per command group (cau.cli.runs, scan, reports, catalog, nodes, sandbox, access,
+One module per command group (cau.cli.runs, scan, check, reports, catalog, nodes, sandbox, access,
 serve); each only calls the service layer (cau.service) and renders its views.
 """
 
@@ -18,7 +19,20 @@ from typing import Annotated
 import typer
 
 from cau import __version__
-from cau.cli import access, catalog, compliance, debugtrace, nodes, reports, role, runs, sandbox, scan, serve
+from cau.cli import (
+    access,
+    catalog,
+    check,
+    compliance,
+    debugtrace,
+    nodes,
+    reports,
+    role,
+    runs,
+    sandbox,
+    scan,
+    serve,
+)
 from cau.cli.common import State
 from cau.config import default_data_dir
 
@@ -32,6 +46,7 @@ app = typer.Typer(
 )
 app.command()(runs.run)
 app.command()(scan.scan)
+app.command()(check.check)
 app.command()(runs.status)
 app.command()(runs.stop)
 app.command()(reports.report)

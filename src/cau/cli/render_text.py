@@ -190,6 +190,11 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
         )
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
+    for note in report.readiness:
+        where = f" ({', '.join(note.nodes)})" if note.nodes else ""
+        parts.append(Text(f"readiness warning [{note.rule}]{where}: {note.detail}", style="yellow"))
+        if note.fix:
+            parts.append(Text(f"  fix: {note.fix}", style="dim"))
     if detailed:
         for node in report.nodes:
             parts.append(

@@ -3,8 +3,8 @@ and outcomes of the steps (the side effects of a node's cycle).
 
     JournalEvent            where an event stands: run id, sequence number, time, node
       .payload: Payload     what happened, one of:
-        RunCreated Coordinator NodeStarted Progress Waiting Warning StopRequested RunPaused
-        RunFinished NodeFinished ProbeDown ProbeUp ProbeSummary
+        RunCreated Coordinator NodeStarted Progress Waiting Warning ReadinessWarning
+        StopRequested RunPaused RunFinished NodeFinished ProbeDown ProbeUp ProbeSummary
         Intent  (by step)   ScriptIntent ScanIntent StageIntent EnterIntent InstallIntent
                             RestartIntent ExitIntent FailbackIntent
         Outcome (by step)   ScriptOutcome ScanOutcome StageOutcome EnterOutcome InstallOutcome
@@ -50,6 +50,7 @@ class EventKind(StrEnum):
     PROBE_UP = "probe_up"
     PROBE_SUMMARY = "probe_summary"
     HANDOVER = "handover"  # self-updating: the coordinator hands the run to another node's
+    READINESS = "readiness"  # a readiness rule's warning at the run's start (cau.readiness)
 
 
 class Step(StrEnum):
@@ -156,6 +157,21 @@ class Waiting(EventPayload):
 class WarningEvent(EventPayload):
     kind: Literal[EventKind.WARNING] = EventKind.WARNING
     message: str
+
+
+class ReadinessWarning(EventPayload):
+    """A readiness rule (cau.readiness) that warned when the run started: the run went ahead,
+    and its report shows what the rule found and what to do. (A failing rule refuses the run
+    before it exists, so only warnings are journaled.) Added with the readiness rules: a journal
+    without these events had none to show."""
+
+    kind: Literal[EventKind.READINESS] = EventKind.READINESS
+    rule: str
+    title: str = ""
+    nodes: list[str] = []
+    impact: str = ""
+    fix: str = ""
+    detail: str = ""
 
 
 class StopRequested(EventPayload):
@@ -435,6 +451,7 @@ Payload = Annotated[
     | Progress
     | Waiting
     | WarningEvent
+    | ReadinessWarning
     | StopRequested
     | RunPaused
     | RunFinished

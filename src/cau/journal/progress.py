@@ -22,6 +22,7 @@ from cau.journal.events import (
     ProbeSummary,
     ProbeUp,
     Progress,
+    ReadinessWarning,
     RunCreated,
     RunFinished,
     RunPaused,
@@ -121,6 +122,7 @@ class RunProgress:
     coordinators: list[CoordinatorEntry] = field(default_factory=list)
     handovers: list[tuple[datetime, HandOver]] = field(default_factory=list)
     warnings: list[tuple[datetime, str]] = field(default_factory=list)
+    readiness: list[ReadinessWarning] = field(default_factory=list)  # the rules that warned at start
     stop: StopRequested | None = None
     paused: RunPaused | None = None  # the pause in force (None once a coordinator took over)
     pauses: list[tuple[datetime, RunPaused]] = field(default_factory=list)  # every pause, in order
@@ -184,6 +186,8 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.paused = None
         case WarningEvent():
             progress.warnings.append((ev.ts, p.message))
+        case ReadinessWarning():
+            progress.readiness.append(p)
         case StopRequested():
             progress.stop = progress.stop or p  # the first stop is the one that took effect
         case RunPaused():

@@ -30,6 +30,7 @@ from cau.reports.model import (
     NodeReport,
     OutageReport,
     PauseReport,
+    ReadinessNote,
     RunReport,
     StepReport,
     UpdateReport,
@@ -216,6 +217,12 @@ def build_report(
         max_failed_nodes=progress.max_failed,
         nodes=nodes,
         warnings=[msg for _, msg in progress.warnings],
+        readiness=[
+            ReadinessNote(
+                rule=r.rule, title=r.title, nodes=list(r.nodes), impact=r.impact, fix=r.fix, detail=r.detail
+            )
+            for r in progress.readiness
+        ],
         outages=clipped,
         availability=[role_availability(r, clipped, figures, span) for r in roles],
     )

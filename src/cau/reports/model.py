@@ -36,6 +36,17 @@ class PauseReport(BaseModel):
     message: str
 
 
+class ReadinessNote(BaseModel):
+    """A readiness rule (`cau check`) that warned when the run started; the run went ahead."""
+
+    rule: str
+    title: str = ""
+    nodes: list[str] = []
+    impact: str = ""
+    fix: str = ""
+    detail: str = ""
+
+
 class CoordinatorReport(BaseModel):
     """A coordinator that took the run: the first, then one per resume."""
 
@@ -168,6 +179,8 @@ class RunReport(BaseModel):
     max_failed_nodes: int = 0
     nodes: list[NodeReport] = []
     warnings: list[str] = []
+    # added later: absent from older reports (their runs had no readiness rules)
+    readiness: list[ReadinessNote] = []
     outages: list[OutageReport] = []
     availability: list[RoleAvailability] = []
 

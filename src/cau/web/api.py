@@ -15,6 +15,7 @@ from cau import __version__
 from cau.domain.access import Role
 from cau.domain.results import RunState
 from cau.errors import NotFound
+from cau.readiness import ReadinessReport
 from cau.reports.model import RunReport
 from cau.store.access import Principal, TokenInfo
 from cau.views import ClusterScan, PluginView, RoleView, SessionView
@@ -152,6 +153,27 @@ async def list_clusters(request: Request, _who: Viewer) -> list[ClusterSummary]:
 @router.get("/clusters/{cluster}", response_model=ClusterDetail, tags=["clusters"])
 async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDetail:
     return await ops.cluster_detail(context(request), cluster)
+
+
+@router.get(
+    "/clusters/{cluster}/check",
+    response_model=ReadinessReport,
+    tags=["clusters"],
+    responses=_PROVIDER_ERROR,
+)
+async def check_cluster(
+    request: Request,
+    cluster: str,
+    _who: Viewer,
+    profile: Annotated[
+        str | None,
+        Query(pattern=PROFILE_NAME, description="A stored profile's name; else the cluster's default"),
+    ] = None,
+) -> ReadinessReport:
+    """The readiness rules (Test-CauSetup, `cau check`): each pass, warning, fail or
+    not-applicable, with its impact and fix. It reads the cluster and changes nothing."""
+    ctx = context(request)
+    return await ctx.svc.check(cluster, stored=ops.stored_profile_options(ctx, profile))
 
 
 @router.post(
