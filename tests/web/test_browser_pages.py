@@ -11,10 +11,12 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import tomli_w
 
 from tests.probe_servers import HttpServer
 from tests.web.conftest import Server
@@ -167,3 +169,30 @@ def test_probe_summaries_read_as_text_in_the_run_s_events(browser_on: Callable[[
         ), text
     finally:
         web.stop()
+
+
+def test_the_cluster_page_checks_readiness_and_shows_the_failing_rule_with_its_fix(
+    browser_on: Callable[[str], Browser], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # a simulated cluster with a node left in maintenance by someone else: that rule fails
+    spec = {"nodes": [{"name": "n1", "in_maintenance": True}, {"name": "n2"}, {"name": "n3"}], "roles": [],
+            "updates": [{"id": "openssl"}]}  # fmt: skip
+    (tmp_path / "maint.toml").write_text(tomli_w.dumps(spec))
+    b = browser_on(
+        '[clusters.branch]\nprovider = "sandbox"\n[clusters.branch.options]\nspec = "maint.toml"\n'
+    )
+    b.page.goto(f"{b.server.url}/clusters/branch")
+    b.page.click("#check-button")
+    summary = b.page.locator("#readiness-summary")
+    expect(summary).to_contain_text("1 failed")
+    failed = b.page.locator('#readiness-table tr[data-outcome="fail"]')
+    expect(failed).to_have_count(1)
+    row = failed.first.inner_text()
+    assert "nodes-in-maintenance" in row and "n1" in row and "allow_nodes_in_maintenance" in row, row
+    # what cannot be told on simulated nodes says so, rather than passing
+    expect(b.page.locator('#readiness-table tr[data-rule="nodes-reachable"]')).to_have_attribute(
+        "data-outcome", "not-applicable"
+    )
+    assert not b.csp_violations, b.csp_violations

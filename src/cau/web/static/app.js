@@ -73,6 +73,35 @@ async function previewUpdates(cluster, button) {
   }
 }
 
+const OUTCOME_BADGE = { "pass": "ok", "warning": "warn", "fail": "bad", "not-applicable": "muted" };
+
+async function checkReadiness(cluster, button) {
+  button.disabled = true;
+  const out = document.getElementById("readiness");
+  out.replaceChildren(el("p", { class: "dim" }, "Checking every rule on every node…"));
+  try {
+    const data = await api("GET", `/api/v1/clusters/${encodeURIComponent(cluster)}/check`);
+    const count = (o) => data.results.filter((r) => r.outcome === o).length;
+    const rows = data.results.map((r) => el("tr", { "data-rule": r.rule, "data-outcome": r.outcome },
+      el("td", {}, el("span", { class: "badge " + (OUTCOME_BADGE[r.outcome] || "muted") }, r.outcome)),
+      el("td", {}, el("strong", {}, r.rule), el("br", {}), el("small", { class: "dim" }, r.title)),
+      el("td", {}, r.nodes.join(", ") || "cluster"),
+      el("td", {}, r.detail, r.impact ? el("br", {}) : "", r.impact ? el("small", { class: "dim" }, r.impact) : ""),
+      el("td", {}, r.fix)));
+    const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Result"), el("th", {}, "Rule"),
+      el("th", {}, "Where"), el("th", {}, "Found"), el("th", {}, "Fix"))), el("tbody", {}, ...rows));
+    out.replaceChildren(
+      el("p", { id: "readiness-summary" }, `${count("fail")} failed, ${count("warning")} warning(s), ` +
+        `${count("pass")} passed, ${count("not-applicable")} not applicable (checked ${data.checked_at})`),
+      el("div", { class: "table-wrap", id: "readiness-table" }, table));
+  } catch (e) {
+    out.replaceChildren();
+    flash(e.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function applyUpdates(cluster, form) {
   const f = new FormData(form);
   const options = {};
@@ -270,6 +299,7 @@ async function roleAction(button) {
 
 const ACTIONS = {
   "preview": (b) => previewUpdates(b.dataset.cluster, b),
+  "check": (b) => checkReadiness(b.dataset.cluster, b),
   "open-dialog": (b) => document.getElementById(b.dataset.dialog).showModal(),
   "close-dialog": (b) => b.closest("dialog").close(),
   "stop-run": (b) => stopRun(b.dataset.run, b),
