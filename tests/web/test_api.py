@@ -22,7 +22,7 @@ ROUTES: list[tuple[str, str, str, object]] = [
     ("GET", "/api/v1/me", "viewer", None),
     ("GET", "/api/v1/clusters", "viewer", None),
     ("GET", "/api/v1/clusters/quick", "viewer", None),
-    ("GET", "/api/v1/clusters/quick/check", "viewer", None),
+    ("GET", "/api/v1/clusters/quick/check", "operator", None),
     ("POST", "/api/v1/clusters/quick/scan", "operator", {"profile": "no-such-profile"}),
     ("POST", "/api/v1/clusters/quick/runs", "operator", {"options": {"max_parallel_nodes": 0}}),
     ("POST", "/api/v1/clusters/quick/stop", "operator", {"reason": "x"}),
@@ -774,8 +774,8 @@ def test_a_run_option_window_through_the_api(api: Api) -> None:
     assert all(n["started"] is None for n in report["nodes"])
 
 
-def test_a_viewer_checks_a_cluster_s_readiness_as_cau_check_does(api: Api) -> None:
-    ok = api.call("GET", "/api/v1/clusters/quick/check", role="viewer")
+def test_an_operator_checks_a_cluster_s_readiness_as_cau_check_does(api: Api) -> None:
+    ok = api.call("GET", "/api/v1/clusters/quick/check", role="operator")
     assert ok.status_code == 200, ok.text
     body = ok.json()
     assert body["cluster"] == "quick" and body["schema_version"] == 1
@@ -783,9 +783,9 @@ def test_a_viewer_checks_a_cluster_s_readiness_as_cau_check_does(api: Api) -> No
     assert outcomes["quorum"] == "pass" and outcomes["no-automatic-updates"] == "not-applicable"
     # a stored profile's options are checked: a failure budget the cluster cannot meet fails
     api.call("POST", "/api/v1/profiles", json={"name": "tight", "options": {"max_failed_nodes": 99}})
-    tight = api.call("GET", "/api/v1/clusters/quick/check?profile=tight", role="viewer").json()
+    tight = api.call("GET", "/api/v1/clusters/quick/check?profile=tight", role="operator").json()
     (budget,) = [r for r in tight["results"] if r["rule"] == "failure-budget"]
     assert budget["outcome"] == "fail" and "max_failed_nodes = 99 is out of range" in budget["detail"]
-    unknown = api.call("GET", "/api/v1/clusters/quick/check?profile=nope", role="viewer")
+    unknown = api.call("GET", "/api/v1/clusters/quick/check?profile=nope", role="operator")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_profile"
-    assert api.call("GET", "/api/v1/clusters/nope/check", role="viewer").status_code == 404
+    assert api.call("GET", "/api/v1/clusters/nope/check", role="operator").status_code == 404

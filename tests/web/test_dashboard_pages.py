@@ -86,6 +86,7 @@ class Controls(HTMLParser):
 
 OPERATOR_ACTIONS = {
     "action:preview",
+    "action:check",
     "action:open-dialog",
     "action:close-dialog",
     "action:stop-run",

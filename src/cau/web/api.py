@@ -164,7 +164,7 @@ async def get_cluster(request: Request, cluster: str, _who: Viewer) -> ClusterDe
 async def check_cluster(
     request: Request,
     cluster: str,
-    _who: Viewer,
+    _who: Operator,  # it runs commands on every node, as a preview's scan does
     profile: Annotated[
         str | None,
         Query(pattern=PROFILE_NAME, description="A stored profile's name; else the cluster's default"),
