@@ -64,8 +64,9 @@ def prometheus_answer(body: Any, expect: str) -> Answer:
         samples = [("scalar", _number(result[1]))]
     elif kind in ("vector", "matrix") and isinstance(result, list):
         for series in result:
-            labels = series.get("metric", {}) if isinstance(series, dict) else {}
-            name = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+            labels = dict(series.get("metric", {})) if isinstance(series, dict) else {}
+            metric = str(labels.pop("__name__", ""))
+            name = metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
             values = [series.get("value")] if kind == "vector" else series.get("values", [])
             for value in values or []:
                 samples.append(

@@ -8,9 +8,10 @@ green before it looked.
 `wait(node, phase)` holds a node until every key that concerns it is green and its streak is at
 least the gate's `stable_for` old: the cluster-wide gates, the node's own per-node gates, and the
 per-node gates of the nodes that returned before (watched for the rest of the run). At the start
-of a wait every key is checked afresh; a wait after the node's **return** counts the streak from
-that start at the earliest, so an answer from before the node came back never lets the run move
-on. A key is checked again every `interval` while anyone waits on it. A wait that lasts longer
+of a wait every key is checked afresh. A key seen green the first time it is checked has no red
+to wait out (its streak counts as old), but a wait after the node's **return** counts the streak
+from the return at the earliest, so an answer from before the node came back never lets the run
+move on. A key is checked again every `interval` while anyone waits on it. A wait that lasts longer
 than a pending gate's `timeout` raises GateTimeout with the gate's name and last answer (the
 coordinator pauses the run: HealthGateTimeout).
 
@@ -140,7 +141,9 @@ class GateMonitor:
             state.answer = answer.text
             if answer.green:
                 if state.streak is None:
-                    state.streak = now
+                    # first seen green: no red seen, nothing to wait out (but a wait after a
+                    # return counts from the return, whatever the streak)
+                    state.streak = -math.inf if state.green is None else now
             else:
                 state.streak = None
             state.green = answer.green
