@@ -10,6 +10,15 @@
     role = "db"
     targets = ["tcp://10.0.0.100:5432"]    # http://, https:// or tcp://host:port; up when ANY answers
     interval = "50ms"
+    [[clusters.prod-db.health_gates]]      # checked before each drain and after each return
+    name = "replicas"
+    kind = "prometheus"                    # command | http | prometheus | cluster-health
+    url = "http://prometheus:9090"
+    query = 'pg_replication_lag_seconds{instance="{node}:9187"} > 5'
+    stable_for = "2m"
+    [clusters.prod-db.alertmanager]        # a silence per node while it is in maintenance
+    url = "http://alertmanager:9093"
+    matchers = { instance = "{node}:9100" }
 
 The cluster `sandbox` exists without any configuration (the built-in simulated cluster).
 """
@@ -25,6 +34,7 @@ from typing import Any
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cau.domain.gates import AlertmanagerSpec, GateSpec, check_unique
 from cau.domain.profile import PluginSpec, plugin_shorthand
 from cau.domain.validation import describe_errors
 from cau.errors import ConfigError, NotFound
@@ -56,6 +66,15 @@ class ClusterConfig(BaseModel):
     # The nodes that host a member of the run store ([store], e.g. etcd in self-updating mode):
     # the maintenance gate keeps a majority of them up, or the store would stop under the run.
     store_members: list[str] = []
+    # Health gates of every run on this cluster (cau.domain.gates), before the profile's own.
+    health_gates: list[GateSpec] = []
+    # A silence per node while cau holds it in maintenance (cau.domain.gates.AlertmanagerSpec).
+    alertmanager: AlertmanagerSpec | None = None
+
+    @field_validator("health_gates")
+    @classmethod
+    def _unique_gates(cls, value: list[GateSpec]) -> list[GateSpec]:
+        return check_unique(value)
 
     @field_validator("plugins", mode="before")
     @classmethod

@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
 from cau.administration import Administration
+from cau.alerts import Alertmanager, expire_leftovers
 
 if TYPE_CHECKING:
     from cau.compliance.service import Compliance
@@ -31,6 +33,7 @@ from cau.domain.validation import describe_errors
 from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
 from cau.engine.node import PluginBinding
+from cau.engine.safety import SafetyConfig
 from cau.engine.scan import scan_plugins
 from cau.engine.start import run_created
 from cau.errors import CauError, ConfigError, LockHeld, LockLost, NotFound, PreflightError, ProfileError
@@ -46,6 +49,7 @@ from cau.ports import (
     NodeUpdater,
     PluginContext,
     ProviderContext,
+    ReportsHealth,
     Store,
     StoreContext,
 )
@@ -133,6 +137,9 @@ class Service:
         self._store: Store | None = None
         self._access: AccessStore | None = None
         self._secrets: dict[str, dict[str, str]] = {}
+        # How health gates and Alertmanager silences reach HTTP servers (None: the network;
+        # tests give an httpx.MockTransport).
+        self.http_transport: httpx.AsyncBaseTransport | None = None
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -269,6 +276,42 @@ class Service:
             base = self.config.base_dir
             file = cfg.profile if cfg.profile.is_absolute() or base is None else base / cfg.profile
         return build_profile(file, overrides)
+
+    def safety(self, cluster: str, profile: RunProfile, provider: ClusterProvider) -> SafetyConfig:
+        """A run's health gates (the cluster's, then the profile's) and Alertmanager, checked
+        against the cluster: unique names, declared secrets, a provider that reports health."""
+        cfg = self.config.cluster(cluster)
+        gates = [*cfg.health_gates, *profile.health_gates]
+        secrets = self.secrets(cluster)
+        problems: list[str] = []
+        names = [g.name for g in gates]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            problems.append(
+                f"health gate(s) {', '.join(twice)} named both in the cluster's configuration and the profile"
+            )
+        for gate in gates:
+            token = getattr(gate, "bearer_token_secret", None)
+            if token is not None and token not in secrets:
+                problems.append(
+                    f"health gate {gate.name}: bearer_token_secret {token} is not a secret of the cluster"
+                )
+            if gate.kind == "cluster-health" and not isinstance(provider, ReportsHealth):
+                problems.append(
+                    f"health gate {gate.name}: the {cfg.provider} provider does not report "
+                    "the cluster's health"
+                )
+        am = cfg.alertmanager
+        if am is not None and am.bearer_token_secret is not None and am.bearer_token_secret not in secrets:
+            problems.append(
+                f"alertmanager: bearer_token_secret {am.bearer_token_secret} is not a secret of the cluster"
+            )
+        if problems:
+            raise ConfigError(
+                f"cluster '{cluster}': " + "; ".join(problems),
+                hint=f"declare the secrets under [clusters.{cluster}.secrets]; rename or remove the gates",
+            )
+        return SafetyConfig(gates=gates, alertmanager=am, http_transport=self.http_transport)
 
     def plugin_specs(self, cluster: str, profile: RunProfile, provider: ClusterProvider) -> list[PluginSpec]:
         if profile.plugins:
@@ -449,6 +492,7 @@ class Service:
                         profile, actor = decided
                     profile = unseal(profile, secrets, cluster)
                     bindings = self.bind_plugins(self.plugin_specs(cluster, profile, provider))
+                    self.safety(cluster, profile, provider)  # refused before anything starts
                     run_id = await self._create_run(
                         cluster, provider, profile, bindings, actor, own_node, notice=notice
                     )
@@ -483,6 +527,7 @@ class Service:
                     own_node=own_node,
                     role_host=role_host,
                     store_members=self.config.cluster(cluster).store_members,
+                    safety=self.safety(cluster, profile, provider),
                 )
                 if on_coordinator is not None:
                     await on_coordinator(coordinator)
@@ -902,6 +947,10 @@ class Service:
                     result.roles_failed_back = await self._resume_recorded(provider, record, entry, by=by)
                 if isinstance(provider, CleansUp):
                     result.cleaned, result.waiting = await provider.clean_up(node)
+                done, problems = await self._expire_silences(cluster, keep=(), only=node)
+                result.cleaned += done
+                result.waiting += problems
+                if isinstance(provider, CleansUp) or done:
                     await self._note_cleanup(cluster, result.cleaned, by=by)
                 self.audit(by, "node.resume", f"{cluster}/{node}", result.model_dump(mode="json"))
                 return result
@@ -923,9 +972,11 @@ class Service:
             try:
                 await self._refuse_unfinished(cluster)
                 result = Cleanup(cluster=cluster)
+                down: list[str] = []
                 for node, (record, entry) in sorted((await self._left_in_maintenance(cluster)).items()):
                     if await provider.boot_id(node) is None:
                         result.waiting.append(f"{node} is still down and stays in maintenance")
+                        down.append(node)
                         continue
                     moved = await self._resume_recorded(provider, record, entry, by=by)
                     result.done.append(
@@ -937,12 +988,28 @@ class Service:
                     await self._note_cleanup(cluster, done, by=by)
                     result.done += done
                     result.waiting += waiting
+                # Alertmanager silences cau left (a coordinator lost for good): all but those of
+                # the nodes still down in maintenance
+                done, waiting = await self._expire_silences(cluster, keep=down)
+                await self._note_cleanup(cluster, done, by=by)
+                result.done += done
+                result.waiting += waiting
                 self.audit(by, "cluster.cleanup", cluster, result.model_dump(mode="json"))
                 return result
             finally:
                 await self.store.release_lock(cluster, owner)
         finally:
             await provider.close()
+
+    async def _expire_silences(
+        self, cluster: str, *, keep: Collection[str], only: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Expire cau's Alertmanager silences of the cluster (cau.alerts), found by looking."""
+        spec = self.config.cluster(cluster).alertmanager
+        if spec is None:
+            return [], []
+        client = Alertmanager(spec, self.secrets(cluster), self.http_transport)
+        return await expire_leftovers(client, cluster, keep, only=only)
 
     async def _note_cleanup(self, cluster: str, done: list[str], *, by: str) -> None:
         """What a clean-up removed, in the journal of the cluster's last run (its history)."""

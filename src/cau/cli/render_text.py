@@ -225,6 +225,11 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
                 parts.append(Text(f"  transient: {err}", style="yellow"))
             if node.roles_failed_back:
                 parts.append(Text(f"  roles failed back: {', '.join(node.roles_failed_back)}"))
+            for w in node.gate_waits:
+                where = "before its drain" if w.phase == "admission" else "after its return"
+                line = f"  health gates {where}: waited {format_duration(w.seconds)} for {', '.join(w.gates)}"
+                line += "" if w.outcome == "passed" else f" ({w.outcome}: {w.answer})"
+                parts.append(Text(line, style="yellow" if w.outcome == "timeout" else ""))
     return Group(*parts)
 
 

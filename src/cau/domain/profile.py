@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cau.domain.durations import Duration
+from cau.domain.gates import GateSpec, check_unique
 from cau.domain.schedule import WINDOW_EXAMPLES, ScheduleError
 from cau.domain.validation import describe_errors
 from cau.domain.window import MaintenanceWindow
@@ -140,6 +141,15 @@ class RunProfile(BaseModel):
             "resumes in the next one, e.g. 'daily@01:00 for 4h in Europe/Berlin'."
         ),
     )
+    # cau.domain.gates: checked before each drain, after each node's return, and watched while
+    # the run goes on (with the cluster configuration's own gates).
+    health_gates: list[GateSpec] = Field(
+        [],
+        description=(
+            "Health gates ([[health_gates]]: command, http, prometheus or cluster-health): a red "
+            "gate holds the next node; past its timeout the run pauses (HealthGateTimeout)."
+        ),
+    )
 
     @field_validator("plugins", mode="before")
     @classmethod
@@ -157,6 +167,11 @@ class RunProfile(BaseModel):
             if dupes:
                 raise ValueError(f"plug-in listed twice: {', '.join(dupes)}")
         return value
+
+    @field_validator("health_gates")
+    @classmethod
+    def _unique_gates(cls, value: list[GateSpec]) -> list[GateSpec]:
+        return check_unique(value)
 
     @field_validator("max_parallel_nodes")
     @classmethod
@@ -210,12 +225,16 @@ class RunProfile(BaseModel):
 # run options are made from these fields. (The plug-ins have flags of their own: --plugin and
 # --plugin-arg.)
 # `update_selection` is a remediation's (cau remediate, and the API's remediate), never a flag.
+# `health_gates` are tables (a name, a kind and its settings each): a profile's [[health_gates]]
+# or the cluster configuration's, never a flag.
 PER_RUN_OPTIONS: tuple[str, ...] = tuple(
-    name for name in RunProfile.model_fields if name not in ("plugins", "update_selection")
+    name for name in RunProfile.model_fields if name not in ("plugins", "update_selection", "health_gates")
 )
 # Scripts run as root on every node. Over the API they come only from stored profiles, which only
-# admins write: an operator who may start runs may not run commands on the nodes.
-SCRIPT_OPTIONS = frozenset({"pre_update_script", "post_update_script", "script_timeout"})
+# admins write: an operator who may start runs may not run commands on the nodes. A health gate
+# may run a command (on a node or on the coordinator), and any gate makes the coordinator send
+# requests where it says: the same rule.
+SCRIPT_OPTIONS = frozenset({"pre_update_script", "post_update_script", "script_timeout", "health_gates"})
 
 
 def default_max_failed_nodes(node_count: int) -> int:

@@ -55,6 +55,9 @@ class ErrorId(StrEnum):
     STORE_UNAVAILABLE = "StoreUnavailable"  # the journal could not be written: the run pauses
     # the run's maintenance window closed (or is not open): it pauses, and resumes in the next one
     OUTSIDE_WINDOW = "OutsideMaintenanceWindow"
+    # a health gate (cau.domain.gates) stayed red, or not stably green, past its timeout: the run
+    # pauses with the gate's name and last answer, and `cau run` resumes it (the wait starts again)
+    HEALTH_GATE_TIMEOUT = "HealthGateTimeout"
 
 
 # Why a run pauses (a closed list): `cau run` resumes it once the cause is fixed. A refused host
@@ -67,6 +70,7 @@ PAUSE_REASONS = frozenset(
         ErrorId.HOST_KEY_REJECTED,
         ErrorId.LOGIN_REFUSED,
         ErrorId.OUTSIDE_WINDOW,
+        ErrorId.HEALTH_GATE_TIMEOUT,
     }
 )
 

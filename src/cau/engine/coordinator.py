@@ -31,6 +31,7 @@ from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
 from cau.engine.node import NodeRun, PluginBinding, refusal
+from cau.engine.safety import RunSafety, SafetyConfig
 from cau.engine.writer import EventListener, JournalWriter
 from cau.errors import MaintenanceError
 from cau.journal.events import Coordinator as CoordinatorTook
@@ -98,6 +99,7 @@ class Coordinator:
         own_node: str | None = None,
         role_host: HostsCoordinatorRole | None = None,
         store_members: Collection[str] = (),
+        safety: SafetyConfig | None = None,
     ) -> Coordinator:
         return cls(
             store=store,
@@ -118,6 +120,7 @@ class Coordinator:
             own_node=own_node,
             role_host=role_host,
             store_members=store_members,
+            safety=safety,
         )
 
     def __init__(
@@ -143,6 +146,8 @@ class Coordinator:
         own_node: str | None = None,
         role_host: HostsCoordinatorRole | None = None,
         store_members: Collection[str] = (),
+        # Health gates and Alertmanager silences (cau.engine.safety), around the gate.
+        safety: SafetyConfig | None = None,
     ) -> None:
         self.store = store
         self.requested_by = requested_by
@@ -168,6 +173,7 @@ class Coordinator:
         self.progress = progress
         self.max_failed: int = self.progress.max_failed
         self.writer = JournalWriter(store, run_id, clock, progress, on_event)
+        self.safety = RunSafety(self, safety)
         self.gate = MaintenanceGate(
             provider,
             profile.move,
@@ -176,6 +182,7 @@ class Coordinator:
             check_health=not profile.allow_unhealthy_cluster,
             window_closed=self._window_closed,
             store_members=store_members,
+            hooks=self.safety,
         )
         self.window = profile.maintenance_window
         self._outside_window: set[str] = set()  # nodes stopped by the window's end, not finished
@@ -351,13 +358,19 @@ class Coordinator:
         the node's own fails that node instead) is no bug: the pause names it, with its remedy."""
         failed_write = self.writer.failure
         refused = refusal(exc)
-        reason = ErrorId.STORE_UNAVAILABLE if failed_write is not None else refused or ErrorId.INTERNAL_ERROR
-        message = f"{type(exc).__name__}: {exc}"
+        # A named pause (a health gate's timeout) says what to do in its own message.
+        named: ErrorId | None = getattr(exc, "pause_reason", None)
+        reason = (
+            ErrorId.STORE_UNAVAILABLE
+            if failed_write is not None
+            else refused or named or ErrorId.INTERNAL_ERROR
+        )
+        message = str(exc) if named is not None else f"{type(exc).__name__}: {exc}"
         hint = getattr(exc, "hint", None)
         if refused is not None and hint:
             message += f" ({hint})"
         if failed_write is None:
-            trace = "" if refused is not None else traceback.format_exc(limit=8)[-4000:]
+            trace = "" if refused is not None or named is not None else traceback.format_exc(limit=8)[-4000:]
             await self.journal(RunPaused(error_id=reason, message=message, traceback=trace))
         await self.store.set_run_state(self.run_id, RunState.PAUSED, error_id=reason.value, message=message)
         return RunOutcome(self.run_id, RunState.PAUSED, None, reason.value, message, None)
@@ -369,6 +382,8 @@ class Coordinator:
             self.note(event)
 
     async def _start_measuring(self) -> None:
+        # the health gates' watch and the run's alert silences live as long as the measuring
+        await self.safety.start()
         if self.availability is None:
             return
         self._measuring = True
@@ -380,6 +395,7 @@ class Coordinator:
 
     async def _stop_measuring(self, *, record: bool) -> None:
         """Stop the probes; with `record`, their final counts reach the journal first."""
+        await self.safety.stop(reconcile=record)
         if self.availability is None or not self._measuring:
             return
         self._measuring = record

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
+from typing import Protocol
 
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
@@ -43,6 +44,22 @@ class OutsideWindow(Exception):
     not been taken out of service; it waits, where it stopped, for the next window."""
 
 
+class GateHooks(Protocol):
+    """What runs around the gate (cau.engine.safety: health gates, alert silences)."""
+
+    async def before_admission(self, node: str) -> None:
+        """Before the gate considers `node` (outside the gate's lock): may wait, or raise."""
+        ...
+
+    async def admitted(self, node: str) -> None:
+        """`node` was admitted and is about to drain (inside the gate's lock)."""
+        ...
+
+    async def returned(self, node: str) -> None:
+        """`node` came back: restarted, out of maintenance, roles failed back. May wait."""
+        ...
+
+
 class MaintenanceGate:
     def __init__(
         self,
@@ -53,7 +70,9 @@ class MaintenanceGate:
         check_health: bool = True,
         window_closed: Callable[[], str | None] = lambda: None,
         store_members: Collection[str] = (),
+        hooks: GateHooks | None = None,
     ) -> None:
+        self._hooks = hooks
         # store_members: nodes hosting the run store's members (cau.domain.planning)
         self._store_members = tuple(store_members)
         # window_closed: why no node may enter maintenance now (the run's maintenance window is
@@ -79,10 +98,14 @@ class MaintenanceGate:
     @contextlib.asynccontextmanager
     async def draining(self, node: str) -> AsyncIterator[None]:
         """Admit `node` (unless it already holds maintenance) and keep the gate while it drains."""
+        if self._hooks is not None and node not in self.holders:
+            await self._hooks.before_admission(node)
         await self._cond.acquire()
         try:
             if node not in self.holders:
                 await self._admit(node)
+                if self._hooks is not None:
+                    await self._hooks.admitted(node)
             yield
         finally:
             self._cond.notify_all()
@@ -137,6 +160,11 @@ class MaintenanceGate:
             finally:
                 self.holders.discard(node)
                 self._cond.notify_all()
+
+    async def returned(self, node: str) -> None:
+        """`node` is back in service: what must hold before the run moves on (health gates)."""
+        if self._hooks is not None:
+            await self._hooks.returned(node)
 
     async def release(self, node: str) -> None:
         if node not in self.holders:

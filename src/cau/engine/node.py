@@ -353,6 +353,8 @@ class NodeRun:
         except NodeEnd as exc:
             finished = exc
         await self._leave_maintenance()
+        if not self.left_in_maintenance and self.record.has_step(Step.ENTER_MAINTENANCE, Step.RESTART):
+            await self.ctx.gate.returned(self.name)  # back: health gates, then its silence ends
         # The post-script pairs with the pre-script: it runs when the node was prepared and is back.
         prepared = self.profile.pre_update_script is None or self._pre_script_succeeded()
         if self.profile.post_update_script and prepared and not self.left_in_maintenance:

@@ -5,6 +5,7 @@ and outcomes of the steps (the side effects of a node's cycle).
       .payload: Payload     what happened, one of:
         RunCreated Coordinator NodeStarted Progress Waiting Warning ReadinessWarning
         StopRequested RunPaused RunFinished NodeFinished ProbeDown ProbeUp ProbeSummary
+        GateChanged GateWait SilenceRecord
         Intent  (by step)   ScriptIntent ScanIntent StageIntent EnterIntent InstallIntent
                             RestartIntent ExitIntent FailbackIntent
         Outcome (by step)   ScriptOutcome ScanOutcome StageOutcome EnterOutcome InstallOutcome
@@ -51,6 +52,12 @@ class EventKind(StrEnum):
     PROBE_SUMMARY = "probe_summary"
     HANDOVER = "handover"  # self-updating: the coordinator hands the run to another node's
     READINESS = "readiness"  # a readiness rule's warning at the run's start (cau.readiness)
+    # Health gates (cau.domain.gates; not side effects): a gate turned green or red, and a node's
+    # wait for its gates (how long, which held it, passed or timed out).
+    GATE = "gate"
+    GATE_WAIT = "gate_wait"
+    # An Alertmanager silence for a node in maintenance: intent before, outcome after.
+    SILENCE = "silence"
 
 
 class Step(StrEnum):
@@ -277,6 +284,44 @@ class ProbeSummary(_ProbeEvent):
 ProbeEvent = ProbeDown | ProbeUp | ProbeSummary
 
 
+# --- health gates and alert silences -------------------------------------------------------------
+
+
+class GateChanged(EventPayload):
+    """A health gate's state changed (or was first seen). Journaled with `node` = the node a
+    per-node gate was evaluated for; None for a cluster-wide gate."""
+
+    kind: Literal[EventKind.GATE] = EventKind.GATE
+    gate: str
+    state: Literal["green", "red"]
+    answer: str = ""  # what the check said, redacted and bounded
+
+
+class GateWait(EventPayload):
+    """A node waited for its health gates: before its drain (admission) or after its return.
+    Journaled only when it did wait (a gate was red, or not yet green for its stable_for)."""
+
+    kind: Literal[EventKind.GATE_WAIT] = EventKind.GATE_WAIT
+    phase: Literal["admission", "return"]
+    outcome: Literal["passed", "timeout", "stopped"]
+    seconds: float
+    gates: list[str] = []  # the gates that held it
+    answer: str = ""  # on a timeout: the last answer of the gate that timed out
+
+
+class SilenceRecord(EventPayload):
+    """An Alertmanager silence of a node in maintenance: `create` (intent), `created` (with its
+    id), `expire` (intent), `expired`, or `failed` (a warning: the run goes on)."""
+
+    kind: Literal[EventKind.SILENCE] = EventKind.SILENCE
+    action: Literal["create", "created", "expire", "expired", "failed"]
+    marker: str  # in the silence's comment: how cau finds its silences again
+    silence_id: str | None = None
+    matchers: dict[str, str] = {}
+    ends_at: datetime | None = None
+    message: str = ""
+
+
 # --- steps: intents ------------------------------------------------------------------------------
 
 
@@ -459,6 +504,9 @@ Payload = Annotated[
     | ProbeDown
     | ProbeUp
     | ProbeSummary
+    | GateChanged
+    | GateWait
+    | SilenceRecord
     | Intent
     | Outcome,
     Field(discriminator="kind"),

@@ -13,6 +13,8 @@ from datetime import datetime
 from cau.domain.results import Status
 from cau.journal.events import (
     Coordinator,
+    GateChanged,
+    GateWait,
     HandOver,
     JournalEvent,
     NodeFinished,
@@ -26,6 +28,7 @@ from cau.journal.events import (
     RunCreated,
     RunFinished,
     RunPaused,
+    SilenceRecord,
     Step,
     StepIntent,
     StepOutcome,
@@ -63,6 +66,7 @@ class NodeProgress:
     current: str | None = None  # the step in hand (intent without outcome), the last one, or "done"
     detail: str = ""  # the last progress line
     waiting: str | None = None
+    gate_waits: list[tuple[datetime, GateWait]] = field(default_factory=list)
 
     @property
     def status(self) -> Status | None:
@@ -131,6 +135,9 @@ class RunProgress:
     last_seq: int = 0
     probe_events: list[ProbeDown | ProbeUp | ProbeSummary] = field(default_factory=list)
     probe_times: list[datetime] = field(default_factory=list)  # when each probe event was journaled
+    # health gates' transitions: (when, the node a per-node gate was evaluated for, the event)
+    gate_changes: list[tuple[datetime, str | None, GateChanged]] = field(default_factory=list)
+    silences: list[tuple[datetime, str | None, SilenceRecord]] = field(default_factory=list)
 
     @property
     def role_node(self) -> str | None:
@@ -198,6 +205,12 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
         case RunFinished():
             progress.finished = p
             progress.finished_at = ev.ts
+        case GateChanged():
+            progress.gate_changes.append((ev.ts, ev.node, p))
+        case SilenceRecord():
+            progress.silences.append((ev.ts, ev.node, p))
+        case GateWait() if ev.node is not None:
+            progress.node(ev.node).gate_waits.append((ev.ts, p))
         case ProbeDown() | ProbeUp() | ProbeSummary():
             progress.probe_events.append(p)
             progress.probe_times.append(ev.ts)

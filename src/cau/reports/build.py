@@ -26,6 +26,7 @@ from cau.reports.availability import (
 )
 from cau.reports.model import (
     CoordinatorReport,
+    GateWaitReport,
     HeldUpdateReport,
     NodeReport,
     OutageReport,
@@ -122,6 +123,17 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         current_step=node.current,
         detail=node.detail,
         waiting=node.waiting,
+        gate_waits=[
+            GateWaitReport(
+                ended=t,
+                phase=w.phase,
+                outcome=w.outcome,
+                seconds=round(w.seconds, 3),
+                gates=list(w.gates),
+                answer=w.answer,
+            )
+            for t, w in node.gate_waits
+        ],
         error_id=result.error_id.value if result is not None and result.error_id else None,
         message=result.message if result is not None else "",
         started=node.started,

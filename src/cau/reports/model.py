@@ -76,6 +76,17 @@ class StepReport(BaseModel):
     message: str = ""
 
 
+class GateWaitReport(BaseModel):
+    """A node's wait for its health gates (before its drain, or after its return)."""
+
+    ended: datetime
+    phase: str  # admission | return
+    outcome: str  # passed | timeout | stopped
+    seconds: float
+    gates: list[str] = []  # the gates that held it
+    answer: str = ""  # on a timeout: the gate's last answer
+
+
 class NodeReport(BaseModel):
     name: str
     status: str | None  # None while the node is pending or in progress
@@ -101,6 +112,7 @@ class NodeReport(BaseModel):
     left_in_maintenance: bool = False
     pending_restart: bool = False
     steps: list[StepReport] = []
+    gate_waits: list[GateWaitReport] = []  # added with health gates: absent from older reports
 
 
 class StepRef(BaseModel):

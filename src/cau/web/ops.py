@@ -190,12 +190,23 @@ async def refuse_scripts_on_this_host(ctx: WebContext, cluster: str, profile: Ru
     it when starting it (`cau serve --allow-local-scripts`). A run to resume keeps its own profile."""
     if ctx.settings.allow_local_scripts:
         return
+    active = await ctx.svc.active_run(cluster)
+    effective = active.profile if active is not None else profile
+    # a health gate's command on the coordinator runs on this server whatever the cluster
+    local_gates = [g.name for g in effective.health_gates if getattr(g, "on", None) == "coordinator"]
+    if local_gates:
+        raise ApiError(
+            409,
+            "local_scripts_refused",
+            f"health gate(s) {', '.join(local_gates)} run a command on the coordinator: on this "
+            "server, as its user",
+            hint="the server's operator can allow it: `cau serve --allow-local-scripts`",
+        )
     provider = ctx.svc.registry.providers.get(ctx.svc.config.cluster(cluster).provider)
     if provider is None or not getattr(provider.obj, "simulated", False):
         return
-    active = await ctx.svc.active_run(cluster)
-    effective = active.profile if active is not None else profile
-    if effective.pre_update_script or effective.post_update_script:
+    node_gates = [g.name for g in effective.health_gates if g.runs_commands]
+    if effective.pre_update_script or effective.post_update_script or node_gates:
         raise ApiError(
             409,
             "local_scripts_refused",
@@ -247,7 +258,7 @@ def validate_profile(options: dict[str, Any]) -> ProfileValidation:
 # What a viewer sees of a stored profile: scripts and plug-in arguments are commands and
 # parameters that may carry credentials (a secret's value itself is masked for everyone).
 HIDDEN_FROM_VIEWERS = "(hidden: operators and admins see it)"
-_SENSITIVE = ("pre_update_script", "post_update_script", "plugins")
+_SENSITIVE = ("pre_update_script", "post_update_script", "plugins", "health_gates")
 
 
 def _for_viewer(options: dict[str, Any]) -> dict[str, Any]:
