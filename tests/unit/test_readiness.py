@@ -238,7 +238,7 @@ def test_a_different_proxy_warns_without_showing_its_password() -> None:
     assert "proxy.example:3128" in text and "s3cr3t-pw" not in text
 
 
-def test_an_interrupted_dpkg_fails_and_a_held_lock_warns() -> None:
+def test_an_interrupted_dpkg_fails_a_half_configured_package_and_a_held_lock_warn() -> None:
     hosts = Hosts()
     hosts.facts["n1"] = {"dpkg-updates": "0001"}
     hosts.facts["n2"] = {"dpkg-audit": "The following packages are only half configured:\n labbroken"}
@@ -246,7 +246,8 @@ def test_an_interrupted_dpkg_fails_and_a_held_lock_warns() -> None:
     results = check(ssh(hosts))
     assert findings(results) == {
         ("package-manager-healthy", ("n1",)): "fail",
-        ("package-manager-healthy", ("n2",)): "fail",
+        # half-configured: apt still works and a run tries to finish it (tests/lab/test_apt_faults.py)
+        ("package-manager-healthy", ("n2",)): "warning",
         ("package-manager-healthy", ("n3",)): "warning",
     }
     by_node = {r.nodes[0]: r for r in results if r.rule == "package-manager-healthy"}

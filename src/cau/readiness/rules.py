@@ -340,14 +340,7 @@ def _package_manager(rule: Rule, obs: Observation) -> list[RuleResult]:
         return [rule.not_applicable("no package-manager plug-in")]
     results = []
     for name, f in obs.readable().items():
-        if "apt" in obs.package_managers and (f.dpkg_updates or f.dpkg_audit):
-            said = []
-            if f.dpkg_updates:
-                said.append(
-                    f"dpkg was interrupted (/var/lib/dpkg/updates/ holds {_names(f.dpkg_updates[:5])})"
-                )
-            if f.dpkg_audit:
-                said.append("dpkg --audit: " + tail(" ".join(f.dpkg_audit.split()), 300))
+        if "apt" in obs.package_managers and f.dpkg_updates:
             results.append(
                 rule.result(
                     Outcome.FAIL,
@@ -355,7 +348,22 @@ def _package_manager(rule: Rule, obs: Observation) -> list[RuleResult]:
                     impact="apt refuses to install anything until dpkg's interrupted work is finished",
                     fix=f"on {name}: `dpkg --configure -a`, "
                     "then `apt-get -f install` if packages remain broken",
-                    detail="; ".join(said),
+                    detail="dpkg was interrupted "
+                    f"(/var/lib/dpkg/updates/ holds {_names(f.dpkg_updates[:5])})",
+                )
+            )
+        elif "apt" in obs.package_managers and f.dpkg_audit:
+            # Packages left half-installed or half-configured (a failed maintainer script): apt
+            # still works, and the apt plug-in offers to finish them (a "repair" update); a run
+            # fails the node if it cannot. Not a reason to refuse the whole cluster's run.
+            results.append(
+                rule.result(
+                    Outcome.WARNING,
+                    nodes=[name],
+                    impact="a run tries to finish configuring them on this node, and fails the node "
+                    "if their maintainer scripts fail again",
+                    fix=f"on {name}: find why they failed (`dpkg --configure -a` shows it) and fix it",
+                    detail="dpkg --audit: " + tail(" ".join(f.dpkg_audit.split()), 300),
                 )
             )
         if f.locks:
