@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,10 +187,12 @@ class Watch:
         restart = SandboxCluster.restart
         move = SandboxCluster._move
 
-        async def enter_maintenance(sim: SandboxCluster, node: str, how: MoveMethod) -> None:
+        async def enter_maintenance(
+            sim: SandboxCluster, node: str, how: MoveMethod, plan: Mapping[str, str] | None = None
+        ) -> None:
             busy = {n for n, s in sim.nodes.items() if s.in_maintenance} | {node}
             watch.peak_in_maintenance = max(watch.peak_in_maintenance, len(busy))
-            await enter(sim, node, how)
+            await enter(sim, node, how, plan)
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
             watch.restarts += 1

@@ -245,6 +245,24 @@ class PredictsDrain(Protocol):
 
 
 @runtime_checkable
+class FollowsPlacement(Protocol):
+    """Optional provider capability: drain a node by moving its roles where cau says (role ->
+    target node), checking each target's room before each move. cau then plans every drain on
+    the placement the cluster will have once every move in flight has landed, reserving the
+    room those moves need, so several nodes drain and fail back at once without over-committing
+    a node (cau.engine.gate). Without it, drains and failbacks pass the gate one at a time and
+    the cluster manager places the roles itself."""
+
+    async def enter_maintenance_planned(
+        self, node: str, move: MoveMethod, prior: MaintenancePrior, plan: Mapping[str, str]
+    ) -> None:
+        """As `enter_maintenance`; each role of `plan` still on `node` goes to its planned
+        target. A role the plan does not name (it arrived since) is placed by the provider,
+        never onto a node without room. Raises MaintenanceError when a target lacks room."""
+        ...
+
+
+@runtime_checkable
 class CleansUp(Protocol):
     """Optional provider capability: find what cau changed in the cluster by looking at it, not
     at the journal (e.g. Pacemaker constraints named `cau-*`, resources cau stopped in place),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,11 +314,13 @@ class Observer:
         move = SandboxCluster._move
         install = SandboxCluster.install
 
-        async def enter_maintenance(sim: SandboxCluster, node: str, how: MoveMethod) -> None:
+        async def enter_maintenance(
+            sim: SandboxCluster, node: str, how: MoveMethod, plan: Mapping[str, str] | None = None
+        ) -> None:
             if node not in observer.in_flight():
                 observer.problems.append(f"enter_maintenance({node}) for a node cau is not working on")
             observer._maintenance_check(sim, node, f"enter_maintenance({node})")
-            await enter(sim, node, how)
+            await enter(sim, node, how, plan)
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
             observer.restarts += 1

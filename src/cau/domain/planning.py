@@ -9,11 +9,11 @@ what keeps quorum safe whatever order the restarts happen in.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from cau.domain.cluster import ClusterSnapshot
+from cau.domain.cluster import ClusterSnapshot, RoleKind
 from cau.domain.placement import place_roles
 from cau.domain.profile import MoveMethod
 from cau.domain.results import ErrorId
@@ -43,6 +43,9 @@ class Admission:
     admitted: bool
     block: Block | None = None
     reason: str = ""
+    # For an admitted live drain: where each of the candidate's movable roles goes (role ->
+    # node), planned with every other drain's roles; empty otherwise.
+    moves: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def ok() -> Admission:
@@ -91,10 +94,13 @@ def admit_to_maintenance(
     holders: Collection[str],
     move: MoveMethod,
     store_members: Collection[str] = (),
+    unavailable: Collection[str] = (),
 ) -> Admission:
     """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?
     `store_members`: the nodes hosting a member of the run store (etcd, in self-updating mode):
-    a majority of them stays up, or the store, and with it the run's journal, stops."""
+    a majority of them stays up, or the store, and with it the run's journal, stops.
+    `unavailable`: nodes that take no role now, though up (a node whose roles are failing back
+    to it: its room is theirs)."""
     busy = set(holders) | {candidate}
     if candidate in store_members:
         members = [n for n in snapshot.nodes if n.name in store_members]
@@ -124,7 +130,27 @@ def admit_to_maintenance(
                 f"taking {candidate} down would leave {snapshot.describe_votes(remaining)}",
             )
     if move is MoveMethod.LIVE:
-        placement = place_roles(snapshot, busy)
+        placement = place_roles(snapshot, busy, unavailable=unavailable)
         if not placement.feasible:
             return Admission(False, Block.CAPACITY, placement.explain())
+        own = {r.name for r in snapshot.roles_on(candidate) if r.movable}
+        return Admission(True, moves={role: to for role, to in placement.moves.items() if role in own})
     return Admission.ok()
+
+
+def project_in_flight(snapshot: ClusterSnapshot, plans: Mapping[str, Mapping[str, str]]) -> ClusterSnapshot:
+    """The cluster as it will be once every planned move in flight has landed: each role still
+    on a draining node (a key of `plans`) is counted on its planned target, so the room it will
+    take there is reserved, and the draining node counts as in maintenance. Roles already moved
+    (or moved elsewhere since) are left as observed."""
+    if not plans:
+        return snapshot
+    landing = {(source, role): target for source, moves in plans.items() for role, target in moves.items()}
+    roles = tuple(
+        replace(r, owner=landing[(r.owner, r.name)])
+        if r.kind is not RoleKind.CLONE and r.owner is not None and (r.owner, r.name) in landing
+        else r
+        for r in snapshot.roles
+    )
+    nodes = tuple(replace(n, in_maintenance=True) if n.name in plans else n for n in snapshot.nodes)
+    return replace(snapshot, nodes=nodes, roles=roles)

@@ -2,30 +2,38 @@
 cluster is healthy, and (for a provider that can tell, `PredictsDrain`) the cluster manager's own
 placement rules would move every role rather than stop one.
 
-Drains and failbacks go through the gate one at a time. A node is admitted on a fresh observation
-in which every earlier holder has finished draining, and it keeps the gate until its own drain is
-done. So the
-capacity check and the placement the cluster then makes are computed on the same state, and two
-drains never interleave their role moves (which fragments capacity, and is hard on migration
-networks too). A failback moves roles as well, so leaving maintenance also holds the gate: a drain
-is never planned on room that a failback is about to take. Installs and restarts still run in
-parallel.
+Two ways through it, by what the provider can do:
 
-A node that can never be admitted, because nothing else holds maintenance that could free room,
-is refused at once with the reason.
+* **Planned drains, overlapping** (a provider that `FollowsPlacement`, with `move = live`): the
+  gate is held only while a node is admitted. The admission is decided on the cluster as it will
+  be once every move in flight has landed (`project_in_flight`): each admitted drain's plan
+  (role -> target) reserves the room its roles need until the drain is over, and the provider
+  moves the roles there. A node whose roles are failing back takes no role meanwhile, and a node
+  that planned moves are still heading to is not admitted until they land. So several nodes
+  drain and fail back at once and no node is ever over-committed.
+* **One at a time** (any other provider, where the cluster manager places roles itself): a node
+  is admitted on a fresh observation in which every earlier holder has finished draining, and it
+  keeps the gate until its own drain is done, so the capacity check and the placement the
+  cluster then makes are computed on the same state, and two drains never interleave their role
+  moves. Leaving maintenance (and failing back) holds the gate too: a drain is never planned on
+  room that a failback is about to take.
+
+Installs and restarts run in parallel either way. A node that can never be admitted, because
+nothing else holds maintenance that could free room, is refused at once with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Protocol
 
-from cau.domain.planning import Admission, Block, admit_to_maintenance
+from cau.domain.placement import place_roles
+from cau.domain.planning import Admission, Block, admit_to_maintenance, project_in_flight
 from cau.domain.profile import MoveMethod
 from cau.errors import CauError
-from cau.ports import ClusterProvider, PredictsDrain, ReportsHealth
+from cau.ports import ClusterProvider, FollowsPlacement, PredictsDrain, ReportsHealth
 
 
 class NeverAdmitted(Exception):
@@ -86,6 +94,15 @@ class MaintenanceGate:
         self._check_health = check_health
         self._cond = asyncio.Condition()
         self.holders: set[str] = set()
+        # Planned drains (see the module's docstring): each draining node's plan, and the nodes
+        # whose roles are failing back to them.
+        self.overlapping = isinstance(provider, FollowsPlacement) and move is MoveMethod.LIVE
+        self._plans: dict[str, dict[str, str]] = {}
+        self._returning: set[str] = set()
+
+    def plan_for(self, node: str) -> Mapping[str, str] | None:
+        """Where `node`'s roles go (planned drains), or None: the provider places them."""
+        return self._plans.get(node) if self.overlapping else None
 
     def window_closed(self) -> str | None:
         """Why no node may be taken out of service now (the run's window is closed), or None."""
@@ -97,9 +114,19 @@ class MaintenanceGate:
 
     @contextlib.asynccontextmanager
     async def draining(self, node: str) -> AsyncIterator[None]:
-        """Admit `node` (unless it already holds maintenance) and keep the gate while it drains."""
+        """Admit `node` (unless it already holds maintenance) and keep the gate while it drains;
+        with planned drains, only while it is admitted: its plan then holds the room it needs."""
         if self._hooks is not None and node not in self.holders:
             await self._hooks.before_admission(node)
+        if self.overlapping:
+            async with self._cond:
+                await self._admit_planned(node)
+            try:
+                yield
+            finally:
+                self._plans.pop(node, None)  # its roles have landed (or the drain failed)
+                await self._notify()
+            return
         await self._cond.acquire()
         try:
             if node not in self.holders:
@@ -111,14 +138,36 @@ class MaintenanceGate:
             self._cond.notify_all()
             self._cond.release()
 
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def _admit_planned(self, node: str) -> None:
+        if node in self.holders:
+            # Already in maintenance (a resumed run, another attempt): plan what is left on it,
+            # on the room nobody else has planned for. Without room the provider refuses.
+            snapshot = project_in_flight(await self._provider.discover(), self._plans)
+            placement = place_roles(snapshot, self.holders, unavailable=self._returning)
+            own = {r.name for r in snapshot.roles_on(node) if r.movable}
+            self._plans[node] = {role: to for role, to in placement.moves.items() if role in own}
+            return
+        await self._admit(node)
+        if self._hooks is not None:
+            await self._hooks.admitted(node)
+
     async def _admit(self, node: str) -> None:
         while True:
             closed = self.window_closed()
             if closed is not None:
                 raise OutsideWindow(closed)
-            snapshot = await self._provider.discover()
+            observed = await self._provider.discover()
+            snapshot = project_in_flight(observed, self._plans) if self.overlapping else observed
             others = self.holders - {node}
-            admission = admit_to_maintenance(snapshot, node, others, self._move, self._store_members)
+            admission = admit_to_maintenance(
+                snapshot, node, others, self._move, self._store_members, unavailable=self._returning
+            )
+            if admission.admitted and self.overlapping:
+                admission = _not_a_target_in_flight(node, self._plans) or admission
             if admission.admitted and self._check_health and isinstance(self._provider, ReportsHealth):
                 # a health gate: no drain on top of a failure the previous node may have left
                 problems = await self._provider.health_problems()
@@ -138,6 +187,8 @@ class MaintenanceGate:
                     )
             if admission.admitted:
                 self.holders.add(node)
+                if self.overlapping:
+                    self._plans[node] = dict(admission.moves)
                 return
             if not others:
                 raise NeverAdmitted(admission)
@@ -152,8 +203,18 @@ class MaintenanceGate:
 
     @contextlib.asynccontextmanager
     async def leaving(self, node: str) -> AsyncIterator[None]:
-        """Hold the gate while `node` leaves maintenance and its roles fail back; then it no
-        longer counts as a holder."""
+        """While `node` leaves maintenance and its roles fail back: hold the gate (one at a time)
+        or keep every drain's plan off it (planned drains). Then it no longer counts as a
+        holder."""
+        if self.overlapping:
+            self._returning.add(node)
+            try:
+                yield
+            finally:
+                self._returning.discard(node)
+                self.holders.discard(node)
+                await self._notify()
+            return
         async with self._cond:
             try:
                 yield
@@ -172,3 +233,13 @@ class MaintenanceGate:
         async with self._cond:
             self.holders.discard(node)
             self._cond.notify_all()
+
+
+def _not_a_target_in_flight(node: str, plans: Mapping[str, Mapping[str, str]]) -> Admission | None:
+    """A node that an unfinished drain planned roles onto is not drained yet: its room was
+    promised to them, a role must not land on a node in maintenance, and a role cannot be moved
+    again while it is still migrating (a cluster shows it on its target before it has landed)."""
+    incoming = sorted(role for moves in plans.values() for role, target in moves.items() if target == node)
+    if not incoming:
+        return None
+    return Admission(False, Block.CAPACITY, f"{', '.join(incoming)} still moving to {node}")

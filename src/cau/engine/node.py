@@ -62,6 +62,7 @@ from cau.journal.progress import NodeProgress
 from cau.ports import (
     Clock,
     ClusterProvider,
+    FollowsPlacement,
     MaintenancePrior,
     NodeSession,
     NodeUpdater,
@@ -536,11 +537,13 @@ class NodeRun:
 
         def prepare_for(key: str) -> Callable[[], Awaitable[EnterIntent]]:
             async def prepare() -> EnterIntent:
+                plan = self.ctx.gate.plan_for(self.name)
+                plan_record = dict(plan) if plan is not None else None
                 if self._prior is not None:  # observed with the first attempt
-                    return EnterIntent(key=key, prior_from="enter_maintenance/1")
+                    return EnterIntent(key=key, prior_from="enter_maintenance/1", plan=plan_record)
                 with self._refusal_ends_node("cannot enter maintenance"):
                     self._prior = await provider.maintenance_prior(self.name)
-                return EnterIntent(key=key, move=move, prior=prior_record(self._prior))
+                return EnterIntent(key=key, move=move, prior=prior_record(self._prior), plan=plan_record)
 
             return prepare
 
@@ -551,8 +554,12 @@ class NodeRun:
                     + ("(moving roles off)" if move is MoveMethod.LIVE else "(saving roles)")
                 )
                 assert self._prior is not None  # observed (or replayed) with the first attempt's intent
+                plan = self.ctx.gate.plan_for(self.name)
                 try:
-                    await provider.enter_maintenance(self.name, move, self._prior)
+                    if plan is not None and isinstance(provider, FollowsPlacement):
+                        await provider.enter_maintenance_planned(self.name, move, self._prior, plan)
+                    else:
+                        await provider.enter_maintenance(self.name, move, self._prior)
                 except CauError as exc:
                     return _failed(
                         EnterOutcome, Step.ENTER_MAINTENANCE, key, ErrorId.MAINTENANCE_ENTER_FAILED, exc

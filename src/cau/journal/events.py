@@ -359,6 +359,8 @@ class EnterIntent(StepIntent):
     move: MoveMethod | None = None
     prior: PriorRecord | None = None  # observed before the first attempt ...
     prior_from: str | None = None  # ... which later attempts point to
+    # Planned drains (cau.engine.gate): where each role was to go, role -> node.
+    plan: dict[str, str] | None = None
 
 
 class InstallIntent(StepIntent):

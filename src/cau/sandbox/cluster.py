@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -352,8 +352,12 @@ class SandboxCluster:
             self._refresh_availability(done_at)
         self._save()
 
-    async def enter_maintenance(self, node: str, move: MoveMethod) -> None:
-        """Pause the node and drain it. Idempotent: a retry finishes a drain that failed halfway."""
+    async def enter_maintenance(
+        self, node: str, move: MoveMethod, plan: Mapping[str, str] | None = None
+    ) -> None:
+        """Pause the node and drain it. Idempotent: a retry finishes a drain that failed halfway.
+        `plan` (role -> node): where cau planned each role to go, as a cluster manager's
+        transition would; any other role is placed on the cluster as it is then."""
         sim = self._require_up(node, "enter maintenance")
         if move is MoveMethod.SAVE:
             sim.in_maintenance = True
@@ -364,17 +368,29 @@ class SandboxCluster:
             self._save()
             return
         placement = place_roles(self.snapshot(), [node])
-        if not placement.feasible:
+        if plan is None and not placement.feasible:
             self._violation("capacity", f"asked to drain {node}: {placement.explain()}")
             self._save()
             raise MaintenanceError(f"cannot drain {node}: {placement.explain()}")
         sim.in_maintenance = True
         self._refresh_availability(self.clock.now())
         self._save()
+        planned = dict(plan or {})
         # One role at a time, each placed on the cluster as it is now: other nodes may have
         # entered maintenance (or filled up) while the previous role was moving.
         while True:
-            placement = place_roles(self.snapshot(), [node])
+            snap = self.snapshot()
+            role_here = next((r for r in snap.roles_on(node) if r.movable and r.name in planned), None)
+            if role_here is not None:
+                target = planned.pop(role_here.name)
+                if not self._can_take(snap, target, role_here.needs):
+                    detail = f"{target} has no room for {role_here.name} ({role_here.needs})"
+                    self._violation("capacity", f"draining {node} as planned: {detail}")
+                    self._save()
+                    raise MaintenanceError(f"cannot drain {node} as planned: {detail}")
+                await self._move(role_here.name, target)
+                continue
+            placement = place_roles(snap, [node])
             if not placement.moves and not placement.unplaced:
                 return
             if not placement.moves:
@@ -383,6 +399,12 @@ class SandboxCluster:
                 raise MaintenanceError(f"cannot finish draining {node}: {placement.explain()}")
             role, target = next(iter(placement.moves.items()))
             await self._move(role, target)
+
+    def _can_take(self, snap: ClusterSnapshot, target: str, needs: Capacity) -> bool:
+        if target not in self.nodes:
+            return False
+        node = snap.node(target)
+        return node.is_up and not node.in_maintenance and snap.free(target).covers(needs)
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
         if prior.was_in_maintenance:

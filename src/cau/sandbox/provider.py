@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +91,11 @@ class SandboxProvider:
 
     async def enter_maintenance(self, node: str, move: MoveMethod, prior: MaintenancePrior) -> None:
         await self.sim.enter_maintenance(node, move)  # a failed move leaves the role on the node
+
+    async def enter_maintenance_planned(
+        self, node: str, move: MoveMethod, prior: MaintenancePrior, plan: Mapping[str, str]
+    ) -> None:
+        await self.sim.enter_maintenance(node, move, plan)
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
         await self.sim.exit_maintenance(node, prior)
