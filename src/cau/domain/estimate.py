@@ -49,8 +49,8 @@ INSTALL = "install:"  # a component's key: install:<plug-in>
 DEFAULTS: dict[str, float] = {
     "prepare": 60.0,
     "enter": 60.0,
-    "install": 300.0,
-    "work": 300.0,
+    "install": 180.0,
+    "work": 180.0,
     "leave": 60.0,
     "after": 10.0,
 }
