@@ -71,7 +71,9 @@ def form_batches(
     for name in order:
         if current:
             if len(current) >= limit:
-                batches.append(Batch(nodes=current, limited_by=_limit_reason(max_parallel, max_failed, limit)))
+                batches.append(
+                    Batch(nodes=current, limited_by=_limit_reason(max_parallel, max_failed, limit))
+                )
                 current = []
             else:
                 admission = admit_to_maintenance(snapshot, name, current, move, store_members)

@@ -21,7 +21,8 @@ the failure budget), at most `slots` in maintenance at once (the batches the clu
 cau.domain.batches), drains and failbacks one at a time through the gate. With one node at a time
 it is the sum of the cycles; with batches, about the sum over batches of each batch's slowest
 cycle, overlapped where a batch's nodes finish at different times. The live ETA is the same
-schedule from where each node is now.
+schedule from where each node is now, with the cycles scaled by the run's own pace so far (its
+finished nodes' cycles against their predicted ones).
 """
 
 from __future__ import annotations
@@ -339,14 +340,36 @@ class Eta(BaseModel):
         )
 
 
-def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow]) -> float:
-    """Seconds the run still needs, from where its nodes are (`where`, in the run's order)."""
+def scaled(plan: NodePlan, pace: float) -> NodePlan:
+    if pace == 1.0:
+        return plan
+    return plan.model_copy(update={p: plan.seconds(p) * pace for p in PHASES})
+
+
+def pace_of(plan: RunPlan, finished: Sequence[CycleSample]) -> float:
+    """How fast this run goes against its prediction: its finished nodes' cycles over their
+    predicted cycles (1.0 before any finished; bounded to 0.25 .. 4)."""
+    actual = predicted = 0.0
+    for sample in finished:
+        node = plan.node(sample.node)
+        if node is not None:
+            actual += sum(sample.components.values())
+            predicted += node.cycle
+    if actual <= 0 or predicted <= 0:
+        return 1.0
+    return min(max(actual / predicted, 0.25), 4.0)
+
+
+def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0) -> float:
+    """Seconds the run still needs, from where its nodes are (`where`, in the run's order), the
+    predicted cycles scaled by the run's `pace` so far."""
     in_flight: list[_Job] = []
     pending: list[_Job] = []
     for now in where:
         node = plan.node(now.node)
         if node is None or now.position == "done":
             continue
+        node = scaled(node, pace)
         if now.position == "pending":
             pending.append(_Job(now.node, _phases(node)))
             continue
@@ -358,11 +381,15 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow]) -> float:
             job.running = bool(job.phases) and job.phases[0][0] == now.position
         if job.phases:
             in_flight.append(job)
-    return schedule([*in_flight, *pending], pending_from=len(in_flight), slots=plan.slots, in_progress=plan.in_progress)
+    return schedule(
+        [*in_flight, *pending], pending_from=len(in_flight), slots=plan.slots, in_progress=plan.in_progress
+    )
 
 
-def eta(plan: RunPlan, where: Sequence[NodeNow], now: datetime, started: datetime) -> Eta:
-    left = remaining_seconds(plan, where)
+def eta(plan: RunPlan, where: Sequence[NodeNow], now: datetime, finished: Sequence[CycleSample] = ()) -> Eta:
+    """The ETA of a run in progress: the schedule from where its nodes are, at the pace its
+    finished nodes (`finished`: their cycles in this run) went."""
+    left = remaining_seconds(plan, where, pace_of(plan, finished))
     return Eta(
         eta=now + timedelta(seconds=left),
         remaining_seconds=left,

@@ -95,4 +95,4 @@ def run_eta(progress: RunProgress, now: datetime) -> Eta | None:
     if forecast is None or progress.finished is not None or progress.created_at is None:
         return None
     where = [node_now(progress.nodes[n], now) for n in progress.order if n in progress.nodes]
-    return eta(forecast.plan, where, now, progress.created_at)
+    return eta(forecast.plan, where, now, cycle_samples(progress))
