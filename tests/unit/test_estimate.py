@@ -104,7 +104,9 @@ def test_batches_follow_capacity() -> None:
         roles=tuple(roles),
         min_online=1,
     )
-    forecast = form_batches(snap, ["n1", "n2", "n3", "n4"], move=MoveMethod.LIVE, max_parallel=None, max_failed=3)
+    forecast = form_batches(
+        snap, ["n1", "n2", "n3", "n4"], move=MoveMethod.LIVE, max_parallel=None, max_failed=3
+    )
     assert [b.nodes for b in forecast.batches] == [["n1", "n2"], ["n3", "n4"]]
     assert forecast.batches[0].limited_by.startswith("capacity")
 
