@@ -688,18 +688,18 @@ class Service:
         )
         opening = run_created(snapshot, resolved, provider_name, started_by=started_by)
         await self.store.append(run_id, opening, now)
-        batches = [b.nodes for b in predicted.batches]
-        await self.store.append(run_id, ForecastMade(plan=predicted.plan, batches=batches), now)
-        notice(predicted.headline())
-        for overrun in predicted.overruns:
-            await self.store.append(run_id, WarningEvent(message=overrun.message), now)
-            notice(f"warning: {overrun.message} (on_overrun = warn)")
         for w in warnings:
             note = ReadinessWarning(
                 rule=w.rule, title=w.title, nodes=w.nodes, impact=w.impact, fix=w.fix, detail=w.detail
             )
             await self.store.append(run_id, note, now)
             notice(f"readiness warning [{w.rule}]: {w.detail}" + (f" (fix: {w.fix})" if w.fix else ""))
+        batches = [b.nodes for b in predicted.batches]
+        await self.store.append(run_id, ForecastMade(plan=predicted.plan, batches=batches), now)
+        notice(predicted.headline())
+        for overrun in predicted.overruns:
+            await self.store.append(run_id, WarningEvent(message=overrun.message), now)
+            notice(f"warning: {overrun.message} (on_overrun = warn)")
         return run_id
 
     async def _execute_with_lease(
