@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from cau.selfupdating import SelfUpdating
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
-from cau.domain.profile import PluginSpec, RunProfile, build_profile
+from cau.domain.cluster import ClusterSnapshot
+from cau.domain.profile import OverrunPolicy, PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.validation import describe_errors
@@ -37,7 +38,8 @@ from cau.engine.safety import SafetyConfig
 from cau.engine.scan import scan_plugins
 from cau.engine.start import run_created
 from cau.errors import CauError, ConfigError, LockHeld, LockLost, NotFound, PreflightError, ProfileError
-from cau.journal.events import JournalEvent, ReadinessWarning, WarningEvent
+from cau.forecasting import forecast, history
+from cau.journal.events import ForecastMade, JournalEvent, ReadinessWarning, WarningEvent
 from cau.journal.progress import NodeProgress, replay
 from cau.lease import Holder, driving, holder_state, this_process
 from cau.ports import (
@@ -68,6 +70,7 @@ from cau.views import (
     NodeResumed,
     NodeScan,
     PluginView,
+    RunForecast,
     SandboxNode,
     SandboxOutage,
     SandboxRole,
@@ -371,7 +374,31 @@ class Service:
                 )
 
             nodes = await asyncio.gather(*(scan_node(n) for n in snapshot.node_names))
-            return ClusterScan(cluster=cluster, scanned=self.clock.now(), nodes=list(nodes))
+            now = self.clock.now()
+            predicted = await self._forecast(cluster, snapshot, profile, list(bindings), now)
+            return ClusterScan(cluster=cluster, scanned=now, nodes=list(nodes), forecast=predicted)
+        finally:
+            await provider.close()
+
+    # --- forecast (the predicted duration, before a run) ------------------------------------------
+
+    async def _forecast(
+        self, cluster: str, snapshot: ClusterSnapshot, profile: RunProfile, plugins: list[str], now: datetime
+    ) -> RunForecast:
+        samples = await history(self.store, cluster)
+        members = self.config.cluster(cluster).store_members
+        return forecast(cluster, snapshot, profile, samples, plugins, now, store_members=members)
+
+    async def preview_run(self, cluster: str, profile: RunProfile) -> RunForecast:
+        """What a run would take (`cau run --dry-run`): the batches cau would form on the cluster
+        as it is now, the duration predicted from past runs, and the limits it would exceed.
+        Nothing changes (the cluster is observed, not scanned)."""
+        provider = self.open_provider(cluster)
+        try:
+            profile = unseal(profile, self.secrets(cluster), cluster)
+            specs = self.plugin_specs(cluster, profile, provider)
+            snapshot = await provider.discover()
+            return await self._forecast(cluster, snapshot, profile, [s.name for s in specs], self.clock.now())
         finally:
             await provider.close()
 
@@ -629,6 +656,17 @@ class Service:
         assert snapshot is not None  # cluster-observable fails otherwise
         warnings = [r for r in results if r.outcome is Outcome.WARNING]
         now = self.clock.now()
+        # The predicted duration against stop_after and the window: refused here (on_overrun =
+        # refuse) before anything exists, or warned about in the run's journal.
+        predicted = await self._forecast(cluster, snapshot, profile, [b.name for b in bindings], now)
+        if predicted.overruns and profile.on_overrun is OverrunPolicy.REFUSE:
+            raise PreflightError(
+                f"the run on '{cluster}' did not start: "
+                + "; ".join(o.message for o in predicted.overruns)
+                + " (on_overrun = refuse)",
+                hint="nothing was changed; allow more time (stop_after, a longer window), more nodes at "
+                "once (max_parallel_nodes = auto), or set on_overrun = warn to start anyway",
+            )
         run_id = new_run_id(now)
         resolved = profile.model_copy(
             update={
@@ -656,6 +694,12 @@ class Service:
             )
             await self.store.append(run_id, note, now)
             notice(f"readiness warning [{w.rule}]: {w.detail}" + (f" (fix: {w.fix})" if w.fix else ""))
+        batches = [b.nodes for b in predicted.batches]
+        await self.store.append(run_id, ForecastMade(plan=predicted.plan, batches=batches), now)
+        notice(predicted.headline())
+        for overrun in predicted.overruns:
+            await self.store.append(run_id, WarningEvent(message=overrun.message), now)
+            notice(f"warning: {overrun.message} (on_overrun = warn)")
         return run_id
 
     async def _execute_with_lease(

@@ -9,6 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cau.domain.access import Role
+from cau.domain.batches import Batch
+from cau.domain.estimate import Basis, Overrun, RunPlan
+from cau.domain.profile import OverrunPolicy
 from cau.domain.role import UpdateRequest
 from cau.domain.updates import HeldUpdate, Update
 
@@ -28,6 +31,7 @@ class ClusterScan(BaseModel):
     cluster: str
     scanned: datetime
     nodes: list[NodeScan]
+    forecast: RunForecast | None = Field(None, description="what a run would take (None: not predicted)")
 
     @property
     def failed_nodes(self) -> list[str]:
@@ -158,3 +162,39 @@ class RoleView(BaseModel):
     readiness: list[ReadinessCheck] = []  # checked at add and enable; a failed one refuses them
     updated: datetime
     updated_by: str
+
+
+class RunForecast(BaseModel):
+    """What a run would take, before it starts (`cau run --dry-run`, `cau scan`, the API's
+    preview): the batches cau would form, the predicted duration from past runs (cau.domain
+    .estimate) and whether it fits before the run's stop_after and the end of its window."""
+
+    cluster: str
+    predicted_seconds: float
+    plus_minus_seconds: float
+    basis: Basis = Field(description="node | class | cluster (learnt from past runs) or default (rough)")
+    history_runs: int = Field(description="past runs of the cluster the prediction learnt from")
+    batches: list[Batch] = Field(default_factory=list)
+    in_progress_limit: int = 1
+    plan: RunPlan
+    overruns: list[Overrun] = Field(default_factory=list, description="the limits it would exceed")
+    on_overrun: OverrunPolicy = OverrunPolicy.WARN
+
+    @property
+    def rough(self) -> bool:
+        return self.basis is Basis.DEFAULT
+
+    def headline(self) -> str:
+        from cau.domain.durations import format_duration
+
+        if self.rough:
+            source = "rough: no history of this cluster, default step durations"
+        else:
+            source = f"from {self.history_runs} past run(s), per {self.basis.value} at the roughest"
+        return (
+            f"predicted duration {format_duration(self.predicted_seconds)} "
+            f"(±{format_duration(self.plus_minus_seconds)}; {source})"
+        )
+
+
+ClusterScan.model_rebuild()

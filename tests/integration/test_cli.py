@@ -423,3 +423,16 @@ def test_check_says_ready_warns_or_fails_in_text_json_and_its_exit_code(cau: Cau
 
     unknown = cau("check", "nosuch", "--output", "json")
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "not_found"
+
+
+def test_run_dry_run_shows_batches_and_a_prediction_and_starts_nothing(cau: Cau) -> None:
+    out = cau("run", "sandbox", "--dry-run", "--max-parallel-nodes", "auto")
+    assert out.returncode == 0, out.stderr
+    assert "predicted duration" in out.stdout and "rough: no history" in out.stdout
+    assert "1. node" in out.stdout and "batches" in out.stdout
+    assert cau.json("status", "sandbox")["active"] is False and cau.json("report", "sandbox") == []
+    refused = cau(
+        "run", "sandbox", "--dry-run", "--stop-after", "1m", "--on-overrun", "refuse", "--output", "json"
+    )
+    forecast = json.loads(refused.stdout)
+    assert forecast["overruns"][0]["limit"] == "stop_after" and forecast["on_overrun"] == "refuse"

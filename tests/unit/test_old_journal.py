@@ -42,9 +42,16 @@ def test_the_old_store_is_migrated_and_its_events_keep_their_schema(store: Sqlit
     ]
     # every kind of event the release wrote reads as its model
     kinds = {e.kind for r in runs for e in store.events(r.run_id)}
-    # (the hand-over of self-updating mode, the readiness warnings, health gates and silences came
-    # after that release)
-    later = {EventKind.HANDOVER, EventKind.READINESS, EventKind.GATE, EventKind.GATE_WAIT, EventKind.SILENCE}
+    # (the hand-over of self-updating mode, the readiness warnings, health gates, silences and
+    # forecasts came after that release)
+    later = {
+        EventKind.HANDOVER,
+        EventKind.READINESS,
+        EventKind.GATE,
+        EventKind.GATE_WAIT,
+        EventKind.SILENCE,
+        EventKind.FORECAST,
+    }
     assert kinds >= set(EventKind) - {EventKind.RUN_PAUSED} - later
     for r in runs:
         events = store.events(r.run_id)

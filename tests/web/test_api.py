@@ -789,3 +789,33 @@ def test_an_operator_checks_a_cluster_s_readiness_as_cau_check_does(api: Api) ->
     unknown = api.call("GET", "/api/v1/clusters/quick/check?profile=nope", role="operator")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_profile"
     assert api.call("GET", "/api/v1/clusters/nope/check", role="operator").status_code == 404
+
+
+def test_a_run_in_progress_has_an_eta_in_its_summary_and_its_report(api: Api) -> None:
+    async def go(client: httpx.AsyncClient) -> tuple[dict, dict]:
+        op = api.headers("operator")
+        r = await client.post("/api/v1/clusters/slow/runs", headers=op, json={})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        for _ in range(400):
+            summary = (await client.get("/api/v1/clusters/slow", headers=op)).json()["active_run"]
+            if summary and summary["eta"]:
+                break
+            await asyncio.sleep(0.05)
+        report = (await client.get(f"/api/v1/runs/{run_id}", headers=op)).json()
+        await client.post(f"/api/v1/runs/{run_id}/stop", headers=op, json={"reason": "done looking"})
+        for _ in range(1200):
+            if (await client.get(f"/api/v1/runs/{run_id}", headers=op)).json()["state"] != "Running":
+                break
+            await asyncio.sleep(0.05)
+        return summary, report
+
+    summary, report = api.run(go)
+    eta = summary["eta"]
+    assert eta is not None, summary
+    # no past run of this cluster: a rough prediction, said so, with a wide margin
+    assert eta["basis"] == "default" and eta["remaining_seconds"] > 0
+    assert eta["plus_minus_seconds"] == pytest.approx(eta["remaining_seconds"] * 0.5)
+    assert datetime.fromisoformat(eta["eta"]) > datetime.fromisoformat(summary["started"])
+    assert summary["predicted_seconds"] == eta["predicted_seconds"] > 0
+    assert report["eta"] is not None and report["predicted_seconds"] == summary["predicted_seconds"]

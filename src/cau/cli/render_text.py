@@ -12,6 +12,7 @@ from rich.text import Text
 from cau.domain.durations import format_duration
 from cau.journal.events import Step
 from cau.reports.model import NodeReport, RunReport
+from cau.views import RunForecast
 
 STATUS_STYLE = {
     "Succeeded": "bold green",
@@ -170,8 +171,64 @@ def started_line(report: RunReport) -> Text:
     return line
 
 
+def timing_line(report: RunReport) -> Text | None:
+    """A run in progress: its ETA; a finished one: what was predicted against what it took."""
+    if report.eta is not None:
+        predicted = format_duration(report.eta.predicted_seconds)
+        return Text(f"  {report.eta.line()}; predicted at the start: {predicted}", style="bold")
+    if report.predicted_seconds is not None and report.finished is not None:
+        return Text(
+            f"  predicted {format_duration(report.predicted_seconds)}, "
+            f"took {format_duration(report.duration_seconds)}",
+            style="dim",
+        )
+    return None
+
+
+def forecast_text(forecast: RunForecast) -> RenderableType:
+    """A run's forecast for people (`cau run --dry-run`, `cau scan`)."""
+    parts: list[RenderableType] = [
+        Text(f"Forecast for '{forecast.cluster}': {forecast.headline()}", style="bold")
+    ]
+    limit = forecast.in_progress_limit
+    parts.append(Text(f"  batches (nodes in maintenance together; at most {limit} in progress at once):"))
+    cycles = {n.node: n for n in forecast.plan.nodes}
+    for i, batch in enumerate(forecast.batches, 1):
+        names = ", ".join(
+            f"{n} ({format_duration(cycles[n].cycle)})" if n in cycles else n for n in batch.nodes
+        )
+        line = Text(f"    {i}. {names}")
+        if batch.refused:
+            line.append(f"  refused by the gate: {batch.refused}", style="red")
+        elif batch.limited_by:
+            line.append(f"  [next one waits: {batch.limited_by}]", style="dim")
+        parts.append(line)
+    for overrun in forecast.overruns:
+        style = "red" if forecast.on_overrun.value == "refuse" else "yellow"
+        action = (
+            "a run would be refused" if forecast.on_overrun.value == "refuse" else "a run would start, warned"
+        )
+        parts.append(
+            Text(
+                f"  does not fit: {overrun.message} (on_overrun = {forecast.on_overrun.value}: {action})",
+                style=style,
+            )
+        )
+    if forecast.rough:
+        parts.append(
+            Text(
+                "  rough: no past run of this cluster to learn from; the next run's forecast uses this one's",
+                style="dim",
+            )
+        )
+    return Group(*parts)
+
+
 def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     parts: list[RenderableType] = [run_headline(report), started_line(report)]
+    timing = timing_line(report)
+    if timing is not None:
+        parts.append(timing)
     if report.error_id or report.message:
         parts.append(
             Text(

@@ -15,7 +15,7 @@ from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import STATUS_EXIT, Exit, fail, reported
 from cau.cli.live import RunWatcher
-from cau.cli.render_text import run_summary, status_text, when
+from cau.cli.render_text import forecast_text, run_summary, status_text, when
 from cau.cli.run_flags import with_run_option_flags
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState
@@ -45,6 +45,14 @@ def run(
     speed: Annotated[
         float | None, typer.Option(help="Sandbox clusters only: simulation speed factor.")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Start nothing: show the batches cau would form, the duration predicted from past "
+            "runs, and whether it fits stop_after and the window.",
+        ),
+    ] = False,
     output: OutputOpt = OutputFormat.TEXT,
     *,
     options: dict[str, Any],
@@ -62,6 +70,13 @@ def run(
         provider_overrides = {"speed": speed} if speed is not None else None
         if speed is not None and svc.config.cluster(cluster).provider != "sandbox":
             raise ConfigError("--speed only applies to sandbox clusters")
+        if dry_run:
+            predicted = asyncio.run(svc.preview_run(cluster, run_profile))
+            if json_out:
+                common.print_json(predicted)
+            else:
+                console.print(forecast_text(predicted))
+            return
         outcome = run_with_signals(
             svc, cluster, run_profile, console, json_out, force_recovery, provider_overrides, given
         )

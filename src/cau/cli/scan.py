@@ -10,6 +10,7 @@ from rich.markup import escape
 from cau.cli import common
 from cau.cli.common import ClusterArg, OutputFormat, OutputOpt
 from cau.cli.errors import Exit, reported
+from cau.cli.render_text import forecast_text
 from cau.views import ClusterScan
 
 
@@ -62,3 +63,5 @@ def _print_text(result: ClusterScan) -> None:
     )
     if result.failed_nodes:
         out.print(f"[red]not scanned: {escape(', '.join(result.failed_nodes))}[/]")
+    if result.forecast is not None:
+        out.print(forecast_text(result.forecast))

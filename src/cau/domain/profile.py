@@ -48,6 +48,14 @@ class MoveMethod(StrEnum):
     SAVE = "save"  # do not migrate: stop roles on the node and start them there afterwards
 
 
+class OverrunPolicy(StrEnum):
+    """What to do when the run's predicted duration does not fit before its stop_after or the
+    end of its maintenance window (cau.domain.estimate)."""
+
+    WARN = "warn"  # start anyway; the warning is journaled and shown
+    REFUSE = "refuse"  # do not start; nothing is changed
+
+
 class PluginSpec(BaseModel):
     """One plug-in of the run, with its arguments (validated later by the plug-in's own model)."""
 
@@ -94,6 +102,13 @@ class RunProfile(BaseModel):
     )
     stop_after: Duration | None = Field(None, description="Cancel the run after this long, e.g. 4h.")
     warn_after: Duration | None = Field(None, description="Warn when the run takes longer, e.g. 2h.")
+    on_overrun: OverrunPolicy = Field(
+        OverrunPolicy.WARN,
+        description=(
+            "When the run's predicted duration (from past runs) exceeds stop_after or the time "
+            "left in its maintenance window: warn (start anyway) | refuse (start nothing)."
+        ),
+    )
     pre_update_script: str | None = Field(None, description="Run on each node before it is updated.")
     post_update_script: str | None = Field(None, description="Run on each node after it is updated.")
     script_timeout: Duration = Field(

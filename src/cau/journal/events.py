@@ -5,7 +5,7 @@ and outcomes of the steps (the side effects of a node's cycle).
       .payload: Payload     what happened, one of:
         RunCreated Coordinator NodeStarted Progress Waiting Warning ReadinessWarning
         StopRequested RunPaused RunFinished NodeFinished ProbeDown ProbeUp ProbeSummary
-        GateChanged GateWait SilenceRecord
+        GateChanged GateWait SilenceRecord ForecastMade
         Intent  (by step)   ScriptIntent ScanIntent StageIntent EnterIntent InstallIntent
                             RestartIntent ExitIntent FailbackIntent
         Outcome (by step)   ScriptOutcome ScanOutcome StageOutcome EnterOutcome InstallOutcome
@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
+from cau.domain.estimate import RunPlan
 from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.results import PAUSE_REASONS, ErrorId, Status
 from cau.domain.updates import HeldUpdate, Update, UpdateResult
@@ -58,6 +59,9 @@ class EventKind(StrEnum):
     GATE_WAIT = "gate_wait"
     # An Alertmanager silence for a node in maintenance: intent before, outcome after.
     SILENCE = "silence"
+    # The run's predicted duration and schedule, journaled when it starts (cau.domain.estimate):
+    # what the live ETA is computed from.
+    FORECAST = "forecast"
 
 
 class Step(StrEnum):
@@ -322,6 +326,18 @@ class SilenceRecord(EventPayload):
     message: str = ""
 
 
+# --- the run's forecast --------------------------------------------------------------------------
+
+
+class ForecastMade(EventPayload):
+    """The run's prediction when it started (cau.domain.estimate): every node's cycle by phase,
+    and the schedule's limits. Added with the ETA: a journal without one shows no ETA."""
+
+    kind: Literal[EventKind.FORECAST] = EventKind.FORECAST
+    plan: RunPlan
+    batches: list[list[str]] = []  # the batches cau expected to form (cau.domain.batches)
+
+
 # --- steps: intents ------------------------------------------------------------------------------
 
 
@@ -509,6 +525,7 @@ Payload = Annotated[
     | GateChanged
     | GateWait
     | SilenceRecord
+    | ForecastMade
     | Intent
     | Outcome,
     Field(discriminator="kind"),

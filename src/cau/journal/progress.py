@@ -13,6 +13,7 @@ from datetime import datetime
 from cau.domain.results import Status
 from cau.journal.events import (
     Coordinator,
+    ForecastMade,
     GateChanged,
     GateWait,
     HandOver,
@@ -138,6 +139,7 @@ class RunProgress:
     # health gates' transitions: (when, the node a per-node gate was evaluated for, the event)
     gate_changes: list[tuple[datetime, str | None, GateChanged]] = field(default_factory=list)
     silences: list[tuple[datetime, str | None, SilenceRecord]] = field(default_factory=list)
+    forecast: ForecastMade | None = None  # the prediction made when the run started
 
     @property
     def role_node(self) -> str | None:
@@ -209,6 +211,8 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.gate_changes.append((ev.ts, ev.node, p))
         case SilenceRecord():
             progress.silences.append((ev.ts, ev.node, p))
+        case ForecastMade():
+            progress.forecast = p
         case GateWait() if ev.node is not None:
             progress.node(ev.node).gate_waits.append((ev.ts, p))
         case ProbeDown() | ProbeUp() | ProbeSummary():

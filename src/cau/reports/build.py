@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from cau.domain.results import RunState
 from cau.domain.runs import RunRecord
 from cau.domain.updates import UpdateOutcome, UpdateResult
 from cau.journal.events import (
@@ -17,6 +18,7 @@ from cau.journal.events import (
     StepOutcome,
 )
 from cau.journal.progress import NodeProgress, RunProgress
+from cau.journal.timings import run_eta
 from cau.ports import RoleOutage
 from cau.reports.availability import (
     attribute,
@@ -237,4 +239,7 @@ def build_report(
         ],
         outages=clipped,
         availability=[role_availability(r, clipped, figures, span) for r in roles],
+        predicted_seconds=progress.forecast.plan.predicted_seconds if progress.forecast else None,
+        # while a coordinator may be driving it (a paused run waits for someone, or its window)
+        eta=run_eta(progress, now) if run.state is RunState.RUNNING else None,
     )

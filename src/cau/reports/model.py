@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cau.domain.estimate import Eta
+
 REPORT_SCHEMA_VERSION = 1
 
 
@@ -195,6 +197,10 @@ class RunReport(BaseModel):
     readiness: list[ReadinessNote] = []
     outages: list[OutageReport] = []
     availability: list[RoleAvailability] = []
+    # added later (None: not predicted, e.g. a run journaled before forecasts): the duration
+    # predicted when the run started, and while it runs, when it should end (cau.domain.estimate)
+    predicted_seconds: float | None = None
+    eta: Eta | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for n in self.nodes if n.status == status)

@@ -10,6 +10,7 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, create_model
 
 from cau.domain.access import Role
+from cau.domain.estimate import Eta
 from cau.domain.profile import PER_RUN_OPTIONS, SCRIPT_OPTIONS, RunProfile
 from cau.store.access import TokenInfo
 
@@ -60,6 +61,10 @@ class RunSummary(BaseModel):
     # An unfinished run that no coordinator is driving (its coordinator died or `cau serve` was
     # stopped): starting a run on the cluster resumes it.
     interrupted: bool = False
+    # The duration predicted when the run started, and while it runs, when it should end
+    # (cau.domain.estimate). None: not predicted (a run from before forecasts).
+    predicted_seconds: float | None = None
+    eta: Eta | None = None
 
 
 class ClusterSummary(BaseModel):

@@ -53,6 +53,8 @@ async def run_summary(ctx: WebContext, record: RunRecord, report: RunReport | No
         message=report.message,
         stop_requested=record.stop_requested,
         interrupted=interrupted,
+        predicted_seconds=report.predicted_seconds,
+        eta=report.eta,
     )
 
 
