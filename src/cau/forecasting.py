@@ -38,6 +38,7 @@ def forecast(
     now: datetime,
     *,
     store_members: Collection[str] = (),
+    one_gate: bool = True,
 ) -> RunForecast:
     """The forecast of a run of `profile` on the cluster as `snapshot` shows it, starting `now`."""
     order = order_nodes(snapshot, profile.node_order)
@@ -61,6 +62,7 @@ def forecast(
         slots=batches.typical,
         in_progress=batches.in_progress_limit,
         drains=profile.drain is not DrainPolicy.NEVER,
+        one_gate=one_gate,
     )
     return RunForecast(
         cluster=cluster,

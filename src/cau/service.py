@@ -33,6 +33,7 @@ from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.validation import describe_errors
 from cau.engine.aftercare import take_out_of_maintenance
 from cau.engine.coordinator import Coordinator, EventListener, RunOutcome
+from cau.engine.gate import drains_overlap
 from cau.engine.node import PluginBinding
 from cau.engine.safety import SafetyConfig
 from cau.engine.scan import scan_plugins
@@ -375,7 +376,7 @@ class Service:
 
             nodes = await asyncio.gather(*(scan_node(n) for n in snapshot.node_names))
             now = self.clock.now()
-            predicted = await self._forecast(cluster, snapshot, profile, list(bindings), now)
+            predicted = await self._forecast(cluster, provider, snapshot, profile, list(bindings), now)
             return ClusterScan(cluster=cluster, scanned=now, nodes=list(nodes), forecast=predicted)
         finally:
             await provider.close()
@@ -383,11 +384,20 @@ class Service:
     # --- forecast (the predicted duration, before a run) ------------------------------------------
 
     async def _forecast(
-        self, cluster: str, snapshot: ClusterSnapshot, profile: RunProfile, plugins: list[str], now: datetime
+        self,
+        cluster: str,
+        provider: ClusterProvider,
+        snapshot: ClusterSnapshot,
+        profile: RunProfile,
+        plugins: list[str],
+        now: datetime,
     ) -> RunForecast:
         samples = await history(self.store, cluster)
         members = self.config.cluster(cluster).store_members
-        return forecast(cluster, snapshot, profile, samples, plugins, now, store_members=members)
+        one_gate = not drains_overlap(provider, profile.move)
+        return forecast(
+            cluster, snapshot, profile, samples, plugins, now, store_members=members, one_gate=one_gate
+        )
 
     async def preview_run(self, cluster: str, profile: RunProfile) -> RunForecast:
         """What a run would take (`cau run --dry-run`): the batches cau would form on the cluster
@@ -398,7 +408,9 @@ class Service:
             profile = unseal(profile, self.secrets(cluster), cluster)
             specs = self.plugin_specs(cluster, profile, provider)
             snapshot = await provider.discover()
-            return await self._forecast(cluster, snapshot, profile, [s.name for s in specs], self.clock.now())
+            return await self._forecast(
+                cluster, provider, snapshot, profile, [s.name for s in specs], self.clock.now()
+            )
         finally:
             await provider.close()
 
@@ -658,7 +670,9 @@ class Service:
         now = self.clock.now()
         # The predicted duration against stop_after and the window: refused here (on_overrun =
         # refuse) before anything exists, or warned about in the run's journal.
-        predicted = await self._forecast(cluster, snapshot, profile, [b.name for b in bindings], now)
+        predicted = await self._forecast(
+            cluster, provider, snapshot, profile, [b.name for b in bindings], now
+        )
         if predicted.overruns and profile.on_overrun is OverrunPolicy.REFUSE:
             raise PreflightError(
                 f"the run on '{cluster}' did not start: "

@@ -127,6 +127,9 @@ class RunPlan(BaseModel):
     predicted_seconds: float = 0.0
     basis: Basis = Basis.DEFAULT
     history_runs: int = Field(0, description="past runs the prediction learnt from")
+    one_gate: bool = Field(
+        True, description="drains and failbacks pass the gate one at a time (False: they overlap)"
+    )
 
     @property
     def spread(self) -> float:
@@ -208,10 +211,11 @@ def plan_run(
     slots: int,
     in_progress: int,
     drains: bool = True,
+    one_gate: bool = True,
 ) -> RunPlan:
     nodes = [model.predict(n, plugins, drains=drains) for n in order]
     jobs = [_Job(n.node, _phases(n)) for n in nodes]
-    total = schedule(jobs, pending_from=0, slots=slots, in_progress=in_progress)
+    total = schedule(jobs, pending_from=0, slots=slots, in_progress=in_progress, one_gate=one_gate)
     basis = max((n.basis for n in nodes), key=lambda b: b.rank, default=Basis.DEFAULT)
     return RunPlan(
         nodes=nodes,
@@ -220,6 +224,7 @@ def plan_run(
         predicted_seconds=total,
         basis=basis,
         history_runs=model.runs,
+        one_gate=one_gate,
     )
 
 
@@ -248,10 +253,13 @@ def _phases(plan: NodePlan, start: Phase = "prepare", elapsed: float = 0.0) -> d
     return out
 
 
-def schedule(jobs: list[_Job], *, pending_from: int, slots: int, in_progress: int) -> float:
+def schedule(
+    jobs: list[_Job], *, pending_from: int, slots: int, in_progress: int, one_gate: bool = True
+) -> float:
     """Seconds until every job is done: jobs[:pending_from] are in progress now (as they are),
     the others start in order while fewer than `in_progress` are; at most `slots` hold
-    maintenance (one alone is always let in); entering and leaving take the gate one at a time."""
+    maintenance (one alone is always let in); entering and leaving take the gate one at a time
+    (`one_gate`), or overlap (planned drains, cau.engine.gate)."""
     slots, in_progress = max(1, slots), max(1, in_progress)
     active = jobs[:pending_from]
     pending = deque(jobs[pending_from:])
@@ -270,7 +278,25 @@ def schedule(jobs: list[_Job], *, pending_from: int, slots: int, in_progress: in
                 active.append(job)
         if not active:
             return t
-        if gate is None:
+        while not one_gate:  # planned drains: every leave and every admitted enter goes now
+            ready = next(
+                (
+                    j
+                    for j in active
+                    if not j.running
+                    and (
+                        j.phases[0][0] == "leave"
+                        or (j.phases[0][0] == "enter" and (holders < slots or holders == 0))
+                    )
+                ),
+                None,
+            )
+            if ready is None:
+                break
+            ready.running = True
+            if ready.phases[0][0] == "enter":
+                ready.holds, holders = True, holders + 1
+        if one_gate and gate is None:
             leaving = next((j for j in active if not j.running and j.phases[0][0] == "leave"), None)
             entering = next(
                 (
@@ -382,7 +408,11 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0
         if job.phases:
             in_flight.append(job)
     return schedule(
-        [*in_flight, *pending], pending_from=len(in_flight), slots=plan.slots, in_progress=plan.in_progress
+        [*in_flight, *pending],
+        pending_from=len(in_flight),
+        slots=plan.slots,
+        in_progress=plan.in_progress,
+        one_gate=plan.one_gate,
     )
 
 

@@ -68,6 +68,11 @@ class GateHooks(Protocol):
         ...
 
 
+def drains_overlap(provider: ClusterProvider, move: MoveMethod) -> bool:
+    """Do drains and failbacks overlap (planned drains), or pass the gate one at a time?"""
+    return isinstance(provider, FollowsPlacement) and move is MoveMethod.LIVE
+
+
 class MaintenanceGate:
     def __init__(
         self,
@@ -96,7 +101,7 @@ class MaintenanceGate:
         self.holders: set[str] = set()
         # Planned drains (see the module's docstring): each draining node's plan, and the nodes
         # whose roles are failing back to them.
-        self.overlapping = isinstance(provider, FollowsPlacement) and move is MoveMethod.LIVE
+        self.overlapping = drains_overlap(provider, move)
         self._plans: dict[str, dict[str, str]] = {}
         self._returning: set[str] = set()
 
