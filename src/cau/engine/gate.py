@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Protocol
 
+from cau.domain.disruption import DisruptionLimits
 from cau.domain.planning import Admission, Block, admit_to_maintenance
 from cau.domain.profile import MoveMethod
 from cau.errors import CauError
@@ -71,8 +72,10 @@ class MaintenanceGate:
         window_closed: Callable[[], str | None] = lambda: None,
         store_members: Collection[str] = (),
         hooks: GateHooks | None = None,
+        limits: DisruptionLimits | None = None,
     ) -> None:
         self._hooks = hooks
+        self._limits = limits  # failure domains and disruption budgets (cau.domain.disruption)
         # store_members: nodes hosting the run store's members (cau.domain.planning)
         self._store_members = tuple(store_members)
         # window_closed: why no node may enter maintenance now (the run's maintenance window is
@@ -118,7 +121,9 @@ class MaintenanceGate:
                 raise OutsideWindow(closed)
             snapshot = await self._provider.discover()
             others = self.holders - {node}
-            admission = admit_to_maintenance(snapshot, node, others, self._move, self._store_members)
+            admission = admit_to_maintenance(
+                snapshot, node, others, self._move, self._store_members, self._limits
+            )
             if admission.admitted and self._check_health and isinstance(self._provider, ReportsHealth):
                 # a health gate: no drain on top of a failure the previous node may have left
                 problems = await self._provider.health_problems()
