@@ -363,7 +363,7 @@ class Observer:
         )
 
     def _note_baseline(self, sim: SandboxCluster) -> None:
-        if self.baseline is not None:
+        if self.baseline is not None or not self._limited(sim):
             return
         snapshot = sim.snapshot()
         label = self.limits.domain_label
@@ -378,8 +378,18 @@ class Observer:
         }
         self.baseline = (max(per_domain.values(), default=0), running)
 
+    def _limited(self, sim: SandboxCluster) -> bool:
+        """Whether any domain or budget applies (most clusters without: no look needed)."""
+        label = self.limits.domain_label
+        return bool(self.limits.budgets) or any(
+            (n.labels.get(label) or (n.failure_domain if label == "failure_domain" else None))
+            for n in sim.spec.nodes
+        )
+
     def _disruption_check(self, sim: SandboxCluster, what: str) -> None:
         """No failure domain past its limit, no disruption budget broken (beyond the start)."""
+        if not self._limited(sim):
+            return
         self._note_baseline(sim)
         assert self.baseline is not None
         snapshot = sim.snapshot()
