@@ -5,11 +5,17 @@ quarter of the nodes' worth of roles can be drained at once. Durations are reali
 10-60 s, restarts 45-120 s, migrations 5-20 s, a second-order update) and the sandbox runs at
 speed 1 in virtual time: hours of cluster time take a second or two of real time.
 
-The same cluster is updated from scratch: once with max_parallel_nodes = 1 (CAU's serial
-behaviour) and once with "auto" (quorum, capacity and the failure budget decide). For each run the
-benchmark prints the cluster time, the peak number of nodes in maintenance at once, the total time
-spent in maintenance, the broken constraints (the sandbox's own violations plus checks made here at
-every drain, restart and role move: they must be 0) and the real time the simulation took.
+The nodes are in four racks (failure domains: at most one node of a rack in maintenance at once,
+the default) and two disruption budgets hold: the monitoring clone keeps 80 % of its instances
+running, the pinned license servers 3 of 4.
+
+The same cluster is updated twice from scratch: once with max_parallel_nodes = 1 (CAU's serial
+behaviour) and once with "auto" (quorum, capacity, failure domains, disruption budgets and the
+failure budget decide). For each run the benchmark prints the cluster time, the peak number of
+nodes in maintenance at once, the total time spent in maintenance, the broken constraints (the
+sandbox's own violations plus checks made here at every drain, restart and role move, of capacity,
+quorum, failure domains and disruption budgets: they must be 0) and the real time the simulation
+took.
 
 Then the ETA (cau.domain.estimate): each mode runs the cluster a second time, from its initial
 state again but with the same store, so the run's forecast learns from the first; and a parallel
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import sys
 import tempfile
@@ -41,9 +48,10 @@ import tomli_w
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.cluster import ClusterSnapshot, RoleKind
+from cau.domain.disruption import DisruptionLimits, budget_violations, domain_violations
 from cau.domain.placement import place_roles
 from cau.domain.planning import order_nodes
-from cau.domain.profile import MoveMethod, build_profile
+from cau.domain.profile import MoveMethod, RunProfile, build_profile
 from cau.engine.coordinator import RunOutcome
 from cau.journal.events import EventKind, JournalEvent
 from cau.journal.progress import replay
@@ -56,6 +64,8 @@ CLUSTER = "bench"
 NODE_CPU = 16.0
 NODE_MEMORY_GB = 64.0
 GB_PER_CPU = NODE_MEMORY_GB / NODE_CPU
+# Disruption budgets (ROLES=MIN): what keeps running whatever the batch.
+BUDGETS = ["node-exporter=80%", "license-server-*=3"]
 
 
 # --- the cluster ------------------------------------------------------------------------------------
@@ -91,13 +101,14 @@ def build_spec(nodes: int, spare: float, seed: int) -> dict[str, Any]:
             free[owner] -= cpu
         roles.append(role)
 
-    # A monitoring agent on every node (a clone), and one small pinned service per four nodes.
+    # A monitoring agent on every node (a clone), and one small pinned service per four nodes
+    # (one in each rack, as far as there are racks).
     agent = 0.25
     add("node-exporter", "clone", agent, None)
     for n in names:
         free[n] -= agent
-    for i, n in enumerate(names[::4]):
-        add(f"license-server-{i + 1}", "pinned", 0.5, n)
+    for i in range(len(names) // 4):
+        add(f"license-server-{i + 1}", "pinned", 0.5, names[i * 4 + i % 4])
     # Then VMs (live) and failover services, each placed where there is most room, until the
     # roles use (1 - spare) of the cluster.
     target = (1.0 - spare) * NODE_CPU * nodes
@@ -166,10 +177,22 @@ def spec_toml(spec: dict[str, Any]) -> str:
 class Watch:
     """What the sandbox is asked to do, and every constraint that breaks when it is asked."""
 
+    limits: DisruptionLimits
+    roles_move: bool
     peak_in_maintenance: int = 0
     violations: list[str] = field(default_factory=list)
     restarts: int = 0
     moves: int = 0
+    checks: int = 0
+
+    def disruption(self, sim: SandboxCluster, when: str) -> None:
+        """Failure domains and disruption budgets, as the cluster is now (every node was in
+        service and every budget whole when the run started)."""
+        self.checks += 1
+        snapshot = sim.snapshot()
+        problems = domain_violations(snapshot, self.limits)
+        problems += budget_violations(snapshot, self.limits, self.roles_move)
+        self.violations += [f"{p} {when}" for p in problems]
 
     def capacity(self, sim: SandboxCluster, when: str) -> None:
         used: dict[str, list[float]] = {n: [0.0, 0.0] for n in sim.nodes}
@@ -200,7 +223,10 @@ class Watch:
         ) -> None:
             busy = {n for n, s in sim.nodes.items() if s.in_maintenance} | {node}
             watch.peak_in_maintenance = max(watch.peak_in_maintenance, len(busy))
-            await enter(sim, node, how, plan)
+            try:
+                await enter(sim, node, how, plan)
+            finally:
+                watch.disruption(sim, f"after {node} entered maintenance")
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
             watch.restarts += 1
@@ -212,11 +238,15 @@ class Watch:
             if not sim.nodes[node].in_maintenance:
                 watch.violations.append(f"drain: {node} restarted outside maintenance")
             await restart(sim, node)
+            watch.disruption(sim, f"after {node} restarted")
 
         async def move_(sim: SandboxCluster, role: str, target: str) -> None:
             watch.moves += 1
-            await move(sim, role, target)
-            watch.capacity(sim, f"after {role} moved there")
+            try:
+                await move(sim, role, target)
+            finally:
+                watch.capacity(sim, f"after {role} moved there")
+                watch.disruption(sim, f"after {role} moved to {target}")
 
         with (
             mock.patch.object(SandboxCluster, "enter_maintenance", enter_maintenance),
@@ -270,8 +300,8 @@ def run_series(spec: dict[str, Any], runs: list[tuple[int | str, str]]) -> list[
         clock = VirtualClock()
         for parallel, label in runs:
             svc = Service(data_dir, config_path=config, clock=clock)
-            profile = build_profile(None, {"max_parallel_nodes": parallel, "max_retries_per_node": 2})
-            watch = Watch()
+            profile = bench_profile(parallel)
+            watch = Watch(profile.disruption_limits, roles_move=profile.move is MoveMethod.LIVE)
             try:
                 with watch.patched():
                     started = time.perf_counter()
@@ -316,6 +346,12 @@ def eta_check(result: Result) -> EtaCheck | None:
             live.append((fraction, 100.0 * (eta.eta - end).total_seconds() / actual))
     plan = progress.forecast.plan
     return EtaCheck(plan.predicted_seconds, actual, plan.rough, live)
+
+
+def bench_profile(parallel: int | str) -> RunProfile:
+    return build_profile(
+        None, {"max_parallel_nodes": parallel, "max_retries_per_node": 2, "disruption_budgets": BUDGETS}
+    )
 
 
 async def initial_snapshot(spec: dict[str, Any]) -> ClusterSnapshot:
@@ -374,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             f"peak in maintenance {r.watch.peak_in_maintenance}  "
             f"time in maintenance {hms(r.maintenance_seconds)}  "
             f"violations {r.violation_count} (sandbox {len(r.sandbox_violations)}, checks "
-            f"{len(r.watch.violations)})  status {r.outcome.status} "
+            f"{len(r.watch.violations)} in {r.watch.checks} looks at domains and budgets)  "
+            f"status {r.outcome.status} "
             f"({sum(1 for n in nodes if n.status == 'Succeeded')}/{len(nodes)} nodes succeeded, "
             f"{r.watch.restarts} restarts, {r.watch.moves} role moves)  "
             f"wall {r.wall_seconds:.2f} s"
@@ -391,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     quorum_limit = next(k for k in range(len(snapshot.nodes) + 1) if (votes - k - 1) * 2 <= votes)
     capacity_limit = drainable_at_once(snapshot)
     waits = Counter(str(e.data.get("block")) for e in auto.events if e.kind is EventKind.WAITING)
+    racks = {n.failure_domain for n in snapshot.nodes}
+    exporters = len(snapshot.nodes)
+    spare_exporters = exporters - math.ceil(exporters * 0.8)
+    budget_limit = f"{spare_exporters} node(s) (node-exporter) and one license server at a time"
     peak = auto.watch.peak_in_maintenance
     reached = [
         name
@@ -401,13 +442,19 @@ def main(argv: list[str] | None = None) -> int:
         reached.append("capacity")
     if waits.get("quorum") and "quorum" not in reached:
         reached.append("quorum")
+    if waits.get("domain-limit"):
+        reached.append("the failure domains")
+    if waits.get("disruption-budget"):
+        reached.append("the disruption budgets")
     limiter = " and ".join(reached) or "nothing (nodes were never ready to drain at the same time)"
     waited = ", ".join(f"{n} time(s) for {b}" for b, n in sorted(waits.items())) or "never"
     print(
         f"why: the failure budget lets {max_failed + 1} nodes be in progress at once (max_failed_nodes = "
         f"{max_failed}: a run must never reach {max_failed + 2} failures), quorum allows {quorum_limit} of "
         f"{votes} votes down, and {args.spare:.0%} spare capacity lets about {capacity_limit} node(s) be "
-        f"drained together (estimated on the initial placement); the batch peaked at {peak} in maintenance, "
+        f"drained together (estimated on the initial placement); {len(racks)} racks allow {len(racks)} (one "
+        f"node per rack), the budgets ({', '.join(BUDGETS)}) {budget_limit}; the batch peaked at {peak} in "
+        "maintenance, "
         f"limited by {limiter} (nodes waited at the maintenance gate {waited})."
     )
     if ratio < peak:

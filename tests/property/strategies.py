@@ -6,7 +6,8 @@ they may run) need no more than the node's capacity. Movable roles (live, failov
 that are up and not in maintenance, like a real cluster's would.
 
 `Observer` wraps the sandbox cluster's side effects (drain, restart, role moves) to check, at the
-moment they happen, the promises cau makes: the parallel limit, quorum, capacity.
+moment they happen, the promises cau makes: the parallel limit, quorum, capacity, failure domains
+and disruption budgets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import tomli_w
 from hypothesis import strategies as st
 
 from cau.domain.cluster import RoleKind
-from cau.domain.profile import MoveMethod
+from cau.domain.disruption import DisruptionLimits, budget_violations, count_budget, domain_violations
+from cau.domain.profile import MoveMethod, RunProfile
 from cau.journal.events import EventKind, JournalEvent
 from cau.sandbox.cluster import SandboxCluster
 from cau.sandbox.spec import parse_spec
@@ -89,6 +91,9 @@ def sandbox_specs(
 
     count = draw(st.integers(min_nodes, max_nodes))
     names = [f"n{i}" for i in range(1, count + 1)]
+    # Failure domains (racks) on about half the clusters, and a coarser "site" label on some.
+    racks = draw(st.sampled_from([0, 0, 2, 3, 4]))
+    sites = draw(st.sampled_from([0, 2])) if racks else 0
     nodes: list[dict[str, Any]] = []
     for name in names:
         node: dict[str, Any] = {
@@ -98,6 +103,10 @@ def sandbox_specs(
             "votes": draw(st.sampled_from([0, 1, 1, 1, 1, 1, 1, 1, 2])),
             "restart_seconds": draw(st.integers(5, 240)),
         }
+        if racks and draw(_chance(90)):  # a node without a domain now and then
+            node["failure_domain"] = f"rack{draw(st.integers(1, racks))}"
+        if sites:
+            node["labels"] = {"site": f"site{draw(st.integers(1, sites))}"}
         if fault(6):
             node["never_returns"] = True
         if fault(5):
@@ -198,6 +207,39 @@ def profiles(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
     if draw(_chance(15)):
         names = [n["name"] for n in spec["nodes"]]
         out["node_order"] = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+    out.update(draw(disruption_options(spec)))
+    return out
+
+
+@st.composite
+def disruption_options(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
+    """Failure-domain options and disruption budgets over the spec's labels and roles."""
+    out: dict[str, Any] = {}
+    label = "failure_domain"
+    if any("labels" in n for n in spec["nodes"]) and draw(_chance(30)):
+        label = out["domain_label"] = "site"
+    domains = sorted(
+        {
+            n.get("labels", {}).get("site") if label == "site" else n.get("failure_domain")
+            for n in spec["nodes"]
+        }
+        - {None}
+    )
+    if domains and draw(_chance(40)):
+        out["max_nodes_per_domain"] = draw(st.integers(1, 3))
+    if domains and draw(_chance(25)):
+        out["domain_order"] = draw(st.permutations(domains))
+    roles = spec["roles"]
+    if roles and draw(_chance(50)):
+        budgets = []
+        for _ in range(draw(st.integers(1, 3))):
+            role = draw(st.sampled_from(roles))
+            kind = role["kind"]
+            # an exact name, or a glob over every role of its kind (a group counted together)
+            selector = draw(st.sampled_from([role["name"], f"*-{kind}"]))
+            minimum = draw(st.one_of(st.integers(0, 4), st.sampled_from(["25%", "50%", "75%", "100%"])))
+            budgets.append(f"{selector}={minimum}")
+        out["disruption_budgets"] = budgets
     return out
 
 
@@ -249,6 +291,11 @@ class Observer:
 
     max_parallel: int | None
     initially_in_maintenance: set[str]
+    # The run's failure domains and disruption budgets, checked at every side effect; what was
+    # out of service, and what each budget kept running, before cau did anything.
+    limits: DisruptionLimits = field(default_factory=DisruptionLimits)
+    roles_move: bool = True
+    baseline: tuple[int, dict[str, int]] | None = None
     started: set[str] = field(default_factory=set)
     finished: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -305,6 +352,51 @@ class Observer:
                 "leaving it there"
             )
 
+    @staticmethod
+    def for_profile(profile: RunProfile, initially: set[str]) -> Observer:
+        parallel = profile.max_parallel_nodes
+        return Observer(
+            None if parallel == "auto" else int(parallel),
+            initially,
+            limits=profile.disruption_limits,
+            roles_move=profile.move is MoveMethod.LIVE,
+        )
+
+    def _note_baseline(self, sim: SandboxCluster) -> None:
+        if self.baseline is not None or not self._limited(sim):
+            return
+        snapshot = sim.snapshot()
+        label = self.limits.domain_label
+        per_domain: dict[str, int] = {}
+        for n in snapshot.nodes:
+            domain = n.label(label)
+            if domain is not None and (not n.is_up or n.in_maintenance):
+                per_domain[domain] = per_domain.get(domain, 0) + 1
+        running = {
+            str(b): count_budget(snapshot, b, (), self.roles_move, observed=True).running
+            for b in self.limits.budgets
+        }
+        self.baseline = (max(per_domain.values(), default=0), running)
+
+    def _limited(self, sim: SandboxCluster) -> bool:
+        """Whether any domain or budget applies (most clusters without: no look needed)."""
+        label = self.limits.domain_label
+        return bool(self.limits.budgets) or any(
+            (n.labels.get(label) or (n.failure_domain if label == "failure_domain" else None))
+            for n in sim.spec.nodes
+        )
+
+    def _disruption_check(self, sim: SandboxCluster, what: str) -> None:
+        """No failure domain past its limit, no disruption budget broken (beyond the start)."""
+        if not self._limited(sim):
+            return
+        self._note_baseline(sim)
+        assert self.baseline is not None
+        snapshot = sim.snapshot()
+        problems = domain_violations(snapshot, self.limits, allowed=self.baseline[0])
+        problems += budget_violations(snapshot, self.limits, self.roles_move, self.baseline[1])
+        self.problems += [f"{what}: {p}" for p in problems]
+
     # wrappers of SandboxCluster methods
     @contextlib.contextmanager
     def watching(self) -> Iterator[Observer]:
@@ -320,7 +412,11 @@ class Observer:
             if node not in observer.in_flight():
                 observer.problems.append(f"enter_maintenance({node}) for a node cau is not working on")
             observer._maintenance_check(sim, node, f"enter_maintenance({node})")
-            await enter(sim, node, how, plan)
+            observer._note_baseline(sim)
+            try:
+                await enter(sim, node, how, plan)
+            finally:
+                observer._disruption_check(sim, f"enter_maintenance({node})")
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
             observer.restarts += 1
@@ -334,17 +430,21 @@ class Observer:
             if not sim.nodes[node].in_maintenance:
                 observer.problems.append(f"restart({node}) of a node not in maintenance")
             observer._maintenance_check(sim, None, f"restart({node})")
+            observer._note_baseline(sim)
             await restart(sim, node)
+            observer._disruption_check(sim, f"restart({node})")
 
         async def move_(sim: SandboxCluster, role: str, target: str) -> None:
             observer.moves += 1
             target_sim = sim.nodes[target]
             if not target_sim.up or target_sim.in_maintenance:
                 observer.problems.append(f"{role} moved to {target}, which is down or in maintenance")
+            observer._note_baseline(sim)
             try:
                 await move(sim, role, target)
             finally:
                 observer.problems += [f"after moving {role} to {target}: {p}" for p in over_capacity(sim)]
+                observer._disruption_check(sim, f"after moving {role} to {target}")
 
         async def install_(sim: SandboxCluster, node: str, updates: Any, progress: Any) -> Any:
             before = set(sim.nodes[node].installed)
@@ -502,9 +602,11 @@ def tight_cases(draw: st.DrawFn) -> Case:
     count = draw(st.integers(3, 7))
     cpu = 8.0
     names = [f"n{i}" for i in range(1, count + 1)]
+    racks = draw(st.sampled_from([0, 2, 3]))  # failure domains on some: one node per rack at once
     nodes = [
         {"name": n, "cpu": cpu, "memory_gb": cpu * 4, "restart_seconds": draw(st.integers(30, 120))}
-        for n in names
+        | ({"failure_domain": f"rack{i % racks + 1}"} if racks else {})
+        for i, n in enumerate(names)
     ]
     free = dict.fromkeys(names, cpu)
     fill = draw(st.sampled_from([0.5, 0.6, 0.7, 0.75]))

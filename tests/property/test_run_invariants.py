@@ -8,6 +8,10 @@ to the end in virtual time. The promises checked:
 * never more nodes in maintenance at once than `max_parallel_nodes`; never a restart that loses
   quorum, a drain without room or a restart of a node still hosting live roles (checked live, and
   by the sandbox's own `violations`); no node ever over capacity after a role move;
+* failure domains and disruption budgets (random racks and sites, limits, domain orders, budgets
+  over clones, groups of roles and globs): never more nodes of a domain out of service than its
+  limit, never fewer instances of a budget's roles running than it keeps (or than ran at the
+  start, when it was short already), checked after every drain, restart and role move;
 * every node that entered maintenance left it, or is reported Failed with `left_in_maintenance`;
 * no update is installed successfully twice on the same node in one run;
 * the failure budget: at most max_failed + 1 failed nodes; beyond max_failed the run is Failed with
@@ -74,9 +78,8 @@ def journal_listing(events: list[JournalEvent]) -> str:
 
 def run_case(case: Case) -> None:
     profile = build_profile(None, case.profile)
-    max_parallel = None if profile.max_parallel_nodes == "auto" else int(profile.max_parallel_nodes)
     initially = {n["name"] for n in case.spec["nodes"] if n.get("in_maintenance")}
-    observer = Observer(max_parallel, initially)
+    observer = Observer.for_profile(profile, initially)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         config = write_cluster(data_dir, case.spec)
@@ -107,6 +110,10 @@ def run_case(case: Case) -> None:
     assert out.report is not None
     if any(n.left_in_maintenance for n in out.report.nodes):
         event("a node was left in maintenance")
+    for block in sorted({str(e.data.get("block")) for e in events if e.kind is EventKind.WAITING}):
+        event(f"a node waited for {block}")
+    for error in sorted({n.error_id for n in out.report.nodes if n.error_id}):
+        event(f"a node ended with {error}")
     problems = observer.problems + check_journal(events) + check_final_state(case.spec, state, events)
     problems += check_compliance(case.spec, state, events, profile.no_restart)
     problems += [f"{u} really installed {k} times on {n}" for (n, u), k in observer.installs.items() if k > 1]
@@ -175,9 +182,8 @@ class StopKillResume(RuleBasedStateMachine):
         self.case = case
         # Preflight refusals are the other test's business: here every run should start.
         self.profile = build_profile(None, {**case.profile, "allow_nodes_in_maintenance": True})
-        parallel = self.profile.max_parallel_nodes
         initially = {n["name"] for n in case.spec["nodes"] if n.get("in_maintenance")}
-        self.observer = Observer(None if parallel == "auto" else int(parallel), initially)
+        self.observer = Observer.for_profile(self.profile, initially)
         config = write_cluster(self.data_dir, case.spec)
         self.svc = Service(self.data_dir, config_path=config, clock=VirtualClock())
         self._watch.enter_context(self.observer.watching())

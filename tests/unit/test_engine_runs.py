@@ -450,3 +450,36 @@ def test_node_back_after_the_timeout_is_taken_out_with_node_resume(tmp_path: Pat
 
     state = json.loads((tmp_path / "sandbox" / "c1.json").read_text())
     assert state["nodes"]["n1"]["in_maintenance"] is False and state["roles"]["web"]["owner"] == "n1"
+
+
+def test_failure_domains_and_a_disruption_budget_shape_the_batches(tmp_path: Path) -> None:
+    # six nodes in three racks; the clone dns must keep 5 of its 6 instances: one node at a time,
+    # though each rack alone would allow three at once
+    nodes = [node(f"n{i}", failure_domain=f"rack{(i - 1) // 2 + 1}") for i in range(1, 7)]
+    config = write_cluster(tmp_path, spec(nodes, roles=[{"name": "dns", "kind": "clone", "cpu": 1}]))
+    done = run_cluster(tmp_path, config, max_parallel_nodes="auto", disruption_budgets=["dns=5"])
+    assert done.report.status == "Succeeded"
+    assert max_concurrent_maintenance(done.events) == 1
+    waits = {e.data["block"] for e in done.events if e.kind is EventKind.WAITING}
+    assert "disruption-budget" in waits
+    # the nodes take turns between racks
+    assert [n.name for n in done.report.nodes] == ["n1", "n3", "n5", "n2", "n4", "n6"]
+    # without the budget: one node per rack (quorum allows two of six votes down)
+    again = tmp_path / "again"
+    again.mkdir()
+    done = run_cluster(again, write_cluster(again, spec(nodes)), max_parallel_nodes="auto")
+    assert max_concurrent_maintenance(done.events) == 2
+    # a site-aware order: every node of rack3, then rack1, then rack2
+    site = tmp_path / "site"
+    site.mkdir()
+    ordered = run_cluster(site, write_cluster(site, spec(nodes)), domain_order=["rack3", "rack1"])
+    assert [n.name for n in ordered.report.nodes] == ["n5", "n6", "n1", "n2", "n3", "n4"]
+
+
+def test_a_node_no_budget_can_spare_fails_naming_the_budget(tmp_path: Path) -> None:
+    roles = [{"name": "dns", "kind": "clone", "cpu": 1, "instances": ["n1", "n2"]}]
+    config = write_cluster(tmp_path, spec(4, roles=roles))
+    done = run_cluster(tmp_path, config, disruption_budgets=["dns=100%"], max_failed_nodes=3)
+    assert done.node("n1").error_id == "DisruptionBudgetExceeded"
+    assert "disruption budget dns (min_available 100%)" in (done.node("n1").message or "")
+    assert done.node("n3").status == "Succeeded"

@@ -9,7 +9,7 @@ import pytest
 
 from cau.domain.cluster import RoleKind
 from cau.errors import ProviderError
-from cau.providers.pacemaker import roles_from
+from cau.providers.pacemaker import node_labels, roles_from
 from cau.providers.pacemaker_state import (
     ClusterConfig,
     ClusterStatus,
@@ -273,3 +273,13 @@ def test_a_member_whose_start_failed_is_not_running() -> None:
     status = mon("web-server-failed-start")
     web = status.resource("web")
     assert web is not None and web.nodes == ("node3",) and web.complete_on == ()
+
+
+def test_node_attributes_are_node_labels() -> None:
+    """Pacemaker node attributes (crm_attribute --node N --name site) are the nodes' labels, for
+    failure domains; the cluster configuration's labels win."""
+    config = cib("node-labels")
+    assert config.node_attributes["node3"] == {"site": "paris", "rack": "r7"}
+    assert node_labels(config, "node1", {}) == {"site": "berlin", "rack": "r1"}
+    assert node_labels(config, "node2", {"rack": "r9"}) == {"site": "berlin", "rack": "r9"}
+    assert node_labels(cib("all-online"), "node1", {}) == {}

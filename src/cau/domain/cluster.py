@@ -6,7 +6,7 @@ Pure data with no I/O. A provider observes the real (or simulated) cluster and r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -65,10 +65,20 @@ class Node:
     # The cluster's coordinator node (Pacemaker's DC): updated last, so the cluster changes its
     # leader once, not at every node.
     leader: bool = False
+    # Where the node is (site, rack, chassis...): the configuration's labels, or the provider's
+    # (Pacemaker node attributes). cau.domain.disruption picks the failure domain among them.
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def is_up(self) -> bool:
         return self.state is NodeState.UP
+
+    def label(self, key: str) -> str | None:
+        """A label's value; "failure_domain" is the node's `failure_domain` unless a label says."""
+        value = self.labels.get(key)
+        if value is None and key == "failure_domain":
+            return self.failure_domain
+        return value
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,9 @@ class Role:
     # Nodes running an instance of a clone role.
     instances: tuple[str, ...] = ()
     preferred_owners: tuple[str, ...] = ()
+    # How many instances a clone should run (its configured count), when the provider knows:
+    # a disruption budget's percent counts from it (cau.domain.disruption).
+    expected_instances: int | None = None
 
     @property
     def running(self) -> bool:

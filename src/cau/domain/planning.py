@@ -1,8 +1,9 @@
 """Pure decisions of the Updating Run: node order and who may go into maintenance now.
 
-Three limits decide whether one more node may be worked on:
+Limits decide whether one more node may be worked on:
   * the failure budget and `max_parallel_nodes` decide whether a node may *start*;
-  * quorum and capacity decide whether a started node may *enter maintenance*.
+  * quorum, capacity, failure domains and disruption budgets (cau.domain.disruption) decide
+    whether a started node may *enter maintenance*.
 Nodes holding a maintenance slot are counted as possibly down (they may be restarting), which is
 what keeps quorum safe whatever order the restarts happen in.
 """
@@ -14,6 +15,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from cau.domain.cluster import ClusterSnapshot, RoleKind
+from cau.domain.disruption import (
+    FAILURE_DOMAIN_LABEL,
+    DisruptionLimits,
+    budget_block,
+    domain_block,
+    domain_of,
+)
 from cau.domain.placement import place_roles
 from cau.domain.profile import MoveMethod
 from cau.domain.results import ErrorId
@@ -26,6 +34,8 @@ class Block(StrEnum):
     CAPACITY = "capacity"
     HEALTH = "cluster-health"
     PLACEMENT = "placement"  # the cluster manager says a role would stop, not move
+    DOMAIN_LIMIT = "domain-limit"  # max_nodes_per_domain of its failure domain are out of service
+    DISRUPTION_BUDGET = "disruption-budget"  # a budget's roles would have too few instances running
 
     @property
     def error_id(self) -> ErrorId:
@@ -35,6 +45,10 @@ class Block(StrEnum):
             return ErrorId.CLUSTER_UNHEALTHY
         if self is Block.PLACEMENT:
             return ErrorId.DRAIN_WOULD_STOP_ROLES
+        if self is Block.DOMAIN_LIMIT:
+            return ErrorId.FAILURE_DOMAIN_LIMIT
+        if self is Block.DISRUPTION_BUDGET:
+            return ErrorId.DISRUPTION_BUDGET
         return ErrorId.INSUFFICIENT_CAPACITY
 
 
@@ -57,18 +71,56 @@ def unknown_nodes(snapshot: ClusterSnapshot, names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in known]
 
 
-def order_nodes(snapshot: ClusterSnapshot, explicit: Sequence[str] | None = None) -> list[str]:
+def order_nodes(
+    snapshot: ClusterSnapshot,
+    explicit: Sequence[str] | None = None,
+    *,
+    domain_label: str = FAILURE_DOMAIN_LABEL,
+    domain_order: Sequence[str] | None = None,
+) -> list[str]:
     """CAU's order: the node hosting the fewest roles first, the cluster's leader (e.g. the
     Pacemaker DC) last. An explicit order comes first; nodes it does not name follow in the
-    default order."""
+    default order.
+
+    With failure domains (`domain_label`), the nodes not named take turns between domains (one
+    node of each domain, then the next of each...), so that nodes next to each other in the order
+    can be in maintenance together (at most `max_nodes_per_domain` of a domain can). With a
+    `domain_order`, CAU's site-aware order: every node of one domain before the next domain's,
+    the domains named first, in that order, then the others (the leader's last); the leader is
+    last of its domain."""
     default = sorted(
         snapshot.node_names,
         key=lambda n: (snapshot.node(n).leader, len(snapshot.roles_on(n)), n),
     )
-    if not explicit:
-        return default
-    head = [n for n in explicit if n in default]
-    return head + [n for n in default if n not in head]
+    head = [n for n in explicit or () if n in default]
+    rest = [n for n in default if n not in head]
+    if any(domain_of(snapshot.node(n), domain_label) is not None for n in rest):
+        rest = _by_domain(snapshot, rest, domain_label, domain_order)
+    return head + rest
+
+
+def _by_domain(
+    snapshot: ClusterSnapshot, names: list[str], label: str, domain_order: Sequence[str] | None
+) -> list[str]:
+    """`names` (in the default order) grouped by failure domain: see order_nodes."""
+    groups: dict[str | None, list[str]] = {}
+    for name in names:
+        groups.setdefault(domain_of(snapshot.node(name), label), []).append(name)
+    if domain_order:
+        # Domains in order; then the others by their first node (the leader's domain last, since
+        # the leader is last in the default order); nodes without a domain at the end.
+        named = [d for d in domain_order if d in groups]
+        others = [d for d in groups if d is not None and d not in named]
+        tail = [None] if None in groups else []
+        return [n for d in [*named, *others, *tail] for n in groups[d]]
+    # Nodes without a domain are each a domain of their own.
+    queues = [g for d, g in groups.items() if d is not None] + [[n] for n in groups.get(None, [])]
+    queues.sort(key=lambda q: names.index(q[0]))
+    leader = [n for n in names if snapshot.node(n).leader]
+    out: list[str] = []
+    for turn in range(max(len(q) for q in queues)):
+        out += [q[turn] for q in queues if turn < len(q) and q[turn] not in leader]
+    return out + leader
 
 
 def may_start(*, in_flight: int, failed: int, max_parallel: int | None, max_failed: int) -> Admission:
@@ -94,11 +146,14 @@ def admit_to_maintenance(
     holders: Collection[str],
     move: MoveMethod,
     store_members: Collection[str] = (),
+    limits: DisruptionLimits | None = None,
     unavailable: Collection[str] = (),
 ) -> Admission:
     """May `candidate` enter maintenance while `holders` hold (or are entering) maintenance?
     `store_members`: the nodes hosting a member of the run store (etcd, in self-updating mode):
     a majority of them stays up, or the store, and with it the run's journal, stops.
+    `limits`: failure domains and disruption budgets (cau.domain.disruption); None: the defaults
+    (one node per failure domain when nodes have domains, no budget).
     `unavailable`: nodes that take no role now, though up (a node whose roles are failing back
     to it: its room is theirs)."""
     busy = set(holders) | {candidate}
@@ -129,13 +184,21 @@ def admit_to_maintenance(
                 Block.QUORUM,
                 f"taking {candidate} down would leave {snapshot.describe_votes(remaining)}",
             )
+    limits = limits if limits is not None else DisruptionLimits()
+    domain = domain_block(snapshot, candidate, holders, limits)
+    if domain is not None:
+        return Admission(False, Block.DOMAIN_LIMIT, domain)
+    moves: dict[str, str] = {}
     if move is MoveMethod.LIVE:
         placement = place_roles(snapshot, busy, unavailable=unavailable)
         if not placement.feasible:
             return Admission(False, Block.CAPACITY, placement.explain())
         own = {r.name for r in snapshot.roles_on(candidate) if r.movable}
-        return Admission(True, moves={role: to for role, to in placement.moves.items() if role in own})
-    return Admission.ok()
+        moves = {role: to for role, to in placement.moves.items() if role in own}
+    budget = budget_block(snapshot, candidate, holders, limits, roles_move=move is MoveMethod.LIVE)
+    if budget is not None:
+        return Admission(False, Block.DISRUPTION_BUDGET, budget)
+    return Admission(True, moves=moves)
 
 
 def project_in_flight(snapshot: ClusterSnapshot, plans: Mapping[str, Mapping[str, str]]) -> ClusterSnapshot:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cau.domain.disruption import FAILURE_DOMAIN_LABEL, DisruptionBudget, DisruptionLimits
 from cau.domain.durations import Duration
 from cau.domain.gates import GateSpec, check_unique
 from cau.domain.schedule import WINDOW_EXAMPLES, ScheduleError
@@ -131,6 +132,34 @@ class RunProfile(BaseModel):
     max_parallel_nodes: int | Literal["auto"] = Field(
         1, description="Nodes updated at once: a number or 'auto'."
     )
+    # cau.domain.disruption: failure domains and disruption budgets, checked at every admission.
+    domain_label: str = Field(
+        FAILURE_DOMAIN_LABEL,
+        min_length=1,
+        description=(
+            "The node label that is the failure domain (site, rack...): 'failure_domain' (the "
+            "configuration's), a configuration label, or a Pacemaker node attribute."
+        ),
+    )
+    max_nodes_per_domain: int | None = Field(
+        None,
+        ge=1,
+        description="Nodes of one failure domain out of service at once (default 1 when nodes have domains).",
+    )
+    domain_order: list[str] | None = Field(
+        None,
+        description=(
+            "Failure domains updated one after another, in this order (site-aware): every node of "
+            "one before the next's (on the command line: site1,site2)."
+        ),
+    )
+    disruption_budgets: list[DisruptionBudget] = Field(
+        [],
+        description=(
+            "Roles that keep at least N (or N %) instances running, like a PodDisruptionBudget: "
+            "ROLES=MIN each, e.g. 'web-clone=2,db-*=50%' ([[disruption_budgets]] roles, min_available)."
+        ),
+    )
     drain: DrainPolicy = Field(DrainPolicy.ALWAYS, description="always | when-restart-needed | never")
     move: MoveMethod = Field(MoveMethod.LIVE, description="live (migrate) | save (stop in place)")
     no_restart: bool = Field(False, description="Never restart; nodes end pending restart.")
@@ -203,6 +232,23 @@ class RunProfile(BaseModel):
             if dupes:
                 raise ValueError(f"node listed twice: {', '.join(dupes)}")
         return value
+
+    @field_validator("domain_order")
+    @classmethod
+    def _domains_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            dupes = sorted({d for d in value if value.count(d) > 1})
+            if dupes:
+                raise ValueError(f"failure domain listed twice: {', '.join(dupes)}")
+        return value
+
+    @property
+    def disruption_limits(self) -> DisruptionLimits:
+        return DisruptionLimits(
+            domain_label=self.domain_label,
+            max_per_domain=self.max_nodes_per_domain,
+            budgets=tuple(self.disruption_budgets),
+        )
 
     @field_validator("window")
     @classmethod

@@ -48,6 +48,11 @@ class ErrorId(StrEnum):
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
     # the cluster's own placement rules (bans, colocations...) would stop a role, not move it
     DRAIN_WOULD_STOP_ROLES = "DrainWouldStopRoles"
+    # its failure domain has max_nodes_per_domain nodes out of service, and nothing cau holds
+    # could free one (cau.domain.disruption)
+    FAILURE_DOMAIN_LIMIT = "FailureDomainLimit"
+    # a disruption budget's roles would have fewer than min_available instances running
+    DISRUPTION_BUDGET = "DisruptionBudgetExceeded"
     STOPPED_BY_OPERATOR = "StoppedByOperator"
     STOP_AFTER_EXCEEDED = "StopAfterExceeded"
     UPDATES_REMAINING = "UpdatesRemaining"
@@ -86,6 +91,8 @@ NODE_FATAL_ERRORS = frozenset(
         ErrorId.QUORUM_AT_RISK,
         ErrorId.CLUSTER_UNHEALTHY,
         ErrorId.DRAIN_WOULD_STOP_ROLES,
+        ErrorId.FAILURE_DOMAIN_LIMIT,
+        ErrorId.DISRUPTION_BUDGET,
         ErrorId.SCAN_FAILED,
         ErrorId.HOST_KEY_REJECTED,
         ErrorId.LOGIN_REFUSED,

@@ -183,6 +183,7 @@ class Coordinator:
             window_closed=self._window_closed,
             store_members=store_members,
             hooks=self.safety,
+            limits=profile.disruption_limits,
         )
         self.window = profile.maintenance_window
         self._outside_window: set[str] = set()  # nodes stopped by the window's end, not finished

@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Protocol
 
+from cau.domain.disruption import DisruptionLimits
 from cau.domain.placement import place_roles
 from cau.domain.planning import Admission, Block, admit_to_maintenance, project_in_flight
 from cau.domain.profile import MoveMethod
@@ -84,8 +85,10 @@ class MaintenanceGate:
         window_closed: Callable[[], str | None] = lambda: None,
         store_members: Collection[str] = (),
         hooks: GateHooks | None = None,
+        limits: DisruptionLimits | None = None,
     ) -> None:
         self._hooks = hooks
+        self._limits = limits  # failure domains and disruption budgets (cau.domain.disruption)
         # store_members: nodes hosting the run store's members (cau.domain.planning)
         self._store_members = tuple(store_members)
         # window_closed: why no node may enter maintenance now (the run's maintenance window is
@@ -169,7 +172,13 @@ class MaintenanceGate:
             snapshot = project_in_flight(observed, self._plans) if self.overlapping else observed
             others = self.holders - {node}
             admission = admit_to_maintenance(
-                snapshot, node, others, self._move, self._store_members, unavailable=self._returning
+                snapshot,
+                node,
+                others,
+                self._move,
+                self._store_members,
+                self._limits,
+                unavailable=self._returning,
             )
             if admission.admitted and self.overlapping:
                 admission = _not_a_target_in_flight(node, self._plans) or admission

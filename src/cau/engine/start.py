@@ -24,7 +24,9 @@ def run_created(
         plugins=[
             PluginRef.model_validate(redact_data(p.model_dump(mode="json"))) for p in profile.plugins or []
         ],
-        order=order_nodes(snapshot, profile.node_order),
+        order=order_nodes(
+            snapshot, profile.node_order, domain_label=profile.domain_label, domain_order=profile.domain_order
+        ),
         max_failed=profile.effective_max_failed(len(snapshot.nodes)),
         nodes={
             n.name: NodeAtStart(

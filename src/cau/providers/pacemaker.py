@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -141,6 +141,12 @@ def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]
             owner = res.nodes[0] if res.nodes else None
             roles.append(Role(res.id, kind, owner=owner, preferred_owners=preferred))
     return tuple(roles)
+
+
+def node_labels(config: ClusterConfig, node: str, configured: Mapping[str, str]) -> dict[str, str]:
+    """A node's labels: its Pacemaker node attributes (`crm_attribute --node N --name rack
+    --update r1`), with the cluster configuration's labels over them."""
+    return {**config.node_attributes.get(node, {}), **configured}
 
 
 class PacemakerProvider(SshProvider):
@@ -274,6 +280,7 @@ class PacemakerProvider(SshProvider):
                     boot_id=boot,
                     failure_domain=entry.failure_domain,
                     leader=bool(member and member.is_dc),
+                    labels=node_labels(config, entry.name, entry.labels),
                 )
             )
         return ClusterSnapshot(

@@ -64,6 +64,9 @@ class NodeEntry(BaseModel):
     user: str | None = None
     votes: int = Field(1, ge=0)
     failure_domain: str | None = None
+    # Where the node is ({site = "berlin", rack = "r12"}): a profile's domain_label picks the
+    # failure domain among them (cau.domain.disruption).
+    labels: dict[str, str] = {}
 
 
 class HookHost(BaseModel):
@@ -293,6 +296,7 @@ class SshProvider:
                 votes=entry.votes,
                 boot_id=boot,
                 failure_domain=entry.failure_domain,
+                labels=dict(entry.labels),
             )
             for entry, (boot, maint) in zip(self.options.nodes, observed, strict=True)
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cau.domain.cluster import ClusterSnapshot
+from cau.domain.disruption import count_budget, domain_limit, domain_of, unknown_domains, unknown_selectors
 from cau.domain.placement import place_roles
 from cau.domain.planning import unknown_nodes
 from cau.domain.profile import MoveMethod, RunProfile
@@ -758,6 +759,73 @@ def _store_members(rule: Rule, obs: Observation) -> list[RuleResult]:
     return [rule.passed(f"store members: {_names(obs.store_members)}")]
 
 
+def _disruption(rule: Rule, obs: Observation) -> list[RuleResult]:
+    """Failure domains and disruption budgets (cau.domain.disruption) name what the cluster has.
+    Warnings, not failures: a profile serves a whole class of clusters, and a limit that finds
+    nothing to hold makes no run less safe than it was without it."""
+    profile = obs.profile
+    asked = profile.disruption_budgets or profile.domain_order or profile.max_nodes_per_domain
+    labelled = obs.snapshot is not None and any(
+        domain_of(n, profile.domain_label) for n in obs.snapshot.nodes
+    )
+    if not asked and not labelled:
+        return [rule.not_applicable("no failure domain and no disruption budget")]
+    blocked = _observed(rule, obs)
+    if blocked:
+        return blocked
+    snap = obs.snapshot
+    assert snap is not None
+    label = profile.domain_label
+    results = []
+
+    def warn(impact: str, fix: str, detail: str, nodes: Iterable[str] = ()) -> None:
+        results.append(rule.result(Outcome.WARNING, nodes=nodes, impact=impact, fix=fix, detail=detail))
+
+    without = [n.name for n in snap.nodes if domain_of(n, label) is None]
+    domains = sorted({d for n in snap.nodes if (d := domain_of(n, label)) is not None})
+    if not domains and (profile.max_nodes_per_domain or profile.domain_order):
+        warn(
+            "no failure-domain limit or order applies",
+            f"give the nodes a {label} label (configuration, or a Pacemaker node attribute), or "
+            "name the label they have in domain_label",
+            f"no node has the label {label} (domain_label)",
+        )
+    elif domains and without:
+        warn(
+            "these nodes are not limited by max_nodes_per_domain",
+            f"give them a {label} label",
+            f"node(s) {_names(without)} have no {label} label (the others are in {_names(domains)})",
+            without,
+        )
+    strangers = unknown_domains(snap, label, profile.domain_order or [])
+    if domains and strangers:
+        warn(
+            "the run orders the domains it knows and ignores these",
+            f"name only domains of {obs.cluster} in domain_order ({_names(domains)})",
+            f"domain_order names {label} value(s) no node has: {_names(strangers)}",
+        )
+    for selector in unknown_selectors(snap, profile.disruption_budgets):
+        warn(
+            "this selector holds nothing",
+            f"name roles of {obs.cluster} (exact, or a glob such as web-*) in disruption_budgets",
+            f"disruption budget selector {selector} matches no role of {obs.cluster}",
+        )
+    for budget in profile.disruption_budgets:
+        count = count_budget(snap, budget, (), profile.move is MoveMethod.LIVE)
+        if count.instances and count.running <= count.required:
+            warn(
+                "no node hosting one of its instances can enter maintenance: those nodes fail",
+                "lower min_available, or start the stopped instances first",
+                f"{budget}: {count.running} of {count.instances} instance(s) running, "
+                f"{count.required} needed: none may stop",
+            )
+    limit = domain_limit(snap, profile.disruption_limits)
+    summary = (
+        f"{len(domains)} {label} domain(s), at most {limit} out of service each" if limit else "no domains"
+    )
+    return _pass_or(rule, results, f"{summary}; {len(profile.disruption_budgets)} disruption budget(s)")
+
+
 def _role(rule: Rule, obs: Observation) -> list[RuleResult]:
     if obs.role_checks is None:
         return [rule.not_applicable("no clustered role (self-updating mode is not set up)")]
@@ -795,6 +863,9 @@ RULES: tuple[Rule, ...] = (
     Rule("profile-valid", "The Updating Run options are valid", _options),
     Rule("failure-budget", "The failure budget can be met", _budget),
     Rule("capacity", "Every node's roles have somewhere to go", _capacity),
+    Rule(
+        "disruption-limits", "Failure domains and disruption budgets name what the cluster has", _disruption
+    ),
     Rule("store-members", "The run store's members are nodes of the cluster", _store_members),
     Rule("coordinator-role", "The clustered role (self-updating mode) is ready", _role),
 )

@@ -290,6 +290,7 @@ class SandboxCluster:
                 votes=s.votes,
                 boot_id=self.nodes[s.name].boot_id,
                 failure_domain=s.failure_domain,
+                labels=dict(s.labels),
             )
             for s in self.spec.nodes
         )
@@ -297,7 +298,16 @@ class SandboxCluster:
         for spec in self.spec.roles:
             needs = Capacity(spec.cpu, spec.memory_gb)
             if spec.kind is RoleKind.CLONE:
-                roles.append(Role(spec.name, spec.kind, needs, instances=self._clone_instances(spec.name)))
+                expected = len(spec.instances) if spec.instances is not None else len(self.spec.nodes)
+                roles.append(
+                    Role(
+                        spec.name,
+                        spec.kind,
+                        needs,
+                        instances=self._clone_instances(spec.name),
+                        expected_instances=expected,
+                    )
+                )
             else:
                 roles.append(
                     Role(

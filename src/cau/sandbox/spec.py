@@ -6,6 +6,8 @@ name = "node1"
 cpu = 12
 memory_gb = 48
 restart_seconds = 45
+failure_domain = "rack1"         # the node's failure domain (a profile's default domain_label)
+labels = { site = "berlin" }     # more labels: a profile's domain_label may name one
 never_returns = false            # fault: does not come back after a restart
 in_maintenance = false           # fault: already in maintenance before the run
 online = true                    # fault: down from the start
@@ -54,6 +56,7 @@ class NodeSpec(BaseModel):
     memory_gb: float = Field(64, gt=0)
     votes: int = Field(1, ge=0)
     failure_domain: str | None = None
+    labels: dict[str, str] = {}
     restart_seconds: float = Field(60, ge=0)
     online: bool = True
     in_maintenance: bool = False
@@ -168,6 +171,9 @@ class SandboxSpec(BaseModel):
         # once per spec: the simulation writes it with its state at every change (specs are
         # never changed in place; a new speed is a copy, and speed is not in it)
         data = self.model_dump(mode="json", exclude={"speed"})
+        for node in data["nodes"]:
+            if not node["labels"]:
+                del node["labels"]  # a spec without labels keeps the fingerprint it had before them
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
