@@ -459,8 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if ratio < peak:
         print(
-            f"     The speed-up ({ratio:.2f}x) is below that peak: drains and failbacks go through the gate "
-            "one node at a time (so placements never race), each batch waits for its slowest node "
+            f"     The speed-up ({ratio:.2f}x) is below that peak: each batch waits for its slowest node "
             "(restarts 45-120 s, a second install pass for the second-order update), and the last "
             "batch is only partly full."
         )
@@ -469,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             f"     The speed-up ({ratio:.2f}x) reaches or passes that peak: while {peak} node(s) are in "
             f"maintenance, up to {max_failed + 1 - peak} more are in progress outside it (scanning and "
             "downloading their updates before they drain), so that work overlaps too; drains and failbacks "
-            "still go through the gate one node at a time."
+            "overlap as well (planned on the placement every move in flight will leave)."
         )
     # The ETA: each mode's second run of the same cluster learns from its first (same store).
     worst = 0.0
