@@ -150,7 +150,7 @@ def test_tight_capacity_parallel_drains(case: Case) -> None:
 
 
 @pytest.mark.slow
-@settings(SETTINGS, max_examples=600)
+@settings(SETTINGS, max_examples=250)
 @given(case=st.one_of(cases(), tight_cases()))
 def test_many_random_runs(case: Case) -> None:
     """The same promises over many more clusters (about two minutes)."""
@@ -370,6 +370,6 @@ class StopKillResumeMany(StopKillResume):
 
 
 StopKillResumeMany.TestCase.settings = settings(
-    StopKillResume.TestCase.settings, max_examples=300, stateful_step_count=15
+    StopKillResume.TestCase.settings, max_examples=150, stateful_step_count=15
 )
 test_stop_kill_resume_many = pytest.mark.slow(StopKillResumeMany.TestCase)
