@@ -5,9 +5,9 @@ quarter of the nodes' worth of roles can be drained at once. Durations are reali
 10-60 s, restarts 45-120 s, migrations 5-20 s, a second-order update) and the sandbox runs at
 speed 1 in virtual time: hours of cluster time take a second or two of real time.
 
-The nodes are in four racks (failure domains: at most one node of a rack in maintenance at once,
-the default) and two disruption budgets hold: the monitoring clone keeps 80 % of its instances
-running, the pinned license servers 3 of 4.
+The nodes are in racks of four (at least four racks; failure domains: at most one node of a rack
+in maintenance at once, the default) and two disruption budgets hold: the monitoring clone keeps
+80 % of its instances running, the pinned license servers (one per four nodes) at least 3.
 
 The same cluster is updated twice from scratch: once with max_parallel_nodes = 1 (CAU's serial
 behaviour) and once with "auto" (quorum, capacity, failure domains, disruption budgets and the
@@ -74,13 +74,14 @@ BUDGETS = ["node-exporter=80%", "license-server-*=3"]
 def build_spec(nodes: int, spare: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     names = [f"node{i:02d}" for i in range(1, nodes + 1)]
+    racks = max(4, nodes // 4)  # racks of four nodes, as a real row of racks would be
     node_list = [
         {
             "name": n,
             "cpu": NODE_CPU,
             "memory_gb": NODE_MEMORY_GB,
             "restart_seconds": rng.randint(45, 120),
-            "failure_domain": f"rack{(i % 4) + 1}",
+            "failure_domain": f"rack{(i % racks) + 1}",
         }
         for i, n in enumerate(names)
     ]

@@ -78,6 +78,7 @@ class SandboxCluster:
         self.state_file = state_file
         self.nodes: dict[str, NodeSim] = {}
         self.roles: dict[str, RoleSim] = {}
+        self._snapshot_cache: tuple[object, ClusterSnapshot] | None = None
         self.install_failures_left: dict[str, int] = {}
         self.migration_failures_left: dict[str, int] = {}
         self.outages: list[Outage] = []
@@ -281,6 +282,20 @@ class SandboxCluster:
 
     def snapshot(self) -> ClusterSnapshot:
         self._settle()
+        # The same state gives the same snapshot: every admission and check asks for one, and
+        # building it is most of a large simulated run's real time. The key is what a snapshot
+        # shows, read afresh each time, so no change of state can be missed.
+        key = (
+            tuple((n.up, n.in_maintenance, n.boot_id) for n in self.nodes.values()),
+            tuple(r.owner for r in self.roles.values()),
+        )
+        if self._snapshot_cache is not None and self._snapshot_cache[0] == key:
+            return self._snapshot_cache[1]
+        snapshot = self._build_snapshot()
+        self._snapshot_cache = (key, snapshot)
+        return snapshot
+
+    def _build_snapshot(self) -> ClusterSnapshot:
         nodes = tuple(
             Node(
                 name=s.name,
