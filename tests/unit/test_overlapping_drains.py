@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.cluster import Capacity, ClusterSnapshot, Node, Role, RoleKind
 from cau.domain.planning import admit_to_maintenance, project_in_flight
@@ -124,3 +126,49 @@ def test_a_parallel_run_journals_each_planned_drain_and_breaks_nothing(tmp_path:
         assert plan is not None and list(plan) == [f"vm{name[1:]}"] and plan[f"vm{name[1:]}"] != name
     for i in range(1, 7):  # failed back
         assert done.state["roles"][f"vm{i}"]["owner"] == f"n{i}"
+
+
+class _Hooks:
+    """Health gates that turn red for n2 while it waits at the gate, once."""
+
+    def __init__(self) -> None:
+        self.waits: list[str] = []
+        self.red_once = {"n2"}
+
+    async def before_admission(self, node: str) -> None:
+        self.waits.append(node)
+
+    def red_gates(self, node: str) -> list[str]:
+        if node in self.red_once:
+            self.red_once.discard(node)
+            return ["db-replica"]
+        return []
+
+    async def admitted(self, node: str) -> None:
+        return None
+
+    async def returned(self, node: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("move", [MoveMethod.LIVE, MoveMethod.SAVE])
+def test_a_health_gate_that_turns_red_while_a_node_waits_at_the_gate_sends_it_back(
+    tmp_path: Path, move: MoveMethod
+) -> None:
+    nodes = [node(f"n{i}") for i in range(1, 6)]
+    refusals: list[tuple[str, str]] = []
+    hooks = _Hooks()
+
+    async def main() -> set[str]:
+        provider = _sandbox(tmp_path, nodes, [])
+        gate = MaintenanceGate(provider, move, lambda n, a: refusals.append((n, a.reason)), 5.0, hooks=hooks)
+        async with gate.draining("n1"):
+            pass
+        async with gate.draining("n2"):
+            pass
+        return gate.holders
+
+    holders = run_virtual(main())
+    assert holders == {"n1", "n2"}
+    assert hooks.waits == ["n1", "n2", "n2"]  # n2 waited for its gates again before it was let in
+    assert ("n2", "health gate(s) turned red: db-replica") in refusals

@@ -60,6 +60,10 @@ class GateHooks(Protocol):
         """Before the gate considers `node` (outside the gate's lock): may wait, or raise."""
         ...
 
+    def red_gates(self, node: str) -> list[str]:
+        """The health gates concerning `node` last seen red (by the run's watch), at admission."""
+        ...
+
     async def admitted(self, node: str) -> None:
         """`node` was admitted and is about to drain (inside the gate's lock)."""
         ...
@@ -124,23 +128,33 @@ class MaintenanceGate:
     async def draining(self, node: str) -> AsyncIterator[None]:
         """Admit `node` (unless it already holds maintenance) and keep the gate while it drains;
         with planned drains, only while it is admitted: its plan then holds the room it needs."""
-        if self._hooks is not None and node not in self.holders:
-            await self._hooks.before_admission(node)
+        while True:
+            if self._hooks is not None and node not in self.holders:
+                await self._hooks.before_admission(node)
+            await self._cond.acquire()
+            try:
+                if node in self.holders:
+                    if self.overlapping:
+                        await self._replan(node)
+                    break
+                if await self._admit(node):
+                    if self._hooks is not None:
+                        await self._hooks.admitted(node)
+                    break
+            except BaseException:
+                self._cond.release()
+                raise
+            # A health gate turned red while it waited for the gate: wait for it again, outside.
+            self._cond.release()
         if self.overlapping:
-            async with self._cond:
-                await self._admit_planned(node)
+            self._cond.release()
             try:
                 yield
             finally:
                 self._plans.pop(node, None)  # its roles have landed (or the drain failed)
                 await self._notify()
             return
-        await self._cond.acquire()
         try:
-            if node not in self.holders:
-                await self._admit(node)
-                if self._hooks is not None:
-                    await self._hooks.admitted(node)
             yield
         finally:
             self._cond.notify_all()
@@ -150,20 +164,17 @@ class MaintenanceGate:
         async with self._cond:
             self._cond.notify_all()
 
-    async def _admit_planned(self, node: str) -> None:
-        if node in self.holders:
-            # Already in maintenance (a resumed run, another attempt): plan what is left on it,
-            # on the room nobody else has planned for. Without room the provider refuses.
-            snapshot = project_in_flight(await self._provider.discover(), self._plans)
-            placement = place_roles(snapshot, self.holders, unavailable=self._returning)
-            own = {r.name for r in snapshot.roles_on(node) if r.movable}
-            self._plans[node] = {role: to for role, to in placement.moves.items() if role in own}
-            return
-        await self._admit(node)
-        if self._hooks is not None:
-            await self._hooks.admitted(node)
+    async def _replan(self, node: str) -> None:
+        """A node already in maintenance (a resumed run, another attempt): plan what is left on
+        it, on the room nobody else has planned for. Without room the provider refuses."""
+        snapshot = project_in_flight(await self._provider.discover(), self._plans)
+        placement = place_roles(snapshot, self.holders, unavailable=self._returning)
+        own = {r.name for r in snapshot.roles_on(node) if r.movable}
+        self._plans[node] = {role: to for role, to in placement.moves.items() if role in own}
 
-    async def _admit(self, node: str) -> None:
+    async def _admit(self, node: str) -> bool:
+        """Wait (releasing the gate) until `node` may enter maintenance; False when one of its
+        health gates turned red while it waited (its wait for them must start again)."""
         while True:
             closed = self.window_closed()
             if closed is not None:
@@ -200,10 +211,18 @@ class MaintenanceGate:
                         False, Block.PLACEMENT, f"draining {node} would stop roles: " + "; ".join(stops)
                     )
             if admission.admitted:
+                # The health gates were green and stable before it asked; it may have waited here
+                # since: a gate the watch saw turn red meanwhile sends it back to wait for them.
+                red = self._hooks.red_gates(node) if self._hooks is not None else []
+                if red:
+                    self._on_wait(
+                        node, Admission(False, Block.HEALTH, "health gate(s) turned red: " + ", ".join(red))
+                    )
+                    return False
                 self.holders.add(node)
                 if self.overlapping:
                     self._plans[node] = dict(admission.moves)
-                return
+                return True
             if not others:
                 raise NeverAdmitted(admission)
             self._on_wait(node, admission)

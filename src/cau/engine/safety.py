@@ -142,6 +142,9 @@ class RunSafety:
     async def before_admission(self, node: str) -> None:
         await self._wait(node, "admission")
 
+    def red_gates(self, node: str) -> list[str]:
+        return self.monitor.red(node) if self.monitor is not None else []
+
     async def admitted(self, node: str) -> None:
         if self.silences is not None:
             await self.silences.create(node)

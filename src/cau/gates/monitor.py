@@ -161,6 +161,14 @@ class GateMonitor:
         interval = self._gates[key[0]].interval.total_seconds()
         return (state.checked if state.checked is not None else -math.inf) + interval
 
+    def red(self, node: str) -> list[str]:
+        """The gates a wait of `node` depends on that were red when last checked (no check made)."""
+        return [
+            key[0] if key[1] in (None, node) else f"{key[0]} ({key[1]})"
+            for key in self.keys_for(node)
+            if self.state(*key).green is False
+        ]
+
     # --- waits -----------------------------------------------------------------------------------
 
     async def wait(self, node: str, phase: Phase) -> None:
