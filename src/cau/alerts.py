@@ -53,6 +53,7 @@ class Silence:
     run_id: str | None  # from cau's marker; None for a silence that is not cau's
     cluster: str | None
     node: str | None
+    ends_at: datetime | None = None
 
 
 class Alertmanager:
@@ -142,6 +143,7 @@ class Alertmanager:
                     run_id=m.group(1),
                     cluster=m.group(2),
                     node=m.group(3),
+                    ends_at=_timestamp(item.get("endsAt")),
                 )
             )
         return found
@@ -236,6 +238,19 @@ class SilenceKeeper:
                 if s.run_id == self.run_id and s.cluster == self.cluster and s.node == node:
                     await self._expire(s)
 
+    async def renew(self, in_maintenance: Collection[str]) -> None:
+        """A node still in maintenance whose silence ends within half its length gets a new one,
+        made before the old one is expired, so its alerts stay silent however long it takes."""
+        async with self._lock:
+            found = await self._active()
+            soon = self.clock.now() + self.lasts / 2
+            for s in found or []:
+                mine = s.run_id == self.run_id and s.cluster == self.cluster
+                due = s.ends_at is not None and s.ends_at <= soon
+                if mine and due and s.node is not None and s.node in in_maintenance:
+                    await self._create(s.node)
+                    await self._expire(s)
+
     async def reconcile(self, in_maintenance: Collection[str], *, create: bool) -> None:
         """Expire this run's silences of nodes not in maintenance; with `create`, silence a node
         in maintenance that has none."""
@@ -251,6 +266,16 @@ class SilenceKeeper:
                 silenced = {s.node for s in mine}
                 for node in sorted(set(in_maintenance) - silenced):
                     await self._create(node)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Alertmanager's RFC 3339 time ("2026-12-03T15:00:00.000Z"), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 async def expire_leftovers(

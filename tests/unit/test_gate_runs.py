@@ -8,6 +8,7 @@ real Prometheus and Alertmanager: tests/integration/test_gates_real.py.)"""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -320,3 +321,30 @@ def test_a_gate_naming_an_undeclared_secret_is_refused_before_anything_starts(tm
         assert asyncio.run(svc.store.active_run("c1")) is None
     finally:
         svc.close()
+
+
+def test_a_node_in_maintenance_longer_than_its_silence_keeps_one_without_a_gap(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    config = setup(tmp_path, monkeypatch)
+    with config.open("a") as f:
+        f.write('duration = "2m"\n')  # shorter than a node's maintenance (installs, a restart)
+    backends = Backends()
+    outcome = run(tmp_path, config, backends)
+    assert outcome is not None and outcome.report is not None and outcome.report.status == "Succeeded"
+    assert backends.active() == {}
+    events = finished(tmp_path, "c1", outcome).events
+    for node in ("n1", "n2", "n3"):
+        mine = sorted(
+            (
+                datetime.fromisoformat(s["startsAt"]),
+                datetime.fromisoformat(s["endsAt"]),
+            )
+            for s in backends.silences.values()
+            if s["matchers"][0]["value"] == f"{node}:9100"
+        )
+        assert len(mine) >= 2, (node, mine)  # renewed at least once
+        for (_, ends), (starts, _) in itertools.pairwise(mine):
+            assert starts <= ends, (node, mine)  # the next one began before the last one ended
+        left = max(e.ts for e in events if e.step == "exit_maintenance" and e.node == node)
+        assert left <= mine[-1][1], (node, left, mine)  # silent until it was out of maintenance

@@ -68,6 +68,7 @@ class RunSafety:
         self.monitor: GateMonitor | None = None
         self.silences: SilenceKeeper | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._renewal: asyncio.Task[None] | None = None
         if config.gates:
             checks = GateChecks(
                 provider=ctx.provider,
@@ -106,6 +107,7 @@ class RunSafety:
         """A coordinator takes the run: silences as the journal says nodes are, the watch on."""
         if self.silences is not None:
             await self.silences.reconcile(self._in_maintenance(), create=True)
+            self._renewal = asyncio.get_running_loop().create_task(self._renew(), name="cau-silences")
         if self.monitor is not None:
             # nodes that returned before a resume are watched again
             for _, node, _event in self.ctx.progress.gate_changes:
@@ -117,13 +119,22 @@ class RunSafety:
     async def stop(self, *, reconcile: bool) -> None:
         """The coordinator stops acting (the run ends, pauses or is handed over; with `reconcile`
         False it was killed: nothing more is done)."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch
-            self._watch = None
+        for task in (self._watch, self._renewal):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._watch = self._renewal = None
         if reconcile and self.silences is not None:
             await self.silences.reconcile(self._in_maintenance(), create=False)
+
+    async def _renew(self) -> None:
+        """Keep the silences of nodes in maintenance from running out (until cancelled)."""
+        assert self.silences is not None
+        every = max(self.silences.lasts.total_seconds() / 4, 60.0)
+        while True:
+            await self.ctx.clock.sleep(every)
+            await self.silences.renew(self._in_maintenance())
 
     # --- GateHooks -------------------------------------------------------------------------------
 
