@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.cluster import ClusterSnapshot
+from cau.domain.gates import ProbeGate
 from cau.domain.profile import OverrunPolicy, PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
@@ -300,6 +301,12 @@ class Service:
                 problems.append(
                     f"health gate {gate.name}: bearer_token_secret {token} is not a secret of the cluster"
                 )
+            if isinstance(gate, ProbeGate) and gate.probe not in {p.role for p in cfg.probes}:
+                problems.append(
+                    f"health gate {gate.name}: the cluster has no probe of role {gate.probe}"
+                    f" (its [[clusters.{cluster}.probes]] name: "
+                    f"{', '.join(sorted(p.role for p in cfg.probes)) or 'none'})"
+                )
             if gate.kind == "cluster-health" and not isinstance(provider, ReportsHealth):
                 problems.append(
                     f"health gate {gate.name}: the {cfg.provider} provider does not report "
@@ -315,7 +322,9 @@ class Service:
                 f"cluster '{cluster}': " + "; ".join(problems),
                 hint=f"declare the secrets under [clusters.{cluster}.secrets]; rename or remove the gates",
             )
-        return SafetyConfig(gates=gates, alertmanager=am, http_transport=self.http_transport)
+        return SafetyConfig(
+            gates=gates, alertmanager=am, http_transport=self.http_transport, probes=tuple(cfg.probes)
+        )
 
     def plugin_specs(self, cluster: str, profile: RunProfile, provider: ClusterProvider) -> list[PluginSpec]:
         if profile.plugins:

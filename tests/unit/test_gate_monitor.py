@@ -4,6 +4,7 @@ return phase that never trusts an answer from before, the watch; and Prometheus 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,10 +14,11 @@ import httpx
 import pytest
 
 from cau.clock import VirtualClock, run_virtual
-from cau.domain.gates import CommandGate, GateSpec, PrometheusGate
+from cau.domain.gates import CommandGate, GateSpec, ProbeGate, PrometheusGate
 from cau.gates.check import Answer, GateChecks, prometheus_answer
 from cau.gates.monitor import GateMonitor, GateTimeout
 from cau.journal.events import EventPayload, GateChanged, GateWait
+from cau.probes.spec import ProbeSpec
 from cau.sandbox.provider import SandboxProvider
 
 
@@ -259,3 +261,25 @@ def test_gate_settings_are_checked() -> None:
     assert not CommandGate(name="c", command="true", on="coordinator").per_node
     assert CommandGate(name="c", command="check {node}", on="coordinator").per_node
     assert prom().timeout == timedelta(minutes=30)
+
+
+def test_a_probe_gate_is_green_while_the_role_answers_and_red_when_it_does_not() -> None:
+    async def main() -> tuple[Answer, Answer, Answer]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        probe = ProbeSpec(role="web", targets=[f"tcp://127.0.0.1:{port}"], interval="100ms", timeout="1s")
+        checks = GateChecks(
+            provider=SandboxProvider.__new__(SandboxProvider), run_id="r1", secrets={}, probes=[probe]
+        )
+        gate = ProbeGate(name="web-serves", probe="web", interval="200ms")
+        up = await checks.evaluate(gate, None)
+        server.close()
+        await server.wait_closed()
+        down = await checks.evaluate(gate, None)
+        unknown = await checks.evaluate(ProbeGate(name="x", probe="nothing"), None)
+        return up, down, unknown
+
+    up, down, unknown = asyncio.run(main())
+    assert up.green and up.text.startswith("web answers")
+    assert not down.green and "web does not answer" in down.text
+    assert not unknown.green and "no probe of role nothing" in unknown.text

@@ -348,3 +348,32 @@ def test_a_node_in_maintenance_longer_than_its_silence_keeps_one_without_a_gap(
             assert starts <= ends, (node, mine)  # the next one began before the last one ended
         left = max(e.ts for e in events if e.step == "exit_maintenance" and e.node == node)
         assert left <= mine[-1][1], (node, left, mine)  # silent until it was out of maintenance
+
+
+def test_a_probe_gate_naming_no_probe_of_the_cluster_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    config = write_cluster(tmp_path, spec(3))
+    with config.open("a") as f:
+        f.write(
+            '[[clusters.c1.probes]]\nrole = "web"\ntargets = ["tcp://127.0.0.1:9"]\n'
+            '[[clusters.c1.health_gates]]\nname = "db-serves"\nkind = "probe"\nprobe = "db"\n'
+        )
+
+    async def main() -> str:
+        svc = Service(tmp_path, config, clock=VirtualClock())
+        try:
+            await svc.run("c1", build_profile(None, {}))
+        except Exception as exc:  # ConfigError
+            return str(exc)
+        finally:
+            svc.close()
+        return "started"
+
+    message = run_virtual(main())
+    assert "health gate db-serves: the cluster has no probe of role db" in message and "web" in message
+    svc = Service(tmp_path, config)
+    try:
+        assert asyncio.run(svc.store.active_run("c1")) is None
+    finally:
+        svc.close()

@@ -205,7 +205,18 @@ class ClusterHealthGate(_Gate):
     kind: Literal["cluster-health"] = "cluster-health"
 
 
-GateSpec = Annotated[CommandGate | HttpGate | PrometheusGate | ClusterHealthGate, Field(discriminator="kind")]
+class ProbeGate(_Gate):
+    """A role's availability probe (the cluster's `[[probes]]` of that role), checked as a gate:
+    green while the role's service answers. After a node's return it holds the run until the
+    roles failed back really serve again, not only until the cluster manager says they started."""
+
+    kind: Literal["probe"] = "probe"
+    probe: str = Field(min_length=1, description="The role of one of the cluster's [[probes]].")
+
+
+GateSpec = Annotated[
+    CommandGate | HttpGate | PrometheusGate | ClusterHealthGate | ProbeGate, Field(discriminator="kind")
+]
 
 
 def check_unique(gates: list[GateSpec]) -> list[GateSpec]:

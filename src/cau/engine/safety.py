@@ -30,6 +30,7 @@ from cau.gates.monitor import GateMonitor, Phase, WaitStopped
 from cau.journal.events import EventPayload, JournalEvent
 from cau.journal.progress import RunProgress
 from cau.ports import Clock, ClusterProvider
+from cau.probes.spec import ProbeSpec
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class SafetyConfig:
     gates: Sequence[GateSpec] = ()
     alertmanager: AlertmanagerSpec | None = None
     http_transport: httpx.AsyncBaseTransport | None = field(default=None, compare=False)
+    probes: Sequence[ProbeSpec] = ()  # the cluster's probes, for probe gates
 
 
 class SafetyContext(Protocol):
@@ -75,6 +77,7 @@ class RunSafety:
                 run_id=ctx.run_id,
                 secrets=ctx.secrets,
                 http_transport=config.http_transport,
+                probes=config.probes,
             )
             self.monitor = GateMonitor(
                 config.gates,

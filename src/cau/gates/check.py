@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,14 @@ from cau.domain.gates import (
     CommandGate,
     GateSpec,
     HttpGate,
+    ProbeGate,
     PrometheusGate,
     substitute,
 )
 from cau.errors import CauError
 from cau.ports import ClusterProvider, ReportsHealth
+from cau.probes.check import Checker
+from cau.probes.spec import ProbeSpec
 from cau.redact import redact
 from cau.transport.local import LocalTransport
 
@@ -99,7 +102,9 @@ class GateChecks:
         run_id: str,
         secrets: Mapping[str, str],
         http_transport: httpx.AsyncBaseTransport | None = None,
+        probes: Sequence[ProbeSpec] = (),
     ) -> None:
+        self._probes = {p.role: p for p in probes}
         self._provider = provider
         self._run_id = run_id
         self._secrets = dict(secrets)
@@ -116,6 +121,8 @@ class GateChecks:
                     return await self._prometheus(gate, node)
                 case ClusterHealthGate():
                     return await self._health()
+                case ProbeGate():
+                    return await self._probe(gate)
         except asyncio.CancelledError:
             raise
         except httpx.TimeoutException:
@@ -185,6 +192,19 @@ class GateChecks:
             return Answer(False, f"HTTP {response.status_code} from Prometheus")
         answer = prometheus_answer(body, gate.expect)
         return Answer(answer.green, _bounded(answer.text))
+
+    async def _probe(self, gate: ProbeGate) -> Answer:
+        spec = self._probes.get(gate.probe)
+        if spec is None:
+            return Answer(False, f"the cluster has no probe of role {gate.probe}")
+        checker = Checker(spec)  # the probe's own check (targets, timeout, TLS), once
+        try:
+            result = await checker.check()
+        finally:
+            await checker.close()
+        if result.ok:
+            return Answer(True, f"{gate.probe} answers ({result.seconds * 1000:.0f} ms)")
+        return Answer(False, _bounded(f"{gate.probe} does not answer: {result.error}"))
 
     async def _health(self) -> Answer:
         if not isinstance(self._provider, ReportsHealth):
