@@ -136,6 +136,28 @@ def run(
     return run_virtual(main())
 
 
+def refusal_of_a_run(home: Path, config: Path) -> str:
+    """Why a run of c1 is refused before it starts (and that no run was created)."""
+
+    async def main() -> str:
+        svc = Service(home, config, clock=VirtualClock())
+        try:
+            await svc.run("c1", build_profile(None, {}))
+        except Exception as exc:  # ConfigError
+            return str(exc)
+        finally:
+            svc.close()
+        return "started"
+
+    message = run_virtual(main())
+    svc = Service(home, config)
+    try:
+        assert asyncio.run(svc.store.active_run("c1")) is None
+    finally:
+        svc.close()
+    return message
+
+
 def ts(events: list[JournalEvent], pred: Callable[[JournalEvent], bool]) -> list[datetime]:
     return [e.ts for e in events if pred(e)]
 
@@ -304,23 +326,8 @@ def test_a_gate_naming_an_undeclared_secret_is_refused_before_anything_starts(tm
     with config.open("a") as f:
         f.write(GATE.format(timeout="5m").split("[clusters.c1.secrets]")[0])
 
-    async def main() -> str:
-        svc = Service(tmp_path, config, clock=VirtualClock())
-        try:
-            await svc.run("c1", build_profile(None, {}))
-        except Exception as exc:  # ConfigError
-            return str(exc)
-        finally:
-            svc.close()
-        return "started"
-
-    message = run_virtual(main())
+    message = refusal_of_a_run(tmp_path, config)
     assert "node-ok" in message and "PROM_TOKEN is not a secret of the cluster" in message
-    svc = Service(tmp_path, config)
-    try:
-        assert asyncio.run(svc.store.active_run("c1")) is None
-    finally:
-        svc.close()
 
 
 def test_a_node_in_maintenance_longer_than_its_silence_keeps_one_without_a_gap(
@@ -360,20 +367,5 @@ def test_a_probe_gate_naming_no_probe_of_the_cluster_is_refused_before_anything_
             '[[clusters.c1.health_gates]]\nname = "db-serves"\nkind = "probe"\nprobe = "db"\n'
         )
 
-    async def main() -> str:
-        svc = Service(tmp_path, config, clock=VirtualClock())
-        try:
-            await svc.run("c1", build_profile(None, {}))
-        except Exception as exc:  # ConfigError
-            return str(exc)
-        finally:
-            svc.close()
-        return "started"
-
-    message = run_virtual(main())
+    message = refusal_of_a_run(tmp_path, config)
     assert "health gate db-serves: the cluster has no probe of role db" in message and "web" in message
-    svc = Service(tmp_path, config)
-    try:
-        assert asyncio.run(svc.store.active_run("c1")) is None
-    finally:
-        svc.close()
