@@ -173,6 +173,21 @@ def test_roles_live_failover_clone_with_owners() -> None:
     assert standby["web"].owner == "node3" and "node2" not in standby["web-clone"].instances
 
 
+def test_a_clone_expects_one_instance_per_node_or_its_clone_max() -> None:
+    # disruption budgets in percent count from the instances a clone should run
+    roles = {r.name: r for r in roles_from(mon("standby-node2"), cib("standby-node2"))}
+    assert roles["web-clone"].expected_instances == 3  # Pacemaker's default: one per node
+    text = (FIXTURES / "all-online.cib.xml").read_text()
+    capped = text.replace(
+        '<nvpair id="web-clone-meta-interleave" name="interleave" value="true"/>',
+        '<nvpair id="web-clone-meta-interleave" name="interleave" value="true"/>'
+        '<nvpair id="web-clone-meta-max" name="clone-max" value="2"/>',
+    )
+    assert capped != text
+    roles = {r.name: r for r in roles_from(mon("all-online"), parse_cib(capped))}
+    assert roles["web-clone"].expected_instances == 2
+
+
 @pytest.mark.parametrize("text", ["", "error: Could not connect to the CIB", "<pacemaker-result"])
 def test_unreadable_output_is_a_provider_error(text: str) -> None:
     with pytest.raises(ProviderError):

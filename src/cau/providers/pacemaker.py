@@ -135,12 +135,34 @@ def roles_from(status: ClusterStatus, config: ClusterConfig) -> tuple[Role, ...]
             continue  # cau's own coordinator: not a workload, moved by its hand-over
         preferred = config.preferred_nodes(res.id)
         if res.kind in ("clone", "bundle"):
-            roles.append(Role(res.id, RoleKind.CLONE, instances=res.nodes, preferred_owners=preferred))
+            roles.append(
+                Role(
+                    res.id,
+                    RoleKind.CLONE,
+                    instances=res.nodes,
+                    preferred_owners=preferred,
+                    expected_instances=_clone_max(config, res.id, len(status.nodes)),
+                )
+            )
         else:
             kind = RoleKind.LIVE if config.allows_migration(res.id) else RoleKind.FAILOVER
             owner = res.nodes[0] if res.nodes else None
             roles.append(Role(res.id, kind, owner=owner, preferred_owners=preferred))
     return tuple(roles)
+
+
+def _clone_max(config: ClusterConfig, rid: str, nodes: int) -> int | None:
+    """How many instances a clone should run: its `clone-max`, by default one per node of the
+    cluster (Pacemaker's default); None for a bundle or a value that is not a number."""
+    if config.kinds.get(rid) != "clone":
+        return None
+    value = config.meta.get(rid, {}).get("clone-max")
+    if value is None:
+        return nodes
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def node_labels(config: ClusterConfig, node: str, configured: Mapping[str, str]) -> dict[str, str]:
