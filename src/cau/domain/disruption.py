@@ -35,6 +35,7 @@ instances) is never held by a limit that was already reached before it.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -190,7 +191,15 @@ def domain_violations(snapshot: ClusterSnapshot, limits: DisruptionLimits, allow
 
 
 def budget_roles(snapshot: ClusterSnapshot, budget: DisruptionBudget) -> list[Role]:
-    return [r for r in snapshot.roles if budget.selects(r.name)]
+    chosen = _selected(tuple(budget.roles), tuple(r.name for r in snapshot.roles))
+    return [r for r in snapshot.roles if r.name in chosen]
+
+
+@functools.lru_cache(maxsize=256)
+def _selected(patterns: tuple[str, ...], names: tuple[str, ...]) -> frozenset[str]:
+    """The role names a budget's patterns select: the same at every admission of a run (roles
+    move, their names stay), so the globs are matched once, not at every admission."""
+    return frozenset(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
 def _clone_total(role: Role, out: set[str]) -> int:
