@@ -204,7 +204,7 @@ def test_second_coordinator_is_refused_and_stop_is_graceful(cau: Cau) -> None:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume(cau: Cau) -> None:
-    proc = cau.start("run", "sandbox", "--speed", "10")
+    proc = cau.start("run", "sandbox", "--speed", "20")
 
     def second_node_busy() -> bool:
         rows = journal(cau)

@@ -150,7 +150,7 @@ def test_tight_capacity_parallel_drains(case: Case) -> None:
 
 
 @pytest.mark.slow
-@settings(SETTINGS, max_examples=250)
+@settings(SETTINGS, max_examples=150)
 @given(case=st.one_of(cases(), tight_cases()))
 def test_many_random_runs(case: Case) -> None:
     """The same promises over many more clusters (about two minutes)."""
