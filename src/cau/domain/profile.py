@@ -84,6 +84,15 @@ def plugin_shorthand(value: Any) -> Any:
     return value
 
 
+def _listed_once(value: list[str] | None, what: str) -> list[str] | None:
+    """An order names each thing once: a duplicate is refused, naming it."""
+    if value is not None:
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{what} listed twice: {', '.join(dupes)}")
+    return value
+
+
 class RunProfile(BaseModel):
     """Every run option. Each field's description is its help everywhere: `cau run --help`, the
     API's run options (OpenAPI) and the docs."""
@@ -227,20 +236,12 @@ class RunProfile(BaseModel):
     @field_validator("node_order")
     @classmethod
     def _order_unique(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            dupes = sorted({n for n in value if value.count(n) > 1})
-            if dupes:
-                raise ValueError(f"node listed twice: {', '.join(dupes)}")
-        return value
+        return _listed_once(value, "node")
 
     @field_validator("domain_order")
     @classmethod
     def _domains_unique(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            dupes = sorted({d for d in value if value.count(d) > 1})
-            if dupes:
-                raise ValueError(f"failure domain listed twice: {', '.join(dupes)}")
-        return value
+        return _listed_once(value, "failure domain")
 
     @property
     def disruption_limits(self) -> DisruptionLimits:
