@@ -10,7 +10,7 @@ from datetime import datetime
 from cau.domain.batches import form_batches
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.estimate import HISTORY_RUNS, CycleSample, DurationModel, node_class, overruns, plan_run
-from cau.domain.planning import order_nodes
+from cau.domain.planning import run_order
 from cau.domain.profile import DrainPolicy, RunProfile
 from cau.domain.results import RunState
 from cau.domain.runs import ReportQuery
@@ -41,7 +41,7 @@ def forecast(
     one_gate: bool = True,
 ) -> RunForecast:
     """The forecast of a run of `profile` on the cluster as `snapshot` shows it, starting `now`."""
-    order = order_nodes(snapshot, profile.node_order)
+    order = run_order(snapshot, profile)  # the order the run itself will take
     if profile.update_selection is not None:  # a remediation: the nodes not named are bypassed
         order = [n for n in order if n in profile.update_selection]
     max_parallel = None if profile.max_parallel_nodes == "auto" else int(profile.max_parallel_nodes)
@@ -53,6 +53,7 @@ def forecast(
         max_parallel=max_parallel,
         max_failed=max_failed,
         store_members=store_members,
+        limits=profile.disruption_limits,
     )
     model = DurationModel(samples, {n.name: node_class(n) for n in snapshot.nodes})
     plan = plan_run(

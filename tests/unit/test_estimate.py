@@ -17,8 +17,10 @@ from cau.domain.estimate import (
     plan_run,
     remaining_seconds,
 )
-from cau.domain.profile import MoveMethod
+from cau.domain.planning import run_order
+from cau.domain.profile import MoveMethod, build_profile
 from cau.domain.window import MaintenanceWindow
+from cau.forecasting import forecast
 
 PARTS = {"prepare": 10.0, "enter": 20.0, "install:apt": 30.0, "work": 100.0, "leave": 20.0, "after": 0.0}
 
@@ -126,3 +128,27 @@ def test_a_plan_survives_the_journal() -> None:
     plan = plan_run(DurationModel([sample("a")]), ["a"], ["apt"], slots=1, in_progress=1)
     again = RunPlan.model_validate_json(plan.model_dump_json())
     assert again == plan and again.basis is Basis.NODE and not again.rough
+
+
+def test_the_forecast_forms_its_batches_as_the_run_would_with_failure_domains() -> None:
+    # five nodes in three racks, quorum no limit; the profile orders the racks (b first) and lets
+    # two nodes of a rack in at once: the forecast takes the run's order and limits, not defaults
+    racks = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "c"}
+    snap = ClusterSnapshot(
+        name="c",
+        nodes=tuple(Node(n, capacity=Capacity(16, 64), failure_domain=r) for n, r in racks.items()),
+        min_online=1,
+    )
+    profile = build_profile(
+        None,
+        {
+            "max_parallel_nodes": 3,
+            "max_failed_nodes": 4,
+            "domain_order": ["b", "a", "c"],
+            "max_nodes_per_domain": 2,
+        },
+    )
+    predicted = forecast("c", snap, profile, [], ["apt"], datetime(2026, 12, 3, tzinfo=UTC))
+    batches = [b.nodes for b in predicted.batches]
+    assert [n for b in batches for n in b] == run_order(snap, profile)
+    assert batches[0][:2] == ["n3", "n4"]  # rack b first, both of its nodes at once

@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from cau.domain.cluster import ClusterSnapshot
+from cau.domain.disruption import DisruptionLimits
 from cau.domain.planning import admit_to_maintenance
 from cau.domain.profile import MoveMethod
 
@@ -63,6 +64,7 @@ def form_batches(
     max_parallel: int | None,
     max_failed: int,
     store_members: Collection[str] = (),
+    limits: DisruptionLimits | None = None,
 ) -> BatchForecast:
     """Greedy batches of `order` (see the module's text). `max_parallel` None: "auto"."""
     limit = in_progress_limit(max_parallel, max_failed)
@@ -76,14 +78,14 @@ def form_batches(
                 )
                 current = []
             else:
-                admission = admit_to_maintenance(snapshot, name, current, move, store_members)
+                admission = admit_to_maintenance(snapshot, name, current, move, store_members, limits)
                 if admission.admitted:
                     current.append(name)
                     continue
                 why = f"{admission.block.value if admission.block else 'gate'}: {admission.reason}"
                 batches.append(Batch(nodes=current, limited_by=why))
                 current = []
-        alone = admit_to_maintenance(snapshot, name, (), move, store_members)
+        alone = admit_to_maintenance(snapshot, name, (), move, store_members, limits)
         if not alone.admitted:
             batches.append(Batch(nodes=[name], refused=alone.reason))
             continue

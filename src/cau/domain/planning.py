@@ -23,7 +23,7 @@ from cau.domain.disruption import (
     domain_of,
 )
 from cau.domain.placement import place_roles
-from cau.domain.profile import MoveMethod
+from cau.domain.profile import MoveMethod, RunProfile
 from cau.domain.results import ErrorId
 
 
@@ -69,6 +69,13 @@ class Admission:
 def unknown_nodes(snapshot: ClusterSnapshot, names: Sequence[str]) -> list[str]:
     known = set(snapshot.node_names)
     return [n for n in names if n not in known]
+
+
+def run_order(snapshot: ClusterSnapshot, profile: RunProfile) -> list[str]:
+    """The order a run of `profile` takes the nodes in (its explicit order, its domains)."""
+    return order_nodes(
+        snapshot, profile.node_order, domain_label=profile.domain_label, domain_order=profile.domain_order
+    )
 
 
 def order_nodes(

@@ -4,7 +4,7 @@ cau.readiness, run by Service._create_run.)"""
 from __future__ import annotations
 
 from cau.domain.cluster import ClusterSnapshot, RoleKind
-from cau.domain.planning import order_nodes
+from cau.domain.planning import run_order
 from cau.domain.profile import RunProfile
 from cau.journal.events import NodeAtStart, PluginRef, RoleAtStart, RunCreated
 from cau.redact import redact_data
@@ -24,9 +24,7 @@ def run_created(
         plugins=[
             PluginRef.model_validate(redact_data(p.model_dump(mode="json"))) for p in profile.plugins or []
         ],
-        order=order_nodes(
-            snapshot, profile.node_order, domain_label=profile.domain_label, domain_order=profile.domain_order
-        ),
+        order=run_order(snapshot, profile),
         max_failed=profile.effective_max_failed(len(snapshot.nodes)),
         nodes={
             n.name: NodeAtStart(
