@@ -473,8 +473,9 @@ control_path_dir = {control}
 """
 
 
-def ansible_files(lab: Lab, work: Path) -> Path:
-    """inventory.ini and ansible.cfg for the lab, in work/ (reused by every repetition)."""
+def ansible_files(lab: Lab, work: Path, strategy: Path | None = None) -> Path:
+    """inventory.ini and ansible.cfg for the lab, in work/ (reused by every repetition).
+    strategy: Mitogen's strategy plugins directory, to run with its `mitogen_linear`."""
     lines = ["[lab]", *(f"{n} ansible_host={a}" for n, a in lab.addresses.items())]
     lines += [
         "",
@@ -490,6 +491,11 @@ def ansible_files(lab: Lab, work: Path) -> Path:
             work=work, callbacks=CALLBACK_DIR, known_hosts=lab.known_hosts, control=control_dir()
         )
     )
+    if strategy is not None:
+        text = cfg.read_text().replace(
+            "[defaults]\n", f"[defaults]\nstrategy_plugins = {strategy}\nstrategy = mitogen_linear\n", 1
+        )
+        cfg.write_text(text)
     return cfg
 
 
@@ -534,8 +540,15 @@ def reap_dead_ssh() -> None:
                 os.waitpid(int(entry.name), os.WNOHANG)
 
 
-def run_ansible(lab: Lab, rep: int, work: Path, ansible_playbook: Path) -> ToolRun:
-    cfg = ansible_files(lab, work)
+def run_ansible(
+    lab: Lab,
+    rep: int,
+    work: Path,
+    ansible_playbook: Path,
+    playbook: Path = PLAYBOOK,
+    strategy: Path | None = None,
+) -> ToolRun:
+    cfg = ansible_files(lab, work, strategy)
     times = work / f"ansible-{rep}.times.jsonl"
     control = control_dir()
     control.mkdir(exist_ok=True)
@@ -548,7 +561,7 @@ def run_ansible(lab: Lab, rep: int, work: Path, ansible_playbook: Path) -> ToolR
     )
     try:
         with PortWatcher(lab.addresses) as watcher:
-            done = run_tool([str(ansible_playbook), str(PLAYBOOK)], env, cwd=work)
+            done = run_tool([str(ansible_playbook), str(playbook)], env, cwd=work)
     finally:
         close_control_masters(control)
     (work / f"ansible-{rep}.log").write_text(done.stdout + done.stderr)
