@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from cau.domain.cluster import RoleKind
 from cau.domain.disruption import DisruptionLimits, budget_violations, count_budget, domain_violations
 from cau.domain.profile import MoveMethod, RunProfile
-from cau.journal.events import EventKind, JournalEvent
+from cau.journal.events import EventKind, JournalEvent, Step
 from cau.sandbox.cluster import SandboxCluster
 from cau.sandbox.spec import parse_spec
 
@@ -297,6 +297,9 @@ class Observer:
     roles_move: bool = True
     baseline: tuple[int, dict[str, int]] | None = None
     started: set[str] = field(default_factory=set)
+    # nodes that did more than read (a step other than scan and staging): a node started ahead
+    # of its turn only reads until it has it
+    working: set[str] = field(default_factory=set)
     finished: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     installs: dict[tuple[str, str], int] = field(default_factory=dict)  # real installs
@@ -324,6 +327,8 @@ class Observer:
             return
         if event.kind is EventKind.NODE_STARTED:
             self.started.add(event.node)
+        elif event.kind is EventKind.INTENT and event.step not in (Step.SCAN, Step.STAGE):
+            self.working.add(event.node)
         elif event.kind is EventKind.NODE_FINISHED:
             self.finished[event.node] = dict(event.data)
 
@@ -332,7 +337,14 @@ class Observer:
 
     def _maintenance_check(self, sim: SandboxCluster, entering: str | None, what: str) -> None:
         flying = self.in_flight()
-        held = {n for n in flying if sim.nodes[n].in_maintenance}
+        at_work = flying & self.working
+        if self.max_parallel is not None and len(at_work) > self.max_parallel:
+            self.problems.append(
+                f"{what}: {sorted(at_work)} updated at once, max_parallel_nodes = {self.max_parallel}"
+            )
+        # a node scanned ahead of its turn may be in maintenance already (an operator's): cau
+        # has not taken it in hand yet
+        held = {n for n in at_work if sim.nodes[n].in_maintenance}
         if entering is not None:
             held.add(entering)
         self.peak_in_maintenance = max(self.peak_in_maintenance, len(held))

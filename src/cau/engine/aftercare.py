@@ -51,6 +51,9 @@ class _AfterRun:
     def node_progress(self, node: str) -> NodeProgress:
         return self.progress.node(node)
 
+    async def take_turn(self, node: str) -> None:
+        return None  # only exit and failback run here: nothing waits for a turn
+
 
 async def take_out_of_maintenance(
     *,

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cau.domain.planning import Admission, may_start
+from cau.domain.planning import Admission, Block, may_start
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
@@ -192,6 +192,9 @@ class Coordinator:
         self._stop: tuple[ErrorId, str] | None = (first.error_id, first.message) if first else None
         self._warned = False
         self._runs: dict[str, NodeRun] = {}
+        # Nodes started ahead of their turn (read-only: scan, staging), each with the event that
+        # gives it its turn; an event set is a turn given. See `_schedule`.
+        self._turns: dict[str, asyncio.Event] = {}
         self.availability = availability
         self._measuring = False  # the availability source is started and its events journaled
 
@@ -211,6 +214,26 @@ class Coordinator:
 
     def node_progress(self, node: str) -> NodeProgress:
         return self.progress.nodes.setdefault(node, NodeProgress(node))
+
+    async def take_turn(self, node: str) -> None:
+        turn = self._turns.get(node)
+        if turn is not None and not turn.is_set():
+            self._runs[node].progress("scanned and staged ahead: waiting for its turn")
+            await turn.wait()
+
+    def _budget_allows(self, working: int) -> bool:
+        """The failure budget would let one more node start even if the nodes at work failed;
+        else nothing starts ahead (with max_failed_nodes = 0, nothing starts while one works)."""
+        return may_start(
+            in_flight=working,
+            failed=self.progress.failed_nodes,
+            max_parallel=None,
+            max_failed=self.max_failed,
+        ).admitted
+
+    def _waiting_turn(self, name: str) -> bool:
+        turn = self._turns.get(name)
+        return turn is not None and not turn.is_set()
 
     def _on_gate_wait(self, node: str, admission: Admission) -> None:
         run = self._runs.get(node)
@@ -421,37 +444,63 @@ class Coordinator:
     async def _schedule(self, tasks: dict[asyncio.Future[Any], str]) -> str | None:
         """Run the nodes; the reason the run must wait for its next window, if it must."""
         order = self.progress.order
-        # Resume first what was in progress; a node that held maintenance still holds it.
+        max_parallel = (
+            None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
+        )
+        # With a fixed cap, the next node may start ahead of its turn: its read-only work (the
+        # scan, staging the downloads) runs while the nodes in hand restart or fail back, and it
+        # waits for its turn (NodeRun._take_turn) before anything that changes the node. Its turn
+        # is given here, in order, after the failure budget was checked, as a start would be.
+        # Not with a pre-update script, which runs before the scan and may change the node.
+        ahead = max_parallel is not None and not self.profile.pre_update_script
+        # Resume first what was in progress; a node that held maintenance still holds it. One
+        # that had only read (scan, staging) when the last coordinator stopped waits for its turn.
         for name in order:
             node = self.progress.nodes[name]
             if node.in_flight:
                 if node.maintenance_intended:
                     self.gate.hold(name)
-                self._start(name, tasks)
+                self._start(name, tasks, ahead=ahead and node.only_read)
         # Not started yet; a node already finished without starting (canceled) stays finished.
         pending = [n for n in order if self._not_started(n)]
-        max_parallel = (
-            None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
-        )
         closed: str | None = None
         while True:
             await self._check_limits()
             closed = self._window_closed()
-            while self._stop is None and pending and closed is None:
-                if pending[0] == self.own_node:
+            while self._stop is None and closed is None:
+                working = [n for n in tasks.values() if not self._waiting_turn(n)]
+                waiting = [n for n in order if n in tasks.values() and self._waiting_turn(n)]
+                if not waiting and pending and pending[0] == self.own_node:
                     # Our own node is next: once nothing is in flight, the run is handed over
                     # (nothing started after it either, so the node order holds).
                     self._handing_over = not tasks
                     break
                 admission = may_start(
-                    in_flight=len(tasks),
+                    in_flight=len(working),
                     failed=self.progress.failed_nodes,
                     max_parallel=max_parallel,
                     max_failed=self.max_failed,
                 )
-                if not admission.admitted:
+                if admission.admitted and waiting:
+                    self._turns[waiting[0]].set()
+                elif admission.admitted and pending:
+                    self._start(pending.pop(0), tasks)
+                elif (
+                    ahead
+                    and pending
+                    and not waiting
+                    and pending[0] != self.own_node
+                    and admission.block is Block.PARALLEL_LIMIT
+                    and self._budget_allows(len(working))
+                ):
+                    self._start(pending.pop(0), tasks, ahead=True)
+                else:
                     break
-                self._start(pending.pop(0), tasks)
+            if self._stop is not None or closed is not None:
+                # Stopping, or the window closed: a node waiting for its turn goes on to see it
+                # (it ends before changing anything, or the gate refuses it outside the window).
+                for turn in self._turns.values():
+                    turn.set()
             if not tasks:
                 break
             tick = asyncio.ensure_future(self.clock.sleep(self._poll))
@@ -505,7 +554,9 @@ class Coordinator:
             self.run_id, RunState.RUNNING, None, None, message, None, handed_over=True, handed_over_to=to
         )
 
-    def _start(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> None:
+    def _start(self, name: str, tasks: dict[asyncio.Future[Any], str], *, ahead: bool = False) -> None:
+        if ahead:
+            self._turns[name] = asyncio.Event()
         run = NodeRun(self, name)
         self._runs[name] = run
         tasks[asyncio.ensure_future(run.run())] = name

@@ -120,6 +120,12 @@ class RunContext(Protocol):
 
     def node_progress(self, node: str) -> NodeProgress: ...
 
+    async def take_turn(self, node: str) -> None:
+        """Wait until `node` may do more than read: a node started ahead of its turn (its scan
+        and staging while the node before it restarts) waits here for a place among
+        `max_parallel_nodes` and the failure budget's check; at once for any other."""
+        ...
+
 
 class NodeEnd(Exception):
     """Ends a node's pipeline early, with the reason."""
@@ -312,6 +318,11 @@ class NodeRun:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         return f"{first.title} failed: {first.message or f'code {first.error_code}'}{more}"
 
+    async def _take_turn(self) -> None:
+        if not self.work_started:
+            await self.ctx.take_turn(self.name)
+            self._stop_check()  # a stop asked while it waited: it ends before changing anything
+
     def _stop_check(self) -> None:
         reason = self.ctx.stop_reason
         if reason is not None:
@@ -329,6 +340,8 @@ class NodeRun:
             snapshot = await self.ctx.provider.discover()
             if self.name not in snapshot.node_names or not snapshot.node(self.name).is_up:
                 raise NodeEnd(ErrorId.NODE_OFFLINE, f"{self.name} is down or unreachable")
+        if self.profile.pre_update_script:
+            await self._take_turn()  # a script may change the node: never ahead of its turn
         await self._pre_script()
         finished: NodeEnd | None = None
         try:
@@ -337,6 +350,7 @@ class NodeRun:
                 raise NodeEnd(ErrorId.SCAN_FAILED, "scan failed: " + "; ".join(scan.errors.values()))
             if scan.all_updates or scan.restart_pending:
                 await self._stage(scan)
+                await self._take_turn()  # read-only so far: from here on, its turn
                 if self.profile.drain is DrainPolicy.ALWAYS:
                     await self._enter_maintenance()
                 if not self.record.has_step(Step.INSTALL):

@@ -88,6 +88,11 @@ class NodeProgress:
         return any(s.step in steps for s in self.steps.values())
 
     @property
+    def only_read(self) -> bool:
+        """Started, and nothing done to the node but reading (scan, staging the downloads)."""
+        return all(s.step in (Step.SCAN, Step.STAGE) for s in self.steps.values())
+
+    @property
     def maintenance_intended(self) -> bool:
         """cau asked (or began to ask) for maintenance and has not successfully taken it back
         since (a failed drain is undone before its retry, which asks again): in journal order."""
