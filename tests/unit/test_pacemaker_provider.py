@@ -223,8 +223,7 @@ def test_failback_prefers_the_node_until_its_roles_are_back_then_removes_the_con
     moved = run_virtual(p.failback("node2", prior, FailbackMode.IMMEDIATE))
     assert moved == ["web"]
     assert pcmk.cluster_commands() == [
-        CIB,  # constraints an earlier failback may have left
-        CRM_MON,
+        READ,  # where its roles are, and constraints an earlier failback may have left
         prefer("web", "node2"),
         CRM_MON,
         CRM_MON,

@@ -193,20 +193,16 @@ class MaintenanceGate:
             )
             if admission.admitted and self.overlapping:
                 admission = _not_a_target_in_flight(node, self._plans) or admission
-            if admission.admitted and self._check_health and isinstance(self._provider, ReportsHealth):
-                # a health gate: no drain on top of a failure the previous node may have left
-                problems = await self._provider.health_problems()
+            if admission.admitted:
+                # The cluster manager's answers, asked at once (both only read): is it healthy
+                # (no drain on top of a failure the previous node may have left), and would
+                # anything stop rather than move? Health is the first reason given.
+                problems, stops = await asyncio.gather(self._health_problems(), self._drain_stops(node))
                 if problems:
                     admission = Admission(
                         False, Block.HEALTH, "the cluster is not healthy: " + "; ".join(problems)
                     )
-            if admission.admitted and isinstance(self._provider, PredictsDrain):
-                # the cluster manager's own answer: would anything stop rather than move?
-                try:
-                    stops = await self._provider.drain_problems(node, self._move)
-                except CauError as exc:
-                    stops = [f"cau could not ask the cluster what the drain would do ({exc})"]
-                if stops:
+                elif stops:
                     admission = Admission(
                         False, Block.PLACEMENT, f"draining {node} would stop roles: " + "; ".join(stops)
                     )
@@ -233,6 +229,19 @@ class MaintenanceGate:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._recheck):
                     await self._cond.wait()
+
+    async def _health_problems(self) -> list[str]:
+        if self._check_health and isinstance(self._provider, ReportsHealth):
+            return await self._provider.health_problems()
+        return []
+
+    async def _drain_stops(self, node: str) -> list[str]:
+        if not isinstance(self._provider, PredictsDrain):
+            return []
+        try:
+            return await self._provider.drain_problems(node, self._move)
+        except CauError as exc:
+            return [f"cau could not ask the cluster what the drain would do ({exc})"]
 
     @contextlib.asynccontextmanager
     async def leaving(self, node: str) -> AsyncIterator[None]:

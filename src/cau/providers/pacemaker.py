@@ -492,9 +492,16 @@ class PacemakerProvider(SshProvider):
             await self._checked(command, f"taking {node} out of standby")
             clones = [str(c) for c in prior.extra.get("clones", [])]
             if clones:
-                await self._wait_on(node, clones, what="start again")
-        await self._restore_saved(node, prior)
-        await self._role.release(node)  # its coordinator hand-over ban, if it had one
+                # the configuration is read while the clones start: one round trip less
+                _, config = await asyncio.gather(
+                    self._wait_on(node, clones, what="start again"), self.read_config()
+                )
+            else:
+                config = await self.read_config()
+        else:
+            config = await self.read_config()
+        await self._restore_saved(node, prior, config)
+        await self._role.release(node, config)  # its coordinator hand-over ban, if it had one
 
     # --- the clustered coordinator role (self-updating mode) -----------------------------------
 
@@ -513,9 +520,9 @@ class PacemakerProvider(SshProvider):
     async def coordinator_node_problems(self) -> list[str]:
         return await self._role.node_problems()
 
-    async def _restore_saved(self, node: str, prior: MaintenancePrior) -> None:
-        """Start again, on `node`, the resources cau stopped there (move = save)."""
-        config = await self.read_config()
+    async def _restore_saved(self, node: str, prior: MaintenancePrior, config: ClusterConfig) -> None:
+        """Start again, on `node`, the resources cau stopped there (move = save), as `config`
+        (read after `node` left standby) marks them."""
         saved = [rid for rid, meta in config.meta.items() if meta.get(SAVED_META) == node]
         if not saved:
             return
@@ -538,10 +545,10 @@ class PacemakerProvider(SshProvider):
     async def failback(self, node: str, prior: MaintenancePrior, mode: FailbackMode) -> list[str]:
         node = _xml_id(node, "node name")
         # A crash in an earlier failback may have left its constraints: never leave them.
-        await self._unprefer(None, node)
+        status, config = await self.read()  # one round trip for both
+        await self._unprefer(None, node, config)
         if mode is not FailbackMode.IMMEDIATE or prior.was_in_maintenance:
             return []
-        status = await self.read_status()
         back = [
             rid
             for rid in prior.role_owners
@@ -637,7 +644,7 @@ class PacemakerProvider(SshProvider):
                 continue
             # the prior target-role is in the journal only: without it, the resource's default
             await self._restore_saved(
-                _xml_id(on, "node name"), MaintenancePrior(on, was_in_maintenance=False)
+                _xml_id(on, "node name"), MaintenancePrior(on, was_in_maintenance=False), config
             )
             done.append(f"started {', '.join(rids)} again on {on}")
         return done, waiting
@@ -676,10 +683,11 @@ class PacemakerProvider(SshProvider):
             f"adding {cid}",
         )
 
-    async def _unprefer(self, rids: list[str] | None, node: str) -> None:
-        """Remove cau's constraints for `node` (all of them when `rids` is None)."""
+    async def _unprefer(self, rids: list[str] | None, node: str, config: ClusterConfig | None = None) -> None:
+        """Remove cau's constraints for `node` (all of them, as `config` or a fresh read shows
+        them, when `rids` is None)."""
         if rids is None:
-            config = await self.read_config()
+            config = config or await self.read_config()
             ids = [
                 c.id
                 for c in config.cau_constraints()
