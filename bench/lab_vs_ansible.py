@@ -383,6 +383,7 @@ class ToolRun:
     # cau: per node, step name -> summed seconds; Ansible: per host, task name -> seconds
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     spans: dict[str, float] = field(default_factory=dict)  # per node: first step start -> last end
+    steps: list[tuple[float, float]] = field(default_factory=list)  # cau: every step's (start, end)
     report_seconds: float | None = None
     watch: str = ""  # what the port watcher saw
     check_ok: bool = False
@@ -438,6 +439,7 @@ def run_cau(lab: Lab, rep: int, work: Path) -> ToolRun:
             if start is None or end is None:
                 continue
             phases[step["step"]] += end - start
+            run.steps.append((start, end))
             first = start if first is None else min(first, start)
             last = end if last is None else max(last, end)
             if step["step"] == "restart":
@@ -663,6 +665,18 @@ CAU_STEPS = (
 )
 
 
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """How long at least one of the intervals was going on."""
+    total = 0.0
+    end = float("-inf")
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
 def print_overhead(run: ToolRun, n: int) -> None:
     installing = sum(p.get("install", 0.0) for p in run.phases.values())
     restarting = sum(p.get("restart", 0.0) for p in run.phases.values())
@@ -680,14 +694,18 @@ def print_overhead(run: ToolRun, n: int) -> None:
     for step in CAU_STEPS:
         if step not in ("install", "restart"):
             log(f"     {step:<18} {steps_other[step]:6.3f} s")
-    in_steps = sum(sum(p.values()) for p in run.phases.values()) / n
-    spans = sum(run.spans.values()) / n
-    log(f"     {'between steps':<18} {spans - in_steps:6.3f} s   (node span minus its steps)")
+    in_steps = sum(sum(p.values()) for p in run.phases.values())
+    covered = union_seconds(run.steps)
     report = run.report_seconds or 0.0
     log(
-        f"     {'between nodes':<18} {(report - sum(run.spans.values())) / n:6.3f} s   "
-        "(run duration in the report minus the node spans)"
+        f"     {'outside any step':<18} {(report - covered) / n:6.3f} s   (the run's duration in the "
+        "report minus the time some step ran: admissions, decisions, between steps and nodes)"
     )
+    if in_steps - covered > 0.001:
+        log(
+            f"     {'overlapped':<18} {(in_steps - covered) / n:6.3f} s   (step time that ran while "
+            "another node's steps ran: the next node's scan and staging, ahead of its turn)"
+        )
     log(
         f"     {'process':<18} {(run.wall - report) / n:6.3f} s   "
         f"(wall minus the report's duration: start-up, preflight, report; {run.wall - report:.2f} s in all)"

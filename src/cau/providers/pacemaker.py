@@ -98,7 +98,10 @@ class PacemakerOptions(SshOptions):
     role: CoordinatorRoleOptions = CoordinatorRoleOptions()
     drain_timeout: Duration = timedelta(minutes=5)
     failback_timeout: Duration = timedelta(minutes=5)
-    poll_interval: float = Field(0.2, gt=0, le=10)
+    # crm_mon, read over SSH while cau waits for a drain, a rejoin, clones or a failback: about
+    # 15 ms of a member's CPU each time (measured on the lab), so 0.1 s costs little and ends
+    # each wait sooner
+    poll_interval: float = Field(0.1, gt=0, le=10)
 
     @model_validator(mode="after")
     def _no_hooks(self) -> PacemakerOptions:
