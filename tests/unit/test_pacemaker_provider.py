@@ -225,6 +225,7 @@ def test_failback_prefers_the_node_until_its_roles_are_back_then_removes_the_con
     assert pcmk.cluster_commands() == [
         READ,  # where its roles are, and constraints an earlier failback may have left
         prefer("web", "node2"),
+        CRM_MON,  # web back? (and, at once, are node2's clone instances running again?)
         CRM_MON,
         CRM_MON,
         unprefer("web", "node2"),
@@ -340,7 +341,8 @@ def test_exit_maintenance_gives_back_the_standby_value_the_node_had(before: str 
     assert pcmk.node_attribute("node2", "standby") == before
 
 
-def test_exit_maintenance_waits_for_the_nodes_clone_instances() -> None:
+@pytest.mark.parametrize("mode", list(FailbackMode))
+def test_failback_waits_for_the_nodes_clone_instances_whatever_the_mode(mode: FailbackMode) -> None:
     pcmk = PacemakerCluster("all-online").then(standby("node2"), "standby-node2")
     pcmk.then(standby("node2", None), "standby-node2")  # the clone never starts there again
     p = provider(pcmk, failback_timeout="2s")
@@ -348,9 +350,12 @@ def test_exit_maintenance_waits_for_the_nodes_clone_instances() -> None:
     async def main() -> None:
         prior = await p.maintenance_prior("node2")
         await p.enter_maintenance("node2", MoveMethod.LIVE, prior)
-        await p.exit_maintenance("node2", prior)
+        await p.exit_maintenance("node2", prior)  # out of standby; the clones start meanwhile
+        await p.failback("node2", prior, mode)
 
-    with pytest.raises(MaintenanceError, match=r"^web-clone did not start again on node2 within 2s$"):
+    # (immediate: web, which ran on node2, does not come back either, and is named first)
+    moved = "web did not fail back on node2 within 2s; " if mode is FailbackMode.IMMEDIATE else ""
+    with pytest.raises(MaintenanceError, match=f"^{moved}web-clone did not start again on node2 within 2s$"):
         run_virtual(main())
 
 

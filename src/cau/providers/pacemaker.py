@@ -493,16 +493,9 @@ class PacemakerProvider(SshProvider):
             else:
                 command = f"crm_attribute --node {node} --name standby --update {shlex.quote(str(before))}"
             await self._checked(command, f"taking {node} out of standby")
-            clones = [str(c) for c in prior.extra.get("clones", [])]
-            if clones:
-                # the configuration is read while the clones start: one round trip less
-                _, config = await asyncio.gather(
-                    self._wait_on(node, clones, what="start again"), self.read_config()
-                )
-            else:
-                config = await self.read_config()
-        else:
-            config = await self.read_config()
+            # Its clone instances start again now; `failback` (which always follows) waits for
+            # them while its roles move back, instead of one after the other.
+        config = await self.read_config()
         await self._restore_saved(node, prior, config)
         await self._role.release(node, config)  # its coordinator hand-over ban, if it had one
 
@@ -550,21 +543,34 @@ class PacemakerProvider(SshProvider):
         # A crash in an earlier failback may have left its constraints: never leave them.
         status, config = await self.read()  # one round trip for both
         await self._unprefer(None, node, config)
-        if mode is not FailbackMode.IMMEDIATE or prior.was_in_maintenance:
-            return []
-        back = [
-            rid
-            for rid in prior.role_owners
-            if (res := status.resource(rid)) is not None and res.present_on and node not in res.complete_on
-        ]
-        if not back:
-            return []
+        # The clone instances it ran before cau are back on it before the node counts as back
+        # (whatever the mode): the next node's drain must not take another instance meanwhile.
+        clones = [] if prior.was_in_maintenance else [str(c) for c in prior.extra.get("clones", [])]
+        back: list[str] = []
+        if mode is FailbackMode.IMMEDIATE and not prior.was_in_maintenance:
+            back = [
+                rid
+                for rid in prior.role_owners
+                if (res := status.resource(rid)) is not None
+                and res.present_on
+                and node not in res.complete_on
+            ]
         try:
             for rid in back:
                 await self._prefer(rid, node)
-            await self._wait_on(node, back, what="fail back")
+            waits = [self._wait_on(node, back, what="fail back")] if back else []
+            if clones:
+                waits.append(self._wait_on(node, clones, what="start again"))
+            # the moves and the clones at once; each one that did not make it is named
+            ended = await asyncio.gather(*waits, return_exceptions=True)
+            errors = [e for e in ended if isinstance(e, BaseException)]
+            if errors:
+                if all(isinstance(e, MaintenanceError) for e in errors):
+                    raise MaintenanceError("; ".join(str(e) for e in errors))
+                raise next(e for e in errors if not isinstance(e, MaintenanceError))
         finally:
-            await self._unprefer(back, node)
+            if back:
+                await self._unprefer(back, node)
         return back
 
     async def _wait_on(self, node: str, rids: list[str], *, what: str) -> None:
