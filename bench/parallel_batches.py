@@ -236,11 +236,12 @@ class Meter:
 
     @contextmanager
     def simulator(self) -> Iterator[None]:
-        """Every method of the simulated cluster, metered as the simulator's."""
+        """The simulated cluster's entry points (its public methods and its constructor, which
+        loads its state), metered as the simulator's: what they call inside is theirs."""
         methods = {
             name: fn
             for name, fn in vars(SandboxCluster).items()
-            if callable(fn) and (not name.startswith("__") or name == "__init__")
+            if callable(fn) and (not name.startswith("_") or name == "__init__")
         }
         with contextlib.ExitStack() as stack:
             for name, fn in methods.items():
