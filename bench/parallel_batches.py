@@ -236,12 +236,13 @@ class Meter:
 
     @contextmanager
     def simulator(self) -> Iterator[None]:
-        """The simulated cluster's entry points (its public methods and its constructor, which
-        loads its state), metered as the simulator's: what they call inside is theirs."""
+        """The simulated cluster's entry points (its public methods, its constructor, which loads
+        its state, and `_move`, which the checks wrap), metered as the simulator's: what they
+        call inside is theirs."""
         methods = {
             name: fn
             for name, fn in vars(SandboxCluster).items()
-            if callable(fn) and (not name.startswith("_") or name == "__init__")
+            if callable(fn) and (not name.startswith("_") or name in ("__init__", "_move"))
         }
         with contextlib.ExitStack() as stack:
             for name, fn in methods.items():
@@ -324,7 +325,13 @@ class Watch:
 
     @contextmanager
     def patched(self) -> Iterator[Watch]:
+        with self.meter.simulator(), self._checked():
+            yield self
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
         watch = self
+        # the simulator's methods as metered (see Meter.simulator)
         enter = SandboxCluster.enter_maintenance
         restart = SandboxCluster.restart
         move = SandboxCluster._move
@@ -362,12 +369,11 @@ class Watch:
                 watch.disruption(sim, f"after {role} moved to {target}")
 
         with (
-            self.meter.simulator(),  # first: the checks below call the metered simulator
             mock.patch.object(SandboxCluster, "enter_maintenance", enter_maintenance),
             mock.patch.object(SandboxCluster, "restart", restart_),
             mock.patch.object(SandboxCluster, "_move", move_),
         ):
-            yield self
+            yield
 
 
 # --- runs ----------------------------------------------------------------------------------------
