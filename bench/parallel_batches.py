@@ -15,7 +15,10 @@ failure budget decide). For each run the benchmark prints the cluster time, the 
 nodes in maintenance at once, the total time spent in maintenance, the broken constraints (the
 sandbox's own violations plus checks made here at every drain, restart and role move, of capacity,
 quorum, failure domains and disruption budgets: they must be 0) and the real time the simulation
-took.
+took ("wall"), split into the time spent in the simulated cluster (the sandbox: "simulator"), in
+this benchmark's own checks ("checks"), and the rest, cau's own ("coordinator" = wall - simulator -
+checks). With several sizes (`--nodes 16,128`) each size is run in turn, then the coordinator's
+time of the largest against the smallest.
 
 Then the ETA (cau.domain.estimate): each mode runs the cluster a second time, from its initial
 state again but with the same store, so the run's forecast learns from the first; and a parallel
@@ -23,13 +26,16 @@ run follows the two serial ones (learning from serial runs: the schedule's own e
 run: the duration predicted at its start, what it took, the error, and the live ETA's error at a
 quarter, half and three quarters of the run (computed from the journal as it was then).
 
-    .venv/bin/python bench/parallel_batches.py [--nodes 16] [--spare 0.25] [--seed 1]
+    .venv/bin/python bench/parallel_batches.py [--nodes 16[,128...]] [--spare 0.25] [--seed 1] [--quick]
+
+(`--quick`: the serial and the parallel run only, without the ETA's second runs.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -171,6 +177,105 @@ def spec_toml(spec: dict[str, Any]) -> str:
     return tomli_w.dumps(clean)
 
 
+# --- where the real time goes --------------------------------------------------------------------
+
+SIMULATOR, CHECKS = "simulator", "checks"
+
+
+class Meter:
+    """Real time spent in the simulated cluster and in the benchmark's checks, apart from cau's.
+
+    The run is one thread (an asyncio loop), so the time between two switches belongs to whatever
+    ran then: entering a metered section charges the time since the last switch to the section
+    that was running (none: cau), and so on. A coroutine is metered while it runs, step by step,
+    not while it waits. What a check asks of the simulator (a snapshot) is the check's time."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {SIMULATOR: 0.0, CHECKS: 0.0}
+        self._stack: list[str] = []
+        self._since = time.perf_counter()
+
+    def _switch(self) -> None:
+        now = time.perf_counter()
+        if self._stack:
+            self.seconds[self._stack[-1]] += now - self._since
+        self._since = now
+
+    def enter(self, what: str) -> None:
+        self._switch()
+        # inside a check, everything is the check's
+        self._stack.append(CHECKS if self._stack and self._stack[-1] == CHECKS else what)
+
+    def leave(self) -> None:
+        self._switch()
+        self._stack.pop()
+
+    @contextmanager
+    def section(self, what: str) -> Iterator[None]:
+        self.enter(what)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def wrap(self, what: str, fn: Any) -> Any:
+        """`fn` (a function or a coroutine function), metered as `what`."""
+        meter = self
+        if asyncio.iscoroutinefunction(fn):
+
+            async def metered_async(*args: Any, **kwargs: Any) -> Any:
+                return await _Metered(meter, what, fn(*args, **kwargs))
+
+            return metered_async
+
+        def metered(*args: Any, **kwargs: Any) -> Any:
+            with meter.section(what):
+                return fn(*args, **kwargs)
+
+        return metered
+
+    @contextmanager
+    def simulator(self) -> Iterator[None]:
+        """The simulated cluster's entry points (its public methods, its constructor, which loads
+        its state, and `_move`, which the checks wrap), metered as the simulator's: what they
+        call inside is theirs."""
+        methods = {
+            name: fn
+            for name, fn in vars(SandboxCluster).items()
+            if callable(fn) and (not name.startswith("_") or name in ("__init__", "_move"))
+        }
+        with contextlib.ExitStack() as stack:
+            for name, fn in methods.items():
+                stack.enter_context(mock.patch.object(SandboxCluster, name, self.wrap(SIMULATOR, fn)))
+            yield
+
+
+class _Metered:
+    """Awaits a coroutine, metering each of its steps (not its waits)."""
+
+    def __init__(self, meter: Meter, what: str, coro: Any) -> None:
+        self.meter, self.what, self.coro = meter, what, coro
+
+    def __await__(self) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            self.meter.enter(self.what)
+            try:
+                step = self.coro.send(value) if error is None else self.coro.throw(error)
+            except StopIteration as done:
+                return done.value
+            finally:
+                self.meter.leave()
+            try:
+                value, error = (yield step), None
+            except GeneratorExit:
+                self.coro.close()
+                raise
+            except BaseException as exc:  # a cancellation: the coroutine gets it
+                value, error = None, exc
+
+
 # --- watching the cluster ------------------------------------------------------------------------
 
 
@@ -185,17 +290,23 @@ class Watch:
     restarts: int = 0
     moves: int = 0
     checks: int = 0
+    meter: Meter = field(default_factory=Meter)
 
     def disruption(self, sim: SandboxCluster, when: str) -> None:
         """Failure domains and disruption budgets, as the cluster is now (every node was in
         service and every budget whole when the run started)."""
-        self.checks += 1
-        snapshot = sim.snapshot()
-        problems = domain_violations(snapshot, self.limits)
-        problems += budget_violations(snapshot, self.limits, self.roles_move)
-        self.violations += [f"{p} {when}" for p in problems]
+        with self.meter.section(CHECKS):
+            self.checks += 1
+            snapshot = sim.snapshot()
+            problems = domain_violations(snapshot, self.limits)
+            problems += budget_violations(snapshot, self.limits, self.roles_move)
+            self.violations += [f"{p} {when}" for p in problems]
 
     def capacity(self, sim: SandboxCluster, when: str) -> None:
+        with self.meter.section(CHECKS):
+            self._capacity(sim, when)
+
+    def _capacity(self, sim: SandboxCluster, when: str) -> None:
         used: dict[str, list[float]] = {n: [0.0, 0.0] for n in sim.nodes}
         for spec in sim.spec.roles:
             if spec.kind is RoleKind.CLONE:
@@ -214,7 +325,13 @@ class Watch:
 
     @contextmanager
     def patched(self) -> Iterator[Watch]:
+        with self.meter.simulator(), self._checked():
+            yield self
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
         watch = self
+        # the simulator's methods as metered (see Meter.simulator)
         enter = SandboxCluster.enter_maintenance
         restart = SandboxCluster.restart
         move = SandboxCluster._move
@@ -222,8 +339,9 @@ class Watch:
         async def enter_maintenance(
             sim: SandboxCluster, node: str, how: MoveMethod, plan: Mapping[str, str] | None = None
         ) -> None:
-            busy = {n for n, s in sim.nodes.items() if s.in_maintenance} | {node}
-            watch.peak_in_maintenance = max(watch.peak_in_maintenance, len(busy))
+            with watch.meter.section(CHECKS):
+                busy = {n for n, s in sim.nodes.items() if s.in_maintenance} | {node}
+                watch.peak_in_maintenance = max(watch.peak_in_maintenance, len(busy))
             try:
                 await enter(sim, node, how, plan)
             finally:
@@ -231,13 +349,14 @@ class Watch:
 
         async def restart_(sim: SandboxCluster, node: str) -> None:
             watch.restarts += 1
-            sim._settle()
-            expected = sum(n.votes for n in sim.spec.nodes)
-            up = sum(n.votes for n in sim.spec.nodes if sim.nodes[n.name].up and n.name != node)
-            if up * 2 <= expected:
-                watch.violations.append(f"quorum: restarting {node} leaves {up} of {expected} votes")
-            if not sim.nodes[node].in_maintenance:
-                watch.violations.append(f"drain: {node} restarted outside maintenance")
+            with watch.meter.section(CHECKS):
+                sim._settle()
+                expected = sum(n.votes for n in sim.spec.nodes)
+                up = sum(n.votes for n in sim.spec.nodes if sim.nodes[n.name].up and n.name != node)
+                if up * 2 <= expected:
+                    watch.violations.append(f"quorum: restarting {node} leaves {up} of {expected} votes")
+                if not sim.nodes[node].in_maintenance:
+                    watch.violations.append(f"drain: {node} restarted outside maintenance")
             await restart(sim, node)
             watch.disruption(sim, f"after {node} restarted")
 
@@ -254,7 +373,7 @@ class Watch:
             mock.patch.object(SandboxCluster, "restart", restart_),
             mock.patch.object(SandboxCluster, "_move", move_),
         ):
-            yield self
+            yield
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -282,6 +401,24 @@ class Result:
     @property
     def violation_count(self) -> int:
         return len(self.sandbox_violations) + len(self.watch.violations)
+
+    @property
+    def simulator_seconds(self) -> float:
+        return self.watch.meter.seconds[SIMULATOR]
+
+    @property
+    def check_seconds(self) -> float:
+        return self.watch.meter.seconds[CHECKS]
+
+    @property
+    def coordinator_seconds(self) -> float:
+        return self.wall_seconds - self.simulator_seconds - self.check_seconds
+
+    def times(self) -> str:
+        return (
+            f"wall {self.wall_seconds:.2f} s (coordinator {self.coordinator_seconds:.2f} s, simulator "
+            f"{self.simulator_seconds:.2f} s, checks {self.check_seconds:.2f} s)"
+        )
 
 
 def run_series(spec: dict[str, Any], runs: list[tuple[int | str, str]]) -> list[Result]:
@@ -374,33 +511,81 @@ def hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def sizes(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of cluster sizes: {text!r}") from None
+    if any(v < 2 for v in values):
+        raise argparse.ArgumentTypeError("every cluster size must be at least 2")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=16, help="cluster size (default 16)")
+    parser.add_argument(
+        "--nodes", type=sizes, default=[16], help="cluster size, or sizes run in turn: 16,128 (default 16)"
+    )
     parser.add_argument("--spare", type=float, default=0.25, help="spare capacity fraction (default 0.25)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the cluster (default 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the serial and the parallel run only (no ETA's second runs)"
+    )
     args = parser.parse_args(argv)
-    if args.nodes < 2 or not 0.0 < args.spare < 1.0:
-        parser.error("--nodes must be at least 2 and --spare between 0 and 1")
+    if not 0.0 < args.spare < 1.0:
+        parser.error("--spare must be between 0 and 1")
+    bad = 0
+    measured: dict[int, tuple[Result, Result]] = {}
+    for i, nodes in enumerate(args.nodes):
+        if i:
+            print()
+        serial, auto, violations = bench(nodes, args.spare, args.seed, quick=args.quick)
+        measured[nodes] = (serial, auto)
+        bad += violations
+    if len(measured) > 1:
+        small, large = min(measured), max(measured)
+        print()
+        for label, k in (("serial", 0), ("parallel", 1)):
+            a, b = measured[small][k], measured[large][k]
+            print(
+                f"coordinator real time, {label}: {small} nodes {a.coordinator_seconds:.2f} s, {large} nodes "
+                f"{b.coordinator_seconds:.2f} s: {b.coordinator_seconds / a.coordinator_seconds:.1f}x for "
+                f"{large / small:g}x the nodes (wall {b.wall_seconds / a.wall_seconds:.1f}x)"
+            )
+    return 1 if bad else 0
 
-    spec = build_spec(args.nodes, args.spare, args.seed)
+
+def bench(nodes: int, spare: float, seed: int, *, quick: bool) -> tuple[Result, Result, int]:
+    """Benchmark one cluster size: its serial and parallel runs, and how many violations in all."""
+    spec = build_spec(nodes, spare, seed)
     snapshot = run_virtual(initial_snapshot(spec))
     total_cpu = sum(n.capacity.cpu for n in snapshot.nodes)
     used_cpu = sum(snapshot.used(n.name).cpu for n in snapshot.nodes)
     kinds = Counter(r["kind"] for r in spec["roles"])
     print(
-        f"cluster: {args.nodes} nodes x {NODE_CPU:g} cpu / {NODE_MEMORY_GB:g} GB, {len(spec['roles'])} roles "
+        f"cluster: {nodes} nodes x {NODE_CPU:g} cpu / {NODE_MEMORY_GB:g} GB, {len(spec['roles'])} roles "
         f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), roles use "
-        f"{100 * used_cpu / total_cpu:.0f} % of cpu and memory (spare {100 * args.spare:.0f} %), "
-        f"{len(spec['updates'])} updates (2 with a restart, 1 second-order), seed {args.seed}"
+        f"{100 * used_cpu / total_cpu:.0f} % of cpu and memory (spare {100 * spare:.0f} %), "
+        f"{len(spec['updates'])} updates (2 with a restart, 1 second-order), seed {seed}"
     )
 
     serial_label, auto_label = "serial (max_parallel_nodes = 1)", 'parallel (max_parallel_nodes = "auto")'
-    serial, serial2, cross = run_series(
-        spec,
-        [(1, serial_label), (1, serial_label + ", run 2"), ("auto", auto_label + ", after 2 serial runs")],
-    )
-    auto, auto2 = run_series(spec, [("auto", auto_label), ("auto", auto_label + ", run 2")])
+    serial2: Result | None = None
+    cross: Result | None = None
+    auto2: Result | None = None
+    if quick:
+        (serial,) = run_series(spec, [(1, serial_label)])
+        (auto,) = run_series(spec, [("auto", auto_label)])
+    else:
+        serial, serial2, cross = run_series(
+            spec,
+            [
+                (1, serial_label),
+                (1, serial_label + ", run 2"),
+                ("auto", auto_label + ", after 2 serial runs"),
+            ],
+        )
+        auto, auto2 = run_series(spec, [("auto", auto_label), ("auto", auto_label + ", run 2")])
 
     width = max(len(serial.label), len(auto.label))
     for r in (serial, auto):
@@ -415,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             f"status {r.outcome.status} "
             f"({sum(1 for n in nodes if n.status == 'Succeeded')}/{len(nodes)} nodes succeeded, "
             f"{r.watch.restarts} restarts, {r.watch.moves} role moves)  "
-            f"wall {r.wall_seconds:.2f} s"
+            f"{r.times()}"
         )
         for v in [*r.sandbox_violations, *r.watch.violations]:
             print(f"    violation: {v}")
@@ -452,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"why: the failure budget lets {max_failed + 1} nodes be in progress at once (max_failed_nodes = "
         f"{max_failed}: a run must never reach {max_failed + 2} failures), quorum allows {quorum_limit} of "
-        f"{votes} votes down, and {args.spare:.0%} spare capacity lets about {capacity_limit} node(s) be "
+        f"{votes} votes down, and {spare:.0%} spare capacity lets about {capacity_limit} node(s) be "
         f"drained together (estimated on the initial placement); {len(racks)} racks allow {len(racks)} (one "
         f"node per rack), the budgets ({', '.join(BUDGETS)}) {budget_limit}; the batch peaked at {peak} in "
         "maintenance, "
@@ -471,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
             "downloading their updates before they drain), so that work overlaps too; drains and failbacks "
             "overlap as well (planned on the placement every move in flight will leave)."
         )
+    all_runs = [r for r in (serial, serial2, cross, auto, auto2) if r is not None]
+    bad = sum(r.violation_count for r in all_runs)
+    if quick:
+        return serial, auto, bad
     # The ETA: each mode's second run of the same cluster learns from its first (same store).
     worst = 0.0
     for first, second in ((serial, serial2), (auto, auto2), (None, cross)):
@@ -494,8 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         "the sandbox replays the same durations, so what is left is the schedule's error (the "
         "parallel run predicted from serial runs shows it on its own)"
     )
-    bad = sum(r.violation_count for r in (serial, serial2, cross, auto, auto2))
-    return 1 if bad else 0
+    return serial, auto, bad
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ class ClusterSnapshot:
     vote_quorum: VoteQuorum | None = None
 
     # Indexes made once per snapshot (a snapshot never changes): every admission asks these for
-    # every node, so scanning all roles each time made a run's decisions grow with N x roles.
+    # every node, so scanning all roles (or all nodes) each time made a run's decisions grow with
+    # N x roles. `dataclasses.replace` makes a new snapshot, with indexes of its own.
     @cached_property
     def _by_name(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
@@ -148,14 +149,57 @@ class ClusterSnapshot:
 
     @cached_property
     def _used(self) -> dict[str, Capacity]:
-        return {name: Capacity.total(r.needs for r in roles) for name, roles in self._hosted.items()}
+        used: dict[str, Capacity] = {}
+        for name, roles in self._hosted.items():
+            cpu = memory = 0.0  # summed as Capacity.total does, without a Capacity per role
+            for r in roles:
+                cpu += r.needs.cpu
+                memory += r.needs.memory_gb
+            used[name] = Capacity(cpu, memory)
+        return used
+
+    @cached_property
+    def _free(self) -> dict[str, Capacity]:
+        none = Capacity()
+        return {n.name: n.capacity - self._used.get(n.name, none) for n in self.nodes}
+
+    @cached_property
+    def serving(self) -> tuple[str, ...]:
+        """The nodes that can take roles (up, not in maintenance), in the snapshot's order."""
+        return tuple(n.name for n in self.nodes if n.is_up and not n.in_maintenance)
+
+    @cached_property
+    def not_serving(self) -> frozenset[str]:
+        """The nodes out of service as observed: down, or in maintenance."""
+        return frozenset(n.name for n in self.nodes if not n.is_up or n.in_maintenance)
+
+    @cached_property
+    def _by_label(self) -> dict[str, dict[str | None, tuple[Node, ...]]]:
+        return {}
+
+    def nodes_by_label(self, key: str) -> Mapping[str | None, tuple[Node, ...]]:
+        """The nodes grouped by a label's value (`Node.label`), each group in the snapshot's order."""
+        groups = self._by_label.get(key)
+        if groups is None:
+            found: dict[str | None, list[Node]] = {}
+            for n in self.nodes:
+                found.setdefault(n.label(key), []).append(n)
+            groups = self._by_label[key] = {value: tuple(nodes) for value, nodes in found.items()}
+        return groups
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
 
-    @property
+    def has_node(self, name: str) -> bool:
+        return name in self._by_name
+
+    @cached_property
     def node_names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.nodes)
+
+    @cached_property
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.roles)
 
     def roles_on(self, node: str) -> tuple[Role, ...]:
         return self._hosted.get(node, ())
@@ -164,17 +208,17 @@ class ClusterSnapshot:
         return self._used.get(node) or Capacity.total(())
 
     def free(self, node: str) -> Capacity:
-        return self.node(node).capacity - self.used(node)
+        return self._free[node]
 
-    @property
+    @cached_property
     def expected_votes(self) -> int:
         return sum(n.votes for n in self.nodes)
 
-    @property
+    @cached_property
     def online_votes(self) -> int:
         return sum(n.votes for n in self.nodes if n.is_up)
 
-    @property
+    @cached_property
     def online_count(self) -> int:
         return sum(1 for n in self.nodes if n.is_up)
 

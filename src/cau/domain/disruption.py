@@ -133,20 +133,21 @@ def domain_of(node: Node, label: str) -> str | None:
 def domain_limit(snapshot: ClusterSnapshot, limits: DisruptionLimits) -> int | None:
     if limits.max_per_domain is not None:
         return limits.max_per_domain
-    has_domains = any(domain_of(n, limits.domain_label) is not None for n in snapshot.nodes)
+    has_domains = any(d is not None for d in snapshot.nodes_by_label(limits.domain_label))
     return 1 if has_domains else None
 
 
 def out_of_service(snapshot: ClusterSnapshot, busy: Collection[str]) -> set[str]:
     """Nodes not serving: held by the run (`busy`), down, or in maintenance."""
-    return {n.name for n in snapshot.nodes if n.name in busy or not n.is_up or n.in_maintenance}
+    return set(snapshot.not_serving).union(n for n in busy if snapshot.has_node(n))
 
 
 def domain_out_of_service(
     snapshot: ClusterSnapshot, domain: str, label: str, busy: Collection[str]
 ) -> list[str]:
-    out = out_of_service(snapshot, busy)
-    return sorted(n.name for n in snapshot.nodes if n.name in out and domain_of(n, label) == domain)
+    """The nodes of `domain` out of service (see out_of_service): its own nodes only are looked at."""
+    members = snapshot.nodes_by_label(label).get(domain, ())
+    return sorted(n.name for n in members if n.name in busy or n.name in snapshot.not_serving)
 
 
 def domain_block(
@@ -191,8 +192,14 @@ def domain_violations(snapshot: ClusterSnapshot, limits: DisruptionLimits, allow
 
 
 def budget_roles(snapshot: ClusterSnapshot, budget: DisruptionBudget) -> list[Role]:
-    chosen = _selected(tuple(budget.roles), tuple(r.name for r in snapshot.roles))
+    chosen = _selected(tuple(budget.roles), snapshot.role_names)
     return [r for r in snapshot.roles if r.name in chosen]
+
+
+def _hosts_budget(snapshot: ClusterSnapshot, node: str, budget: DisruptionBudget) -> bool:
+    """Does `node` host an instance of a budget's roles (a clone's instance, or as owner)?"""
+    chosen = _selected(tuple(budget.roles), snapshot.role_names)
+    return any(r.name in chosen for r in snapshot.roles_on(node))
 
 
 @functools.lru_cache(maxsize=256)
@@ -220,7 +227,7 @@ def _running(snapshot: ClusterSnapshot, role: Role, out: set[str], roles_move: b
         return 1
     if role.kind is RoleKind.PINNED or not roles_move:
         return 0
-    owner = snapshot.node(role.owner) if role.owner in snapshot.node_names else None
+    owner = snapshot.node(role.owner) if snapshot.has_node(role.owner) else None
     if owner is None or not owner.is_up:
         return 0
     # Drained with move = live, it moves; still on a node in maintenance, its drain did not move it.
@@ -258,6 +265,10 @@ def budget_block(
 ) -> str | None:
     """Why `candidate` may not enter maintenance now because of a disruption budget, or None."""
     for budget in limits.budgets:
+        if not _hosts_budget(snapshot, candidate, budget):
+            # Taking it out of service stops none of the budget's instances: `after.running` below
+            # cannot fall under `before.running`, so it cannot block (and nothing need be counted).
+            continue
         before = count_budget(snapshot, budget, holders, roles_move)
         after = count_budget(snapshot, budget, {*holders, candidate}, roles_move)
         if after.running < before.running and after.running < after.required:

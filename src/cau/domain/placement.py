@@ -45,10 +45,11 @@ def place_roles(
     """
     draining_set = set(draining)
     excluded = draining_set | set(unavailable)
-    targets = [n.name for n in snapshot.nodes if n.is_up and not n.in_maintenance and n.name not in excluded]
+    # From the snapshot's indexes: the cost is the nodes' count once, not the roles' at each call.
+    targets = [name for name in snapshot.serving if name not in excluded]
     free = {name: snapshot.free(name) for name in targets}
     to_move = sorted(
-        (r for r in snapshot.roles if r.movable and r.owner in draining_set),
+        (r for name in draining_set for r in snapshot.roles_on(name) if r.movable and r.owner == name),
         key=lambda r: (_size(r), r.name),
         reverse=True,
     )

@@ -174,8 +174,10 @@ def admit_to_maintenance(
                 f"taking {candidate} down would leave {up} of the run store's {len(store_members)}"
                 f" members up, not a majority (store_members: {', '.join(sorted(store_members))})",
             )
+    # The nodes up and not busy: those up, less the busy ones up (|busy| lookups, not N).
+    busy_up = [snapshot.node(n) for n in busy if snapshot.has_node(n) and snapshot.node(n).is_up]
     if snapshot.min_online is not None:
-        up = sum(1 for n in snapshot.nodes if n.is_up and n.name not in busy)
+        up = snapshot.online_count - len(busy_up)
         if up < snapshot.min_online:
             return Admission(
                 False,
@@ -184,7 +186,7 @@ def admit_to_maintenance(
                 f"min_online = {snapshot.min_online}",
             )
     else:
-        remaining = sum(n.votes for n in snapshot.nodes if n.is_up and n.name not in busy)
+        remaining = snapshot.online_votes - sum(n.votes for n in busy_up)
         if not snapshot.quorate_with(remaining):
             return Admission(
                 False,

@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Protocol
 
+from cau.domain.cluster import ClusterSnapshot
 from cau.domain.disruption import DisruptionLimits
 from cau.domain.placement import place_roles
 from cau.domain.planning import Admission, Block, admit_to_maintenance, project_in_flight
@@ -111,6 +112,13 @@ class MaintenanceGate:
         self.overlapping = drains_overlap(provider, move)
         self._plans: dict[str, dict[str, str]] = {}
         self._returning: set[str] = set()
+        # The last projection (observed snapshot, plans' version, projected snapshot): every
+        # waiter woken by one change asks for the same one. A pure function of the observation
+        # and the plans, so it is reused only for that very observation (the same object, from
+        # a provider that returns its cached snapshot while the cluster is unchanged) and plans
+        # unchanged since (`_plans_version` counts every change of `_plans`).
+        self._plans_version = 0
+        self._projection: tuple[ClusterSnapshot, int, ClusterSnapshot] | None = None
 
     def plan_for(self, node: str) -> Mapping[str, str] | None:
         """Where `node`'s roles go (planned drains), or None: the provider places them."""
@@ -151,7 +159,7 @@ class MaintenanceGate:
             try:
                 yield
             finally:
-                self._plans.pop(node, None)  # its roles have landed (or the drain failed)
+                self._set_plan(node, None)  # its roles have landed (or the drain failed)
                 await self._notify()
             return
         try:
@@ -164,13 +172,30 @@ class MaintenanceGate:
         async with self._cond:
             self._cond.notify_all()
 
+    def _set_plan(self, node: str, plan: dict[str, str] | None) -> None:
+        if plan is None:
+            if self._plans.pop(node, None) is None:
+                return
+        else:
+            self._plans[node] = plan
+        self._plans_version += 1
+
+    def _projected(self, observed: ClusterSnapshot) -> ClusterSnapshot:
+        """The cluster once every planned move in flight has landed (see the module)."""
+        cached = self._projection
+        if cached is not None and cached[0] is observed and cached[1] == self._plans_version:
+            return cached[2]
+        projected = project_in_flight(observed, self._plans)
+        self._projection = (observed, self._plans_version, projected)
+        return projected
+
     async def _replan(self, node: str) -> None:
         """A node already in maintenance (a resumed run, another attempt): plan what is left on
         it, on the room nobody else has planned for. Without room the provider refuses."""
-        snapshot = project_in_flight(await self._provider.discover(), self._plans)
+        snapshot = self._projected(await self._provider.discover())
         placement = place_roles(snapshot, self.holders, unavailable=self._returning)
         own = {r.name for r in snapshot.roles_on(node) if r.movable}
-        self._plans[node] = {role: to for role, to in placement.moves.items() if role in own}
+        self._set_plan(node, {role: to for role, to in placement.moves.items() if role in own})
 
     async def _admit(self, node: str) -> bool:
         """Wait (releasing the gate) until `node` may enter maintenance; False when one of its
@@ -180,7 +205,7 @@ class MaintenanceGate:
             if closed is not None:
                 raise OutsideWindow(closed)
             observed = await self._provider.discover()
-            snapshot = project_in_flight(observed, self._plans) if self.overlapping else observed
+            snapshot = self._projected(observed) if self.overlapping else observed
             others = self.holders - {node}
             admission = admit_to_maintenance(
                 snapshot,
@@ -217,7 +242,7 @@ class MaintenanceGate:
                     return False
                 self.holders.add(node)
                 if self.overlapping:
-                    self._plans[node] = dict(admission.moves)
+                    self._set_plan(node, dict(admission.moves))
                 return True
             if not others:
                 raise NeverAdmitted(admission)

@@ -338,7 +338,7 @@ class NodeRun:
         if not self.record.steps:
             self._stop_check()
             snapshot = await self.ctx.provider.discover()
-            if self.name not in snapshot.node_names or not snapshot.node(self.name).is_up:
+            if not snapshot.has_node(self.name) or not snapshot.node(self.name).is_up:
                 raise NodeEnd(ErrorId.NODE_OFFLINE, f"{self.name} is down or unreachable")
         if self.profile.pre_update_script:
             await self._take_turn()  # a script may change the node: never ahead of its turn

@@ -6,6 +6,7 @@ separate cursor that could drift from it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,6 +146,9 @@ class RunProgress:
     gate_changes: list[tuple[datetime, str | None, GateChanged]] = field(default_factory=list)
     silences: list[tuple[datetime, str | None, SilenceRecord]] = field(default_factory=list)
     forecast: ForecastMade | None = None  # the prediction made when the run started
+    # How many nodes have each status: kept by `apply`, the one place a node's result is set, so
+    # that the coordinator's check of the failure budget (every poll) does not count every node.
+    _statuses: Counter[Status] = field(default_factory=Counter, repr=False, compare=False)
 
     @property
     def role_node(self) -> str | None:
@@ -161,7 +165,7 @@ class RunProgress:
         return self.created.max_failed if self.created is not None else 0
 
     def count(self, *statuses: Status) -> int:
-        return sum(1 for n in self.nodes.values() if n.status in statuses)
+        return sum(self._statuses[s] for s in statuses)
 
     @property
     def failed_nodes(self) -> int:
@@ -224,7 +228,14 @@ def apply(progress: RunProgress, ev: JournalEvent) -> None:
             progress.probe_events.append(p)
             progress.probe_times.append(ev.ts)
         case _ if ev.node is not None:
-            _apply_node(progress.node(ev.node), ev)
+            node = progress.node(ev.node)
+            before = node.status
+            _apply_node(node, ev)
+            if node.status is not before:
+                if before is not None:
+                    progress._statuses[before] -= 1
+                if node.status is not None:
+                    progress._statuses[node.status] += 1
 
 
 def _apply_node(node: NodeProgress, ev: JournalEvent) -> None:

@@ -66,6 +66,10 @@ class Outage:
     ended: datetime | None = None
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _new_boot_id() -> str:
     return str(uuid.uuid4())
 
@@ -79,6 +83,13 @@ class SandboxCluster:
         self.nodes: dict[str, NodeSim] = {}
         self.roles: dict[str, RoleSim] = {}
         self._snapshot_cache: tuple[object, ClusterSnapshot] | None = None
+        # _save's pieces: the text last written, each role's piece by its state, the pieces of
+        # the leading outages that have ended, and of the violations (see _save)
+        self._open_outages: dict[str, Outage] | None = None  # see _refresh_availability
+        self._saved_text: str | None = None
+        self._role_pieces: dict[str, tuple[object, str]] = {}
+        self._ended_pieces: dict[int, str] = {}
+        self._violation_pieces: list[str] = []
         self.install_failures_left: dict[str, int] = {}
         self.migration_failures_left: dict[str, int] = {}
         self.outages: list[Outage] = []
@@ -153,53 +164,86 @@ class SandboxCluster:
         return True
 
     def _save(self) -> None:
+        """Write the state file, at every change of state (another process may read it at any
+        time: `cau sandbox` commands, a coordinator resuming after a SIGKILL). Written whole, as
+        one compact JSON document, but made of pieces kept from the last save: an outage that has
+        ended, or a violation, never changes again, and a role's piece is reused while its state
+        is the same. An unchanged state is not written again."""
         if self.state_file is None:
             return
-        data = {
-            "schema": STATE_SCHEMA,
-            "fingerprint": self.spec.fingerprint(),
-            "nodes": {
-                name: {
-                    "up": n.up,
-                    "in_maintenance": n.in_maintenance,
-                    "boot_id": n.boot_id,
-                    "next_boot_id": n.next_boot_id,
-                    "back_at": n.back_at.isoformat() if n.back_at else None,
-                    "installed": sorted(n.installed),
-                    "active": sorted(n.active),
-                    "staged": sorted(n.staged),
-                    "pending_restart": n.pending_restart,
-                    "restarts": n.restarts,
-                }
-                for name, n in self.nodes.items()
-            },
-            "roles": {
-                name: {
-                    "owner": r.owner,
-                    "moving_until": r.moving_until.isoformat() if r.moving_until else None,
-                    "moving_from": r.moving_from,
-                    "saved": r.saved,
-                }
-                for name, r in self.roles.items()
-            },
-            "install_failures_left": self.install_failures_left,
-            "migration_failures_left": self.migration_failures_left,
-            "outages": [
-                {
-                    "role": o.role,
-                    "started": o.started.isoformat(),
-                    "node": o.node,
-                    "reason": o.reason,
-                    "ended": o.ended.isoformat() if o.ended else None,
-                }
-                for o in self.outages
-            ],
-            "violations": self.violations,
-        }
+        nodes = ",".join(f"{_dumps(name)}:{self._node_json(n)}" for name, n in self.nodes.items())
+        roles = ",".join(f"{_dumps(name)}:{self._role_json(name, r)}" for name, r in self.roles.items())
+        outages = ",".join(self._outage_json(i, o) for i, o in enumerate(self.outages))
+        violations = self._violations_json()
+        text = (
+            f'{{"schema":{STATE_SCHEMA},"fingerprint":{_dumps(self.spec.fingerprint())},'
+            f'"nodes":{{{nodes}}},"roles":{{{roles}}},'
+            f'"install_failures_left":{_dumps(self.install_failures_left)},'
+            f'"migration_failures_left":{_dumps(self.migration_failures_left)},'
+            f'"outages":[{outages}],"violations":{violations}}}'
+        )
+        if text == self._saved_text and self.state_file.exists():
+            return
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))  # compact: written at every change
+        tmp.write_text(text)
         os.replace(tmp, self.state_file)  # readers never see half a state
+        self._saved_text = text
+
+    @staticmethod
+    def _node_json(n: NodeSim) -> str:
+        return _dumps(
+            {
+                "up": n.up,
+                "in_maintenance": n.in_maintenance,
+                "boot_id": n.boot_id,
+                "next_boot_id": n.next_boot_id,
+                "back_at": n.back_at.isoformat() if n.back_at else None,
+                "installed": sorted(n.installed),
+                "active": sorted(n.active),
+                "staged": sorted(n.staged),
+                "pending_restart": n.pending_restart,
+                "restarts": n.restarts,
+            }
+        )
+
+    def _role_json(self, name: str, r: RoleSim) -> str:
+        key = (r.owner, r.moving_until, r.moving_from, r.saved)
+        cached = self._role_pieces.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        piece = _dumps(
+            {
+                "owner": r.owner,
+                "moving_until": r.moving_until.isoformat() if r.moving_until else None,
+                "moving_from": r.moving_from,
+                "saved": r.saved,
+            }
+        )
+        self._role_pieces[name] = (key, piece)
+        return piece
+
+    def _outage_json(self, index: int, o: Outage) -> str:
+        cached = self._ended_pieces.get(index)
+        if cached is not None:
+            return cached
+        piece = _dumps(
+            {
+                "role": o.role,
+                "started": o.started.isoformat(),
+                "node": o.node,
+                "reason": o.reason,
+                "ended": o.ended.isoformat() if o.ended else None,
+            }
+        )
+        if o.ended is not None:
+            self._ended_pieces[index] = piece  # outages are only appended, and never reopened
+        return piece
+
+    def _violations_json(self) -> str:
+        done = self._violation_pieces  # violations are only appended
+        done += [_dumps(v) for v in self.violations[len(done) :]]
+        return "[" + ",".join(done) + "]"
 
     def _scaled(self, seconds: float) -> float:
         return seconds / self.spec.speed
@@ -267,15 +311,22 @@ class SandboxCluster:
         return None
 
     def _refresh_availability(self, at: datetime) -> None:
-        open_by_role = {o.role: o for o in self.outages if o.ended is None}
+        # The outages still open, by role: found once per state (loaded or initialised), then
+        # kept here, the only place outages begin and end.
+        if self._open_outages is None:
+            self._open_outages = {o.role: o for o in self.outages if o.ended is None}
+        open_by_role = self._open_outages
         quorum = self._has_quorum()  # once for every role: it is the same for all of them
         for name in self.roles:
             down = self._down_reason(name, quorum)
             current = open_by_role.get(name)
             if down is not None and current is None:
-                self.outages.append(Outage(name, at, down[1], down[0]))
+                outage = Outage(name, at, down[1], down[0])
+                self.outages.append(outage)
+                open_by_role[name] = outage
             elif down is None and current is not None:
                 current.ended = at
+                del open_by_role[name]
 
     def _violation(self, kind: str, detail: str) -> None:
         self.violations.append({"at": self.clock.now().isoformat(), "kind": kind, "detail": detail})

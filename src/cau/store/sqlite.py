@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -148,6 +149,15 @@ CREATE TABLE IF NOT EXISTS profiles (
     updated_by TEXT NOT NULL
 );
 """
+
+
+@functools.lru_cache(maxsize=64)
+def _profile(text: str) -> RunProfile:
+    """A run's profile from its stored JSON. The row is read afresh every time; only the parsing of
+    the same text is not done again (a coordinator reads its run's record at every poll, to see a
+    stop request, and validating the profile was most of that). A profile is frozen, and nothing
+    changes its lists in place, so the one object can be shared."""
+    return RunProfile.model_validate_json(text)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -298,7 +308,7 @@ class SqliteFile:
             provider=row["provider"],
             state=RunState(row["state"]),
             created=created,
-            profile=RunProfile.model_validate_json(row["profile"]),
+            profile=_profile(row["profile"]),
             owner=row["owner"],
             status=Status(row["status"]) if row["status"] else None,
             finished=_dt(row["finished"]),
