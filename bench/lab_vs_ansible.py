@@ -408,10 +408,10 @@ def cau_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cau"]
 
 
-def run_cau(lab: Lab, rep: int, work: Path) -> ToolRun:
+def run_cau(lab: Lab, rep: int, work: Path, config: Path | None = None) -> ToolRun:
     home = work / f"cau-home-{rep}"
     home.mkdir(parents=True)
-    argv = [*cau_argv(), "--config", str(lab.config_path), "run", lab.cluster, "--output", "json"]
+    argv = [*cau_argv(), "--config", str(config or lab.config_path), "run", lab.cluster, "--output", "json"]
     with PortWatcher(lab.addresses) as watcher:
         done = run_tool(argv, cau_env(home), cwd=work)
     (work / f"cau-{rep}.json").write_text(done.stdout)
