@@ -8,12 +8,14 @@ by its PID (never by name: a real Prometheus may run on this machine). Alertmana
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,37 @@ class Alertmanager:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+    def expire_all(self) -> None:
+        """Expire every silence still in force (a fresh start for the next test)."""
+        for s in self.silences():
+            if s["status"]["state"] != "expired":
+                httpx.delete(f"{self.url}/api/v2/silence/{s['id']}", timeout=5)
+
+
+@dataclass
+class Monitoring:
+    """An exporter of `node_ok{node=...}`, a Prometheus scraping it, and an Alertmanager."""
+
+    exporter: Exporter
+    prometheus: Prometheus
+    alertmanager: Alertmanager
+
+
+@contextlib.contextmanager
+def monitoring(root: Path, nodes: list[str]) -> Iterator[Monitoring]:
+    """The three started, every node's metric good and seen so by Prometheus; stopped after."""
+    exporter = Exporter().start()
+    prometheus = Prometheus(root / "prometheus", [exporter.target])
+    alertmanager = Alertmanager(root / "alertmanager")
+    try:
+        prometheus.start()
+        alertmanager.start()
+        for node in nodes:
+            exporter.set(node, 1)
+        prometheus.wait_for("node_ok == 0", empty=True)
+        yield Monitoring(exporter, prometheus, alertmanager)
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+        exporter.stop()

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +25,7 @@ import pytest
 
 from tests.integration.conftest import Cau
 from tests.integration.test_cli import journal, wait_for
-from tests.support_prometheus import Alertmanager, Exporter, Prometheus
+from tests.support_prometheus import Monitoring, monitoring
 
 pytestmark = pytest.mark.slow
 
@@ -51,38 +50,19 @@ install_seconds = 5
 """
 
 
-@dataclass
-class Monitoring:
-    exporter: Exporter
-    prometheus: Prometheus
-    alertmanager: Alertmanager
-
-
 @pytest.fixture(scope="module")
-def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
-    root = tmp_path_factory.mktemp("monitoring")
-    exporter = Exporter().start()
-    prometheus = Prometheus(root / "prometheus", [exporter.target])
-    alertmanager = Alertmanager(root / "alertmanager")
-    try:
-        prometheus.start()
-        alertmanager.start()
-        yield Monitoring(exporter, prometheus, alertmanager)
-    finally:
-        prometheus.stop()
-        alertmanager.stop()
-        exporter.stop()
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
+    with monitoring(tmp_path_factory.mktemp("monitoring"), NODES) as started:
+        yield started
 
 
 @pytest.fixture
-def mon(monitoring: Monitoring) -> Monitoring:
+def mon(stack: Monitoring) -> Monitoring:
     for node in NODES:
-        monitoring.exporter.set(node, 1)
-    monitoring.prometheus.wait_for("node_ok == 0", empty=True)
-    for s in monitoring.alertmanager.silences():  # a fresh start for each test
-        if s["status"]["state"] != "expired":
-            httpx.delete(f"{monitoring.alertmanager.url}/api/v2/silence/{s['id']}", timeout=5)
-    return monitoring
+        stack.exporter.set(node, 1)
+    stack.prometheus.wait_for("node_ok == 0", empty=True)
+    stack.alertmanager.expire_all()  # a fresh start for each test
+    return stack
 
 
 def configure(cau: Cau, mon: Monitoring, *, gate: bool, silences: bool, timeout: str = "2m") -> None:

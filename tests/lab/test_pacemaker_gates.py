@@ -25,48 +25,26 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import tomli_w
 
 from cau_lab import Lab
 from tests.lab.support import NEW, NOTHING_LEFT, START, cau_leftovers, env, run_json, versions
-from tests.support_prometheus import Alertmanager, Exporter, Prometheus
+from tests.support_prometheus import Monitoring, monitoring
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 NODES = ["node1", "node2", "node3"]
 
 
-@dataclass
-class Monitoring:
-    exporter: Exporter
-    prometheus: Prometheus
-    alertmanager: Alertmanager
-
-
 @pytest.fixture(scope="module")
 def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
-    root = tmp_path_factory.mktemp("monitoring")
-    exporter = Exporter().start()
-    prometheus = Prometheus(root / "prometheus", [exporter.target])
-    alertmanager = Alertmanager(root / "alertmanager")
-    try:
-        prometheus.start()
-        alertmanager.start()
-        for node in NODES:
-            exporter.set(node, 1)
-        prometheus.wait_for("node_ok == 0", empty=True)
-        yield Monitoring(exporter, prometheus, alertmanager)
-    finally:
-        prometheus.stop()
-        alertmanager.stop()
-        exporter.stop()
+    with monitoring(tmp_path_factory.mktemp("monitoring"), NODES) as started:
+        yield started
 
 
 def config(lab: Lab, mon: Monitoring, path: Path) -> Path:
@@ -133,9 +111,7 @@ def test_a_prometheus_gate_holds_node2_until_node1_recovered_and_each_node_is_si
     clean_pcmk_lab: Lab, tmp_path: Path, mon: Monitoring
 ) -> None:
     lab = clean_pcmk_lab
-    for s in mon.alertmanager.silences():  # nothing from an earlier test
-        if s["status"]["state"] != "expired":
-            httpx.delete(f"{mon.alertmanager.url}/api/v2/silence/{s['id']}", timeout=5)
+    mon.alertmanager.expire_all()  # nothing from an earlier test
     for node in NODES:
         lab.exec(node, ": > /var/log/dpkg.log")
     cfg = config(lab, mon, tmp_path / "clusters.toml")

@@ -12,9 +12,12 @@ from typing import Any
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.profile import build_profile
-from cau.domain.results import ErrorId
+from cau.domain.results import ErrorId, RunState
+from cau.domain.runs import RunRecord
 from cau.engine.coordinator import Coordinator
 from cau.journal.events import EventKind, JournalEvent
+from cau.journal.progress import replay
+from cau.reports.build import build_report
 from cau.service import Service
 from tests.support import finished, max_concurrent_maintenance, run_cluster, spec, write_cluster
 
@@ -23,7 +26,7 @@ ROLES = [
     {"name": "sql", "kind": "failover", "owner": "n2", "preferred_owners": ["n2"], "cpu": 2, "memory_gb": 2},
 ]
 UPDATES = [{"id": "kernel", "restart": True, "install_seconds": 40}, {"id": "libc", "install_seconds": 20}]
-WAITING = "waiting for its turn"
+TURN = "parallel-limit"  # the block a node scanned ahead waits with, for its turn
 
 
 def _first(events: list[JournalEvent], kind: EventKind, node: str, step: str | None = None) -> int:
@@ -32,6 +35,21 @@ def _first(events: list[JournalEvent], kind: EventKind, node: str, step: str | N
         for i, e in enumerate(events)
         if e.kind is kind and e.node == node and (step is None or e.step == step)
     )
+
+
+def _node_state(events: list[JournalEvent], node: str) -> str:
+    """The node's state in a report built from the journal up to these events."""
+    progress = replay(events)
+    run = RunRecord(
+        run_id=events[0].run_id,
+        cluster="c1",
+        provider="sandbox",
+        state=RunState.RUNNING,
+        created=events[0].ts,
+        profile=build_profile(None, {}),
+    )
+    report = build_report(run, progress, now=events[-1].ts)
+    return next(n.state for n in report.nodes if n.name == node)
 
 
 def _order(events: list[JournalEvent]) -> list[str]:
@@ -62,6 +80,12 @@ def test_the_next_node_is_scanned_while_the_one_before_restarts_and_changed_only
         assert _first(events, EventKind.OUTCOME, after, "stage") < before_done
         # ... and nothing that changes it before `before` finished
         assert _first(events, EventKind.INTENT, after, "enter_maintenance") > before_done
+        # it said so, and the report showed it waiting, not running, until its turn
+        said = _first(events, EventKind.WAITING, after)
+        assert events[said].data["block"] == TURN and "its turn" in events[said].data["reason"]
+        assert said < before_done
+        assert _node_state(events[: said + 1], after) == "waiting"
+        assert _node_state(events[: before_done + 1], after) == "waiting"
     assert max_concurrent_maintenance(events) == 1
     assert done.state["violations"] == []
 
@@ -103,7 +127,7 @@ def test_a_stop_asked_while_a_node_waits_for_its_turn_ends_it_before_it_changes_
     waiting: list[str] = []
 
     def on_event(e: JournalEvent) -> None:
-        if e.kind is EventKind.PROGRESS and WAITING in str(e.data.get("message")) and not waiting:
+        if e.kind is EventKind.WAITING and e.data.get("block") == TURN and not waiting:
             waiting.append(str(e.node))
             coordinators[0].request_stop(ErrorId.STOPPED_BY_OPERATOR, "stopped by tester", by="tester")
 
@@ -136,7 +160,7 @@ def test_a_coordinator_killed_while_a_node_waits_for_its_turn_resumes_it_still_w
 
         def on_event(e: Any) -> None:
             run_ids.append(e.run_id)
-            if e.kind is EventKind.PROGRESS and WAITING in str(e.data.get("message")) and me is not None:
+            if e.kind is EventKind.WAITING and e.data.get("block") == TURN and me is not None:
                 me.cancel()
 
         try:

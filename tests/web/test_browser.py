@@ -154,6 +154,10 @@ def test_dashboard_end_to_end(server: Server) -> None:
         page.wait_for_url(f"{server.url}/runs/*")
         stopped_id = page.url.rsplit("/", 1)[1]
         expect(page.locator('#run-nodes tr[data-status="running"]')).to_have_count(1, timeout=60_000)
+        # the next node, scanned ahead while the first works, waits for its turn and says so
+        waiting = page.locator('#run-nodes tr[data-status="waiting"]')
+        expect(waiting).to_have_count(1, timeout=60_000)
+        expect(waiting).to_contain_text("waiting: its turn")
         page.once("dialog", lambda d: d.accept("e2e: change freeze"))
         page.click("#stop-button")
         expect(page.locator("#flash")).to_contain_text("Stop requested")

@@ -41,6 +41,8 @@ def status_text(status: str | None, state: str = "") -> Text:
         return Text(status, style=STATUS_STYLE.get(status, ""))
     if state == "running":
         return Text("Running", style="bold cyan")
+    if state == "waiting":  # scanned ahead, for its turn
+        return Text("Waiting", style="cyan")
     if state == "Paused":
         return Text("Paused", style="bold magenta")
     return Text("Pending", style="dim")

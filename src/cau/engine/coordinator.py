@@ -218,7 +218,14 @@ class Coordinator:
     async def take_turn(self, node: str) -> None:
         turn = self._turns.get(node)
         if turn is not None and not turn.is_set():
-            self._runs[node].progress("scanned and staged ahead: waiting for its turn")
+            limit = self.profile.max_parallel_nodes
+            self._runs[node].on_gate_wait(
+                Admission(
+                    False,
+                    Block.PARALLEL_LIMIT,
+                    f"its turn (scanned and staged ahead; max_parallel_nodes = {limit})",
+                )
+            )
             await turn.wait()
 
     def _budget_allows(self, working: int) -> bool:

@@ -68,6 +68,7 @@ class NodeProgress:
     current: str | None = None  # the step in hand (intent without outcome), the last one, or "done"
     detail: str = ""  # the last progress line
     waiting: str | None = None
+    waiting_block: str | None = None  # why it waits (cau.domain.planning.Block), with `waiting`
     gate_waits: list[tuple[datetime, GateWait]] = field(default_factory=list)
 
     @property
@@ -246,17 +247,17 @@ def _apply_node(node: NodeProgress, ev: JournalEvent) -> None:
         case Progress():
             node.detail = p.message
         case Waiting():
-            node.waiting = p.reason
+            node.waiting, node.waiting_block = p.reason, p.block
         case NodeFinished():
             node.finished = ev.ts
             node.result = p
             node.current = "done"
             node.detail = p.message
-            node.waiting = None
+            node.waiting = node.waiting_block = None
         case StepIntent():
             node.steps[p.key] = StepRecord(p.key, p.step, ev.ts, p)
             node.current = p.step
-            node.waiting = None
+            node.waiting = node.waiting_block = None
         case StepOutcome():
             rec = node.steps.get(p.key)
             if rec is not None:  # an outcome without its intent cannot happen: a step journals both

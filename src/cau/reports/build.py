@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from cau.domain.planning import Block
 from cau.domain.results import RunState
 from cau.domain.runs import RunRecord
 from cau.domain.updates import UpdateOutcome, UpdateResult
@@ -117,7 +118,12 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
         )
         for r in raw
     ]
-    state = "done" if node.status is not None else ("running" if node.started else "pending")
+    if node.status is not None:
+        state = "done"
+    elif node.waiting_block == Block.PARALLEL_LIMIT.value:
+        state = "waiting"  # started ahead of its turn (scanned, staged): nothing done to it yet
+    else:
+        state = "running" if node.started else "pending"
     return NodeReport(
         name=node.name,
         status=node.status.value if node.status else None,

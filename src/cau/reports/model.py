@@ -92,7 +92,7 @@ class GateWaitReport(BaseModel):
 class NodeReport(BaseModel):
     name: str
     status: str | None  # None while the node is pending or in progress
-    state: str  # pending | running | done
+    state: str  # pending | running | waiting (scanned ahead, for its turn) | done
     current_step: str | None = None
     detail: str = ""
     waiting: str | None = None

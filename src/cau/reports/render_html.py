@@ -61,6 +61,8 @@ def node_badge(node: NodeReport) -> Badge:
     if node.state == "running":
         label = f"Running: {node.current_step}" if node.current_step else "Running"
         return Badge(label, "prog")
+    if node.state == "waiting":  # scanned ahead, for its turn
+        return Badge("Waiting: its turn", "muted")
     return Badge("Pending", "muted")
 
 
@@ -369,9 +371,12 @@ def _node_counts(report: RunReport) -> list[Count]:
         if report.count(s)
     ]
     running = sum(1 for n in report.nodes if n.status is None and n.state == "running")
-    pending = sum(1 for n in report.nodes if n.status is None and n.state != "running")
+    waiting = sum(1 for n in report.nodes if n.status is None and n.state == "waiting")
+    pending = sum(1 for n in report.nodes if n.status is None and n.state not in ("running", "waiting"))
     if running:
         counts.append(Count("Running", running, "prog"))
+    if waiting:
+        counts.append(Count("Waiting", waiting, "muted"))
     if pending:
         counts.append(Count("Pending", pending, "muted"))
     return counts
