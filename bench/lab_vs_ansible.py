@@ -840,20 +840,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if runs and all(r.check_ok for r in runs) else 1
 
 
-def report(runs: list[ToolRun], nodes: list[str]) -> None:
-    n = len(nodes)
-    cau_runs = [r for r in runs if r.tool == "cau"]
-    ans_runs = [r for r in runs if r.tool == "ansible"]
+def print_walls(cau_runs: list[ToolRun], ans_runs: list[ToolRun], n: int) -> tuple[float, float]:
+    """Every run's wall time, and the medians (returned: cau's, Ansible's)."""
     cau_wall = median([r.wall for r in cau_runs])
     ans_wall = median([r.wall for r in ans_runs])
-    log()
     every = "; ".join(
         f"{tool} " + ", ".join(f"{r.wall:.2f}" for r in mine)
         for tool, mine in (("cau", cau_runs), ("Ansible", ans_runs))
     )
-    log(f"1. Wall time, median of {len(cau_runs)} run(s) each (all runs: {every})")
-    log(f"   cau      {cau_wall:7.2f} s")
-    log(f"   Ansible  {ans_wall:7.2f} s")
+    log(f"1. Wall time, median of {len(cau_runs)} run(s) each (all runs, in order: {every})")
+    log(f"   cau      {cau_wall:7.2f} s  ({cau_wall / n:.2f} s per node)")
+    log(f"   Ansible  {ans_wall:7.2f} s  ({ans_wall / n:.2f} s per node)")
+    return cau_wall, ans_wall
+
+
+def print_checks(cau_runs: list[ToolRun], ans_runs: list[ToolRun]) -> None:
+    """What each run's check found, and the verdict."""
+    for tool, mine in (("cau", cau_runs), ("Ansible", ans_runs)):
+        for r in mine:
+            log(f"   {tool:<8} run {r.rep}: {'OK' if r.check_ok else 'FAILED'}: {r.check}")
+    verdict = all(r.check_ok for r in [*cau_runs, *ans_runs])
+    log(f"   {'every run did the job' if verdict else 'NOT every run did the job'}")
+
+
+def report(runs: list[ToolRun], nodes: list[str]) -> None:
+    n = len(nodes)
+    cau_runs = [r for r in runs if r.tool == "cau"]
+    ans_runs = [r for r in runs if r.tool == "ansible"]
+    log()
+    cau_wall, ans_wall = print_walls(cau_runs, ans_runs, n)
     log(f"   ratio Ansible / cau: {ans_wall / cau_wall:.2f}x")
     log()
     log("2. cau's orchestration overhead per node (median cau run; install, restart steps from its report)")
@@ -871,11 +886,7 @@ def report(runs: list[ToolRun], nodes: list[str]) -> None:
     )
     log()
     log("4. Did each tool do the job? (dpkg-query on every host, boot ids, the maintenance marker)")
-    for tool, mine in (("cau", cau_runs), ("Ansible", ans_runs)):
-        for r in mine:
-            log(f"   {tool:<8} run {r.rep}: {'OK' if r.check_ok else 'FAILED'}: {r.check}")
-    verdict = all(r.check_ok for r in runs)
-    log(f"   {'every run did the job' if verdict else 'NOT every run did the job'}")
+    print_checks(cau_runs, ans_runs)
 
 
 if __name__ == "__main__":

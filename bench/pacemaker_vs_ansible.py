@@ -222,16 +222,8 @@ def report(runs: list[Run], nodes: list[str]) -> None:
     n = len(nodes)
     cau = [r for r in runs if r.tool.tool == "cau"]
     ans = [r for r in runs if r.tool.tool == "ansible"]
-    cau_wall = common.median([r.tool.wall for r in cau])
-    ans_wall = common.median([r.tool.wall for r in ans])
     log()
-    every = "; ".join(
-        f"{name} " + ", ".join(f"{r.tool.wall:.2f}" for r in mine)
-        for name, mine in (("cau", cau), ("Ansible", ans))
-    )
-    log(f"1. Wall time, median of {len(cau)} run(s) each (all runs, in order: {every})")
-    log(f"   cau      {cau_wall:7.2f} s  ({cau_wall / n:.2f} s per node)")
-    log(f"   Ansible  {ans_wall:7.2f} s  ({ans_wall / n:.2f} s per node)")
+    cau_wall, ans_wall = common.print_walls([r.tool for r in cau], [r.tool for r in ans], n)
     log(f"   ratio cau / Ansible: {cau_wall / ans_wall:.2f}  (target <= 0.70)")
     log()
     log("2. Where the time goes (median run of each)")
@@ -260,11 +252,7 @@ def report(runs: list[Run], nodes: list[str]) -> None:
     )
     log()
     log("5. Did each run do the whole job?")
-    for name, mine in (("cau", cau), ("Ansible", ans)):
-        for r in mine:
-            log(f"   {name:<8} run {r.tool.rep}: {'OK' if r.tool.check_ok else 'FAILED'}: {r.tool.check}")
-    verdict = all(r.tool.check_ok for r in runs)
-    log(f"   {'every run did the job' if verdict else 'NOT every run did the job'}")
+    common.print_checks([r.tool for r in cau], [r.tool for r in ans])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
