@@ -29,7 +29,7 @@ from cau.domain.results import RunState, Status
 from cau.domain.role import ClusterRole
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
 from cau.domain.updates import ScanResult, StagingResult, Update, UpdateResult
-from cau.journal.events import EventPayload, JournalEvent, ProbeEvent
+from cau.journal.events import EventPayload, JournalEvent, ProbeEvent, RoleMove
 from cau.reports.model import RunReport
 
 
@@ -259,6 +259,17 @@ class FollowsPlacement(Protocol):
         """As `enter_maintenance`; each role of `plan` still on `node` goes to its planned
         target. A role the plan does not name (it arrived since) is placed by the provider,
         never onto a node without room. Raises MaintenanceError when a target lacks room."""
+        ...
+
+
+@runtime_checkable
+class ReportsMoves(Protocol):
+    """Optional provider capability: the role moves it made (live migrations, saved and restored
+    states) with the cluster software's own figures. The engine takes them right after each
+    enter_maintenance, exit_maintenance and failback and journals them with that step's outcome."""
+
+    def take_moves(self, node: str) -> list[RoleMove]:
+        """The moves made for `node` since the last call (and forgets them)."""
         ...
 
 

@@ -67,6 +67,7 @@ from cau.ports import (
     NodeSession,
     NodeUpdater,
     PluginContext,
+    ReportsMoves,
     UpdaterPlugin,
 )
 from cau.redact import redact, tail
@@ -83,6 +84,8 @@ REFUSALS: dict[type[CauError], ErrorId] = {
 IntentT = TypeVar("IntentT", bound=StepIntent)
 OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
 T = TypeVar("T", bound=BaseModel)
+# the step outcomes that carry role moves (cau.ports.ReportsMoves)
+_MovesOutcome = TypeVar("_MovesOutcome", EnterOutcome, ExitOutcome, FailbackOutcome)
 
 
 @dataclass(frozen=True)
@@ -575,10 +578,12 @@ class NodeRun:
                     else:
                         await provider.enter_maintenance(self.name, move, self._prior)
                 except CauError as exc:
-                    return _failed(
-                        EnterOutcome, Step.ENTER_MAINTENANCE, key, ErrorId.MAINTENANCE_ENTER_FAILED, exc
+                    return self._with_moves(
+                        _failed(
+                            EnterOutcome, Step.ENTER_MAINTENANCE, key, ErrorId.MAINTENANCE_ENTER_FAILED, exc
+                        )
                     )
-                return EnterOutcome(key=key, ok=True)
+                return self._with_moves(EnterOutcome(key=key, ok=True))
 
             return act
 
@@ -614,6 +619,16 @@ class NodeRun:
             f"could not enter maintenance: {out.failure_text() if out else 'not attempted'}",
         )
 
+    def _with_moves(self, outcome: _MovesOutcome) -> _MovesOutcome:
+        """The outcome with the role moves the provider made during the step (migrations, saved
+        and restored states, with the cluster software's figures), when it reports them: journaled
+        with the step, so the report has them after a crash too."""
+        provider = self.ctx.provider
+        if not isinstance(provider, ReportsMoves):
+            return outcome
+        moves = provider.take_moves(self.name)
+        return outcome.model_copy(update={"moves": moves}) if moves else outcome
+
     async def _undo_drain(self, attempt: int) -> bool:
         """After a failed drain, leave maintenance before the next attempt: nothing the drain
         stopped stays stopped while cau waits, and the next attempt is admitted on the cluster
@@ -630,8 +645,10 @@ class NodeRun:
             try:
                 await provider.exit_maintenance(self.name, prior)
             except CauError as exc:
-                return _failed(ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc)
-            return ExitOutcome(key=key, ok=True, undo=attempt)
+                return self._with_moves(
+                    _failed(ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc)
+                )
+            return self._with_moves(ExitOutcome(key=key, ok=True, undo=attempt))
 
         async with self.ctx.gate.leaving(self.name):
             out = await self.step(key, ExitIntent, ExitOutcome, prepare, act)
@@ -695,10 +712,12 @@ class NodeRun:
                 try:
                     await provider.exit_maintenance(self.name, prior)
                 except CauError as exc:
-                    return _failed(
-                        ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc
+                    return self._with_moves(
+                        _failed(ExitOutcome, Step.EXIT_MAINTENANCE, key, ErrorId.MAINTENANCE_EXIT_FAILED, exc)
                     )
-                return ExitOutcome(key=key, ok=True, left_as_before=prior.was_in_maintenance)
+                return self._with_moves(
+                    ExitOutcome(key=key, ok=True, left_as_before=prior.was_in_maintenance)
+                )
 
             return act
 
@@ -743,8 +762,10 @@ class NodeRun:
             try:
                 moved = await provider.failback(self.name, prior, intent.mode)
             except CauError as exc:
-                return _failed(FailbackOutcome, Step.FAILBACK, "failback", ErrorId.FAILBACK_FAILED, exc)
-            return FailbackOutcome(key="failback", ok=True, moved=moved)
+                return self._with_moves(
+                    _failed(FailbackOutcome, Step.FAILBACK, "failback", ErrorId.FAILBACK_FAILED, exc)
+                )
+            return self._with_moves(FailbackOutcome(key="failback", ok=True, moved=moved))
 
         fb = await self.step("failback", FailbackIntent, FailbackOutcome, prepare, act)
         if not fb.ok:

@@ -468,8 +468,28 @@ class StageOutcome(StepOutcome):
     failures: list[str] = []
 
 
+class RoleMove(_Record):
+    """One move of a role by the provider (a live migration, a saved or restored state), with the
+    cluster software's own figures where it gives them (libvirt's domjobinfo): the report shows
+    them beside the probes' measured interruption."""
+
+    role: str
+    method: Literal["live", "save", "restore"]
+    from_node: str | None = None
+    to_node: str | None = None
+    started: datetime
+    seconds: float  # as cau timed it, command to answer
+    ok: bool = True
+    # the cluster software's figures (None: not reported)
+    reported_seconds: float | None = None
+    downtime_ms: float | None = None
+    data_bytes: int | None = None
+    message: str = ""
+
+
 class EnterOutcome(StepOutcome):
     step: Literal[Step.ENTER_MAINTENANCE] = Step.ENTER_MAINTENANCE
+    moves: list[RoleMove] = []  # from providers that report them (cau.ports.ReportsMoves)
 
 
 class InstallOutcome(StepOutcome):
@@ -486,6 +506,7 @@ class RestartOutcome(StepOutcome):
 
 class ExitOutcome(StepOutcome):
     step: Literal[Step.EXIT_MAINTENANCE] = Step.EXIT_MAINTENANCE
+    moves: list[RoleMove] = []  # states restored as the node left maintenance
     left_as_before: bool = False  # it was in maintenance before cau: left so
     undo: int | None = None  # undoing the failed drain attempt of that number
 
@@ -493,6 +514,7 @@ class ExitOutcome(StepOutcome):
 class FailbackOutcome(StepOutcome):
     step: Literal[Step.FAILBACK] = Step.FAILBACK
     moved: list[str] = []
+    moves: list[RoleMove] = []
 
 
 Outcome = Annotated[

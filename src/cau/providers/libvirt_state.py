@@ -1,0 +1,247 @@
+"""What the `libvirt` provider reads on a hypervisor host, parsed: `virsh` outputs and cau's own
+marks. Pure functions over text, tested against outputs recorded from real libvirt
+(tests/fixtures/libvirt); no I/O here.
+
+One SSH round trip per host reads everything (`read_script`): the host's memory and CPUs, the
+marks cau left there (maintenance, domains it saved), the domains with a managed save image, and
+each domain's state and XML.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from cau.errors import ProviderError
+
+# cau's metadata in a domain's XML: the hosts it prefers, best first (failback = policy):
+#   <metadata><cau:placement xmlns:cau="urn:cau:libvirt:1" preferred="node1 node2"/></metadata>
+METADATA_NS = "urn:cau:libvirt:1"
+# Where cau marks, on each host's own disk (they outlive its restart), what it changed there:
+# `maintenance` (the host takes no guests) and `saved-<domain>` (cau saved that domain's state
+# with managedsave: it is restored when the host leaves maintenance).
+MARK_DIR = "/var/lib/cau/libvirt"
+MAINTENANCE_MARK = "maintenance"
+SAVED_PREFIX = "saved-"
+
+_SPLIT = "@@cau-libvirt@@"
+_DOMAIN = "@@cau-domain@@"
+# Domain names go into command lines: libvirt allows almost anything, cau only these.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+:-]*")
+
+
+def domain_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ProviderError(
+            f"domain name {value!r}: cau drives only domains named with letters, digits and . _ + : -"
+        )
+    return value
+
+
+def read_script(uri: str) -> str:
+    """The shell command that prints everything `parse_host` reads, in one round trip."""
+    v = f"virsh -q -c {shlex.quote(uri)}"
+    return (
+        f"{v} nodeinfo && echo {_SPLIT} && (ls -1 {MARK_DIR} 2>/dev/null; true) && echo {_SPLIT} && "
+        f"{v} list --all --with-managed-save --name && echo {_SPLIT} && "
+        # a domain gone between the list and its reads (migrated away meanwhile) is skipped
+        f"for d in $({v} list --all --name); do "
+        f's=$({v} domstate "$d" --reason 2>/dev/null) && x=$({v} dumpxml "$d" 2>/dev/null) && '
+        f'printf "%s %s\\n%s\\n%s\\n" "{_DOMAIN}" "$d" "$s" "$x"; done; true'
+    )
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    state: str  # "running", "paused", "shut off", ... as `virsh domstate` says
+    reason: str  # its reason: "booted", "migrating", "saved"...
+    memory_mib: int
+    vcpus: int
+    preferred: tuple[str, ...] = ()
+    # why it cannot live-migrate (a host device, a local disk without copy_storage), or ""
+    pinned_by: str = ""
+    local_disks: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """Running on its host now (a paused domain too: it holds its memory there)."""
+        return self.state in ("running", "paused", "in shutdown", "pmsuspended", "blocked", "idle")
+
+
+@dataclass(frozen=True)
+class HostState:
+    cpus: int
+    memory_mib: int  # the host's RAM, as libvirt sees it
+    marks: frozenset[str]
+    managed_saves: frozenset[str]
+    domains: tuple[DomainInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def in_maintenance(self) -> bool:
+        return MAINTENANCE_MARK in self.marks
+
+    @property
+    def saved_by_cau(self) -> tuple[str, ...]:
+        return tuple(sorted(m.removeprefix(SAVED_PREFIX) for m in self.marks if m.startswith(SAVED_PREFIX)))
+
+    def domain(self, name: str) -> DomainInfo | None:
+        return next((d for d in self.domains if d.name == name), None)
+
+    @property
+    def active(self) -> tuple[DomainInfo, ...]:
+        return tuple(d for d in self.domains if d.active)
+
+    def used_mib(self) -> int:
+        return sum(d.memory_mib for d in self.active)
+
+    def used_vcpus(self) -> int:
+        return sum(d.vcpus for d in self.active)
+
+
+def parse_nodeinfo(text: str) -> tuple[int, int]:
+    """(CPUs, memory in MiB) from `virsh nodeinfo`."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    try:
+        cpus = int(fields["cpu(s)"])
+        amount, unit = fields["memory size"].split()
+    except (KeyError, ValueError) as exc:
+        raise ProviderError(f"unexpected `virsh nodeinfo` output: {text.strip()[:200]!r}") from exc
+    return cpus, _to_mib(float(amount), unit)
+
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "kib": 1024,
+    "k": 1024,
+    "mib": 1024**2,
+    "m": 1024**2,
+    "gib": 1024**3,
+    "g": 1024**3,
+}
+
+
+def _bytes(amount: float, unit: str) -> int:
+    factor = _UNITS.get(unit.lower())
+    if factor is None:
+        raise ProviderError(f"unknown size unit {unit!r} from libvirt")
+    return int(amount * factor)
+
+
+def _to_mib(amount: float, unit: str) -> int:
+    return _bytes(amount, unit) // 1024**2
+
+
+def parse_domstate(text: str) -> tuple[str, str]:
+    """("running", "booted") from `virsh domstate --reason`'s "running (booted)"."""
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    m = re.fullmatch(r"(.+?)(?: \((.*)\))?", line)
+    if not line or m is None:
+        raise ProviderError(f"unexpected `virsh domstate` output: {text.strip()[:100]!r}")
+    return m.group(1), m.group(2) or ""
+
+
+def _memory_mib(elem: ET.Element | None) -> int:
+    if elem is None or not (elem.text or "").strip():
+        return 0
+    return _to_mib(float((elem.text or "0").strip()), elem.get("unit", "KiB"))
+
+
+def parse_domain_xml(
+    xml: str, state: str, reason: str, *, shared_storage: tuple[str, ...] = ()
+) -> DomainInfo:
+    """A domain from `virsh dumpxml`: its memory (the maximum it may use), vCPUs, cau's
+    placement metadata, and what keeps it from migrating live."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise ProviderError(f"unreadable domain XML from libvirt: {exc}") from exc
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise ProviderError("a domain XML from libvirt has no <name>")
+    vcpu_text = (root.findtext("vcpu") or "1").strip()
+    placement = root.find(f"metadata/{{{METADATA_NS}}}placement")
+    preferred = tuple((placement.get("preferred") or "").split()) if placement is not None else ()
+    reasons: list[str] = []
+    if root.find("devices/hostdev") is not None:
+        reasons.append("a host device (<hostdev>)")
+    local: list[str] = []
+    for disk in root.findall("devices/disk"):
+        if disk.get("device") in ("cdrom", "floppy") or disk.get("type") == "network":
+            continue
+        source = disk.find("source")
+        if source is None:
+            continue
+        path = source.get("file") or source.get("dev") or source.get("dir") or ""
+        if path and not any(path == s or path.startswith(s.rstrip("/") + "/") for s in shared_storage):
+            local.append(path)
+    return DomainInfo(
+        name=name,
+        state=state,
+        reason=reason,
+        memory_mib=_memory_mib(root.find("memory")),
+        vcpus=int(vcpu_text) if vcpu_text.isdigit() else 1,
+        preferred=preferred,
+        pinned_by="; ".join(reasons),
+        local_disks=tuple(local),
+    )
+
+
+def parse_host(text: str, *, shared_storage: tuple[str, ...] = ()) -> HostState:
+    """Everything `read_script` printed."""
+    parts = text.split(_SPLIT)
+    if len(parts) != 4:
+        raise ProviderError(f"unexpected output reading a libvirt host: {text.strip()[:300]!r}")
+    cpus, memory = parse_nodeinfo(parts[0])
+    marks = frozenset(line.strip() for line in parts[1].splitlines() if line.strip())
+    saves = frozenset(line.strip() for line in parts[2].splitlines() if line.strip())
+    domains = []
+    for chunk in parts[3].split(_DOMAIN)[1:]:
+        head, _, rest = chunk.partition("\n")
+        name = head.strip()
+        state_line, _, xml = rest.partition("\n")
+        state, reason = parse_domstate(state_line)
+        info = parse_domain_xml(xml.strip(), state, reason, shared_storage=shared_storage)
+        if info.name != name:
+            raise ProviderError(f"virsh printed the XML of {info.name!r} for domain {name!r}")
+        domains.append(info)
+    return HostState(cpus, memory, marks, saves, tuple(domains))
+
+
+@dataclass(frozen=True)
+class MigrationFigures:
+    """libvirt's own figures for a finished migration job (`virsh domjobinfo --completed`)."""
+
+    seconds: float | None = None
+    downtime_ms: float | None = None
+    data_bytes: int | None = None
+
+
+def parse_jobinfo(text: str) -> MigrationFigures:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+
+    def number(key: str) -> float | None:
+        m = re.match(r"([0-9.]+)\s*ms", fields.get(key, ""))
+        return float(m.group(1)) if m else None
+
+    data: int | None = None
+    m = re.match(r"([0-9.]+)\s*([A-Za-z]+)", fields.get("data processed", ""))
+    if m:
+        data = _bytes(float(m.group(1)), m.group(2))
+    elapsed = number("time elapsed")
+    return MigrationFigures(
+        seconds=elapsed / 1000 if elapsed is not None else None,
+        downtime_ms=number("total downtime"),
+        data_bytes=data,
+    )
