@@ -16,14 +16,18 @@ providers and package plug-ins drive the real code with them, without root or a 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cau.errors import NodeUnreachable
 from cau.plugins.dnf_facts import parse_check_update, split_nevra
+from cau.providers.libvirt_state import DOMAIN_HEAD, MARK_DIR, read_script
+from cau.providers.libvirt_state import SPLIT as LIBVIRT_SPLIT
 from cau.providers.ssh import MaintenanceHooks
 from cau.readiness.facts import FACTS_PREFIX
 from cau.testing import Answer, Reply, Result, Rules, ScriptedCluster, UnexpectedCommand
@@ -474,3 +478,161 @@ class PacemakerCluster(SshHosts):
     def cluster_commands(self) -> list[str]:
         """The cluster CLI commands run, on whichever node (boot ids and restarts left out)."""
         return [c for _, c in self.transports.log if c not in (BOOT_ID, REBOOT, "hostname")]
+
+
+# --- a pool of libvirt hypervisor hosts ---------------------------------------------------------------
+
+
+@dataclass
+class Guest:
+    """A libvirt domain of LibvirtPool: where it is defined, its state, what it needs."""
+
+    name: str
+    host: str
+    memory_mib: int = 128
+    vcpus: int = 1
+    state: str = "running"
+    reason: str = "booted"
+    managed_save: bool = False
+    preferred: tuple[str, ...] = ()
+    hostdev: bool = False
+    boots: int = 1  # a restart (not a restore) of its state makes a new boot
+
+
+class LibvirtPool(SshHosts):
+    """SshHosts that are libvirt hypervisors, answering the `virsh` commands of the libvirt
+    provider in the formats real libvirt prints them (tests/fixtures/libvirt): the read script,
+    migrate, domjobinfo, managedsave, start, resume, and cau's marks on each host's disk. A host's
+    restart kills its running guests (a managed save survives it). `fail_migration` makes the
+    next migration of a guest fail as libvirt does, leaving it paused on its source when asked."""
+
+    URI = "qemu:///system"
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        guests: Iterable[Guest],
+        *,
+        memory_mib: int = 24_000,
+        restart_probes: int = 2,
+    ) -> None:
+        super().__init__(names, restart_probes=restart_probes)
+        self.guests = {g.name: g for g in guests}
+        self.marks: dict[str, set[str]] = {n: set() for n in self.names}
+        self.memory_mib = memory_mib
+        self.addresses = {n: f"10.0.0.1{i}" for i, n in enumerate(self.names, 1)}
+        self.fail_migration: dict[str, str] = {}  # guest -> the error virsh prints
+        self.pause_on_failure = False
+        self.migrations: list[tuple[str, str, str]] = []  # (guest, from, to)
+
+    def answer(self, node: str, command: str) -> Result:
+        if command == REBOOT and node not in self.held and self.down.get(node, 0) == 0:
+            for g in self.guests.values():
+                if g.host == node and g.state in ("running", "paused"):
+                    g.state, g.reason = "shut off", "destroyed"
+        return super().answer(node, command)
+
+    def guest_url(self, name: str) -> str:
+        return f"{self.guests[name].host}:{self.guests[name].boots}"
+
+    def _xml(self, g: Guest) -> str:
+        dom_id = " id='3'" if g.state in ("running", "paused") else ""
+        meta = (
+            f'\n  <metadata>\n    <cau:placement xmlns:cau="urn:cau:libvirt:1" '
+            f'preferred="{" ".join(g.preferred)}"/>\n  </metadata>'
+            if g.preferred
+            else ""
+        )
+        hostdev = (
+            "\n    <hostdev mode='subsystem' type='pci' managed='yes'>\n      <source>\n"
+            "        <address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/>\n"
+            "      </source>\n    </hostdev>"
+            if g.hostdev
+            else ""
+        )
+        kib = g.memory_mib * 1024
+        return (
+            f"<domain type='qemu'{dom_id}>\n  <name>{g.name}</name>\n"
+            f"  <uuid>6f0c{abs(hash(g.name)) % 10**8:08d}-0000-4000-8000-000000000000</uuid>{meta}\n"
+            f"  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n"
+            f"  <vcpu placement='static'>{g.vcpus}</vcpu>\n"
+            "  <os>\n    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>\n"
+            "    <kernel>/var/lib/cau-vms/vmlinux</kernel>\n  </os>\n"
+            "  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
+            "    <interface type='bridge'>\n      <source bridge='vmbr0'/>\n"
+            f"      <model type='virtio'/>\n    </interface>{hostdev}\n  </devices>\n</domain>"
+        )
+
+    def _read(self, node: str) -> str:
+        mine = sorted((g for g in self.guests.values() if g.host == node), key=lambda g: g.name)
+        out = [
+            "CPU model:           x86_64\nCPU(s):              2\nCPU frequency:       2294 MHz\n"
+            "CPU socket(s):       1\nCore(s) per socket:  2\nThread(s) per core:  1\n"
+            f"NUMA cell(s):        1\nMemory size:         {self.memory_mib * 1024} KiB\n",
+            LIBVIRT_SPLIT + "\n",
+            "".join(m + "\n" for m in sorted(self.marks[node])),
+            LIBVIRT_SPLIT + "\n",
+            "".join(g.name + "\n" for g in mine if g.managed_save),
+            LIBVIRT_SPLIT + "\n",
+        ]
+        for g in mine:
+            out.append(f"{DOMAIN_HEAD} {g.name}\n{g.state} ({g.reason})\n{self._xml(g)}\n")
+        return "".join(out)
+
+    def other(self, node: str, command: str) -> Result:
+        if command == read_script(self.URI):
+            return self._read(node)
+        mark = re.fullmatch(rf"mkdir -p {MARK_DIR} && touch {MARK_DIR}/(\S+)", command)
+        if mark:
+            self.marks[node].add(mark.group(1))
+            return ""
+        mark = re.fullmatch(rf"rm -f {MARK_DIR}/(\S+)", command)
+        if mark:
+            self.marks[node].discard(mark.group(1))
+            return ""
+        prefix = f"virsh -q -c {self.URI} "
+        if not command.startswith(prefix):
+            return super().other(node, command)
+        args = shlex.split(command.removeprefix(prefix))
+        verb = args[0]
+        g = self.guests.get(args[-1] if verb != "migrate" else args[4])
+        if g is None or g.host != node:
+            return Reply("", 1, f"error: failed to get domain '{args[-1]}'\n")
+        if verb == "migrate":
+            return self._migrate(node, g, args)
+        if verb == "domjobinfo":
+            return (
+                "Job type:         Completed\nOperation:        Incoming migration\n"
+                "Time elapsed:     612          ms\nData processed:   63.921 MiB\n"
+                "Data remaining:   0.000 B\nData total:       144.883 MiB\n"
+                "Total downtime:   41           ms\n"
+            )
+        if verb == "managedsave":
+            g.state, g.reason, g.managed_save = "shut off", "saved", True
+            return f"\nDomain '{g.name}' state saved by libvirt\n"
+        if verb == "start":
+            if not g.managed_save:
+                g.boots += 1
+            g.state, g.reason = "running", "restored" if g.managed_save else "booted"
+            g.managed_save = False
+            return f"Domain '{g.name}' started\n"
+        if verb == "resume":
+            g.state, g.reason = "running", "unpaused"
+            return f"Domain '{g.name}' resumed\n"
+        if verb == "domjobabort":
+            return ""
+        return super().other(node, command)
+
+    def _migrate(self, node: str, g: Guest, args: list[str]) -> Result:
+        address = args[5].removeprefix("qemu+ssh://").removesuffix("/system")
+        target = next((n for n, a in self.addresses.items() if a == address), None)
+        if target is None or target in self.held or self.down.get(target, 0) > 0:
+            return Reply("", 1, f"error: unable to connect to server at '{address}:22': Connection refused\n")
+        error = self.fail_migration.pop(g.name, None)
+        if error is not None:
+            if self.pause_on_failure:
+                g.state, g.reason = "paused", "migrating"
+            return Reply("", 1, error)
+        g.host, g.reason = target, "migrated"
+        self.migrations.append((g.name, node, target))
+        return ""

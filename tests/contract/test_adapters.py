@@ -25,6 +25,7 @@ from cau.domain.profile import FailbackMode, MoveMethod
 from cau.domain.updates import UpdateOutcome
 from cau.errors import NodeUnreachable, NotFound
 from cau.ports import NodeSession, PluginContext, ProviderContext, TransportFactory
+from cau.providers.libvirt import LibvirtOptions
 from cau.providers.pacemaker import PacemakerOptions
 from cau.providers.ssh import SshOptions
 from cau.registry import Registry
@@ -32,11 +33,11 @@ from cau.sandbox.provider import SandboxOptions, SandboxProvider
 from cau.sandbox.spec import default_spec
 from cau.testing import Reply, Result, Rules, ScriptedTransport, Session
 from cau.transport.local import LocalTransport
-from tests.contract.scripted import DebianHost, PacemakerCluster, RhelHost, SshHosts
+from tests.contract.scripted import DebianHost, Guest, LibvirtPool, PacemakerCluster, RhelHost, SshHosts
 from tests.support_hotfix import hotfix_root, write_manifest
 
 REGISTRY = Registry.discover()
-BUILTIN_PROVIDERS = {"sandbox", "ssh", "pacemaker"}
+BUILTIN_PROVIDERS = {"sandbox", "ssh", "pacemaker", "libvirt"}
 BUILTIN_PLUGINS = {"sandbox", "command", "apt", "hotfix", "dnf"}
 
 
@@ -138,10 +139,25 @@ def pacemaker_bench(tmp_path: Path, *, never_back: bool) -> ProviderBench:
     return ProviderBench(options, "node2", "hostname", pcmk.transports)
 
 
+def libvirt_bench(tmp_path: Path, *, never_back: bool) -> ProviderBench:
+    """Three hypervisor hosts; node1 runs two guests, which live-migrate away and come back."""
+    guests = [Guest("g1", "node1"), Guest("g2", "node1", memory_mib=256), Guest("g3", "node2")]
+    pool = LibvirtPool(["node1", "node2", "node3"], guests, restart_probes=10**9 if never_back else 2)
+    options = LibvirtOptions.model_validate(
+        {
+            "nodes": [{"name": n, "host": a} for n, a in pool.addresses.items()],
+            "known_hosts": tmp_path / "known_hosts",
+            "guest_memory_mib": 512,
+        }
+    )
+    return ProviderBench(options, "node1", "hostname", pool.transports)
+
+
 PROVIDER_BENCHES: dict[str, Callable[..., ProviderBench]] = {
     "sandbox": sandbox_bench,
     "ssh": ssh_bench,
     "pacemaker": pacemaker_bench,
+    "libvirt": libvirt_bench,
 }
 
 
@@ -202,6 +218,7 @@ def test_the_benches_move_roles_where_the_provider_has_them(tmp_path: Path) -> N
         return dict((await create(name, bench, tmp_path / name).maintenance_prior(bench.node)).role_owners)
 
     assert run_virtual(owned("sandbox")) and run_virtual(owned("pacemaker")) == {"web": "node2"}
+    assert run_virtual(owned("libvirt")) == {"g1": "node1", "g2": "node1"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY.providers))

@@ -326,7 +326,7 @@ class LibvirtProvider(SshProvider):
             elif preferred:
                 target = preferred[0]
             elif fits:
-                target = max(fits, key=lambda h: (free[h][0], h))
+                target = max(fits, key=lambda h: free[h][0])  # the first in order on a tie
             else:
                 rooms = ", ".join(f"{h} {mem:g} MiB" for h, (mem, _) in sorted(free.items())) or "none"
                 stuck[dom.name] = (
@@ -400,15 +400,16 @@ class LibvirtProvider(SshProvider):
             if name not in moves:
                 raise MaintenanceError(f"{name} on {source} {stuck.get(name, 'has no host with room')}")
             target = moves[name]
-        await self.migrate(name, source, target)
+        await self.migrate(name, source, target, for_node=source)
 
     def _address(self, node: str) -> str:
         return self._entry(node).host
 
-    async def migrate(self, name: str, source: str, target: str) -> RoleMove:
+    async def migrate(self, name: str, source: str, target: str, *, for_node: str) -> RoleMove:
         """Live-migrate `name` from `source` to `target`; libvirt's own figures are read on the
         target afterwards. A migration that fails leaves the guest running on `source` (resumed
-        there if libvirt left it paused), and raises MaintenanceError."""
+        there if libvirt left it paused), and raises MaintenanceError. The move is reported with
+        the step of `for_node` (the node drained, or failed back to)."""
         name = domain_name(name)
         address = self._address(target)
         dest = self.lv.migrate_uri.format(address=address, node=target)
@@ -432,7 +433,7 @@ class LibvirtProvider(SshProvider):
         if error:
             await self._resume_if_paused(source, name)
             self._record(
-                source,
+                for_node,
                 RoleMove(
                     role=name,
                     method="live",
@@ -463,8 +464,7 @@ class LibvirtProvider(SshProvider):
             downtime_ms=figures.downtime_ms,
             data_bytes=figures.data_bytes,
         )
-        self._record(source, move)
-        self._record(target, move)
+        self._record(for_node, move)
         return move
 
     def _record(self, node: str, move: RoleMove) -> None:
@@ -580,7 +580,7 @@ class LibvirtProvider(SshProvider):
                 failed.append(f"{name} stays on {on}: {node} has no room for it ({free_mem:g} MiB free)")
                 continue
             try:
-                await self.migrate(name, on, node)
+                await self.migrate(name, on, node, for_node=node)
             except MaintenanceError as exc:
                 failed.append(str(exc))
                 continue

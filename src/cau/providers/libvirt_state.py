@@ -26,8 +26,8 @@ MARK_DIR = "/var/lib/cau/libvirt"
 MAINTENANCE_MARK = "maintenance"
 SAVED_PREFIX = "saved-"
 
-_SPLIT = "@@cau-libvirt@@"
-_DOMAIN = "@@cau-domain@@"
+SPLIT = "@@cau-libvirt@@"
+DOMAIN_HEAD = "@@cau-domain@@"
 # Domain names go into command lines: libvirt allows almost anything, cau only these.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+:-]*")
 
@@ -44,12 +44,12 @@ def read_script(uri: str) -> str:
     """The shell command that prints everything `parse_host` reads, in one round trip."""
     v = f"virsh -q -c {shlex.quote(uri)}"
     return (
-        f"{v} nodeinfo && echo {_SPLIT} && (ls -1 {MARK_DIR} 2>/dev/null; true) && echo {_SPLIT} && "
-        f"{v} list --all --with-managed-save --name && echo {_SPLIT} && "
+        f"{v} nodeinfo && echo {SPLIT} && (ls -1 {MARK_DIR} 2>/dev/null; true) && echo {SPLIT} && "
+        f"{v} list --all --with-managed-save --name && echo {SPLIT} && "
         # a domain gone between the list and its reads (migrated away meanwhile) is skipped
         f"for d in $({v} list --all --name); do "
         f's=$({v} domstate "$d" --reason 2>/dev/null) && x=$({v} dumpxml "$d" 2>/dev/null) && '
-        f'printf "%s %s\\n%s\\n%s\\n" "{_DOMAIN}" "$d" "$s" "$x"; done; true'
+        f'printf "%s %s\\n%s\\n%s\\n" "{DOMAIN_HEAD}" "$d" "$s" "$x"; done; true'
     )
 
 
@@ -196,14 +196,14 @@ def parse_domain_xml(
 
 def parse_host(text: str, *, shared_storage: tuple[str, ...] = ()) -> HostState:
     """Everything `read_script` printed."""
-    parts = text.split(_SPLIT)
+    parts = text.split(SPLIT)
     if len(parts) != 4:
         raise ProviderError(f"unexpected output reading a libvirt host: {text.strip()[:300]!r}")
     cpus, memory = parse_nodeinfo(parts[0])
     marks = frozenset(line.strip() for line in parts[1].splitlines() if line.strip())
     saves = frozenset(line.strip() for line in parts[2].splitlines() if line.strip())
     domains = []
-    for chunk in parts[3].split(_DOMAIN)[1:]:
+    for chunk in parts[3].split(DOMAIN_HEAD)[1:]:
         head, _, rest = chunk.partition("\n")
         name = head.strip()
         state_line, _, xml = rest.partition("\n")

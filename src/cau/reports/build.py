@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cau.domain.planning import Block
 from cau.domain.results import RunState
 from cau.domain.runs import RunRecord
 from cau.domain.updates import UpdateOutcome, UpdateResult
 from cau.journal.events import (
+    EnterOutcome,
+    ExitOutcome,
     FailbackOutcome,
     InstallOutcome,
     RestartOutcome,
@@ -31,6 +33,7 @@ from cau.reports.model import (
     CoordinatorReport,
     GateWaitReport,
     HeldUpdateReport,
+    MoveReport,
     NodeReport,
     OutageReport,
     PauseReport,
@@ -166,6 +169,57 @@ def _node_report(node: NodeProgress, end: datetime) -> NodeReport:
     )
 
 
+# A probe sees a move's interruption up to its interval and timeout after the move's command
+# returned: its outages that start this long after still count for the move.
+_MOVE_SLACK = timedelta(seconds=1.5)
+
+
+def _moves(
+    progress: RunProgress, order: Sequence[str], outages: Sequence[OutageReport], probed: set[str]
+) -> list[MoveReport]:
+    """Every role move journaled with a node's steps, with the probe outages of its role (a role
+    in `probed`) that overlap it: failed checks and seconds down. In the order they started."""
+    out: list[MoveReport] = []
+    for name in order:
+        node = progress.nodes.get(name)
+        if node is None:
+            continue
+        for s in node.steps_of(Step.ENTER_MAINTENANCE, Step.EXIT_MAINTENANCE, Step.FAILBACK):
+            if not isinstance(s.outcome, EnterOutcome | ExitOutcome | FailbackOutcome):
+                continue
+            for m in s.outcome.moves:
+                end = m.started + timedelta(seconds=m.seconds) + _MOVE_SLACK
+                during = [
+                    o
+                    for o in outages
+                    if o.source == "probe"
+                    and o.role == m.role
+                    and o.started <= end
+                    and (o.ended or end) >= m.started
+                ]
+                measured = m.role in probed
+                out.append(
+                    MoveReport(
+                        node=name,
+                        step=s.key,
+                        role=m.role,
+                        method=m.method,
+                        from_node=m.from_node,
+                        to_node=m.to_node,
+                        started=m.started,
+                        seconds=round(m.seconds, 3),
+                        ok=m.ok,
+                        message=m.message,
+                        reported_seconds=m.reported_seconds,
+                        downtime_ms=m.downtime_ms,
+                        data_bytes=m.data_bytes,
+                        probe_failed_checks=sum(o.failed_checks for o in during) if measured else None,
+                        probe_down_seconds=round(sum(o.seconds for o in during), 3) if measured else None,
+                    )
+                )
+    return sorted(out, key=lambda m: m.started)
+
+
 def build_report(
     run: RunRecord,
     progress: RunProgress,
@@ -245,6 +299,7 @@ def build_report(
         ],
         outages=clipped,
         availability=[role_availability(r, clipped, figures, span) for r in roles],
+        moves=_moves(progress, order, clipped, probed),
         predicted_seconds=progress.forecast.plan.predicted_seconds if progress.forecast else None,
         # while a coordinator may be driving it (a paused run waits for someone, or its window)
         eta=run_eta(progress, now) if run.state is RunState.RUNNING else None,

@@ -148,6 +148,28 @@ class OutageReport(BaseModel):
         return ", ".join(s.label for s in self.during) or "between steps"
 
 
+class MoveReport(BaseModel):
+    """One move of a role by the provider (a live migration, a saved or restored state): the
+    cluster software's own figures beside what cau's probes measured of the role meanwhile."""
+
+    node: str  # whose step made it (the node drained, or failed back to)
+    step: str
+    role: str
+    method: str  # live | save | restore
+    from_node: str | None = None
+    to_node: str | None = None
+    started: datetime
+    seconds: float
+    ok: bool = True
+    message: str = ""
+    reported_seconds: float | None = None  # the cluster software's figures (libvirt's domjobinfo)
+    downtime_ms: float | None = None
+    data_bytes: int | None = None
+    # cau's probes of the role during the move (None: the role has no probe)
+    probe_failed_checks: int | None = None
+    probe_down_seconds: float | None = None
+
+
 class RoleAvailability(BaseModel):
     role: str
     downtime_seconds: float
@@ -197,6 +219,8 @@ class RunReport(BaseModel):
     readiness: list[ReadinessNote] = []
     outages: list[OutageReport] = []
     availability: list[RoleAvailability] = []
+    # added with the libvirt provider (absent from older reports): each role move it made
+    moves: list[MoveReport] = []
     # added later (None: not predicted, e.g. a run journaled before forecasts): the duration
     # predicted when the run started, and while it runs, when it should end (cau.domain.estimate)
     predicted_seconds: float | None = None

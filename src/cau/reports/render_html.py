@@ -18,7 +18,7 @@ from markupsafe import Markup
 from cau import __version__
 from cau.domain.durations import format_duration
 from cau.journal.events import Step
-from cau.reports.model import NodeReport, OutageReport, RunReport, StepReport
+from cau.reports.model import MoveReport, NodeReport, OutageReport, RunReport, StepReport
 
 __all__ = ["STEP_KINDS", "StepKind", "render_html", "render_html_fragment", "report_stylesheet"]
 
@@ -244,6 +244,24 @@ def outage_tip(o: OutageReport) -> str:
     return tip
 
 
+def move_tip(m: MoveReport) -> str:
+    """A role move's figures: cau's timing, the cluster software's, and what the probes saw."""
+    where = " → ".join(x for x in (m.from_node, m.to_node) if x)
+    parts = [f"{m.role}: {m.method} {where}, {short_seconds(m.seconds)}" + ("" if m.ok else " (failed)")]
+    reported = []
+    if m.reported_seconds is not None:
+        reported.append(f"{short_seconds(m.reported_seconds)}")
+    if m.downtime_ms is not None:
+        reported.append(f"downtime {m.downtime_ms:g} ms")
+    if m.data_bytes is not None:
+        reported.append(f"{m.data_bytes / 1024**2:.1f} MiB sent")
+    if reported:
+        parts.append("reported: " + ", ".join(reported))
+    if m.probe_failed_checks is not None:
+        parts.append(f"probes: {m.probe_failed_checks} failed")
+    return "; ".join(parts)
+
+
 def build_timeline(report: RunReport) -> Timeline | None:
     """Lanes of bars, one lane per node (and per role that had an outage); None if nothing ran yet."""
     start = _utc(report.started)
@@ -306,13 +324,23 @@ def build_timeline(report: RunReport) -> Timeline | None:
     roles_y = y
     # Roles with an outage, and every role cau's probes measured (a clean lane is news too).
     probed = {a.role for a in report.availability if a.measured == "probe"}
-    named = [*(o.role for o in report.outages), *(a.role for a in report.availability if a.role in probed)]
+    named = [
+        *(o.role for o in report.outages),
+        *(a.role for a in report.availability if a.role in probed),
+        *(m.role for m in report.moves),
+    ]
     outage_roles = list(dict.fromkeys(named))
     if outage_roles:
         y += _ROLE_GAP
         for role in outage_roles:
             lane = Lane(role, _short(role), y, _ROLE_LANE_H, measured=role in probed)
             mark_y = y + (_ROLE_LANE_H - _ROLE_MARK_H) / 2
+            for m in report.moves:  # under the outages: an interruption shows over its move
+                if m.role == role:
+                    m_start = _utc(m.started)
+                    m_end = m_start + timedelta(seconds=m.seconds)
+                    css = "move" if m.ok else "move failed"
+                    lane.bars.append(bar(mark_y, _ROLE_MARK_H, m_start, m_end, "#2563eb", css, move_tip(m)))
             for o in report.outages:
                 if o.role != role:
                     continue
