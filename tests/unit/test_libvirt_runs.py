@@ -40,7 +40,8 @@ class DebianHypervisors(LibvirtPool):
             host.answer(PROBE, "yes\n")
 
     def other(self, node: str, command: str) -> Result:
-        if command.startswith(("virsh ", "mkdir -p /var/lib/cau", "rm -f /var/lib/cau")) or "@@cau-libvirt@@" in command:
+        libvirt = command.startswith(("virsh ", "mkdir -p /var/lib/cau", "rm -f /var/lib/cau"))
+        if libvirt or "@@cau-libvirt@@" in command:
             return super().other(node, command)
         return self.debian[node](command)
 
