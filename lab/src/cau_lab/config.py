@@ -95,7 +95,7 @@ class LabConfig:
             if self.guests < 1:
                 raise LabError("a VM-host lab needs at least one guest")
             if net.num_addresses < GUEST_OFFSET + self.guests + 2:
-                raise LabError(f"subnet {net} is too small for {self.guests} guests (from .{GUEST_OFFSET + 1})")
+                raise LabError(f"subnet {net} is too small for {self.guests} guests (.{GUEST_OFFSET + 1}..)")
 
     # --- names and addresses -------------------------------------------------------------------
 
