@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cau_lab import vmhosts
 from cau_lab.config import LabConfig, LabError
 from cau_lab.pacemaker import workloads
 from cau_lab.proc import run
@@ -83,7 +84,7 @@ def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
     """The config cau reads: the lab's cluster (and, self-updating, its etcd store). on_host:
     as cau on the lab's own hosts reads it (key and known_hosts under /etc/cau)."""
     cluster: dict[str, Any] = {
-        "provider": "pacemaker" if cfg.pacemaker else "ssh",
+        "provider": "pacemaker" if cfg.pacemaker else "libvirt" if cfg.vm_hosts else "ssh",
         "plugins": ["apt"],
         "options": {
             "user": "root",
@@ -98,6 +99,15 @@ def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
     # (given on purpose, it is an extra floor for either).
     if not cfg.pacemaker or cfg.min_online is not None:
         cluster["options"]["min_online"] = cfg.effective_min_online
+    if cfg.vm_hosts:
+        # the libvirt provider's own keys: what each host offers guests, how to migrate
+        cluster["options"]["guest_memory_mib"] = vmhosts.HOST_GUEST_MEMORY_MIB
+        cluster["options"]["migrate_uri"] = vmhosts.MIGRATE_URI
+        cluster["options"]["migrate_data_uri"] = vmhosts.MIGRATE_DATA_URI
+        # one availability probe per guest; the role is the guest's (domain's) name
+        cluster["probes"] = [
+            {"role": g, "targets": [vmhosts.guest_url(cfg, g)], "interval": "50ms"} for g in cfg.guest_names
+        ]
     if cfg.pacemaker:
         # availability probes, one per workload; the role is the Pacemaker resource id
         cluster["probes"] = [

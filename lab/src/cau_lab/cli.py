@@ -82,6 +82,18 @@ def up(
             "/etc/cau/cau.toml there naming the etcd store and the cluster.",
         ),
     ] = False,
+    vm_hosts: Annotated[
+        bool,
+        typer.Option(
+            "--vm-hosts",
+            help="Make every host a libvirt/QEMU hypervisor running tiny real guests (HTTP on "
+            ".111, .112, ...), live-migratable between the hosts (qemu+tcp); clusters.toml "
+            "names the libvirt provider.",
+        ),
+    ] = False,
+    guests: Annotated[
+        int, typer.Option("--guests", min=1, help="With --vm-hosts: number of guests (default 2).")
+    ] = 2,
     reboot_delay: Annotated[
         float, typer.Option("--reboot-delay", min=0, help="Seconds a rebooting host stays down.")
     ] = 1.0,
@@ -111,8 +123,10 @@ def up(
     with reported():
         cfg = LabConfig(
             state_dir=state_dir,
-            nodes=nodes if nodes is not None else (3 if pacemaker else 4),
+            nodes=nodes if nodes is not None else (3 if pacemaker or vm_hosts else 4),
             pacemaker=pacemaker,
+            vm_hosts=vm_hosts,
+            guests=guests,
             self_updating=self_updating,
             name=name,
             cluster=cluster,
@@ -136,6 +150,8 @@ def up(
             _print_workloads(lab)
         if lab.cfg.self_updating:
             _print_self_updating(lab)
+        if lab.cfg.vm_hosts:
+            _print_guests(lab)
         _usage(lab)
 
 
@@ -143,6 +159,18 @@ def _print_self_updating(lab: Lab) -> None:
     typer.echo(f"etcd (the run store): {' '.join(lab.etcd_endpoints)}, every member healthy.")
     typer.echo(f"cau on every host: {hostcau.WRAPPER} (this machine's cau), config {access.HOST_CONFIG}")
     typer.echo(f"  cau lab exec {lab.nodes[0]} -- cau --config {access.HOST_CONFIG} status {lab.cluster}")
+
+
+def _print_guests(lab: Lab) -> None:
+    typer.echo("Guests (libvirt domains; host: virsh domstate; GET / answer):")
+    for guest, where in lab.guest_locations().items():
+        on = ", ".join(f"{n} {st}" for n, st in where.items()) or "not defined"
+        try:
+            a = lab.guest_answer(guest, timeout=1)
+            answer = f"boot={a.boot[:8]} count={a.count} uptime={a.uptime:g}"
+        except CauError as exc:
+            answer = f"no answer ({exc})"
+        typer.echo(f"  {guest:<8} {lab.guest_addresses[guest]:<15} {on:<20} {answer}")
 
 
 def _print_workloads(lab: Lab) -> None:
@@ -156,6 +184,8 @@ def _print_status(lab: Lab) -> None:
         extra = f"  init={st.init_pid} procs={st.processes} boot_id={st.boot_id}" if st.init_pid else ""
         held = "  (no-return)" if st.no_return else ""
         typer.echo(f"{st.node:<10} {st.address:<15} {st.state:<10}{extra}{held}")
+    if lab.cfg.vm_hosts:
+        _print_guests(lab)
     if lab.cfg.self_updating:
         health = lab.etcd_health()
         typer.echo("etcd: " + ", ".join(f"{n} {'NOT ' if why else ''}healthy" for n, why in health.items()))
@@ -286,6 +316,8 @@ def restore(state_dir: StateDirOpt) -> None:
         typer.echo(f"Lab in {lab.state_dir} restored.")
         if lab.cfg.pacemaker:
             _print_workloads(lab)
+        if lab.cfg.vm_hosts:
+            _print_guests(lab)
 
 
 @lab_app.command()

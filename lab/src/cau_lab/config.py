@@ -22,6 +22,9 @@ DEFAULT_STATE_DIR = Path("/var/lib/cau-lab")
 DEFAULT_CACHE_DIR = Path("/var/cache/cau-lab")
 DEFAULT_SUBNET = "10.77.0.0/24"
 HOST_OFFSET = 10  # node i gets the subnet's address .10+i (10.77.0.11 for node1)
+# a VM-host lab's guest i gets .110+i (after the hosts and the floating addresses .100, .101)
+GUEST_OFFSET = 110
+VM_BRIDGE = "vmbr0"  # in each VM host's network namespace: its address, its uplink, the taps
 _IFNAMSIZ = 15  # longest network interface name the kernel takes
 
 
@@ -52,6 +55,9 @@ class LabConfig:
     # self-updating mode's environment: etcd on every host, this machine's cau installed on
     # every host with /etc/cau/cau.toml (the etcd store, the cluster); needs pacemaker
     self_updating: bool = False
+    # every host a libvirt/QEMU hypervisor running `guests` tiny virtual machines (see vmhosts.py)
+    vm_hosts: bool = False
+    guests: int = 2
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]*", self.name):
@@ -80,6 +86,16 @@ class LabConfig:
                 "a self-updating lab is a Pacemaker cluster: self_updating needs pacemaker",
                 hint="`cau lab up --pacemaker --self-updating`",
             )
+        if self.vm_hosts and self.pacemaker:
+            raise LabError(
+                "a VM-host lab is not a Pacemaker cluster (yet): choose --vm-hosts or --pacemaker",
+                hint="`cau lab up --vm-hosts` (libvirt hypervisors) or `cau lab up --pacemaker`",
+            )
+        if self.vm_hosts:
+            if self.guests < 1:
+                raise LabError("a VM-host lab needs at least one guest")
+            if net.num_addresses < GUEST_OFFSET + self.guests + 2:
+                raise LabError(f"subnet {net} is too small for {self.guests} guests (.{GUEST_OFFSET + 1}..)")
 
     # --- names and addresses -------------------------------------------------------------------
 
@@ -118,6 +134,41 @@ class LabConfig:
 
     def veth(self, index: int) -> str:
         return f"v{self.name}{index}"
+
+    @property
+    def guest_names(self) -> list[str]:
+        """The guests of a VM-host lab: guest1..guestN."""
+        return [f"guest{i}" for i in range(1, self.guests + 1)] if self.vm_hosts else []
+
+    def guest_address(self, guest: str) -> str:
+        """guest i: the subnet's address .110+i (10.77.0.111 for guest1)."""
+        if guest not in self.guest_names:
+            raise LabError(f"unknown guest '{guest}'; this lab has {', '.join(self.guest_names) or 'none'}")
+        return str(self.network.network_address + GUEST_OFFSET + self.guest_names.index(guest) + 1)
+
+    @property
+    def guest_addresses(self) -> dict[str, str]:
+        return {g: self.guest_address(g) for g in self.guest_names}
+
+    def guest_home(self, guest: str) -> str:
+        """The host a guest is defined and started on by `up` (round robin: guest1 on node1...)."""
+        self.guest_address(guest)
+        return self.node_names[self.guest_names.index(guest) % self.nodes]
+
+    def guest_mac(self, guest: str) -> str:
+        """A fixed MAC (QEMU's 52:54:00 prefix and the guest's address): unique per lab subnet."""
+        octets = ipaddress.IPv4Address(self.guest_address(guest)).packed[1:]
+        return "52:54:00:" + ":".join(f"{b:02x}" for b in octets)
+
+    def bridge_mac(self, node: str) -> str:
+        """The pinned MAC of a VM host's bridge: locally administered, from the host's address."""
+        octets = ipaddress.IPv4Address(self.address(node)).packed
+        return "02:4c:" + ":".join(f"{b:02x}" for b in octets)
+
+    @property
+    def vms_dir(self) -> Path:
+        """The VM hosts' shared storage (guest kernel, initramfs), /var/lib/cau-vms on every host."""
+        return self.state_dir / "vms"
 
     @property
     def effective_min_online(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,11 +22,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from cau_lab import access, etcd, hostcau, hosts, image, net
+from cau_lab import access, etcd, guest, hostcau, hosts, image, net, vmhosts
 from cau_lab.config import LabConfig, LabError
+from cau_lab.guest import GuestAnswer
 from cau_lab.layer import assets_dir, build_layer
 from cau_lab.pacemaker import Pacemaker
-from cau_lab.proc import HOST_TOOLS, Log, ensure_tools, mounts_under, quiet, remove_tree, require_root
+from cau_lab.proc import (
+    HOST_TOOLS,
+    Log,
+    ProcRef,
+    ensure_tools,
+    mounts_under,
+    quiet,
+    remove_tree,
+    require_root,
+)
 from cau_lab.repo import EXTRA_LIST, MAINTAINER, STANDARD, LabRepos
 
 T = TypeVar("T")
@@ -87,6 +98,42 @@ class Lab:
     def wait_etcd_healthy(self, nodes: Sequence[str] | None = None, timeout: float = 60) -> None:
         """Until the etcd members of nodes (default: all) answer healthy; LabError naming the others."""
         etcd.wait_healthy(self.cfg, timeout=timeout, nodes=list(nodes or self.nodes))
+
+    # --- a --vm-hosts lab's guests ---------------------------------------------------------------
+
+    @property
+    def guests(self) -> list[str]:
+        """The guests of a --vm-hosts lab (guest1..N; none otherwise)."""
+        return self.cfg.guest_names
+
+    @property
+    def guest_addresses(self) -> dict[str, str]:
+        return self.cfg.guest_addresses
+
+    def guest_home(self, guest: str) -> str:
+        """The host `up` (and `restore`) starts the guest on."""
+        return self.cfg.guest_home(guest)
+
+    def guest_url(self, guest: str) -> str:
+        return vmhosts.guest_url(self.cfg, guest)
+
+    def guest_answer(self, guest: str, timeout: float = 2) -> GuestAnswer:
+        """The guest's boot id, request count (kept in guest RAM) and uptime, read over HTTP."""
+        return vmhosts.guest_answer(self.cfg, guest, timeout=timeout)
+
+    def guest_locations(self) -> dict[str, dict[str, str]]:
+        """guest -> {host it is defined on: its virsh domstate}."""
+        return vmhosts.locations(self.cfg)
+
+    def virsh(
+        self, node: str, *args: str, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`virsh -c qemu:///system ARGS` on a host (nsenter)."""
+        return vmhosts.virsh(self.cfg, node, *args, check=check, timeout=timeout)
+
+    def migrate(self, guest: str, source: str, dest: str, timeout: float = 120) -> float:
+        """Live-migrate a guest (virsh on the source, as the libvirt provider does); seconds."""
+        return vmhosts.migrate(self.cfg, guest, source, dest, timeout=timeout)
 
     @property
     def pacemaker(self) -> Pacemaker:
@@ -176,12 +223,16 @@ class Lab:
         cfg = self.cfg
         img = image.ensure_image(cfg, self.log)
         t = self._step("golden image", t)
+        if cfg.vm_hosts:
+            vmhosts.prepare_storage(cfg, guest.ensure_guest(cfg, self.log))
+            t = self._step("guest kernel and initramfs", t)
 
         # a half-built lab must not offer the last lab's host keys or cluster config
         cfg.known_hosts.unlink(missing_ok=True)
         cfg.clusters_toml.unlink(missing_ok=True)
         access.ensure_client_key(cfg)
         layer = build_layer(cfg, img)
+        vmhosts.write_layer(cfg, layer)
         if cfg.self_updating:
             t = self._step("layer", t)
             for part, seconds in hostcau.install(cfg, layer, img, self.log).items():
@@ -227,6 +278,10 @@ class Lab:
         if cfg.pacemaker:
             self.pacemaker.setup()
             t = self._step("pacemaker cluster formed, workloads started", t)
+        if cfg.vm_hosts:
+            for part, seconds in vmhosts.setup(cfg, self.log).items():
+                self.timings[part] = seconds
+            t = self._step("libvirtd on every host, guests answering", t)
         if cfg.self_updating:
             etcd.wait_healthy(cfg)
             t = self._step("etcd members healthy", t)
@@ -260,7 +315,11 @@ class Lab:
 
     def _down(self, cfg: LabConfig | None = None) -> None:
         cfg = cfg or self.cfg
+        qemus = [p for n in cfg.node_names for p in vmhosts.qemu_pids(cfg, n)] if cfg.vm_hosts else []
         hosts.stop_all(cfg)
+        # the hosts' PID namespaces ended, and the kernel killed their QEMUs with them; make sure
+        for ref in filter(None, (ProcRef.of(pid) for pid in qemus)):
+            ref.signal(signal.SIGKILL)
         net.down(cfg)
         left = mounts_under(cfg.state_dir)
         if left:
@@ -348,6 +407,8 @@ class Lab:
         self.reset_packages()
         if self.cfg.pacemaker:
             self.pacemaker.restore()
+        if self.cfg.vm_hosts:
+            vmhosts.restore(self.cfg, self.log)
         if self.cfg.self_updating:  # after Pacemaker's: no coordinator resource writes any more
             etcd.start(self.cfg)
             etcd.wait_healthy(self.cfg)

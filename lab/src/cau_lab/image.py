@@ -57,6 +57,15 @@ CLUSTER_PACKAGES = (
     "etcd-server",
     "etcd-client",
 )
+# The hypervisor of `cau lab up --vm-hosts` (Debian 12: the monolithic libvirtd, with virtlogd;
+# QEMU under TCG). Only in the VM hosts' image: a separate cache key, the other labs' image
+# stays as it is.
+VM_PACKAGES = (
+    "libvirt-daemon",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+    "qemu-system-x86",
+)
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -75,6 +84,8 @@ def cache_key(cfg: LabConfig) -> str:
         "cluster": sorted(CLUSTER_PACKAGES),
         "packages": sorted(cfg.packages),
     }
+    if cfg.vm_hosts:  # only then: the key (and image) of the other labs stays the same
+        recipe["vm"] = sorted(VM_PACKAGES)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -176,7 +187,7 @@ def build(cfg: LabConfig, log: Log = quiet, keep_tree: Path | None = None) -> Pa
         f"debootstrap --variant={VARIANT} --include={','.join(BASE_PACKAGES)} "
         f"{cfg.suite} {_sh(root)} {mirror}",
     ]
-    packages = [*CLUSTER_PACKAGES, *cfg.packages]
+    packages = [*CLUSTER_PACKAGES, *(VM_PACKAGES if cfg.vm_hosts else ()), *cfg.packages]
     steps += [
         # before any maintainer script runs: they must start no daemon (corosync, pacemaker)
         f"printf '#!/bin/sh\\nexit 101\\n' > {_sh(root)}/usr/sbin/policy-rc.d",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cau_lab.config import LabConfig, LabError
+from cau_lab.config import VM_BRIDGE, LabConfig, LabError
 from cau_lab.proc import run, wait_until
 
 
@@ -49,13 +49,32 @@ def up(cfg: LabConfig) -> None:
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         run(["ip", "link", "set", veth, "master", cfg.bridge, "up"])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{cfg.address(node)}/{prefix}", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        if cfg.vm_hosts:
+            _vm_bridge(cfg, node)
+        else:
+            run(["ip", "-n", ns, "addr", "add", f"{cfg.address(node)}/{prefix}", "dev", "eth0"])
+            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         # ARP requests from a host name its own address, never a floating one it serves (as
         # on real HA nodes): else a node that is handing an address over would point the
         # neighbours back at itself (the hosts cannot set this: their /proc/sys is read-only)
         run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_announce=2"])
         # deliberately no default route: the subnet is all a host can reach
+
+
+def _vm_bridge(cfg: LabConfig, node: str) -> None:
+    """A VM host's bridge: it holds the host's address, eth0 (the uplink) and the guests' taps.
+
+    Its MAC is pinned: a bridge without one takes the lowest MAC of its ports, so each new
+    guest tap would change the host address's MAC and leave the neighbours' ARP entries stale.
+    No STP and no forwarding delay: a new tap forwards at once (a live-migrated guest's first
+    packets go through the destination's fresh tap). It lives in the network namespace, which
+    outlives the host's reboots."""
+    ns, br = cfg.netns(node), VM_BRIDGE
+    run(["ip", "-n", ns, "link", "add", br, "address", cfg.bridge_mac(node), "type", "bridge",
+         "stp_state", "0", "forward_delay", "0"])  # fmt: skip
+    run(["ip", "-n", ns, "link", "set", "eth0", "master", br, "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{cfg.address(node)}/{cfg.network.prefixlen}", "dev", br])
+    run(["ip", "-n", ns, "link", "set", br, "up"])
 
 
 def down(cfg: LabConfig) -> None:

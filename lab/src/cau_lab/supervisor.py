@@ -57,6 +57,7 @@ def boot_command(cfg: LabConfig, node: str, lowerdirs: str) -> list[str]:
         "unshare", "--uts", "--ipc", "--pid", "--mount", "--time", "--boottime", f"-{offset}",
         "--fork", "--propagation", "private",
         str(cfg.bin_dir / "host-boot.sh"), node, lowerdirs, str(cfg.host_dir(node)), str(cfg.repo_dir),
+        *([str(cfg.vms_dir)] if cfg.vm_hosts else []),
     ]  # fmt: skip
 
 

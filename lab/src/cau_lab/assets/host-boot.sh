@@ -1,5 +1,5 @@
 #!/bin/bash
-# host-boot.sh NODE LOWERDIRS HOSTDIR REPODIR -- one "power-on" of a lab host.
+# host-boot.sh NODE LOWERDIRS HOSTDIR REPODIR [VMSDIR] -- one "power-on" of a lab host.
 #
 # Runs as PID 1 of fresh PID, UTS, IPC, mount and time namespaces inside the host's
 # network namespace; the supervisor (cau_lab.supervisor) starts it as
@@ -10,7 +10,7 @@
 # Every mount below lives in the host's private mount namespace: none shows up in the
 # root namespace, and the kernel drops them all when the host dies.
 set -euo pipefail
-NODE=$1 LOWER=$2 D=$3 REPO=$4
+NODE=$1 LOWER=$2 D=$3 REPO=$4 VMS=${5:-}
 M=$D/merged
 
 # Refuse to run anywhere but as PID 1 of a new PID namespace: the mounts and the
@@ -57,6 +57,14 @@ mount -t tmpfs -o mode=1777 tmp "$M/tmp"
 # the lab's apt repositories, read-only
 mkdir -p "$M/srv/labrepo"
 mount --bind "$REPO" "$M/srv/labrepo"; mount -o remount,bind,ro "$M/srv/labrepo"
+
+# a VM host (`cau lab up --vm-hosts`): /dev/net/tun for the guests' taps, and the storage all
+# VM hosts share (guest kernel and initramfs) at /var/lib/cau-vms
+if [ -n "$VMS" ]; then
+  mkdir -p "$M/dev/net" "$M/var/lib/cau-vms"
+  mknod -m 666 "$M/dev/net/tun" c 10 200
+  mount --bind "$VMS" "$M/var/lib/cau-vms"
+fi
 
 # switch root: pivot_root (unlike chroot) leaves the host no path to the machine's files
 cd "$M"; mkdir -p .oldroot; pivot_root . .oldroot; cd /

@@ -1,0 +1,315 @@
+"""VM hosts (`cau lab up --vm-hosts`): every lab host a libvirt/QEMU hypervisor running tiny real
+virtual machines that move between the hosts by live migration, for cau's `libvirt` provider.
+
+On every host:
+    libvirtd --listen (lab-service `libvirtd`, TCP 16509, no auth: a private subnet) and
+    virtlogd (lab-service `virtlogd`), both enabled: they come back after the host's reboot;
+    the bridge vmbr0 (net.py: the host's address, its uplink eth0, the guests' taps; pinned MAC)
+    /var/lib/cau-vms: one directory of this machine (cfg.vms_dir), the same on every host: the
+    guest kernel and initramfs (guests are diskless, so a migration copies no storage).
+
+Guests guest1..N (guest.py): persistent domains, TCG (`<domain type='qemu'>`: KVM here is a
+software nested one that hangs a guest), 128 MiB, 1 vCPU, a fixed MAC on vmbr0, the address
+.110+i given on the kernel command line; defined and started round robin (guest1 on node1...),
+not autostarted. Each carries cau's placement metadata naming that start host. A migration:
+
+    virsh -c qemu:///system migrate --live --persistent --undefinesource GUEST \\
+        qemu+tcp://<dest address>/system --migrateuri tcp://<dest address>
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+from xml.sax.saxutils import escape, quoteattr
+
+from cau_lab import hosts
+from cau_lab.config import VM_BRIDGE, LabConfig, LabError
+from cau_lab.guest import GuestAnswer, GuestFiles, parse_answer
+from cau_lab.layer import make_dirs
+from cau_lab.proc import Log, quiet, wait_until
+
+T = TypeVar("T")
+
+VMS_MOUNT = "/var/lib/cau-vms"  # the shared storage, on every host
+KERNEL = f"{VMS_MOUNT}/vmlinux"
+INITRD = f"{VMS_MOUNT}/initramfs.cpio"
+GUEST_MEMORY_MIB = 128
+GUEST_VCPUS = 1
+# what each host offers guests (clusters.toml's guest_memory_mib): two guests and a bit
+HOST_GUEST_MEMORY_MIB = 320
+LIBVIRT_PORT = 16509
+CAU_NS = "urn:cau:libvirt:1"
+VIRSH = ("virsh", "-c", "qemu:///system")
+EMULATOR = "/usr/bin/qemu-system-x86_64"
+MIGRATE_URI = "qemu+tcp://{address}/system"
+MIGRATE_DATA_URI = "tcp://{address}"
+SERVICES = ("virtlogd", "libvirtd")
+
+LIBVIRTD_CONF = f"""\
+# libvirtd on a lab VM host (written by `cau lab up --vm-hosts`; /usr/local/sbin/lab-libvirtd
+# adds this host's own host_uuid). TCP without auth: the lab's private subnet only.
+listen_tls = 0
+listen_tcp = 1
+tcp_port = "{LIBVIRT_PORT}"
+listen_addr = "0.0.0.0"
+auth_tcp = "none"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+unix_sock_group = "root"
+unix_sock_rw_perms = "0770"
+log_outputs = "3:stderr"
+"""
+
+# No cgroups (a lab host has none mounted), no security driver (no AppArmor/SELinux), no
+# private /dev per guest, QEMU as root: the host is a namespace of one real machine.
+QEMU_CONF = """\
+# QEMU driver of libvirtd on a lab VM host (written by `cau lab up --vm-hosts`).
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+"""
+
+
+def write_layer(cfg: LabConfig, layer: Path) -> None:
+    """libvirt's configuration for every VM host (the lab layer; the image has none)."""
+    if not cfg.vm_hosts:
+        return
+    d = layer / "etc/libvirt"
+    make_dirs(d)
+    (d / "libvirtd.conf").write_text(LIBVIRTD_CONF)
+    (d / "qemu.conf").write_text(QEMU_CONF)
+    for name in ("libvirtd.conf", "qemu.conf"):
+        (d / name).chmod(0o644)
+
+
+def prepare_storage(cfg: LabConfig, files: GuestFiles) -> None:
+    """The shared directory: the cached guest kernel and initramfs (hard links when it can)."""
+    cfg.vms_dir.mkdir(parents=True, exist_ok=True)
+    for src, name in ((files.kernel, "vmlinux"), (files.initrd, "initramfs.cpio")):
+        dest = cfg.vms_dir / name
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+
+
+def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None) -> str:
+    """The persistent definition of a guest: TCG, direct kernel boot, the bridge, cau's
+    placement metadata (preferred: its start host)."""
+    address = cfg.guest_address(guest)
+    home = preferred or cfg.guest_home(guest)
+    ip = f"{address}/{cfg.network.prefixlen}"
+    cmdline = f"console=ttyS0 quiet panic=-1 mitigations=off cau.ip={ip} cau.name={guest}"
+    return f"""<domain type='qemu'>
+  <name>{escape(guest)}</name>
+  <title>cau lab guest {escape(guest)} ({address})</title>
+  <metadata>
+    <cau:placement xmlns:cau="{CAU_NS}" preferred={quoteattr(home)}/>
+  </metadata>
+  <memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>
+  <currentMemory unit='MiB'>{GUEST_MEMORY_MIB}</currentMemory>
+  <vcpu placement='static'>{GUEST_VCPUS}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{KERNEL}</kernel>
+    <initrd>{INITRD}</initrd>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{EMULATOR}</emulator>
+    <interface type='bridge'>
+      <mac address='{cfg.guest_mac(guest)}'/>
+      <source bridge='{VM_BRIDGE}'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+    <serial type='pty'>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+def _parallel(fn: Callable[[str], T], items: Sequence[str]) -> list[T]:
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def virsh(
+    cfg: LabConfig, node: str, *args: str, check: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`virsh -c qemu:///system ARGS` inside a host (nsenter, as root)."""
+    return hosts.exec_in(cfg, node, [*VIRSH, *args], check=check, timeout=timeout)
+
+
+def start_services(cfg: LabConfig, node: str, timeout: float = 60) -> None:
+    """Enable (for every later boot) and start virtlogd and libvirtd; wait until virsh answers."""
+    hosts.exec_in(
+        cfg,
+        node,
+        " && ".join(f"systemctl enable {s} && systemctl start {s}" for s in SERVICES),
+        check=True,
+    )
+    wait_libvirtd(cfg, node, timeout)
+
+
+def wait_libvirtd(cfg: LabConfig, node: str, timeout: float = 60) -> None:
+    if not wait_until(lambda: virsh(cfg, node, "version", timeout=20).returncode == 0, timeout=timeout):
+        why = virsh(cfg, node, "version", timeout=20)
+        raise LabError(
+            f"{node}: libvirtd does not answer after {timeout:g} s: {(why.stderr or why.stdout).strip()}",
+            hint="see the host's /var/log/lab/libvirtd.log",
+        )
+
+
+def define_and_start(cfg: LabConfig, guest: str, node: str | None = None) -> None:
+    """Define guest (persistent) on node (default: its start host) and start it."""
+    node = node if node is not None else cfg.guest_home(guest)
+    xml = cfg.vms_dir / f"{guest}.xml"
+    xml.write_text(domain_xml(cfg, guest))
+    virsh(cfg, node, "define", f"{VMS_MOUNT}/{guest}.xml", check=True)
+    virsh(cfg, node, "start", guest, check=True)
+
+
+def setup(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> dict[str, float]:
+    """libvirt on every host, every guest defined and started on its start host, answering."""
+    started = time.monotonic()
+    _parallel(lambda n: start_services(cfg, n), cfg.node_names)
+    t_libvirt = time.monotonic()
+    log(f"libvirtd up on every host ({t_libvirt - started:.1f} s)")
+    for guest in cfg.guest_names:
+        define_and_start(cfg, guest)
+    wait_guests(cfg, timeout=timeout)
+    done = time.monotonic()
+    log(f"guests answering: {', '.join(f'{g} {a}' for g, a in cfg.guest_addresses.items())}")
+    return {"libvirtd": t_libvirt - started, "guests boot": done - t_libvirt}
+
+
+def guest_url(cfg: LabConfig, guest: str) -> str:
+    return f"http://{cfg.guest_address(guest)}/"
+
+
+def guest_answer(cfg: LabConfig, guest: str, timeout: float = 2) -> GuestAnswer:
+    """GET / of the guest (from this machine's root namespace): boot id, count, uptime."""
+    try:
+        with urllib.request.urlopen(guest_url(cfg, guest), timeout=timeout) as resp:
+            body = resp.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as exc:
+        raise LabError(f"{guest} ({cfg.guest_address(guest)}) does not answer: {exc}") from exc
+    return parse_answer(body)
+
+
+def answers(cfg: LabConfig, guest: str) -> bool:
+    try:
+        guest_answer(cfg, guest, timeout=1)
+    except LabError:
+        return False
+    return True
+
+
+def wait_guests(cfg: LabConfig, guests: Sequence[str] | None = None, timeout: float = 120) -> None:
+    targets = list(guests or cfg.guest_names)
+    if not wait_until(lambda: all(answers(cfg, g) for g in targets), timeout=timeout, interval=0.2):
+        late = [g for g in targets if not answers(cfg, g)]
+        raise LabError(
+            f"guests not answering HTTP after {timeout:g} s: {', '.join(late)}",
+            hint="`cau lab exec NODE -- virsh -c qemu:///system list --all` on the hosts",
+        )
+
+
+def locations(cfg: LabConfig) -> dict[str, dict[str, str]]:
+    """Where each guest is defined: guest -> {node: state} (hosts that are down are skipped)."""
+    found: dict[str, dict[str, str]] = {g: {} for g in cfg.guest_names}
+
+    def listing(node: str) -> dict[str, str]:
+        if not hosts.booted(cfg, node):
+            return {}
+        out = virsh(cfg, node, "list", "--all", "--name", timeout=30)
+        states: dict[str, str] = {}
+        for name in out.stdout.split():
+            st = virsh(cfg, node, "domstate", name, timeout=30).stdout.strip()
+            states[name] = st
+        return states
+
+    for node, states in zip(cfg.node_names, _parallel(listing, cfg.node_names), strict=True):
+        for name, st in states.items():
+            if name in found:
+                found[name][node] = st
+    return found
+
+
+def restore(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> None:
+    """Every guest defined only on its start host, running there (a guest found elsewhere is
+    migrated back live when it runs, else undefined there and started at home)."""
+    _parallel(lambda n: wait_libvirtd(cfg, n), cfg.node_names)
+    for guest, where in locations(cfg).items():
+        home = cfg.guest_home(guest)
+        at_home = where.get(home)
+        for node, state in where.items():
+            if node == home:
+                continue
+            if state == "running" and at_home is None:
+                migrate(cfg, guest, node, home)
+                at_home = "running"
+                log(f"{guest}: migrated back from {node} to {home}")
+                continue
+            virsh(cfg, node, "destroy", guest)
+            virsh(cfg, node, "managedsave-remove", guest)
+            virsh(cfg, node, "undefine", guest, check=True)
+        if at_home is None:
+            define_and_start(cfg, guest, home)
+        elif at_home == "paused":
+            virsh(cfg, home, "resume", guest, check=True)
+        elif at_home != "running":
+            virsh(cfg, home, "start", guest, check=True)
+    wait_guests(cfg, timeout=timeout)
+
+
+def migrate(cfg: LabConfig, guest: str, source: str, dest: str, timeout: float = 120) -> float:
+    """Live-migrate guest from source to dest the way the provider does; returns seconds."""
+    address = cfg.address(dest)
+    started = time.monotonic()
+    virsh(
+        cfg,
+        source,
+        "migrate", "--live", "--persistent", "--undefinesource", guest,
+        MIGRATE_URI.format(address=address), "--migrateuri", MIGRATE_DATA_URI.format(address=address),
+        check=True,
+        timeout=timeout,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def qemu_pids(cfg: LabConfig, node: str) -> list[int]:
+    """Root-namespace PIDs of the host's QEMU processes."""
+    found = []
+    for pid in hosts.pids(cfg, node):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if exe.endswith(EMULATOR):
+            found.append(pid)
+    return found

@@ -1,0 +1,90 @@
+"""The lab's VM hosts (`cau lab up --vm-hosts`) without a lab: the address plan, the guests'
+domain XML, the clusters.toml for the libvirt provider, the guest's answer and kernel."""
+
+from __future__ import annotations
+
+import lzma
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from cau.errors import CauError
+from cau_lab.access import clusters_toml_text
+from cau_lab.config import LabConfig
+from cau_lab.guest import parse_answer, vmlinux_of
+from cau_lab.vmhosts import domain_xml
+
+CFG = LabConfig(name="vmx", subnet="10.77.206.0/24", nodes=3, vm_hosts=True, guests=4, cluster="vmx")
+CAU = "{urn:cau:libvirt:1}"
+
+
+def test_guests_get_addresses_after_the_hosts_and_floating_ones_and_start_round_robin() -> None:
+    assert CFG.guest_names == ["guest1", "guest2", "guest3", "guest4"]
+    assert CFG.guest_addresses == {
+        "guest1": "10.77.206.111",
+        "guest2": "10.77.206.112",
+        "guest3": "10.77.206.113",
+        "guest4": "10.77.206.114",
+    }
+    assert [CFG.guest_home(g) for g in CFG.guest_names] == ["node1", "node2", "node3", "node1"]
+    assert CFG.guest_mac("guest1") == "52:54:00:4d:ce:6f"
+    assert CFG.bridge_mac("node2") == "02:4c:0a:4d:ce:0c"
+    assert LabConfig().guest_names == []  # not a VM-host lab: no guests
+
+
+def test_vm_hosts_conflict_with_pacemaker_and_saved_config_round_trips(tmp_path: Path) -> None:
+    with pytest.raises(CauError, match="--vm-hosts or --pacemaker"):
+        LabConfig(vm_hosts=True, pacemaker=True)
+    with pytest.raises(CauError, match="too small"):
+        LabConfig(vm_hosts=True, subnet="10.77.206.0/25", guests=20)
+    cfg = LabConfig(state_dir=tmp_path, vm_hosts=True, guests=3)
+    cfg.save()
+    assert LabConfig.load(tmp_path) == cfg
+
+
+def test_domain_xml_is_a_persistent_tcg_guest_on_the_bridge_with_caus_placement() -> None:
+    root = ET.fromstring(domain_xml(CFG, "guest2"))
+    assert root.get("type") == "qemu"  # TCG: this machine's KVM hangs guests
+    assert root.findtext("name") == "guest2"
+    placement = root.find(f"metadata/{CAU}placement")
+    assert placement is not None and placement.get("preferred") == "node2"
+    assert (root.findtext("memory"), root.find("memory").get("unit")) == ("128", "MiB")  # type: ignore[union-attr]
+    assert root.findtext("vcpu") == "1"
+    assert root.findtext("os/kernel") == "/var/lib/cau-vms/vmlinux"
+    assert "cau.ip=10.77.206.112/24" in (root.findtext("os/cmdline") or "")
+    iface = root.find("devices/interface")
+    assert iface is not None and iface.get("type") == "bridge"
+    assert iface.find("source").get("bridge") == "vmbr0"  # type: ignore[union-attr]
+    assert iface.find("mac").get("address") == CFG.guest_mac("guest2")  # type: ignore[union-attr]
+    assert iface.find("model").get("type") == "virtio"  # type: ignore[union-attr]
+    assert root.find("devices/disk") is None  # diskless: a migration copies no storage
+
+
+def test_clusters_toml_names_the_libvirt_provider_and_probes_every_guest() -> None:
+    data = tomllib.loads(clusters_toml_text(CFG))
+    cluster = data["clusters"]["vmx"]
+    assert cluster["provider"] == "libvirt" and cluster["plugins"] == ["apt"]
+    opts = cluster["options"]
+    assert opts["guest_memory_mib"] == 320
+    assert opts["migrate_uri"] == "qemu+tcp://{address}/system"
+    assert opts["migrate_data_uri"] == "tcp://{address}"
+    assert [n["host"] for n in opts["nodes"]] == ["10.77.206.11", "10.77.206.12", "10.77.206.13"]
+    assert {"user", "identity", "known_hosts", "boot_id_command", "reboot_command", "min_online"} <= set(opts)
+    assert cluster["probes"][0] == {
+        "role": "guest1",
+        "targets": ["http://10.77.206.111/"],
+        "interval": "50ms",
+    }
+    assert len(cluster["probes"]) == 4
+
+
+def test_guest_answer_and_kernel_extraction() -> None:
+    a = parse_answer("boot=5c885aca-1 count=7 uptime=58.39\n")
+    assert (a.boot, a.count, a.uptime) == ("5c885aca-1", 7, 58.39)
+    with pytest.raises(CauError):
+        parse_answer("<html>")
+    elf = b"\x7fELF" + b"\0" * 64
+    bzimage = b"MZ setup code" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
+    assert vmlinux_of(bzimage) == elf
