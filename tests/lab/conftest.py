@@ -158,3 +158,43 @@ def clean_su_lab(su_lab: Lab) -> Lab:
     member running and healthy, the store empty."""
     su_lab.restore()
     return su_lab
+
+
+# --- the VM-host lab ---------------------------------------------------------------------------
+
+VM_STATE_DIR = Path(os.environ.get("CAU_LAB_VM_TEST_STATE_DIR", "/var/tmp/cau-lab-vm-test"))
+VM_NAME = "caulabv"
+VM_SUBNET = "10.77.205.0/24"
+
+
+@pytest.fixture(scope="session")
+def vm_lab() -> Iterator[Lab]:
+    """A `cau lab up --vm-hosts` lab of 3 hypervisor hosts (names `caulabv-nodeN`,
+    10.77.205.0/24), each running libvirtd, with 2 real guests (TCG, 128 MiB): guest1 on node1
+    (http://10.77.205.111/), guest2 on node2 (.112), answering `boot=... count=... uptime=...`.
+    `vm_lab.guests`, `guest_home(g)`, `guest_answer(g)`, `guest_locations()`, `virsh(node, ...)`.
+    Its clusters.toml names the libvirt provider and a 50 ms probe per guest."""
+    yield from running_lab(
+        LabConfig(
+            state_dir=VM_STATE_DIR,
+            name=VM_NAME,
+            subnet=VM_SUBNET,
+            nodes=3,
+            vm_hosts=True,
+            guests=2,
+            reboot_delay=1.0,
+        )
+    )
+
+
+@pytest.fixture
+def clean_vm_lab(vm_lab: Lab) -> Lab:
+    """The VM-host lab back in its starting state: every host up with the OLD packages, each
+    guest running on its start host only (its state kept where it could be), none of cau's
+    marks left on the hosts."""
+    vm_lab.restore()
+    for node in vm_lab.nodes:
+        vm_lab.exec(
+            node, "rm -rf /var/lib/cau/libvirt /var/run/reboot-required /var/run/reboot-required.pkgs"
+        )
+    return vm_lab

@@ -1,0 +1,200 @@
+"""Updating Runs of a pool of real libvirt/QEMU hypervisor hosts (the `libvirt` provider) on the
+VM-host lab: three hosts, each a libvirtd with its own state, and two tiny real guests (TCG,
+128 MiB) whose HTTP answer carries their boot id and a counter kept only in guest RAM, so a lost
+state shows.
+
+Each test drives the real `cau` command, then looks at the guests themselves (boot id, counter,
+where libvirt runs them), the hosts (package versions, boot ids, cau's marks) and the report
+(each migration with libvirt's own figures beside the failed probes measured meanwhile).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cau_lab import Lab
+from cau_lab.guest import GuestAnswer
+from tests.lab.support import NEW, cau, config_with, env, journal, run_json, unfinished_steps, versions
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def answers(lab: Lab) -> dict[str, GuestAnswer]:
+    return {g: lab.guest_answer(g) for g in lab.guests}
+
+
+def where(lab: Lab) -> dict[str, dict[str, str]]:
+    """guest -> {host it is defined on: its state}."""
+    return lab.guest_locations()
+
+
+def at_home(lab: Lab) -> dict[str, dict[str, str]]:
+    return {g: {lab.guest_home(g): "running"} for g in lab.guests}
+
+
+def marks(lab: Lab) -> dict[str, list[str]]:
+    """cau's marks on each host's disk (maintenance, saved guests)."""
+    out = {}
+    for node in lab.nodes:
+        listing = lab.exec(node, "ls -1 /var/lib/cau/libvirt 2>/dev/null; true").stdout.split()
+        out[node] = sorted(listing)
+    return out
+
+
+NO_MARKS = {"node1": [], "node2": [], "node3": []}
+
+
+def kept_state(before: dict[str, GuestAnswer], after: dict[str, GuestAnswer]) -> None:
+    for g, b in before.items():
+        a = after[g]
+        assert a.boot == b.boot, f"{g} restarted: boot {b.boot} -> {a.boot}"
+        assert a.count > b.count, f"{g}'s counter went back: {b.count} -> {a.count}"
+
+
+def migration_table(report: dict[str, Any]) -> str:
+    rows = [
+        f"{m['role']:8} {m['method']:7} {m['from_node'] or '-':6} -> {m['to_node'] or '-':6} "
+        f"{m['seconds']:6.2f} s  libvirt {m['reported_seconds'] or 0:5.2f} s  "
+        f"downtime {m['downtime_ms'] if m['downtime_ms'] is not None else '-'} ms  "
+        f"{(m['data_bytes'] or 0) / 2**20:6.1f} MiB  failed probes {m['probe_failed_checks']}"
+        for m in report["moves"]
+    ]
+    return "\n".join(rows)
+
+
+def test_a_live_run_updates_every_host_and_every_guest_migrates_away_and_back_with_its_state(
+    clean_vm_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_vm_lab
+    boots = {n: lab.boot_id(n) for n in lab.nodes}
+    before = answers(lab)
+
+    code, report, err = run_json(lab, tmp_path)
+    assert code == 0, err
+    assert report["status"] == "Succeeded", report.get("message")
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node  # real apt
+        assert lab.boot_id(node) != boots[node], node  # really restarted
+    kept_state(before, answers(lab))
+    assert where(lab) == at_home(lab)  # failback immediate: each guest back on its host, once
+    assert marks(lab) == NO_MARKS
+
+    print("\n" + migration_table(report))
+    moves = report["moves"]
+    for g in lab.guests:
+        home = lab.guest_home(g)
+        mine = [m for m in moves if m["role"] == g]
+        # away from its host before the host's update, and back after
+        assert [(m["method"], m["from_node"] == home, m["to_node"] == home) for m in mine] == [
+            ("live", True, False),
+            ("live", False, True),
+        ], mine
+        for m in mine:
+            assert m["ok"] and m["downtime_ms"] is not None and m["data_bytes"] > 2**20, m
+            # measured by cau's 50 ms probe of the guest: at most one failed request per migration
+            assert m["probe_failed_checks"] is not None and m["probe_failed_checks"] <= 1, m
+
+    html = tmp_path / "report.html"
+    out = cau(lab, tmp_path, "report", lab.cluster, "--last", "--format", "html", "-o", str(html))
+    assert out.returncode == 0, out.stderr
+    page = html.read_text()
+    assert "Role moves" in page and page.count('class="move-row"') == len(moves)
+    assert all(f'class="role-lane measured" data-role="{g}"' in page for g in lab.guests)
+
+
+def test_save_mode_saves_each_guest_on_its_host_and_restores_the_same_state(
+    clean_vm_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_vm_lab
+    before = answers(lab)
+    code, report, err = run_json(lab, tmp_path, "--move", "save")
+    assert code == 0, err
+    assert report["status"] == "Succeeded", report.get("message")
+    kept_state(before, answers(lab))  # managed save: the same boot, the counter going on
+    assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
+    for g in lab.guests:
+        home = lab.guest_home(g)
+        mine = [(m["method"], m["from_node"], m["to_node"]) for m in report["moves"] if m["role"] == g]
+        assert mine == [("save", home, None), ("restore", None, home)], mine
+    # down only while its host was away: each guest's downtime lies within its host's maintenance
+    avail = {a["role"]: a for a in report["availability"]}
+    for g in lab.guests:
+        assert avail[g]["probes_failed"] > 0
+        assert {d["node"] for d in avail[g]["downtime_by_step"] if d["seconds"] > 0.2} == {lab.guest_home(g)}
+
+
+def test_a_guest_with_nowhere_to_go_keeps_its_host_out_of_maintenance_and_the_report_says_why(
+    clean_vm_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_vm_lab
+    before = answers(lab)
+    # each host offers room for one guest only (node3, none): nowhere for guest1 or guest2 to go
+    config = config_with(
+        lab, tmp_path / "clusters.toml", guest_memory_mib={"node1": 130, "node2": 130, "node3": 100}
+    )
+    code, report, err = run_json(lab, tmp_path, "--max-failed-nodes", "2", config=config)
+    assert code != 0 and report["status"] in ("Failed", "PartiallyFailed"), err
+    nodes = {n["name"]: n for n in report["nodes"]}
+    for g in lab.guests:
+        home = nodes[lab.guest_home(g)]
+        assert home["status"] == "Failed" and home["restarts"] == 0, home
+        assert f"{g} on {home['name']} needs 128 MiB" in home["message"], home["message"]
+        assert "no other host has room" in home["message"]
+    assert nodes["node3"]["status"] == "Succeeded"  # a host without guests is updated
+    assert report["moves"] == []  # nothing moved, nothing marked
+    kept_state(before, answers(lab))
+    assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
+
+
+def test_a_coordinator_killed_mid_migration_resumes_and_every_guest_runs_exactly_once(
+    clean_vm_lab: Lab, tmp_path: Path
+) -> None:
+    lab = clean_vm_lab
+    before = answers(lab)
+    # a slow migration of guest1 (off node1, the first host), to kill the coordinator during it
+    lab.virsh("node1", "migrate-setspeed", "guest1", "--bandwidth", "4", check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cau", "run", lab.cluster, "--node-order", "node1"],
+        env=env(lab, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = False
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            job = lab.virsh("node1", "domjobinfo", "guest1", timeout=10).stdout
+            if "Unbounded" in job:  # migrating now
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                killed = True
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert killed, f"no migration of guest1 seen: {proc.stderr.read() if proc.stderr else ''}"
+    # the migration's client is gone with the coordinator: libvirt cancels it and the guest runs
+    # on, on its source only
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and where(lab)["guest1"] != {"node1": "running"}:
+        time.sleep(0.5)
+    assert where(lab)["guest1"] == {"node1": "running"}
+    lab.virsh("node1", "migrate-setspeed", "guest1", "--bandwidth", "100000", check=True)
+
+    code, report, err = run_json(lab, tmp_path)  # the next coordinator resumes the run
+    assert code == 0, err
+    assert report["status"] == "Succeeded", report.get("message")
+    assert len(report["coordinators"]) == 2 and report["coordinators"][1]["resumed"]
+    assert unfinished_steps(journal(tmp_path, report["run_id"])) == []
+    kept_state(before, answers(lab))
+    assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
