@@ -72,11 +72,16 @@ echo "cau-guest $name $ip boot=$(cat /run/boot_id) ready" > /dev/console
 exec httpd -f -p 80 -h /www
 """
 
-# The request handler: shell built-ins only (each process start costs ~40 ms under TCG).
+# The request handler: shell built-ins only (each process start costs ~40 ms under TCG), but for
+# one `mv`. Requests overlap (probes every 50 ms, a CGI taking 30 ms, more after a pause): the
+# count is written to a file of its own and renamed over the old one, so a reader never finds
+# it empty (`echo > /run/count` truncates first: a request reading then counted from 1 again,
+# which looked like a guest losing its state).
 CGI = r"""#!/bin/sh
 read c < /run/count
 c=$((c+1))
-echo "$c" > /run/count
+echo "$c" > /run/count.$$
+mv -f /run/count.$$ /run/count
 read b < /run/boot_id
 read u r < /proc/uptime
 echo "Content-Type: text/plain"
@@ -137,6 +142,8 @@ def cache_key() -> tuple[str, dict[str, str]]:
         "kernel": f"{kernel}={_candidate(kernel)}",
         "busybox": _candidate(BUSYBOX),
         "modules": " ".join(VIRTIO_MODULES),
+        # a changed /init or request handler makes a new guest image
+        "guest": hashlib.sha256((INIT + CGI).encode()).hexdigest()[:16],
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     return digest, recipe
@@ -199,7 +206,7 @@ def _initramfs(root: Path, kroot: Path, busybox: Path, out: Path) -> None:
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(busybox, root / "bin/busybox")
     (root / "bin/busybox").chmod(0o755)
-    applets = ("sh", "mount", "insmod", "ip", "hostname", "sleep", "cat", "arping", "httpd")
+    applets = ("sh", "mount", "insmod", "ip", "hostname", "sleep", "cat", "arping", "httpd", "mv")
     for applet in applets:
         (root / "bin" / applet).symlink_to("busybox")
     found = {p.name.split(".ko")[0]: p for p in kroot.rglob("*.ko*")}

@@ -83,6 +83,14 @@ class LibvirtOptions(SshOptions):
     unmovable: Literal["fail", "save"] = "fail"
     shared_storage: list[str] = Field(default_factory=list)
     copy_storage: bool = False  # migrate local disks too (--copy-storage-all)
+    # The longest the guest may be paused at the end of a live migration (QEMU's downtime-limit,
+    # 300 ms by default), set before each migration: a connection attempt that reaches the guest
+    # while it is paused is lost and waits for TCP's 1 s SYN retransmit, so every such instant
+    # costs clients a second.
+    max_downtime_ms: int | None = Field(None, ge=1)
+    # more `virsh migrate` options (e.g. "--auto-converge", "--compressed", "--postcopy",
+    # "--postcopy-after-precopy"), passed as they are
+    migrate_options: list[str] = Field(default_factory=list)
     preferred_owners: dict[str, list[str]] = Field(default_factory=dict)
     migrate_timeout: Duration = timedelta(minutes=10)
     save_timeout: Duration = timedelta(minutes=10)
@@ -101,6 +109,9 @@ class LibvirtOptions(SshOptions):
                 raise ValueError(
                     f"migrate URI template {template!r}: only {{address}} and {{node}} may be used ({exc})"
                 ) from exc
+        bad = [o for o in self.migrate_options if not o.startswith("--")]
+        if bad:
+            raise ValueError(f"migrate_options are `virsh migrate` options (--name[=value]), not {bad}")
         names = {n.name for n in self.nodes}
         if isinstance(self.guest_memory_mib, dict) and (extra := set(self.guest_memory_mib) - names):
             raise ValueError(f"guest_memory_mib names unknown node(s): {', '.join(sorted(extra))}")
@@ -416,14 +427,20 @@ class LibvirtProvider(SshProvider):
         args = ["migrate", "--live", "--persistent", "--undefinesource"]
         if self.lv.copy_storage:
             args.append("--copy-storage-all")
-        args += [name, dest]
+        args += [*self.lv.migrate_options, name, dest]
         if self.lv.migrate_data_uri:
             args += ["--migrateuri", self.lv.migrate_data_uri.format(address=address, node=target)]
+        command = self._virsh(shlex.join(args))
+        if self.lv.max_downtime_ms is not None:
+            # a parameter of the running QEMU, not kept by the destination: set before each move
+            command = (
+                f"{self._virsh(f'migrate-setmaxdowntime {name} {self.lv.max_downtime_ms}')} && {command}"
+            )
         started, t0 = self._clock.now(), self._clock.monotonic()
         timeout = self.lv.migrate_timeout.total_seconds()
         error = ""
         try:
-            result = await self._run(source, self._virsh(shlex.join(args)), timeout=timeout)
+            result = await self._run(source, command, timeout=timeout)
             if not result.ok:
                 error = tail(result.stderr or result.stdout, 300)
         except CommandTimeout:
