@@ -524,6 +524,8 @@ class LibvirtPool(SshHosts):
         self.fail_migration: dict[str, str] = {}  # guest -> the error virsh prints
         self.pause_on_failure = False
         self.migrations: list[tuple[str, str, str]] = []  # (guest, from, to)
+        self.migrate_commands: list[list[str]] = []  # the arguments of each `virsh migrate`
+        self.max_downtime: dict[str, int] = {}  # migrate-setmaxdowntime, by guest
 
     def answer(self, node: str, command: str) -> Result:
         if command == REBOOT and node not in self.held and self.down.get(node, 0) == 0:
@@ -593,11 +595,24 @@ class LibvirtPool(SshHosts):
         prefix = f"virsh -q -c {self.URI} "
         if not command.startswith(prefix):
             return super().other(node, command)
+        if " && " in command:  # virsh commands chained: each in turn, up to the first failing
+            answer: Result = ""
+            for part in command.split(" && "):
+                answer = self.other(node, part)
+                if isinstance(answer, Reply) and answer.exit_status != 0:
+                    break
+            return answer
         args = shlex.split(command.removeprefix(prefix))
         verb = args[0]
-        g = self.guests.get(args[-1] if verb != "migrate" else args[4])
+        if verb == "migrate":
+            self.migrate_commands.append(args)
+            if "--migrateuri" in args:  # an option with a value: not a positional argument
+                at = args.index("--migrateuri")
+                args = args[:at] + args[at + 2 :]
+        args = [a for a in args if not a.startswith("--")]  # VERB NAME [DEST or VALUE]
+        g = self.guests.get(args[1])
         if g is None or g.host != node:
-            return Reply("", 1, f"error: failed to get domain '{args[-1]}'\n")
+            return Reply("", 1, f"error: failed to get domain '{args[1]}'\n")
         if verb == "migrate":
             return self._migrate(node, g, args)
         if verb == "domjobinfo":
@@ -619,12 +634,15 @@ class LibvirtPool(SshHosts):
         if verb == "resume":
             g.state, g.reason = "running", "unpaused"
             return f"Domain '{g.name}' resumed\n"
+        if verb == "migrate-setmaxdowntime":
+            self.max_downtime[g.name] = int(args[2])
+            return ""
         if verb == "domjobabort":
             return ""
         return super().other(node, command)
 
     def _migrate(self, node: str, g: Guest, args: list[str]) -> Result:
-        address = args[5].removeprefix("qemu+ssh://").removesuffix("/system")
+        address = args[2].removeprefix("qemu+ssh://").removesuffix("/system")
         target = next((n for n, a in self.addresses.items() if a == address), None)
         if target is None or target in self.held or self.down.get(target, 0) > 0:
             return Reply("", 1, f"error: unable to connect to server at '{address}:22': Connection refused\n")

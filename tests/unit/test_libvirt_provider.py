@@ -254,3 +254,23 @@ def test_options_refuse_hooks_and_bad_uri_templates(tmp_path: Path) -> None:
         LibvirtOptions.model_validate({**base, "maintenance": {"enter": "x"}})
     with pytest.raises(ValueError, match="unknown node"):
         LibvirtOptions.model_validate({**base, "guest_memory_mib": {"hv9": 1}})
+
+
+def test_the_downtime_limit_is_set_before_each_migration_and_options_passed_on(tmp_path: Path) -> None:
+    p = pool(Guest("a", "hv1"))
+    prov = provider(
+        p,
+        tmp_path,
+        max_downtime_ms=10,
+        migrate_options=["--auto-converge"],
+        migrate_data_uri="tcp://{address}",
+    )
+    drain(prov, "hv1")
+    assert p.max_downtime == {"a": 10}  # QEMU's parameter, on the source, before the move
+    (args,) = p.migrate_commands
+    assert args[:5] == ["migrate", "--live", "--persistent", "--undefinesource", "--auto-converge"]
+    assert args[-2:] == ["--migrateuri", "tcp://10.0.0.12"]
+    with pytest.raises(ValueError, match="migrate_options are `virsh migrate` options"):
+        LibvirtOptions.model_validate(
+            {"nodes": [{"name": "hv1", "host": "h"}], "migrate_options": ["xbzrle"]}
+        )

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
+from rich.console import Console
 
+from cau.cli.render_text import run_summary
 from cau.clock import run_virtual
 from cau.domain.profile import build_profile
 from cau.engine.coordinator import RunOutcome
@@ -117,3 +119,7 @@ def test_a_run_migrates_every_guest_away_and_back_and_reports_each_migration(tmp
     page = render_html([report])
     assert page.count('class="move-row"') == 4
     assert 'data-role="g1"' in page and "downtime 41 ms" in page  # the guest's lane, with the figures
+    console = Console(width=200, record=True)
+    console.print(run_summary(report, detailed=True))  # `cau report --detailed`
+    text = console.export_text()
+    assert "Role moves" in text and text.count("41 ms") == 4 and text.count("63.9 MiB") == 4

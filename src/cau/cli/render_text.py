@@ -226,6 +226,29 @@ def forecast_text(forecast: RunForecast) -> RenderableType:
     return Group(*parts)
 
 
+def moves_table(report: RunReport) -> Table:
+    """Each role move of the run (live migrations, saved and restored states): cau's timing, the
+    cluster software's own figures, and the failed probes of the role meanwhile."""
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for name in ("role", "move", "from", "to"):
+        table.add_column(name)
+    for name in ("seconds", "reported", "downtime", "sent", "failed probes"):
+        table.add_column(name, justify="right")
+    for m in report.moves:
+        table.add_row(
+            m.role,
+            m.method + ("" if m.ok else " (failed)"),
+            m.from_node or "-",
+            m.to_node or "-",
+            f"{m.seconds:.2f}",
+            f"{m.reported_seconds:.2f}" if m.reported_seconds is not None else "-",
+            f"{m.downtime_ms:g} ms" if m.downtime_ms is not None else "-",
+            f"{m.data_bytes / 2**20:.1f} MiB" if m.data_bytes is not None else "-",
+            str(m.probe_failed_checks) if m.probe_failed_checks is not None else "no probe",
+        )
+    return table
+
+
 def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     parts: list[RenderableType] = [run_headline(report), started_line(report)]
     timing = timing_line(report)
@@ -243,6 +266,13 @@ def run_summary(report: RunReport, *, detailed: bool = False) -> RenderableType:
     if report.availability:
         parts.append(Text("Workload availability during the run:", style="bold"))
         parts.append(availability_table(report))
+    if detailed and report.moves:
+        parts.append(
+            Text(
+                "Role moves (the cluster software's figures, and the failed probes meanwhile):", style="bold"
+            )
+        )
+        parts.append(moves_table(report))
     for pause in report.pauses:
         parts.append(
             Text(f"  paused {when(pause.ts)} UTC: {pause.error_id}: {pause.message}", style="magenta")
