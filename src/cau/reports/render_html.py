@@ -340,7 +340,7 @@ def build_timeline(report: RunReport) -> Timeline | None:
                     m_start = _utc(m.started)
                     m_end = m_start + timedelta(seconds=m.seconds)
                     css = "move" if m.ok else "move failed"
-                    lane.bars.append(bar(mark_y, _ROLE_MARK_H, m_start, m_end, "#2563eb", css, move_tip(m)))
+                    lane.bars.append(bar(mark_y, _ROLE_MARK_H, m_start, m_end, "#7c3aed", css, move_tip(m)))
             for o in report.outages:
                 if o.role != role:
                     continue
