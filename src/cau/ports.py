@@ -132,7 +132,11 @@ class ClusterProvider(Protocol):
         ...
 
     async def exit_maintenance(self, node: str, prior: MaintenancePrior) -> None:
-        """Leave maintenance, unless the node was already in maintenance before cau."""
+        """Leave maintenance, unless the node was already in maintenance before cau; roles cau
+        saved on the node (move = save) run again when it returns. Callers pair it with
+        `failback` (a node's run, `cau node resume`), which may wait for what exit began (e.g.
+        clone instances starting), except when a failed drain attempt is undone before the
+        next attempt: then the next drain follows, and exit alone must leave nothing half-done."""
         ...
 
     async def failback(self, node: str, prior: MaintenancePrior, mode: FailbackMode) -> list[str]:
