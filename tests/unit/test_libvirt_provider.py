@@ -274,3 +274,13 @@ def test_the_downtime_limit_is_set_before_each_migration_and_options_passed_on(t
         LibvirtOptions.model_validate(
             {"nodes": [{"name": "hv1", "host": "h"}], "migrate_options": ["xbzrle"]}
         )
+
+
+def test_readiness_says_how_to_clear_a_maintenance_mark_a_lost_run_left() -> None:
+    from cau.readiness.rules import _leave_maintenance_hint
+
+    class Obs:  # the two fields the hint reads
+        provider = "libvirt"
+        cluster = "vm"
+
+    assert _leave_maintenance_hint(Obs()) == "a maintenance mark a lost cau run left: `cau cleanup vm`"  # type: ignore[arg-type]

@@ -635,6 +635,19 @@ def _online(rule: Rule, obs: Observation) -> list[RuleResult]:
     ]
 
 
+# How an operator takes a node out of a maintenance cau did not start, by provider.
+_LEAVE_MAINTENANCE = {
+    "pacemaker": "e.g. `crm node online NODE`",
+    "ssh": "the maintenance hooks' exit command, run by hand",
+    # its mark is a file cau writes on the host: one left there is a lost run's
+    "libvirt": "a maintenance mark a lost cau run left: `cau cleanup {cluster}`",
+}
+
+
+def _leave_maintenance_hint(obs: Observation) -> str:
+    return _LEAVE_MAINTENANCE.get(obs.provider, "with your cluster's own tools").format(cluster=obs.cluster)
+
+
 def _maintenance(rule: Rule, obs: Observation) -> list[RuleResult]:
     blocked = _observed(rule, obs)
     if blocked:
@@ -653,7 +666,7 @@ def _maintenance(rule: Rule, obs: Observation) -> list[RuleResult]:
             impact="they are updated and left in maintenance (allow_nodes_in_maintenance)"
             if allowed
             else "the run is refused: cau does not take nodes out of a maintenance it did not start",
-            fix=f"take {_names(already)} out of maintenance (e.g. `crm node online NODE`), or "
+            fix=f"take {_names(already)} out of maintenance ({_leave_maintenance_hint(obs)}), or "
             "allow_nodes_in_maintenance (--allow-nodes-in-maintenance) updates them and leaves them so",
             detail=f"node(s) {_names(already)} already in maintenance (not put there by cau)",
         )
