@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cau.errors import CauError
+from cau_lab.accel import accelerator, hardware_virtualization
 from cau_lab.access import clusters_toml_text
 from cau_lab.config import LabConfig
 from cau_lab.guest import parse_answer, vmlinux_of
@@ -88,3 +89,17 @@ def test_guest_answer_and_kernel_extraction() -> None:
     elf = b"\x7fELF" + b"\0" * 64
     bzimage = b"MZ setup code" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
     assert vmlinux_of(bzimage) == elf
+
+
+def test_kvm_only_with_hardware_virtualization_and_dev_kvm(tmp_path: Path) -> None:
+    intel = "processor\t: 0\nflags\t\t: fpu vme de pse vmx ept\n"
+    pvm = "processor\t: 0\nflags\t\t: fpu vme de pse hypervisor\n"  # kvm_pvm's machine: no vmx/svm
+    assert hardware_virtualization(intel) and hardware_virtualization(intel.replace("vmx", "svm"))
+    assert not hardware_virtualization(pvm)
+    (cpuinfo := tmp_path / "cpuinfo").write_text(intel)
+    (kvm := tmp_path / "kvm").touch()
+    assert accelerator(cpuinfo, kvm) == "kvm"
+    assert accelerator(cpuinfo, tmp_path / "no-kvm") == "qemu"
+    cpuinfo.write_text(pvm)
+    assert accelerator(cpuinfo, kvm) == "qemu"
+    assert "type='kvm'" in domain_xml(CFG, "guest1", accel="kvm")

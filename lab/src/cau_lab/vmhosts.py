@@ -8,8 +8,9 @@ On every host:
     /var/lib/cau-vms: one directory of this machine (cfg.vms_dir), the same on every host: the
     guest kernel and initramfs (guests are diskless, so a migration copies no storage).
 
-Guests guest1..N (guest.py): persistent domains, TCG (`<domain type='qemu'>`: KVM here is a
-software nested one that hangs a guest), 128 MiB, 1 vCPU, a fixed MAC on vmbr0, the address
+Guests guest1..N (guest.py): persistent domains under KVM where the machine can run it, TCG
+(`<domain type='qemu'>`) otherwise (accel.py; this machine's KVM is a software nested one that
+hangs a guest), 128 MiB, 1 vCPU, a fixed MAC on vmbr0, the address
 .110+i given on the kernel command line; defined and started round robin (guest1 on node1...),
 not autostarted. Each carries cau's placement metadata naming that start host. A migration:
 
@@ -32,6 +33,7 @@ from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
 from cau_lab import hosts
+from cau_lab.accel import Accelerator, accelerator
 from cau_lab.config import VM_BRIDGE, LabConfig, LabError
 from cau_lab.guest import GuestAnswer, GuestFiles, parse_answer
 from cau_lab.layer import make_dirs
@@ -110,7 +112,7 @@ def prepare_storage(cfg: LabConfig, files: GuestFiles) -> None:
             shutil.copyfile(src, dest)
 
 
-def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None) -> str:
+def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None, accel: Accelerator = "qemu") -> str:
     """The persistent definition of a guest: TCG, direct kernel boot, the bridge, cau's
     placement metadata (preferred: its start host).
 
@@ -124,7 +126,7 @@ def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None) -> str:
     home = preferred or cfg.guest_home(guest)
     ip = f"{address}/{cfg.network.prefixlen}"
     cmdline = f"console=ttyS0 quiet panic=-1 mitigations=off cau.ip={ip} cau.name={guest}"
-    return f"""<domain type='qemu'>
+    return f"""<domain type='{accel}'>
   <name>{escape(guest)}</name>
   <title>cau lab guest {escape(guest)} ({address})</title>
   <metadata>
@@ -195,11 +197,14 @@ def wait_libvirtd(cfg: LabConfig, node: str, timeout: float = 60) -> None:
         )
 
 
-def define_and_start(cfg: LabConfig, guest: str, node: str | None = None) -> None:
-    """Define guest (persistent) on node (default: its start host) and start it."""
+def define_and_start(
+    cfg: LabConfig, guest: str, node: str | None = None, accel: Accelerator | None = None
+) -> None:
+    """Define guest (persistent) on node (default: its start host) and start it, with `accel`
+    (default: what accel.accelerator says, or what the lab's guests already use)."""
     node = node if node is not None else cfg.guest_home(guest)
     xml = cfg.vms_dir / f"{guest}.xml"
-    xml.write_text(domain_xml(cfg, guest))
+    xml.write_text(domain_xml(cfg, guest, accel=accel or _lab_accel(cfg)))
     virsh(cfg, node, "define", f"{VMS_MOUNT}/{guest}.xml", check=True)
     virsh(cfg, node, "start", guest, check=True)
 
@@ -210,12 +215,38 @@ def setup(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> dict[str, f
     _parallel(lambda n: start_services(cfg, n), cfg.node_names)
     t_libvirt = time.monotonic()
     log(f"libvirtd up on every host ({t_libvirt - started:.1f} s)")
+    accel = accelerator()
     for guest in cfg.guest_names:
-        define_and_start(cfg, guest)
-    wait_guests(cfg, timeout=timeout)
+        define_and_start(cfg, guest, accel=accel)
+    try:
+        wait_guests(cfg, timeout=timeout if accel == "qemu" else 30)
+    except LabError:
+        if accel == "qemu":
+            raise
+        # hardware virtualization, yet the guest does not answer under KVM: software emulation
+        log("the guests do not answer under KVM: starting them again under TCG")
+        accel = "qemu"
+        for guest in cfg.guest_names:
+            virsh(cfg, cfg.guest_home(guest), "destroy", guest)
+            virsh(cfg, cfg.guest_home(guest), "undefine", guest, check=True)
+            define_and_start(cfg, guest, accel=accel)
+        wait_guests(cfg, timeout=timeout)
+    (cfg.vms_dir / ACCEL_FILE).write_text(accel + "\n")
+    log(f"guests run under {'KVM' if accel == 'kvm' else 'TCG (software emulation)'}")
     done = time.monotonic()
     log(f"guests answering: {', '.join(f'{g} {a}' for g, a in cfg.guest_addresses.items())}")
     return {"libvirtd": t_libvirt - started, "guests boot": done - t_libvirt}
+
+
+ACCEL_FILE = "accelerator"  # in the shared storage: what the lab's guests run under
+
+
+def _lab_accel(cfg: LabConfig) -> Accelerator:
+    """The accelerator `up` chose for this lab's guests (TCG when it has not said)."""
+    try:
+        return "kvm" if (cfg.vms_dir / ACCEL_FILE).read_text().strip() == "kvm" else "qemu"
+    except OSError:
+        return "qemu"
 
 
 def guest_url(cfg: LabConfig, guest: str) -> str:

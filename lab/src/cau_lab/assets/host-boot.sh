@@ -63,6 +63,8 @@ mount --bind "$REPO" "$M/srv/labrepo"; mount -o remount,bind,ro "$M/srv/labrepo"
 if [ -n "$VMS" ]; then
   mkdir -p "$M/dev/net" "$M/var/lib/cau-vms"
   mknod -m 666 "$M/dev/net/tun" c 10 200
+  # KVM, for guests of `<domain type='kvm'>` (used only where accel.py finds it can run one)
+  if [ -c /dev/kvm ]; then mknod -m 660 "$M/dev/kvm" c 10 232; fi
   mount --bind "$VMS" "$M/var/lib/cau-vms"
 fi
 
