@@ -124,13 +124,19 @@ def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None) -> str:
     home = preferred or cfg.guest_home(guest)
     ip = f"{address}/{cfg.network.prefixlen}"
     cmdline = f"console=ttyS0 quiet panic=-1 mitigations=off cau.ip={ip} cau.name={guest}"
+    # (a Pacemaker lab's vm1 is placed by Pacemaker: no metadata for the libvirt provider)
+    metadata = (
+        ""
+        if cfg.pacemaker
+        else f"""  <metadata>
+    <cau:placement xmlns:cau="{CAU_NS}" preferred={quoteattr(home)}/>
+  </metadata>
+"""
+    )
     return f"""<domain type='qemu'>
   <name>{escape(guest)}</name>
   <title>cau lab guest {escape(guest)} ({address})</title>
-  <metadata>
-    <cau:placement xmlns:cau="{CAU_NS}" preferred={quoteattr(home)}/>
-  </metadata>
-  <memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>
+{metadata}  <memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>
   <currentMemory unit='MiB'>{GUEST_MEMORY_MIB}</currentMemory>
   <vcpu placement='static'>{GUEST_VCPUS}</vcpu>
   <os>
@@ -195,21 +201,37 @@ def wait_libvirtd(cfg: LabConfig, node: str, timeout: float = 60) -> None:
         )
 
 
+def domain_file(cfg: LabConfig, guest: str) -> str:
+    """Where a guest's domain XML is, on the hosts (the shared storage)."""
+    cfg.guest_address(guest)
+    return f"{VMS_MOUNT}/{guest}.xml"
+
+
+def write_domain(cfg: LabConfig, guest: str) -> None:
+    """The guest's domain XML on the shared storage (domain_file on every host)."""
+    (cfg.vms_dir / f"{guest}.xml").write_text(domain_xml(cfg, guest))
+
+
 def define_and_start(cfg: LabConfig, guest: str, node: str | None = None) -> None:
     """Define guest (persistent) on node (default: its start host) and start it."""
     node = node if node is not None else cfg.guest_home(guest)
-    xml = cfg.vms_dir / f"{guest}.xml"
-    xml.write_text(domain_xml(cfg, guest))
-    virsh(cfg, node, "define", f"{VMS_MOUNT}/{guest}.xml", check=True)
+    write_domain(cfg, guest)
+    virsh(cfg, node, "define", domain_file(cfg, guest), check=True)
     virsh(cfg, node, "start", guest, check=True)
 
 
 def setup(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> dict[str, float]:
-    """libvirt on every host, every guest defined and started on its start host, answering."""
+    """libvirt on every host, every guest defined and started on its start host, answering.
+    In a Pacemaker lab: libvirt on every host and vm1's domain XML only (Pacemaker starts it,
+    see pacemaker.virtual_domain; call this before the cluster starts)."""
     started = time.monotonic()
     _parallel(lambda n: start_services(cfg, n), cfg.node_names)
     t_libvirt = time.monotonic()
     log(f"libvirtd up on every host ({t_libvirt - started:.1f} s)")
+    if cfg.pacemaker:
+        for guest in cfg.guest_names:
+            write_domain(cfg, guest)
+        return {"libvirtd": t_libvirt - started}
     for guest in cfg.guest_names:
         define_and_start(cfg, guest)
     wait_guests(cfg, timeout=timeout)
@@ -273,8 +295,13 @@ def locations(cfg: LabConfig) -> dict[str, dict[str, str]]:
 
 def restore(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> None:
     """Every guest defined only on its start host, running there (a guest found elsewhere is
-    migrated back live when it runs, else undefined there and started at home)."""
+    migrated back live when it runs, else undefined there and started at home). In a Pacemaker
+    lab, Pacemaker.restore places vm1 (libvirtd must answer first: call this after): here vm1's
+    answer is waited for."""
     _parallel(lambda n: wait_libvirtd(cfg, n), cfg.node_names)
+    if cfg.pacemaker:
+        wait_guests(cfg, timeout=timeout)
+        return
     for guest, where in locations(cfg).items():
         home = cfg.guest_home(guest)
         at_home = where.get(home)
