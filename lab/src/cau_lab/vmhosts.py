@@ -212,6 +212,33 @@ def write_domain(cfg: LabConfig, guest: str) -> None:
     (cfg.vms_dir / f"{guest}.xml").write_text(domain_xml(cfg, guest))
 
 
+# A monitor script of a Pacemaker lab's VirtualDomain resource (its `monitor_scripts`), run on
+# the host that runs the guest after every start, every arrival (migrate_from) and every monitor:
+# QEMU's downtime limit of the running QEMU, which the next live migration uses. The agent's own
+# migration_downtime is set 2 s into a migration, and vm1's take 0.3-0.6 s. It never fails the
+# monitor (VirtualDomain would take that for a failed guest).
+SET_DOWNTIME = "set-max-downtime"
+SET_DOWNTIME_SCRIPT = f"""\
+#!/bin/sh
+# written by `cau lab up --pacemaker --vm-hosts`: QEMU's downtime limit for vm1's next live
+# migration ({MAX_DOWNTIME_MS} ms); a VirtualDomain monitor script (the domain is the resource)
+virsh --connect="${{OCF_RESKEY_hypervisor:-qemu:///system}}" --quiet \\
+  migrate-setmaxdowntime "$OCF_RESOURCE_INSTANCE" {MAX_DOWNTIME_MS} >/dev/null 2>&1 || true
+exit 0
+"""
+
+
+def set_downtime_file() -> str:
+    """The monitor script's path on the hosts (the shared storage)."""
+    return f"{VMS_MOUNT}/{SET_DOWNTIME}"
+
+
+def write_set_downtime(cfg: LabConfig) -> None:
+    path = cfg.vms_dir / SET_DOWNTIME
+    path.write_text(SET_DOWNTIME_SCRIPT)
+    path.chmod(0o755)
+
+
 def define_and_start(cfg: LabConfig, guest: str, node: str | None = None) -> None:
     """Define guest (persistent) on node (default: its start host) and start it."""
     node = node if node is not None else cfg.guest_home(guest)
@@ -231,6 +258,7 @@ def setup(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> dict[str, f
     if cfg.pacemaker:
         for guest in cfg.guest_names:
             write_domain(cfg, guest)
+        write_set_downtime(cfg)
         return {"libvirtd": t_libvirt - started}
     for guest in cfg.guest_names:
         define_and_start(cfg, guest)
