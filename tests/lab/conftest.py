@@ -198,3 +198,38 @@ def clean_vm_lab(vm_lab: Lab) -> Lab:
             node, "rm -rf /var/lib/cau/libvirt /var/run/reboot-required /var/run/reboot-required.pkgs"
         )
     return vm_lab
+
+
+# --- the Pacemaker lab with a real VM ----------------------------------------------------------
+
+PCVM_STATE_DIR = Path(os.environ.get("CAU_LAB_PCVM_TEST_STATE_DIR", "/var/tmp/cau-lab-pcvm-test"))
+PCVM_NAME = "caulabq"
+PCVM_SUBNET = "10.77.206.0/24"
+
+
+@pytest.fixture(scope="session")
+def pcmk_vm_lab() -> Iterator[Lab]:
+    """A `cau lab up --pacemaker --vm-hosts` lab of 3 nodes (names `caulabq-nodeN`,
+    10.77.206.0/24): the Pacemaker lab (see pcmk_lab) on libvirt/QEMU hosts, its vm1 a real
+    guest (ocf:heartbeat:VirtualDomain, allow-migrate=true; TCG, 128 MiB) on node1, answering
+    `boot=... count=... uptime=...` on http://10.77.206.101/ (`guest_answer("vm1")`,
+    `guest_locations()`, `virsh(node, ...)`); web and web-clone as in pcmk_lab."""
+    yield from running_lab(
+        LabConfig(
+            state_dir=PCVM_STATE_DIR,
+            name=PCVM_NAME,
+            subnet=PCVM_SUBNET,
+            nodes=3,
+            pacemaker=True,
+            vm_hosts=True,
+            reboot_delay=1.0,
+        )
+    )
+
+
+@pytest.fixture
+def clean_pcmk_vm_lab(pcmk_vm_lab: Lab) -> Lab:
+    """The Pacemaker lab with a real VM back in its starting state: as clean_pcmk_lab, and vm1's
+    guest answering on node1 (with the state it had, when it could be moved back live)."""
+    pcmk_vm_lab.restore()
+    return pcmk_vm_lab

@@ -15,7 +15,9 @@ from cau_lab.accel import accelerator, hardware_virtualization
 from cau_lab.access import clusters_toml_text
 from cau_lab.config import LabConfig
 from cau_lab.guest import parse_answer, vmlinux_of
-from cau_lab.vmhosts import domain_xml
+from cau_lab.image import cache_key
+from cau_lab.pacemaker import resources_xml
+from cau_lab.vmhosts import SET_DOWNTIME_SCRIPT, domain_xml
 
 CFG = LabConfig(name="vmx", subnet="10.77.206.0/24", nodes=3, vm_hosts=True, guests=4, cluster="vmx")
 CAU = "{urn:cau:libvirt:1}"
@@ -35,9 +37,9 @@ def test_guests_get_addresses_after_the_hosts_and_floating_ones_and_start_round_
     assert LabConfig().guest_names == []  # not a VM-host lab: no guests
 
 
-def test_vm_hosts_conflict_with_pacemaker_and_saved_config_round_trips(tmp_path: Path) -> None:
-    with pytest.raises(CauError, match="--vm-hosts or --pacemaker"):
-        LabConfig(vm_hosts=True, pacemaker=True)
+def test_vm_hosts_conflict_with_self_updating_and_saved_config_round_trips(tmp_path: Path) -> None:
+    with pytest.raises(CauError, match="--vm-hosts or --self-updating"):
+        LabConfig(vm_hosts=True, pacemaker=True, self_updating=True)
     with pytest.raises(CauError, match="too small"):
         LabConfig(vm_hosts=True, subnet="10.77.206.0/25", guests=20)
     cfg = LabConfig(state_dir=tmp_path, vm_hosts=True, guests=3)
@@ -103,3 +105,52 @@ def test_kvm_only_with_hardware_virtualization_and_dev_kvm(tmp_path: Path) -> No
     cpuinfo.write_text(pvm)
     assert accelerator(cpuinfo, kvm) == "qemu"
     assert "type='kvm'" in domain_xml(CFG, "guest1", accel="kvm")
+
+
+PCVM = LabConfig(name="pcx", subnet="10.77.207.0/24", nodes=3, pacemaker=True, vm_hosts=True)
+
+
+def test_a_pacemaker_lab_on_vm_hosts_has_one_guest_vm1_on_vm1s_address() -> None:
+    assert PCVM.pacemaker_vms and PCVM.guest_names == ["vm1"]
+    assert PCVM.guest_addresses == {"vm1": "10.77.207.101"}  # the address vm1's probe uses
+    assert PCVM.guest_home("vm1") == "node1"
+    root = ET.fromstring(domain_xml(PCVM, "vm1"))
+    assert root.get("type") == "qemu" and root.findtext("name") == "vm1"
+    assert root.find("metadata") is None  # Pacemaker places it, not the libvirt provider
+    assert "cau.ip=10.77.207.101/24" in (root.findtext("os/cmdline") or "")
+    driver = root.find("devices/interface/driver")
+    assert driver is not None and driver.get("event_idx") == "off"
+    # the VM hosts' image (it has the cluster packages too), not the plain Pacemaker lab's
+    assert cache_key(PCVM) == cache_key(LabConfig(vm_hosts=True))
+    assert cache_key(PCVM) != cache_key(LabConfig(pacemaker=True))
+
+
+def test_vm1_of_a_pacemaker_lab_on_vm_hosts_is_a_live_migratable_virtual_domain() -> None:
+    root = ET.fromstring(resources_xml(PCVM))
+    vm1 = root.find("primitive[@id='vm1']")
+    assert vm1 is not None
+    assert (vm1.get("class"), vm1.get("provider"), vm1.get("type")) == ("ocf", "heartbeat", "VirtualDomain")
+    params = {nv.get("name"): nv.get("value") for nv in vm1.iterfind("instance_attributes/nvpair")}
+    assert params["config"] == "/var/lib/cau-vms/vm1.xml"
+    assert params["hypervisor"] == "qemu:///system" and params["migration_transport"] == "tcp"
+    assert params["migrateuri"] == "tcp://%n"  # the node name: /etc/hosts gives its lab address
+    assert params["migrate_options"] == "--auto-converge" and params["force_stop"] == "true"
+    assert params["monitor_scripts"] == "/var/lib/cau-vms/set-max-downtime"
+    assert "migrate-setmaxdowntime" in SET_DOWNTIME_SCRIPT and SET_DOWNTIME_SCRIPT.rstrip().endswith("exit 0")
+    meta = {nv.get("name"): nv.get("value") for nv in vm1.iterfind("meta_attributes/nvpair")}
+    assert meta == {"allow-migrate": "true"}
+    ops = {op.get("name"): op.get("timeout") for op in vm1.iterfind("operations/op")}
+    assert set(ops) == {"monitor", "start", "stop", "migrate_to", "migrate_from"}
+    # web and web-clone as in every Pacemaker lab; the plain lab's vm1 is still the imitation
+    assert root.find("group[@id='web']") is not None and root.find("clone[@id='web-clone']") is not None
+    plain = ET.fromstring(resources_xml(LabConfig(pacemaker=True))).find("primitive[@id='vm1']")
+    assert plain is not None and plain.get("type") == "labvm"
+
+
+def test_clusters_toml_of_a_pacemaker_lab_on_vm_hosts_names_the_pacemaker_provider() -> None:
+    cluster = tomllib.loads(clusters_toml_text(PCVM))["clusters"]["lab"]
+    assert cluster["provider"] == "pacemaker"
+    assert "guest_memory_mib" not in cluster["options"] and "migrate_uri" not in cluster["options"]
+    probes = {p["role"]: p for p in cluster["probes"]}
+    assert set(probes) == {"vm1", "web", "web-clone"}
+    assert probes["vm1"]["targets"] == ["http://10.77.207.101/"] and probes["vm1"]["interval"] == "50ms"

@@ -99,7 +99,7 @@ def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
     # (given on purpose, it is an extra floor for either).
     if not cfg.pacemaker or cfg.min_online is not None:
         cluster["options"]["min_online"] = cfg.effective_min_online
-    if cfg.vm_hosts:
+    if cfg.vm_hosts and not cfg.pacemaker:  # (with pacemaker: Pacemaker moves vm1, not cau)
         # the libvirt provider's own keys: what each host offers guests, how to migrate
         cluster["options"]["guest_memory_mib"] = vmhosts.HOST_GUEST_MEMORY_MIB
         cluster["options"]["migrate_uri"] = vmhosts.MIGRATE_URI

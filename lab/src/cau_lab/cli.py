@@ -88,11 +88,12 @@ def up(
             "--vm-hosts",
             help="Make every host a libvirt/QEMU hypervisor running tiny real guests (HTTP on "
             ".111, .112, ...), live-migratable between the hosts (qemu+tcp); clusters.toml "
-            "names the libvirt provider.",
+            "names the libvirt provider. With --pacemaker: the Pacemaker lab's vm1 is a real guest "
+            "(ocf:heartbeat:VirtualDomain, live-migrated by Pacemaker), the only one.",
         ),
     ] = False,
     guests: Annotated[
-        int, typer.Option("--guests", min=1, help="With --vm-hosts: number of guests (default 2).")
+        int, typer.Option("--guests", min=1, help="With --vm-hosts alone: number of guests (default 2).")
     ] = 2,
     reboot_delay: Annotated[
         float, typer.Option("--reboot-delay", min=0, help="Seconds a rebooting host stays down.")

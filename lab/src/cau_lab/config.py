@@ -24,6 +24,11 @@ DEFAULT_SUBNET = "10.77.0.0/24"
 HOST_OFFSET = 10  # node i gets the subnet's address .10+i (10.77.0.11 for node1)
 # a VM-host lab's guest i gets .110+i (after the hosts and the floating addresses .100, .101)
 GUEST_OFFSET = 110
+# the floating addresses of a Pacemaker lab's workloads: web's .100, vm1's .101 (in a
+# `--pacemaker --vm-hosts` lab vm1 is a real guest, and .101 its own address)
+WEB_OFFSET = 100
+VM_OFFSET = 101
+PCMK_VM = "vm1"  # the guest of a `--pacemaker --vm-hosts` lab (a VirtualDomain resource)
 VM_BRIDGE = "vmbr0"  # in each VM host's network namespace: its address, its uplink, the taps
 _IFNAMSIZ = 15  # longest network interface name the kernel takes
 
@@ -55,7 +60,8 @@ class LabConfig:
     # self-updating mode's environment: etcd on every host, this machine's cau installed on
     # every host with /etc/cau/cau.toml (the etcd store, the cluster); needs pacemaker
     self_updating: bool = False
-    # every host a libvirt/QEMU hypervisor running `guests` tiny virtual machines (see vmhosts.py)
+    # every host a libvirt/QEMU hypervisor running `guests` tiny virtual machines (see vmhosts.py);
+    # with pacemaker: the hypervisors of one guest, vm1, a VirtualDomain resource (guests unused)
     vm_hosts: bool = False
     guests: int = 2
 
@@ -86,12 +92,13 @@ class LabConfig:
                 "a self-updating lab is a Pacemaker cluster: self_updating needs pacemaker",
                 hint="`cau lab up --pacemaker --self-updating`",
             )
-        if self.vm_hosts and self.pacemaker:
+        if self.vm_hosts and self.self_updating:
             raise LabError(
-                "a VM-host lab is not a Pacemaker cluster (yet): choose --vm-hosts or --pacemaker",
-                hint="`cau lab up --vm-hosts` (libvirt hypervisors) or `cau lab up --pacemaker`",
+                "a self-updating lab has no VM hosts (yet): choose --vm-hosts or --self-updating",
+                hint="`cau lab up --pacemaker --vm-hosts` (vm1 a real VM) or "
+                "`cau lab up --pacemaker --self-updating`",
             )
-        if self.vm_hosts:
+        if self.vm_hosts and not self.pacemaker:
             if self.guests < 1:
                 raise LabError("a VM-host lab needs at least one guest")
             if net.num_addresses < GUEST_OFFSET + self.guests + 2:
@@ -136,14 +143,24 @@ class LabConfig:
         return f"v{self.name}{index}"
 
     @property
+    def pacemaker_vms(self) -> bool:
+        """A `--pacemaker --vm-hosts` lab: vm1 is a real guest, a VirtualDomain resource."""
+        return self.pacemaker and self.vm_hosts
+
+    @property
     def guest_names(self) -> list[str]:
-        """The guests of a VM-host lab: guest1..guestN."""
+        """The guests of a VM-host lab: guest1..guestN; with pacemaker, vm1 only."""
+        if self.pacemaker_vms:
+            return [PCMK_VM]
         return [f"guest{i}" for i in range(1, self.guests + 1)] if self.vm_hosts else []
 
     def guest_address(self, guest: str) -> str:
-        """guest i: the subnet's address .110+i (10.77.0.111 for guest1)."""
+        """guest i: the subnet's address .110+i (10.77.0.111 for guest1); a Pacemaker lab's vm1:
+        .101, the address its workload always had."""
         if guest not in self.guest_names:
             raise LabError(f"unknown guest '{guest}'; this lab has {', '.join(self.guest_names) or 'none'}")
+        if self.pacemaker_vms:
+            return str(self.network.network_address + VM_OFFSET)
         return str(self.network.network_address + GUEST_OFFSET + self.guest_names.index(guest) + 1)
 
     @property

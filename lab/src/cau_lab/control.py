@@ -275,13 +275,16 @@ class Lab:
         if cfg.self_updating:  # members start now, become healthy while Pacemaker forms
             etcd.setup(cfg)
             t = self._step("etcd started", t)
+        if cfg.vm_hosts:  # before Pacemaker: the hosts' libvirtd runs vm1 (--pacemaker --vm-hosts)
+            for part, seconds in vmhosts.setup(cfg, self.log).items():
+                self.timings[part] = seconds
+            t = self._step("libvirtd on every host" + ("" if cfg.pacemaker else ", guests answering"), t)
         if cfg.pacemaker:
             self.pacemaker.setup()
             t = self._step("pacemaker cluster formed, workloads started", t)
-        if cfg.vm_hosts:
-            for part, seconds in vmhosts.setup(cfg, self.log).items():
-                self.timings[part] = seconds
-            t = self._step("libvirtd on every host, guests answering", t)
+        if cfg.pacemaker_vms:
+            vmhosts.wait_guests(cfg)
+            t = self._step("vm1's guest answering", t)
         if cfg.self_updating:
             etcd.wait_healthy(cfg)
             t = self._step("etcd members healthy", t)
@@ -397,14 +400,18 @@ class Lab:
     def restore(self) -> None:
         """Back to the state `up` left: every host up (held or slowed hosts released), the NEW
         versions published, the OLD ones installed; in a --pacemaker lab, the cluster as `up`
-        left it too (see Pacemaker.restore); in a --self-updating lab, every etcd member running
-        and healthy, and the store empty. For tests that share one lab."""
+        left it too (see Pacemaker.restore; with --vm-hosts, vm1's guest answering on node1);
+        in a --vm-hosts lab, every guest running on its start host; in a --self-updating lab,
+        every etcd member running and healthy, and the store empty. For tests that share one
+        lab."""
         for node in self.nodes:
             self.hold(node, False)
             self.set_reboot_delay(node, None)
         self._parallel(lambda n: self.boot(n, wait=True, timeout=60))
         self.publish_new()
         self.reset_packages()
+        if self.cfg.pacemaker_vms:  # VirtualDomain needs libvirtd (it starts on boot, after sshd)
+            self._parallel(lambda n: vmhosts.wait_libvirtd(self.cfg, n))
         if self.cfg.pacemaker:
             self.pacemaker.restore()
         if self.cfg.vm_hosts:

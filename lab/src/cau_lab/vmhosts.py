@@ -126,13 +126,19 @@ def domain_xml(cfg: LabConfig, guest: str, preferred: str | None = None, accel: 
     home = preferred or cfg.guest_home(guest)
     ip = f"{address}/{cfg.network.prefixlen}"
     cmdline = f"console=ttyS0 quiet panic=-1 mitigations=off cau.ip={ip} cau.name={guest}"
+    # (a Pacemaker lab's vm1 is placed by Pacemaker: no metadata for the libvirt provider)
+    metadata = (
+        ""
+        if cfg.pacemaker
+        else f"""  <metadata>
+    <cau:placement xmlns:cau="{CAU_NS}" preferred={quoteattr(home)}/>
+  </metadata>
+"""
+    )
     return f"""<domain type='{accel}'>
   <name>{escape(guest)}</name>
   <title>cau lab guest {escape(guest)} ({address})</title>
-  <metadata>
-    <cau:placement xmlns:cau="{CAU_NS}" preferred={quoteattr(home)}/>
-  </metadata>
-  <memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>
+{metadata}  <memory unit='MiB'>{GUEST_MEMORY_MIB}</memory>
   <currentMemory unit='MiB'>{GUEST_MEMORY_MIB}</currentMemory>
   <vcpu placement='static'>{GUEST_VCPUS}</vcpu>
   <os>
@@ -197,24 +203,69 @@ def wait_libvirtd(cfg: LabConfig, node: str, timeout: float = 60) -> None:
         )
 
 
+def domain_file(cfg: LabConfig, guest: str) -> str:
+    """Where a guest's domain XML is, on the hosts (the shared storage)."""
+    cfg.guest_address(guest)
+    return f"{VMS_MOUNT}/{guest}.xml"
+
+
+def write_domain(cfg: LabConfig, guest: str, accel: Accelerator | None = None) -> None:
+    """The guest's domain XML on the shared storage (domain_file on every host), with `accel`
+    (default: what the lab's guests already use)."""
+    (cfg.vms_dir / f"{guest}.xml").write_text(domain_xml(cfg, guest, accel=accel or _lab_accel(cfg)))
+
+
+# A monitor script of a Pacemaker lab's VirtualDomain resource (its `monitor_scripts`), run on
+# the host that runs the guest after every start, every arrival (migrate_from) and every monitor:
+# QEMU's downtime limit of the running QEMU, which the next live migration uses. The agent's own
+# migration_downtime is set 2 s into a migration, and vm1's take 0.3-0.6 s. It never fails the
+# monitor (VirtualDomain would take that for a failed guest).
+SET_DOWNTIME = "set-max-downtime"
+SET_DOWNTIME_SCRIPT = f"""\
+#!/bin/sh
+# written by `cau lab up --pacemaker --vm-hosts`: QEMU's downtime limit for vm1's next live
+# migration ({MAX_DOWNTIME_MS} ms); a VirtualDomain monitor script (the domain is the resource)
+virsh --connect="${{OCF_RESKEY_hypervisor:-qemu:///system}}" --quiet \\
+  migrate-setmaxdowntime "$OCF_RESOURCE_INSTANCE" {MAX_DOWNTIME_MS} >/dev/null 2>&1 || true
+exit 0
+"""
+
+
+def set_downtime_file() -> str:
+    """The monitor script's path on the hosts (the shared storage)."""
+    return f"{VMS_MOUNT}/{SET_DOWNTIME}"
+
+
+def write_set_downtime(cfg: LabConfig) -> None:
+    path = cfg.vms_dir / SET_DOWNTIME
+    path.write_text(SET_DOWNTIME_SCRIPT)
+    path.chmod(0o755)
+
+
 def define_and_start(
     cfg: LabConfig, guest: str, node: str | None = None, accel: Accelerator | None = None
 ) -> None:
     """Define guest (persistent) on node (default: its start host) and start it, with `accel`
-    (default: what accel.accelerator says, or what the lab's guests already use)."""
+    (default: what the lab's guests already use)."""
     node = node if node is not None else cfg.guest_home(guest)
-    xml = cfg.vms_dir / f"{guest}.xml"
-    xml.write_text(domain_xml(cfg, guest, accel=accel or _lab_accel(cfg)))
-    virsh(cfg, node, "define", f"{VMS_MOUNT}/{guest}.xml", check=True)
+    write_domain(cfg, guest, accel)
+    virsh(cfg, node, "define", domain_file(cfg, guest), check=True)
     virsh(cfg, node, "start", guest, check=True)
 
 
 def setup(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> dict[str, float]:
-    """libvirt on every host, every guest defined and started on its start host, answering."""
+    """libvirt on every host, every guest defined and started on its start host, answering.
+    In a Pacemaker lab: libvirt on every host and vm1's domain XML only (Pacemaker starts it,
+    see pacemaker.virtual_domain; call this before the cluster starts)."""
     started = time.monotonic()
     _parallel(lambda n: start_services(cfg, n), cfg.node_names)
     t_libvirt = time.monotonic()
     log(f"libvirtd up on every host ({t_libvirt - started:.1f} s)")
+    if cfg.pacemaker:
+        for guest in cfg.guest_names:
+            write_domain(cfg, guest)
+        write_set_downtime(cfg)
+        return {"libvirtd": t_libvirt - started}
     accel = accelerator()
     for guest in cfg.guest_names:
         define_and_start(cfg, guest, accel=accel)
@@ -304,8 +355,13 @@ def locations(cfg: LabConfig) -> dict[str, dict[str, str]]:
 
 def restore(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> None:
     """Every guest defined only on its start host, running there (a guest found elsewhere is
-    migrated back live when it runs, else undefined there and started at home)."""
+    migrated back live when it runs, else undefined there and started at home). In a Pacemaker
+    lab, Pacemaker.restore places vm1 (libvirtd must answer first: call this after): here vm1's
+    answer is waited for."""
     _parallel(lambda n: wait_libvirtd(cfg, n), cfg.node_names)
+    if cfg.pacemaker:
+        wait_guests(cfg, timeout=timeout)
+        return
     for guest, where in locations(cfg).items():
         home = cfg.guest_home(guest)
         at_home = where.get(home)

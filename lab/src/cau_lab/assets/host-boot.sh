@@ -23,6 +23,7 @@ hostname "$NODE"   # this UTS namespace only
 # had added (floating ones of a cluster: secondary, in the subnet of the node's own address
 # on eth0, see net.py), as a real power cycle would.
 ip -4 addr flush dev eth0 secondary 2>/dev/null || true
+ip -4 addr flush dev vmbr0 secondary 2>/dev/null || true   # a VM host's: on its bridge
 # the host's disk: its own writable layer over the lab layer and the golden image
 mount -t overlay "cau-lab-$NODE" -o "lowerdir=$LOWER,upperdir=$D/upper,workdir=$D/work" "$M"
 [ -s "$M/etc/hostname" ] || echo "$NODE" > "$M/etc/hostname"
