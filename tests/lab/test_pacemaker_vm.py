@@ -8,7 +8,6 @@ state (its boot id, and a request counter in its RAM).
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 
 import pytest
@@ -84,7 +83,9 @@ def test_a_live_run_moves_the_real_vm1_away_and_back_live_with_its_state(
     # reaches the guest while it is paused at the switch-over waits for TCP's SYN retransmit (1 s)
     assert len(outages) <= len(moves), outages
     failed = sorted([o["failed_checks"] for o in outages] + [0] * (len(moves) - len(outages)))
-    assert failed[-1] <= 3 and statistics.median(failed) <= 1, failed
+    # 10-60 ms at the switch-over on this machine: 0-1 failed probes a migration, sometimes 2-3
+    # (the bound shared with tests/lab/test_vm_hosts.py: at most 3 each, 2 more than one each in all)
+    assert failed[-1] <= 3 and sum(failed) <= len(failed) + 2, failed
     avail = availability(report)
     assert avail["vm1"]["measured"] == "probe" and avail["vm1"]["probes_sent"] > 100
     assert avail["vm1"]["probes_failed"] == sum(failed)

@@ -101,10 +101,10 @@ def test_a_live_run_updates_every_host_and_every_guest_migrates_away_and_back_wi
             # measured by cau's 50 ms probe of the guest: a connection attempt that reaches the
             # guest while it is paused at the switch-over waits for TCP's SYN retransmit (1 s).
             # On 2 cores under TCG the pause is 10-60 ms (0-1 failed probes), sometimes 100-150
-            # ms (2-3): bounded here at 3, and most migrations at 1 (below).
+            # ms (2-3): bounded here at 3 each, and about 1 each in all (below).
             assert m["probe_failed_checks"] is not None and m["probe_failed_checks"] <= 3, m
     failed = sorted(m["probe_failed_checks"] for m in moves)
-    assert failed[len(failed) // 2] <= 1 and sum(failed) <= len(failed) + 2, failed
+    assert sum(failed) <= len(failed) + 2, failed  # at most 2 more than one per migration in all
 
     html = tmp_path / "report.html"
     out = cau(lab, tmp_path, "report", lab.cluster, "--last", "--format", "html", "-o", str(html))
