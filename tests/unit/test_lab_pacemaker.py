@@ -116,3 +116,18 @@ def test_clusters_toml_of_a_pacemaker_lab() -> None:
     assert "min_online" not in cluster["options"]  # Pacemaker counts quorum votes
     plain = tomllib.loads(clusters_toml_text(LabConfig(nodes=3)))["clusters"]["lab"]
     assert plain["provider"] == "ssh" and "probes" not in plain
+
+
+def test_wait_takes_a_member_listing_no_nodes_for_no_answer_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm_mon on a member whose Pacemaker is (re)starting lists no nodes: a condition naming a
+    node must not fail on it (a lab test's `st.nodes["node2"]` raised KeyError in CI)."""
+    from dataclasses import replace
+
+    from cau_lab.pacemaker import Pacemaker
+
+    full = state("all-online")
+    answers = [replace(full, status=replace(full.status, nodes=())), full]
+    pm = Pacemaker(LabConfig(nodes=3, pacemaker=True))
+    monkeypatch.setattr(pm, "state", lambda node=None: answers.pop(0))
+    got = pm.wait(lambda st: not st.nodes["node2"].standby, timeout=5)
+    assert got.nodes["node2"] and answers == []

@@ -317,6 +317,10 @@ class Pacemaker:
         while True:
             try:
                 state = self.state(node)
+                # A member whose Pacemaker is (re)starting answers with no nodes at all: no
+                # answer yet, not a cluster without node2 (a condition would fail on it).
+                if not state.nodes:
+                    raise LabError("crm_mon listed no nodes (its node not a member yet)")
                 if until(state):
                     return state
                 last = state
