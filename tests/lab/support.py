@@ -98,6 +98,14 @@ def versions(lab: Lab, node: str) -> dict[str, str]:
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
+def updated_and_restarted(lab: Lab, boots: dict[str, str | None]) -> None:
+    """Every host has the NEW packages (real apt) and a boot id other than `boots` (it really
+    restarted)."""
+    for node in lab.nodes:
+        assert versions(lab, node) == NEW, node
+        assert lab.boot_id(node) != boots[node], node
+
+
 def journal(home: Path, run_id: str) -> list[JournalEvent]:
     """A run's journal, as the coordinators in `home` wrote it."""
     store = SqliteFile(home / "cau.db")  # the synchronous file under the async store

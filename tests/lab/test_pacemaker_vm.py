@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from cau_lab import Lab
-from tests.lab.support import NEW, NOTHING_LEFT, START, availability, cau_leftovers, run_json, versions
+from tests.lab.support import (
+    NOTHING_LEFT,
+    START,
+    availability,
+    cau_leftovers,
+    run_json,
+    updated_and_restarted,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -50,9 +57,7 @@ def test_a_live_run_moves_the_real_vm1_away_and_back_live_with_its_state(
     code, report, err = run_json(lab, tmp_path)
     assert code == 0, err
     assert report["status"] == "Succeeded", report.get("message")
-    for node in lab.nodes:
-        assert versions(lab, node) == NEW, node  # real apt
-        assert lab.boot_id(node) != boots[node], node  # really restarted
+    updated_and_restarted(lab, boots)
 
     # the guest was live-migrated, never restarted: the same boot, its counter went on
     after = lab.guest_answer("vm1")

@@ -21,7 +21,15 @@ import pytest
 
 from cau_lab import Lab
 from cau_lab.guest import GuestAnswer
-from tests.lab.support import NEW, cau, config_with, env, journal, run_json, unfinished_steps, versions
+from tests.lab.support import (
+    cau,
+    config_with,
+    env,
+    journal,
+    run_json,
+    unfinished_steps,
+    updated_and_restarted,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -79,9 +87,7 @@ def test_a_live_run_updates_every_host_and_every_guest_migrates_away_and_back_wi
     code, report, err = run_json(lab, tmp_path)
     assert code == 0, err
     assert report["status"] == "Succeeded", report.get("message")
-    for node in lab.nodes:
-        assert versions(lab, node) == NEW, node  # real apt
-        assert lab.boot_id(node) != boots[node], node  # really restarted
+    updated_and_restarted(lab, boots)
     kept_state(before, answers(lab))
     assert where(lab) == at_home(lab)  # failback immediate: each guest back on its host, once
     assert marks(lab) == NO_MARKS

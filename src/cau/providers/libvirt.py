@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import ClassVar, Literal
 
@@ -300,28 +300,28 @@ class LibvirtProvider(SshProvider):
         for name, host in states.items():
             if name == node or host is None or host.in_maintenance:
                 continue
-            cap = self._capacity(name, host)
-            free[name] = (cap.memory_gb * 1024 - host.used_mib(), cap.cpu - host.used_vcpus())
+            free[name] = self._free(name, host)
         return free
+
+    def _free(self, node: str, host: HostState) -> tuple[float, float]:
+        """Memory (MiB) and vCPUs a host can still give guests, by what runs there now."""
+        cap = self._capacity(node, host)
+        return cap.memory_gb * 1024 - host.used_mib(), cap.cpu - host.used_vcpus()
 
     def plan_evacuation(
         self,
         node: str,
         states: Mapping[str, HostState | None],
         plan: Mapping[str, str],
-        *,
-        up: Sequence[str] | None = None,
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Where each running guest of `node` goes (domain -> host), and the guests that can go
-        nowhere (domain -> why). Bigger guests are placed first; a guest goes to its planned
+        nowhere (domain -> why), both in placing order: bigger guests first; a guest goes to its planned
         target when that has room, else to its preferred hosts, else to the host with the most
         free memory. Nothing is placed beyond a host's room."""
         host = states.get(node)
         if host is None:
             return {}, {}
         free = self._targets(node, states)
-        if up is not None:
-            free = {k: v for k, v in free.items() if k in up}
         moves: dict[str, str] = {}
         stuck: dict[str, str] = {}
         for dom in sorted(host.active, key=lambda d: (-d.memory_mib, d.name)):
@@ -389,8 +389,8 @@ class LibvirtProvider(SshProvider):
                 )
             to_save = sorted(stuck)
         await self._set_mark(node, MAINTENANCE_MARK)
-        for name in sorted(moves, key=lambda n: (-(host.domain(n) or _NONE).memory_mib, n)):
-            await self._migrate_with_room(node, name, moves[name])
+        for name, target in moves.items():  # the biggest first, as planned
+            await self._migrate_with_room(node, name, target)
         for name in to_save:
             await self._save(node, name)
         left = [d.name for d in (await self.read_host(node)).active]
@@ -446,22 +446,17 @@ class LibvirtProvider(SshProvider):
         except CommandTimeout:
             error = f"did not finish within {timeout:g}s"
             await self._run(source, self._virsh(f"domjobabort {name}"), timeout=60)
-        seconds = self._clock.monotonic() - t0
+        move = RoleMove(
+            role=name,
+            method="live",
+            from_node=source,
+            to_node=target,
+            started=started,
+            seconds=self._clock.monotonic() - t0,
+        )
         if error:
             await self._resume_if_paused(source, name)
-            self._record(
-                for_node,
-                RoleMove(
-                    role=name,
-                    method="live",
-                    from_node=source,
-                    to_node=target,
-                    started=started,
-                    seconds=seconds,
-                    ok=False,
-                    message=error,
-                ),
-            )
+            self._record(for_node, move.model_copy(update={"ok": False, "message": error}))
             raise MaintenanceError(f"{name} could not migrate from {source} to {target}: {error}")
         figures = parse_jobinfo("")
         try:
@@ -470,16 +465,12 @@ class LibvirtProvider(SshProvider):
                 figures = parse_jobinfo(info.stdout)
         except NodeUnreachable:
             pass  # the figures are a nicety: the migration itself is done
-        move = RoleMove(
-            role=name,
-            method="live",
-            from_node=source,
-            to_node=target,
-            started=started,
-            seconds=seconds,
-            reported_seconds=figures.seconds,
-            downtime_ms=figures.downtime_ms,
-            data_bytes=figures.data_bytes,
+        move = move.model_copy(
+            update={
+                "reported_seconds": figures.seconds,
+                "downtime_ms": figures.downtime_ms,
+                "data_bytes": figures.data_bytes,
+            }
         )
         self._record(for_node, move)
         return move
@@ -592,7 +583,7 @@ class LibvirtProvider(SshProvider):
         failed: list[str] = []
         for name in sorted(wanted):
             on, dom = where[name]
-            free_mem, free_cpu = self._targets(on, {node: home}).get(node, (0.0, 0.0))
+            free_mem, free_cpu = self._free(node, home)
             if free_mem < dom.memory_mib or free_cpu < dom.vcpus:
                 failed.append(f"{name} stays on {on}: {node} has no room for it ({free_mem:g} MiB free)")
                 continue
@@ -669,6 +660,3 @@ class LibvirtProvider(SshProvider):
                 await self._clear_mark(name, MAINTENANCE_MARK)
                 done.append(f"took {name} out of maintenance")
         return done, waiting
-
-
-_NONE = DomainInfo(name="", state="", reason="", memory_mib=0, vcpus=0)
