@@ -61,6 +61,8 @@ def test_a_live_run_moves_the_real_vm1_away_and_back_live_with_its_state(
 
     # the guest was live-migrated, never restarted: the same boot, its counter went on
     after = lab.guest_answer("vm1")
+    trouble = lab.guest_kernel_trouble()
+    assert trouble == [], "vm1's kernel broke:\n" + "\n".join(trouble)
     assert after.boot == before.boot, f"vm1 restarted: boot {before.boot} -> {after.boot}"
     assert after.count > before.count, f"vm1's counter went back: {before.count} -> {after.count}"
     # failback immediate: back on node1 (and nowhere else: the domain is transient)

@@ -17,7 +17,7 @@ from cau_lab.config import LabConfig
 from cau_lab.guest import parse_answer, vmlinux_of
 from cau_lab.image import cache_key
 from cau_lab.pacemaker import resources_xml
-from cau_lab.vmhosts import SET_DOWNTIME_SCRIPT, domain_xml
+from cau_lab.vmhosts import SET_DOWNTIME_SCRIPT, domain_xml, trouble_lines
 
 CFG = LabConfig(name="vmx", subnet="10.77.206.0/24", nodes=3, vm_hosts=True, guests=4, cluster="vmx")
 CAU = "{urn:cau:libvirt:1}"
@@ -63,6 +63,9 @@ def test_domain_xml_is_a_persistent_tcg_guest_on_the_bridge_with_caus_placement(
     assert iface.find("mac").get("address") == CFG.guest_mac("guest2")  # type: ignore[union-attr]
     assert iface.find("model").get("type") == "virtio"  # type: ignore[union-attr]
     assert root.find("devices/disk") is None  # diskless: a migration copies no storage
+    # its console logged on its host, where the lab tests look for a broken guest kernel
+    log = root.find("devices/serial/log")
+    assert log is not None and log.get("file") == "/var/log/libvirt/qemu/guest2-console.log"
 
 
 def test_clusters_toml_names_the_libvirt_provider_and_probes_every_guest() -> None:
@@ -154,3 +157,20 @@ def test_clusters_toml_of_a_pacemaker_lab_on_vm_hosts_names_the_pacemaker_provid
     probes = {p["role"]: p for p in cluster["probes"]}
     assert set(probes) == {"vm1", "web", "web-clone"}
     assert probes["vm1"]["targets"] == ["http://10.77.207.101/"] and probes["vm1"]["interval"] == "50ms"
+
+
+def test_a_guest_console_shows_trouble_only_for_what_broke_its_kernel() -> None:
+    # lines of the lab guests' consoles, as QEMU 7.2's TCG migrations with a 10 ms limit left them
+    console = """\
+[    0.026157] ACPI BIOS Error (bug): A valid RSDP was not found (20220331/tbxfroot-210)
+cau-guest guest1 10.77.205.111/24 boot=954c9828-2430-47ad-8ebd-3342073b0f9f ready
+[   15.637099] virtio_net virtio0: input.0:id 210 is not a head!
+[   40.687371] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:2:47]
+[   88.721843] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+    assert trouble_lines(console) == [
+        "[   15.637099] virtio_net virtio0: input.0:id 210 is not a head!",
+        "[   40.687371] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:2:47]",
+        "[   88.721843] Kernel panic - not syncing: Fatal exception in interrupt",
+    ]
+    assert trouble_lines(console.split("\n[   15")[0]) == []

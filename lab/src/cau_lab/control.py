@@ -121,6 +121,11 @@ class Lab:
         """The guest's boot id, request count (kept in guest RAM) and uptime, read over HTTP."""
         return vmhosts.guest_answer(self.cfg, guest, timeout=timeout)
 
+    def guest_kernel_trouble(self) -> list[str]:
+        """What the guest kernels printed of panics, oopses, lockups or broken virtio rings on
+        their consoles since the last `restore` ("host guest: line"; [] when all is well)."""
+        return vmhosts.kernel_trouble(self.cfg)
+
     def guest_locations(self) -> dict[str, dict[str, str]]:
         """guest -> {host it is defined on: its virsh domstate}."""
         return vmhosts.locations(self.cfg)

@@ -156,7 +156,7 @@ def virtual_domain(cfg: LabConfig) -> str:
     migration stream (migrateuri tcp://%n) alike. The domain is transient (`virsh create`):
     nothing is left defined on a host it left.
 
-    Tuned as the libvirt provider in the VM-host lab: auto-converge and a 10 ms downtime limit.
+    Tuned as the libvirt provider in the VM-host lab: auto-converge and a 50 ms downtime limit.
     The agent's own migration_downtime (resource-agents 4.12) is set 2 s into a migration, and
     vm1's take 0.3-0.6 s: it came too late every time (and made each migrate_to 2 s longer).
     Instead a monitor script (vmhosts.SET_DOWNTIME_SCRIPT) sets the limit on the QEMU running
