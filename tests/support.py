@@ -83,7 +83,7 @@ def service(home: Path, config: Path | None = None, registry: Registry | None = 
     )
 
 
-def run_cluster(
+def run_journaled(
     home: Path,
     config: Path | None,
     cluster: str = "c1",
@@ -92,8 +92,8 @@ def run_cluster(
     on_event: Callable[[JournalEvent], None] | None = None,
     on_coordinator: Callable[[Coordinator], Awaitable[None]] | None = None,
     **profile: Any,
-) -> Done:
-    """One Updating Run in virtual time."""
+) -> tuple[RunOutcome, list[JournalEvent]]:
+    """One Updating Run in virtual time, of any provider: its outcome and its journal."""
 
     async def main() -> RunOutcome:
         svc = service(home, config, registry)
@@ -105,17 +105,38 @@ def run_cluster(
             svc.close()
 
     outcome = run_virtual(main())
+    return outcome, journal_of(home, outcome)
+
+
+def run_cluster(
+    home: Path,
+    config: Path | None,
+    cluster: str = "c1",
+    *,
+    registry: Registry | None = None,
+    on_event: Callable[[JournalEvent], None] | None = None,
+    on_coordinator: Callable[[Coordinator], Awaitable[None]] | None = None,
+    **profile: Any,
+) -> Done:
+    """One Updating Run of a sandbox cluster in virtual time."""
+    outcome, _ = run_journaled(
+        home, config, cluster, registry=registry, on_event=on_event, on_coordinator=on_coordinator, **profile
+    )
     return finished(home, cluster, outcome)
 
 
-def finished(home: Path, cluster: str, outcome: RunOutcome) -> Done:
+def journal_of(home: Path, outcome: RunOutcome) -> list[JournalEvent]:
     svc = Service(home)
     try:
-        events = asyncio.run(svc.store.events(outcome.run_id))
+        return asyncio.run(svc.store.events(outcome.run_id))
     finally:
         svc.close()
+
+
+def finished(home: Path, cluster: str, outcome: RunOutcome) -> Done:
+    """A finished sandbox run: its outcome, journal and the sandbox's state file."""
     state = json.loads((home / "sandbox" / f"{cluster}.json").read_text())
-    return Done(outcome, events, state)
+    return Done(outcome, journal_of(home, outcome), state)
 
 
 def max_concurrent_maintenance(events: list[JournalEvent]) -> int:

@@ -5,7 +5,6 @@ table and the timeline's guest lanes)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,18 +12,15 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from cau.cli.render_text import run_summary
-from cau.clock import run_virtual
-from cau.domain.profile import build_profile
 from cau.engine.coordinator import RunOutcome
 from cau.journal.events import EnterOutcome, EventKind, FailbackOutcome, JournalEvent
 from cau.ports import ProviderContext
 from cau.providers.libvirt import LibvirtOptions, LibvirtProvider
 from cau.registry import Entry, Registry
 from cau.reports.render_html import render_html
-from cau.service import Service
 from cau.testing import Result
 from tests.contract.scripted import DebianHost, Guest, LibvirtPool
-from tests.support import service
+from tests.support import run_journaled
 
 PROBE = (  # the apt plug-in's reboot-required probe, after an install
     "if test -e /var/run/reboot-required; then echo yes; cat /var/run/reboot-required.pkgs 2>/dev/null; "
@@ -73,20 +69,7 @@ def run(tmp: Path, pool: DebianHypervisors, **profile: Any) -> tuple[RunOutcome,
         + nodes
     )
     profile = {"plugins": [{"name": "apt", "args": {"exclude": ["labbroken"]}}], **profile}
-
-    async def main() -> RunOutcome:
-        svc = service(tmp, config, reg)
-        try:
-            return await svc.run("vm", build_profile(None, profile))
-        finally:
-            svc.close()
-
-    outcome = run_virtual(main())
-    svc = Service(tmp)
-    try:
-        return outcome, asyncio.run(svc.store.events(outcome.run_id))
-    finally:
-        svc.close()
+    return run_journaled(tmp, config, "vm", registry=reg, **profile)
 
 
 def test_a_run_migrates_every_guest_away_and_back_and_reports_each_migration(tmp_path: Path) -> None:

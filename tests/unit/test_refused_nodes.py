@@ -8,7 +8,6 @@ provider's hooks let a refusal through as it is, so the engine can decide by its
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from cau.clock import VirtualClock, run_virtual
-from cau.domain.profile import MoveMethod, build_profile
+from cau.domain.profile import MoveMethod
 from cau.domain.results import PAUSE_REASONS, ErrorId, RunState
 from cau.engine.coordinator import RunOutcome
 from cau.engine.scan import scan_plugins
@@ -26,11 +25,10 @@ from cau.journal.events import EventKind, JournalEvent
 from cau.ports import MaintenancePrior, PluginContext, ProviderContext
 from cau.providers.ssh import SshOptions, SshProvider
 from cau.registry import Entry, Registry
-from cau.service import Service
 from cau.testing import Result, Rules, ScriptedCluster, ScriptedTransport, Session
 from cau.transport.ssh import SshTarget, changed_host_key, refused_login
 from tests.contract.scripted import BOOT_ID, DPKG_QUERY, REBOOT, DebianHost, SshHosts
-from tests.support import service
+from tests.support import run_journaled
 
 PROBE = (  # the apt plug-in's reboot-required probe, after an install
     "if test -e /var/run/reboot-required; then echo yes; cat /var/run/reboot-required.pkgs 2>/dev/null; "
@@ -106,20 +104,7 @@ def run(tmp: Path, hosts: DebianHosts, **profile: Any) -> tuple[RunOutcome, list
     """One Updating Run of the apt plug-in (labbroken, whose postinst fails, left alone)."""
     config = ssh_cluster(tmp, hosts.names)
     profile = {"plugins": [{"name": "apt", "args": {"exclude": ["labbroken"]}}], **profile}
-
-    async def main() -> RunOutcome:
-        svc = service(tmp, config, registry(hosts))
-        try:
-            return await svc.run("web", build_profile(None, profile))
-        finally:
-            svc.close()
-
-    outcome = run_virtual(main())
-    svc = Service(tmp)
-    try:
-        return outcome, asyncio.run(svc.store.events(outcome.run_id))
-    finally:
-        svc.close()
+    return run_journaled(tmp, config, "web", registry=registry(hosts), **profile)
 
 
 def intents(events: list[JournalEvent], node: str, step: str) -> list[JournalEvent]:
