@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,3 +165,21 @@ def installs(events: list[JournalEvent]) -> list[tuple[str, str]]:
                 if r["outcome"] == "Succeeded" and "observed after" not in r.get("message", ""):
                     out.append((e.node, r["update_id"]))
     return out
+
+
+def journal_rows(db: Path) -> list[dict[str, Any]]:
+    """Every journal row in a store file so far, read as another process would (read-only, its
+    `data` decoded): none before the coordinator has created the file and its tables."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in conn.execute("SELECT * FROM journal ORDER BY run_id, seq")]
+    except sqlite3.OperationalError:  # created but its tables are not there yet
+        return []
+    finally:
+        conn.close()
+    for r in rows:
+        r["data"] = json.loads(r["data"])
+    return rows

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Cau
+from tests.support import journal_rows
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -31,20 +32,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "con
 
 
 def journal(cau: Cau) -> list[dict[str, Any]]:
-    path = cau.home / "data" / "cau.db"
-    if not path.exists():  # the coordinator has not created its store yet
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        rows = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
-    except sqlite3.OperationalError:  # created but its tables are not there yet
-        return []
-    finally:
-        db.close()
-    for r in rows:
-        r["data"] = json.loads(r["data"])
-    return rows
+    return journal_rows(cau.home / "data" / "cau.db")
 
 
 def test_run_sandbox_and_its_json_report(cau: Cau) -> None:

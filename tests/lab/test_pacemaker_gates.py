@@ -16,9 +16,7 @@ One run does it all, as an operator would set it up:
 
 from __future__ import annotations
 
-import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ import tomli_w
 
 from cau_lab import Lab
 from tests.lab.support import NEW, NOTHING_LEFT, START, cau_leftovers, env, run_json, versions
+from tests.support import journal_rows
 from tests.support_prometheus import Monitoring, monitoring
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -73,20 +72,7 @@ def config(lab: Lab, mon: Monitoring, path: Path) -> Path:
 
 def rows(home: Path) -> list[dict[str, Any]]:
     """Every journal event in `home`'s store so far (none before the store exists)."""
-    path = home / "cau.db"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        found = [dict(r) for r in db.execute("SELECT * FROM journal ORDER BY run_id, seq")]
-    except sqlite3.OperationalError:  # its tables are not there yet
-        return []
-    finally:
-        db.close()
-    for r in found:
-        r["data"] = json.loads(r["data"])
-    return found
+    return journal_rows(home / "cau.db")
 
 
 def ts(row: dict[str, Any]) -> datetime:
