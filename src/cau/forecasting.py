@@ -10,7 +10,7 @@ from datetime import datetime
 from cau.domain.batches import form_batches
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.estimate import HISTORY_RUNS, CycleSample, DurationModel, node_class, overruns, plan_run
-from cau.domain.planning import run_order
+from cau.domain.planning import domain_ranks, run_order
 from cau.domain.profile import DrainPolicy, RunProfile
 from cau.domain.results import RunState
 from cau.domain.runs import ReportQuery
@@ -54,6 +54,7 @@ def forecast(
         max_failed=max_failed,
         store_members=store_members,
         limits=profile.disruption_limits,
+        domain_ranks=domain_ranks(snapshot, profile),
     )
     model = DurationModel(samples, {n.name: node_class(n) for n in snapshot.nodes})
     plan = plan_run(

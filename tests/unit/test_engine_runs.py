@@ -476,6 +476,29 @@ def test_failure_domains_and_a_disruption_budget_shape_the_batches(tmp_path: Pat
     assert [n.name for n in ordered.report.nodes] == ["n5", "n6", "n1", "n2", "n3", "n4"]
 
 
+def test_a_domain_order_finishes_each_domain_before_the_next_starts_even_in_parallel(
+    tmp_path: Path,
+) -> None:
+    # two sites of three nodes; quorum lets two of six down, two per site may be out at once:
+    # a parallel run could work on both sites together. CAU's site-aware order does not: every
+    # node of paris has finished before berlin's first starts, and paris's run two at a time.
+    nodes = [node(f"n{i}", failure_domain="berlin" if i <= 3 else "paris") for i in range(1, 7)]
+    config = write_cluster(tmp_path, spec(nodes))
+    done = run_cluster(
+        tmp_path,
+        config,
+        max_parallel_nodes="auto",
+        max_nodes_per_domain=2,
+        domain_order=["paris", "berlin"],
+    )
+    assert done.report.status == "Succeeded"
+    started = {e.node: e.seq for e in done.events if e.kind is EventKind.NODE_STARTED}
+    ended = {e.node: e.seq for e in done.events if e.kind is EventKind.NODE_FINISHED}
+    paris, berlin = ["n4", "n5", "n6"], ["n1", "n2", "n3"]
+    assert max(ended[n] for n in paris) < min(started[n] for n in berlin)
+    assert max_concurrent_maintenance(done.events) == 2  # within a site, two at once
+
+
 def test_a_node_no_budget_can_spare_fails_naming_the_budget(tmp_path: Path) -> None:
     roles = [{"name": "dns", "kind": "clone", "cpu": 1, "instances": ["n1", "n2"]}]
     config = write_cluster(tmp_path, spec(4, roles=roles))

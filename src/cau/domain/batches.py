@@ -11,7 +11,7 @@ overlap batches; the batches say how many nodes the cluster can spare at once, a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,14 +65,23 @@ def form_batches(
     max_failed: int,
     store_members: Collection[str] = (),
     limits: DisruptionLimits | None = None,
+    domain_ranks: Mapping[str, int] | None = None,
 ) -> BatchForecast:
-    """Greedy batches of `order` (see the module's text). `max_parallel` None: "auto"."""
+    """Greedy batches of `order` (see the module's text). `max_parallel` None: "auto".
+    `domain_ranks` (a domain_order's, cau.domain.planning.domain_ranks): a node of a later domain
+    starts a new batch, since it starts only once every node before its domain has finished."""
     limit = in_progress_limit(max_parallel, max_failed)
+    ranks = domain_ranks or {}
     batches: list[Batch] = []
     current: list[str] = []
     for name in order:
         if current:
-            if len(current) >= limit:
+            if ranks.get(name, 0) > max(ranks.get(n, 0) for n in current):
+                batches.append(
+                    Batch(nodes=current, limited_by="domain-order: the domains before it finish first")
+                )
+                current = []
+            elif len(current) >= limit:
                 batches.append(
                     Batch(nodes=current, limited_by=_limit_reason(max_parallel, max_failed, limit))
                 )

@@ -78,6 +78,21 @@ def run_order(snapshot: ClusterSnapshot, profile: RunProfile) -> list[str]:
     )
 
 
+def domain_rank(domain: str | None, domain_order: Sequence[str]) -> int:
+    """Where a failure domain comes in a domain_order (CAU's site-aware updating): every node of
+    a domain finishes before a node of a later one starts. The domains it does not name, and
+    nodes without one, come after all it names, together."""
+    return domain_order.index(domain) if domain in domain_order else len(domain_order)
+
+
+def domain_ranks(snapshot: ClusterSnapshot, profile: RunProfile) -> dict[str, int] | None:
+    """Each node's domain_rank under the profile's domain_order; None without one."""
+    if not profile.domain_order:
+        return None
+    label, order = profile.domain_label, profile.domain_order
+    return {n.name: domain_rank(domain_of(n, label), order) for n in snapshot.nodes}
+
+
 def order_nodes(
     snapshot: ClusterSnapshot,
     explicit: Sequence[str] | None = None,

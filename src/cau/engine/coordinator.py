@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cau.domain.planning import Admission, Block, may_start
+from cau.domain.planning import Admission, Block, domain_rank, may_start
 from cau.domain.profile import RunProfile
 from cau.domain.results import ErrorId, RunState, Status, run_status
 from cau.engine.gate import MaintenanceGate
@@ -488,16 +488,21 @@ class Coordinator:
                     max_parallel=max_parallel,
                     max_failed=self.max_failed,
                 )
-                if admission.admitted and waiting:
+                if admission.admitted and waiting and not self._behind_domain(waiting[0], tasks):
                     self._turns[waiting[0]].set()
-                elif admission.admitted and pending:
+                elif (
+                    admission.admitted
+                    and not waiting
+                    and pending
+                    and not self._behind_domain(pending[0], tasks)
+                ):
                     self._start(pending.pop(0), tasks)
                 elif (
                     ahead
                     and pending
                     and not waiting
                     and pending[0] != self.own_node
-                    and admission.block is Block.PARALLEL_LIMIT
+                    and (admission.block is Block.PARALLEL_LIMIT or admission.admitted)
                     and self._budget_allows(len(working))
                 ):
                     self._start(pending.pop(0), tasks, ahead=True)
@@ -560,6 +565,20 @@ class Coordinator:
         return RunOutcome(
             self.run_id, RunState.RUNNING, None, None, message, None, handed_over=True, handed_over_to=to
         )
+
+    def _domain_rank(self, name: str) -> int:
+        """The node's domain_rank, from its domain as the run's opening record has it."""
+        created = self.progress.created
+        at_start = created.nodes.get(name) if created is not None else None
+        return domain_rank(at_start.domain if at_start is not None else None, self.profile.domain_order or [])
+
+    def _behind_domain(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> bool:
+        """A domain_order is CAU's site-aware updating: a node starts (or, started ahead, gets
+        its turn) only once no node of a domain before its own is still at work."""
+        if not self.profile.domain_order:
+            return False
+        rank = self._domain_rank(name)
+        return any(self._domain_rank(other) < rank for other in tasks.values() if other != name)
 
     def _start(self, name: str, tasks: dict[asyncio.Future[Any], str], *, ahead: bool = False) -> None:
         if ahead:

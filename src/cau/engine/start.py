@@ -4,6 +4,7 @@ cau.readiness, run by Service._create_run.)"""
 from __future__ import annotations
 
 from cau.domain.cluster import ClusterSnapshot, RoleKind
+from cau.domain.disruption import domain_of
 from cau.domain.planning import run_order
 from cau.domain.profile import RunProfile
 from cau.journal.events import NodeAtStart, PluginRef, RoleAtStart, RunCreated
@@ -32,6 +33,7 @@ def run_created(
                 in_maintenance=n.in_maintenance,
                 roles=[r.name for r in snapshot.roles_on(n.name)],
                 boot_id=n.boot_id,
+                domain=domain_of(n, profile.domain_label),
             )
             for n in snapshot.nodes
         },

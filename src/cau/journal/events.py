@@ -107,6 +107,8 @@ class NodeAtStart(_Record):
     in_maintenance: bool = False
     roles: list[str] = []
     boot_id: str | None = None
+    # its failure domain (the profile's domain_label), for a domain_order kept on resume too
+    domain: str | None = None
 
 
 class RoleAtStart(_Record):
