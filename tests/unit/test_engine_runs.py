@@ -10,7 +10,7 @@ import pytest
 from cau.clock import run_virtual
 from cau.domain.profile import build_profile
 from cau.errors import PreflightError
-from cau.journal.events import EventKind
+from cau.journal.events import EventKind, JournalEvent
 from tests.support import (
     installs,
     max_concurrent_maintenance,
@@ -497,6 +497,38 @@ def test_a_domain_order_finishes_each_domain_before_the_next_starts_even_in_para
     paris, berlin = ["n4", "n5", "n6"], ["n1", "n2", "n3"]
     assert max(ended[n] for n in paris) < min(started[n] for n in berlin)
     assert max_concurrent_maintenance(done.events) == 2  # within a site, two at once
+
+
+def test_a_resumed_run_keeps_its_domain_order_barrier(tmp_path: Path) -> None:
+    # as above, the coordinator stopped once paris's first node has finished: the next one takes
+    # each node's domain from the run's opening record, and berlin still waits for all of paris
+    nodes = [node(f"n{i}", failure_domain="berlin" if i <= 3 else "paris") for i in range(1, 7)]
+    config = write_cluster(tmp_path, spec(nodes))
+    opts = {"max_parallel_nodes": "auto", "max_nodes_per_domain": 2, "domain_order": ["paris", "berlin"]}
+
+    async def interrupted() -> bool:
+        svc = service(tmp_path, config)
+        me = asyncio.current_task()
+
+        def on_event(e: JournalEvent) -> None:
+            if e.kind is EventKind.NODE_FINISHED and me is not None:
+                me.cancel()
+
+        try:
+            await svc.run("c1", build_profile(None, opts), on_event=on_event)
+        except asyncio.CancelledError:
+            return True
+        finally:
+            svc.close()
+        return False
+
+    assert run_virtual(interrupted()), "the run ended before a node finished"
+    done = run_cluster(tmp_path, config, **opts)
+    assert done.report.status == "Succeeded"
+    started = {e.node: e.seq for e in done.events if e.kind is EventKind.NODE_STARTED}
+    ended = {e.node: e.seq for e in done.events if e.kind is EventKind.NODE_FINISHED}
+    assert max(ended[n] for n in ["n4", "n5", "n6"]) < min(started[n] for n in ["n1", "n2", "n3"])
+    assert len(done.report.coordinators) == 2 and done.report.coordinators[1].resumed
 
 
 def test_a_node_no_budget_can_spare_fails_naming_the_budget(tmp_path: Path) -> None:
