@@ -109,20 +109,9 @@ def run_journaled(
     return outcome, journal_of(home, outcome)
 
 
-def run_cluster(
-    home: Path,
-    config: Path | None,
-    cluster: str = "c1",
-    *,
-    registry: Registry | None = None,
-    on_event: Callable[[JournalEvent], None] | None = None,
-    on_coordinator: Callable[[Coordinator], Awaitable[None]] | None = None,
-    **profile: Any,
-) -> Done:
-    """One Updating Run of a sandbox cluster in virtual time."""
-    outcome, _ = run_journaled(
-        home, config, cluster, registry=registry, on_event=on_event, on_coordinator=on_coordinator, **profile
-    )
+def run_cluster(home: Path, config: Path | None, cluster: str = "c1", **options: Any) -> Done:
+    """One Updating Run of a sandbox cluster in virtual time (options: run_journaled's)."""
+    outcome, _ = run_journaled(home, config, cluster, **options)
     return finished(home, cluster, outcome)
 
 

@@ -348,12 +348,18 @@ def wait_guests(cfg: LabConfig, guests: Sequence[str] | None = None, timeout: fl
 def kernel_trouble(cfg: LabConfig) -> list[str]:
     """The lines of trouble (panics, oopses, lockups, a broken virtio ring) each guest kernel
     printed on its console since the last `restore`, as "host guest: line" (hosts that are down
-    are skipped)."""
+    are skipped). A guest whose console log no host has is an error, not a clean bill."""
     found = []
+    logged: set[str] = set()
     for node in cfg.node_names:
         for guest in cfg.guest_names:
-            text = hosts.read_file(cfg, node, CONSOLE_LOG.format(guest=guest)) or ""
-            found += [f"{node} {guest}: {line}" for line in trouble_lines(text)]
+            text = hosts.read_file(cfg, node, CONSOLE_LOG.format(guest=guest))
+            if text is not None:
+                logged.add(guest)
+                found += [f"{node} {guest}: {line}" for line in trouble_lines(text)]
+    unlogged = [g for g in cfg.guest_names if g not in logged]
+    if unlogged:  # a guest with no console log anywhere: nothing to tell whether all went well
+        raise LabError(f"no console log of {', '.join(unlogged)} on any host ({CONSOLE_LOG})")
     return found
 
 
