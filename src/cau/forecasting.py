@@ -46,6 +46,7 @@ def forecast(
         order = [n for n in order if n in profile.update_selection]
     max_parallel = None if profile.max_parallel_nodes == "auto" else int(profile.max_parallel_nodes)
     max_failed = profile.effective_max_failed(len(snapshot.nodes))
+    ranks = domain_ranks(snapshot, profile)
     batches = form_batches(
         snapshot,
         order,
@@ -54,7 +55,7 @@ def forecast(
         max_failed=max_failed,
         store_members=store_members,
         limits=profile.disruption_limits,
-        domain_ranks=domain_ranks(snapshot, profile),
+        domain_ranks=ranks,
     )
     model = DurationModel(samples, {n.name: node_class(n) for n in snapshot.nodes})
     plan = plan_run(
@@ -65,6 +66,7 @@ def forecast(
         in_progress=batches.in_progress_limit,
         drains=profile.drain is not DrainPolicy.NEVER,
         one_gate=one_gate,
+        domain_ranks=ranks,
     )
     return RunForecast(
         cluster=cluster,

@@ -65,6 +65,27 @@ def test_one_node_at_a_time_is_the_sum_of_the_cycles_and_batches_overlap() -> No
     assert ahead.predicted_seconds < two.predicted_seconds
 
 
+def test_a_domain_order_barrier_is_in_the_schedule_and_the_live_eta() -> None:
+    # four nodes of two sites, two at a time; a's cycle is longer (380 s, the others 180 s):
+    # without a barrier c starts when b ends, with one c and d wait for a
+    model = DurationModel([sample("a", work=300.0), *(sample(n) for n in "bcd")])
+    rolling = plan_run(model, list("abcd"), ["apt"], slots=2, in_progress=2, one_gate=False)
+    ranks = {"a": 0, "b": 0, "c": 1, "d": 1}
+    sites = plan_run(model, list("abcd"), ["apt"], slots=2, in_progress=2, one_gate=False, domain_ranks=ranks)
+    assert rolling.predicted_seconds == 180.0 + 180.0 + 180.0  # b, then c, then d (a ends at 380)
+    assert sites.predicted_seconds == 380.0 + 180.0  # a, then c and d together
+    assert [n.domain_rank for n in sites.nodes] == [0, 0, 1, 1]
+    # live: b is done, a has just begun its work: c and d wait for a's end though a slot is free
+    where = [
+        NodeNow("a", "work", 0.0),
+        NodeNow("b", "done"),
+        NodeNow("c", "pending"),
+        NodeNow("d", "pending"),
+    ]
+    assert remaining_seconds(sites, where) == 330.0 + 20.0 + 180.0
+    assert remaining_seconds(rolling, where) == 360.0  # c now, then d; a ends meanwhile
+
+
 def test_the_live_remaining_time_counts_from_where_each_node_is() -> None:
     model = DurationModel([sample(n) for n in "ab"])
     plan = plan_run(model, ["a", "b"], ["apt"], slots=1, in_progress=1)

@@ -105,6 +105,9 @@ class NodePlan(BaseModel):
     after: float
     drains: bool = True  # goes through maintenance (drain != never)
     basis: Basis = Basis.DEFAULT  # the roughest basis of its parts
+    # its failure domain's place in a domain_order (cau.domain.planning.domain_rank): it starts
+    # only once no node of a lower rank is at work (0 for every node without a domain_order)
+    domain_rank: int = 0
 
     @property
     def cycle(self) -> float:
@@ -212,9 +215,14 @@ def plan_run(
     in_progress: int,
     drains: bool = True,
     one_gate: bool = True,
+    domain_ranks: Mapping[str, int] | None = None,
 ) -> RunPlan:
-    nodes = [model.predict(n, plugins, drains=drains) for n in order]
-    jobs = [_Job(n.node, _phases(n)) for n in nodes]
+    ranks = domain_ranks or {}
+    nodes = [
+        model.predict(n, plugins, drains=drains).model_copy(update={"domain_rank": ranks.get(n, 0)})
+        for n in order
+    ]
+    jobs = [_Job(n.node, _phases(n), rank=n.domain_rank) for n in nodes]
     total = schedule(jobs, pending_from=0, slots=slots, in_progress=in_progress, one_gate=one_gate)
     basis = max((n.basis for n in nodes), key=lambda b: b.rank, default=Basis.DEFAULT)
     return RunPlan(
@@ -239,6 +247,7 @@ class _Job:
     phases: deque[list[float | str]]  # [phase, seconds left], the first is the current one
     holds: bool = False  # holds a maintenance slot
     running: bool = False  # its current phase is under way (a gated one: it has the gate)
+    rank: int = 0  # its domain_rank: it starts once no job of a lower rank is active
 
 
 def _phases(plan: NodePlan, start: Phase = "prepare", elapsed: float = 0.0) -> deque[list[float | str]]:
@@ -257,9 +266,10 @@ def schedule(
     jobs: list[_Job], *, pending_from: int, slots: int, in_progress: int, one_gate: bool = True
 ) -> float:
     """Seconds until every job is done: jobs[:pending_from] are in progress now (as they are),
-    the others start in order while fewer than `in_progress` are; at most `slots` hold
-    maintenance (one alone is always let in); entering and leaving take the gate one at a time
-    (`one_gate`), or overlap (planned drains, cau.engine.gate)."""
+    the others start in order while fewer than `in_progress` are and none of a lower domain
+    rank is active (a domain_order's barrier); at most `slots` hold maintenance (one alone is
+    always let in); entering and leaving take the gate one at a time (`one_gate`), or overlap
+    (planned drains, cau.engine.gate)."""
     slots, in_progress = max(1, slots), max(1, in_progress)
     active = jobs[:pending_from]
     pending = deque(jobs[pending_from:])
@@ -271,7 +281,7 @@ def schedule(
     t = 0.0
     while True:
         active = [j for j in active if j.phases]
-        while pending and len(active) < in_progress:
+        while pending and len(active) < in_progress and all(j.rank >= pending[0].rank for j in active):
             job = pending.popleft()
             job.running = job.phases[0][0] not in _GATED if job.phases else False
             if job.phases:
@@ -397,12 +407,12 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0
             continue
         node = scaled(node, pace)
         if now.position == "pending":
-            pending.append(_Job(now.node, _phases(node)))
+            pending.append(_Job(now.node, _phases(node), rank=node.domain_rank))
             continue
         if now.position == "waiting":
-            job = _Job(now.node, _phases(node, "enter"))
+            job = _Job(now.node, _phases(node, "enter"), rank=node.domain_rank)
         else:
-            job = _Job(now.node, _phases(node, now.position, now.elapsed))
+            job = _Job(now.node, _phases(node, now.position, now.elapsed), rank=node.domain_rank)
             job.holds = now.position in ("enter", "work", "leave") and node.drains
             job.running = bool(job.phases) and job.phases[0][0] == now.position
         if job.phases:
