@@ -499,6 +499,33 @@ def test_a_domain_order_finishes_each_domain_before_the_next_starts_even_in_para
     assert max_concurrent_maintenance(done.events) == 2  # within a site, two at once
 
 
+def test_a_node_scanned_ahead_waits_for_the_domains_before_its_own_and_says_so(tmp_path: Path) -> None:
+    # three at a time (a fixed cap): berlin's first node is scanned ahead while paris's run, and
+    # waits for its turn naming paris; it goes past its scan only once all of paris finished
+    nodes = [node(f"n{i}", failure_domain="berlin" if i <= 3 else "paris") for i in range(1, 7)]
+    config = write_cluster(tmp_path, spec(nodes))
+    done = run_cluster(
+        tmp_path,
+        config,
+        max_parallel_nodes=3,
+        max_failed_nodes=3,
+        max_nodes_per_domain=2,
+        domain_order=["paris", "berlin"],
+    )
+    assert done.report.status == "Succeeded"
+    waits = [e for e in done.events if e.kind is EventKind.WAITING and e.node in ("n1", "n2", "n3")]
+    assert any("every node of paris first (domain_order)" in e.data["reason"] for e in waits), waits
+    paris_end = max(
+        e.seq for e in done.events if e.kind is EventKind.NODE_FINISHED and e.node in ("n4", "n5", "n6")
+    )
+    berlin_changes = [
+        e.seq
+        for e in done.events
+        if e.kind is EventKind.INTENT and e.node in ("n1", "n2", "n3") and e.step == "enter_maintenance"
+    ]
+    assert berlin_changes and min(berlin_changes) > paris_end
+
+
 def test_a_resumed_run_keeps_its_domain_order_barrier(tmp_path: Path) -> None:
     # as above, the coordinator stopped once paris's first node has finished: the next one takes
     # each node's domain from the run's opening record, and berlin still waits for all of paris

@@ -195,6 +195,7 @@ class Coordinator:
         # Nodes started ahead of their turn (read-only: scan, staging), each with the event that
         # gives it its turn; an event set is a turn given. See `_schedule`.
         self._turns: dict[str, asyncio.Event] = {}
+        self._at_work: dict[asyncio.Future[Any], str] = {}  # the node tasks `_schedule` runs
         self.availability = availability
         self._measuring = False  # the availability source is started and its events journaled
 
@@ -219,13 +220,12 @@ class Coordinator:
         turn = self._turns.get(node)
         if turn is not None and not turn.is_set():
             limit = self.profile.max_parallel_nodes
-            self._runs[node].on_gate_wait(
-                Admission(
-                    False,
-                    Block.PARALLEL_LIMIT,
-                    f"its turn (scanned and staged ahead; max_parallel_nodes = {limit})",
-                )
-            )
+            reason = f"its turn (scanned and staged ahead; max_parallel_nodes = {limit})"
+            before = self._domains_before(node, self._at_work)
+            if before:
+                first = ", ".join(before)
+                reason = f"its turn (scanned and staged ahead): every node of {first} first (domain_order)"
+            self._runs[node].on_gate_wait(Admission(False, Block.PARALLEL_LIMIT, reason))
             await turn.wait()
 
     def _budget_allows(self, working: int) -> bool:
@@ -450,6 +450,7 @@ class Coordinator:
 
     async def _schedule(self, tasks: dict[asyncio.Future[Any], str]) -> str | None:
         """Run the nodes; the reason the run must wait for its next window, if it must."""
+        self._at_work = tasks
         order = self.progress.order
         max_parallel = (
             None if self.profile.max_parallel_nodes == "auto" else int(self.profile.max_parallel_nodes)
@@ -566,19 +567,29 @@ class Coordinator:
             self.run_id, RunState.RUNNING, None, None, message, None, handed_over=True, handed_over_to=to
         )
 
-    def _domain_rank(self, name: str) -> int:
-        """The node's domain_rank, from its domain as the run's opening record has it."""
+    def _domain(self, name: str) -> str | None:
+        """The node's failure domain, as the run's opening record has it."""
         created = self.progress.created
         at_start = created.nodes.get(name) if created is not None else None
-        return domain_rank(at_start.domain if at_start is not None else None, self.profile.domain_order or [])
+        return at_start.domain if at_start is not None else None
 
-    def _behind_domain(self, name: str, tasks: dict[asyncio.Future[Any], str]) -> bool:
+    def _domains_before(self, name: str, tasks: Mapping[asyncio.Future[Any], str]) -> list[str]:
         """A domain_order is CAU's site-aware updating: a node starts (or, started ahead, gets
-        its turn) only once no node of a domain before its own is still at work."""
-        if not self.profile.domain_order:
-            return False
-        rank = self._domain_rank(name)
-        return any(self._domain_rank(other) < rank for other in tasks.values() if other != name)
+        its turn) only once no node of a domain before its own is at work. The domains before
+        the node's that still have a node at work (none: it may go)."""
+        order = self.profile.domain_order
+        if not order:
+            return []
+        rank = domain_rank(self._domain(name), order)
+        found = {
+            self._domain(other) or "(no domain)"
+            for other in tasks.values()
+            if other != name and domain_rank(self._domain(other), order) < rank
+        }
+        return sorted(found)
+
+    def _behind_domain(self, name: str, tasks: Mapping[asyncio.Future[Any], str]) -> bool:
+        return bool(self._domains_before(name, tasks))
 
     def _start(self, name: str, tasks: dict[asyncio.Future[Any], str], *, ahead: bool = False) -> None:
         if ahead:
