@@ -26,7 +26,7 @@ from typing import Any
 
 from cau.errors import NodeUnreachable
 from cau.plugins.dnf_facts import parse_check_update, split_nevra
-from cau.providers.libvirt_state import DOMAIN_HEAD, MARK_DIR, read_script
+from cau.providers.libvirt_state import DOMAIN_HEAD, MARK_DIR, PATH_HEAD, read_script
 from cau.providers.libvirt_state import SPLIT as LIBVIRT_SPLIT
 from cau.providers.ssh import MaintenanceHooks
 from cau.readiness.facts import FACTS_PREFIX
@@ -526,6 +526,10 @@ class LibvirtPool(SshHosts):
         self.migrations: list[tuple[str, str, str]] = []  # (guest, from, to)
         self.migrate_commands: list[list[str]] = []  # the arguments of each `virsh migrate`
         self.max_downtime: dict[str, int] = {}  # migrate-setmaxdowntime, by guest
+        # (source, target) -> virsh's error: the source cannot reach the target's libvirt (its
+        # migrations there fail, and so does the provider's migration-path check)
+        self.no_path: dict[tuple[str, str], str] = {}
+        self.path_checks: list[str] = []  # the hosts that ran the migration-path check
 
     def answer(self, node: str, command: str) -> Result:
         if command == REBOOT and node not in self.held and self.down.get(node, 0) == 0:
@@ -584,6 +588,8 @@ class LibvirtPool(SshHosts):
     def other(self, node: str, command: str) -> Result:
         if command == read_script(self.URI):
             return self._read(node)
+        if command.startswith("_cau_path() {"):
+            return self._paths(node, command)
         mark = re.fullmatch(rf"mkdir -p {MARK_DIR} && touch {MARK_DIR}/(\S+)", command)
         if mark:
             self.marks[node].add(mark.group(1))
@@ -641,11 +647,33 @@ class LibvirtPool(SshHosts):
             return ""
         return super().other(node, command)
 
+    def _paths(self, node: str, command: str) -> str:
+        """The migration-path check (paths_script), as real virsh answers it
+        (tests/fixtures/libvirt/migration-paths.txt)."""
+        self.path_checks.append(node)
+        out = []
+        for target, uri in re.findall(r"^_cau_path (\S+) (\S+) &$", command, re.MULTILINE):
+            address = shlex.split(uri)[0].removeprefix("qemu+ssh://").removesuffix("/system")
+            error = self.no_path.get((node, target))
+            if error is None and (target in self.held or self.down.get(target, 0) > 0):
+                error = f"unable to connect to server at '{address}:22': Connection refused"
+            if error is None:
+                out.append(f"{PATH_HEAD} {target} ok")
+            else:
+                out.append(
+                    f"{PATH_HEAD} {target} no error: failed to connect to the hypervisor\terror: {error}"
+                )
+        return "".join(line + "\n" for line in out)
+
     def _migrate(self, node: str, g: Guest, args: list[str]) -> Result:
         address = args[2].removeprefix("qemu+ssh://").removesuffix("/system")
         target = next((n for n, a in self.addresses.items() if a == address), None)
         if target is None or target in self.held or self.down.get(target, 0) > 0:
             return Reply("", 1, f"error: unable to connect to server at '{address}:22': Connection refused\n")
+        if (node, target) in self.no_path:
+            return Reply(
+                "", 1, f"error: failed to connect to the hypervisor\nerror: {self.no_path[node, target]}\n"
+            )
         error = self.fail_migration.pop(g.name, None)
         if error is not None:
             if self.pause_on_failure:

@@ -47,6 +47,10 @@ def test_a_two_node_cluster_is_updated_one_node_at_a_time_and_stays_quorate(
         assert versions(lab, node) == NEW, node
         assert lab.boot_id(node) != before[node], node
     avail = availability(report)
+    for o in report["outages"]:  # shown when an assertion below fails: when, during what, why
+        steps = ", ".join(f"{d['node']}/{d['step']}" for d in o["during"]) or "between steps"
+        failed = f"{o['failed_checks']} failed"
+        print(f"{o['role']} {o['started']} {o['seconds']:.3f} s, {failed}: {steps} {o['errors'][:2]}")
     assert avail["vm1"]["probes_failed"] == 0  # live-migrated to the other node and back
     assert avail["web-clone"]["probes_failed"] == 0
     state = lab.pacemaker.state()

@@ -11,7 +11,7 @@ import pytest
 
 from cau.clock import VirtualClock, run_virtual
 from cau.domain.cluster import RoleKind
-from cau.domain.profile import FailbackMode, MoveMethod
+from cau.domain.profile import FailbackMode, MoveMethod, RunProfile
 from cau.errors import MaintenanceError
 from cau.ports import MaintenancePrior, ProviderContext
 from cau.providers.libvirt import LibvirtOptions, LibvirtProvider
@@ -284,3 +284,46 @@ def test_readiness_says_how_to_clear_a_maintenance_mark_a_lost_run_left() -> Non
         cluster = "vm"
 
     assert _leave_maintenance_hint(Obs()) == "a maintenance mark a lost cau run left: `cau cleanup vm`"  # type: ignore[arg-type]
+
+
+NO_KEYS = "Cannot recv data: Host key verification failed.: Connection reset by peer"
+
+
+def test_preflight_names_each_host_that_cannot_reach_another_for_live_migration(tmp_path: Path) -> None:
+    p = pool(Guest("g1", "hv1"))
+    p.no_path[("hv1", "hv3")] = NO_KEYS
+    prov = provider(p, tmp_path)
+    problems = run_virtual(prov.preflight(RunProfile()))
+    assert problems == [
+        "hv1 -> hv3 (1 of 6 migration paths): the source host cannot reach the target's libvirt at "
+        "migrate_uri = qemu+ssh://{address}/system as a live migration would: "
+        f"{NO_KEYS} (give each host access to the others there, e.g. SSH keys from host "
+        "to host for qemu+ssh, or change migrate_uri)"
+    ]
+    assert sorted(p.path_checks) == NODES  # every host checked every other, each in one round trip
+    p.no_path.clear()
+    assert run_virtual(prov.preflight(RunProfile())) == []
+    # one finding per cause, naming every path it breaks
+    p.no_path.update(
+        {
+            ("hv1", "hv3"): NO_KEYS,
+            ("hv2", "hv3"): NO_KEYS,
+            ("hv3", "hv1"): "unable to connect to server at '10.0.0.11:22'",
+        }
+    )
+    problems = run_virtual(prov.preflight(RunProfile()))
+    assert [x.split(" (")[0] for x in problems] == ["hv1 -> hv3, hv2 -> hv3", "hv3 -> hv1"], problems
+    p.no_path.clear()
+    # move = save migrates nothing: the paths are not asked for
+    p.no_path[("hv1", "hv3")] = NO_KEYS
+    p.path_checks.clear()
+    assert run_virtual(prov.preflight(RunProfile(move=MoveMethod.SAVE))) == []
+    assert p.path_checks == []
+
+
+def test_a_host_that_does_not_answer_is_named_once_and_not_checked_as_a_path(tmp_path: Path) -> None:
+    p = pool(Guest("g1", "hv1"))
+    p.down["hv2"] = 10**6  # (SshHosts: a host whose ssh does not answer)
+    problems = run_virtual(provider(p, tmp_path).preflight(RunProfile()))
+    assert len(problems) == 1 and problems[0].startswith("hv2: "), problems
+    assert sorted(p.path_checks) == ["hv1", "hv3"]

@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from pydantic import BaseModel
 from rich.console import Console
 
 from cau.cli.render_text import run_summary
 from cau.engine.coordinator import RunOutcome
+from cau.errors import PreflightError
 from cau.journal.events import EnterOutcome, EventKind, FailbackOutcome, JournalEvent
 from cau.ports import ProviderContext
 from cau.providers.libvirt import LibvirtOptions, LibvirtProvider
@@ -39,7 +41,7 @@ class DebianHypervisors(LibvirtPool):
 
     def other(self, node: str, command: str) -> Result:
         libvirt = command.startswith(("virsh ", "mkdir -p /var/lib/cau", "rm -f /var/lib/cau"))
-        if libvirt or "@@cau-libvirt@@" in command:
+        if libvirt or "@@cau-libvirt@@" in command or "@@cau-path@@" in command:
             return super().other(node, command)
         return self.debian[node](command)
 
@@ -106,3 +108,21 @@ def test_a_run_migrates_every_guest_away_and_back_and_reports_each_migration(tmp
     console.print(run_summary(report, detailed=True))  # `cau report --detailed`
     text = console.export_text()
     assert "Role moves" in text and text.count("41 ms") == 4 and text.count("63.9 MiB") == 4
+
+
+def test_a_pool_whose_hosts_cannot_reach_each_other_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    pool = DebianHypervisors(["hv1", "hv2", "hv3"], [Guest("g1", "hv1"), Guest("g2", "hv2")])
+    pool.no_path[("hv2", "hv1")] = "Cannot recv data: Host key verification failed.: Connection reset by peer"
+    with pytest.raises(PreflightError) as refused:
+        run(tmp_path, pool)
+    assert "hv2 -> hv1 (1 of 6 migration paths): the source host cannot reach the target's libvirt" in (
+        refused.value.message
+    )
+    assert "Host key verification failed" in refused.value.message
+    assert refused.value.hint is not None and "nothing was changed" in refused.value.hint
+    # nothing moved, nothing marked, nothing installed
+    assert pool.migrations == [] and all(not marks for marks in pool.marks.values())
+    assert {g.name: (g.host, g.state) for g in pool.guests.values()} == {
+        "g1": ("hv1", "running"),
+        "g2": ("hv2", "running"),
+    }

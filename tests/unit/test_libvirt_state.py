@@ -16,6 +16,7 @@ from cau.providers.libvirt_state import (
     parse_host,
     parse_jobinfo,
     parse_nodeinfo,
+    parse_paths,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
@@ -112,3 +113,14 @@ def test_a_domain_whose_xml_names_another_is_refused() -> None:
     )
     with pytest.raises(ProviderError, match="the XML of 'guest1' for domain 'guest9'"):
         parse_host(text)
+
+
+def test_the_migration_path_check_names_each_unreachable_target_in_virshs_words() -> None:
+    # node1 checked against a reachable libvirt, qemu+ssh without keys, no such host, a closed port
+    assert parse_paths(fixture("migration-paths.txt")) == {
+        "node2": None,
+        "node3": "Cannot recv data: Host key verification failed.: Connection reset by peer",
+        "node9": "unable to connect to server at '10.77.205.99:16509': No route to host",
+        "node4": "unable to connect to server at '10.77.205.13:1': Connection refused",
+    }
+    assert parse_paths("@@cau-path@@ node2 timeout\nsome other line\n") == {"node2": "no answer within 20 s"}

@@ -55,16 +55,19 @@ from cau.ports import Clock, CommandResult, MaintenancePrior, ProviderContext, T
 from cau.providers.libvirt_state import (
     MAINTENANCE_MARK,
     MARK_DIR,
+    PATH_TIMEOUT_SECONDS,
     SAVED_PREFIX,
     DomainInfo,
     HostState,
     domain_name,
     parse_host,
     parse_jobinfo,
+    parse_paths,
+    paths_script,
     read_script,
 )
 from cau.providers.ssh import MaintenanceHooks, SshOptions, SshProvider
-from cau.redact import tail
+from cau.redact import redact, tail
 
 
 class LibvirtOptions(SshOptions):
@@ -260,21 +263,66 @@ class LibvirtProvider(SshProvider):
         self, profile: RunProfile | None = None, *, coordinator_node: str | None = None
     ) -> list[str]:
         problems = await super().preflight(profile, coordinator_node=coordinator_node)
-        for node in (n.name for n in self.options.nodes):
-            try:
-                host = await self.read_host(node)
-            except NodeUnreachable as exc:
-                problems.append(f"{node}: {exc}")
-                continue
-            except ProviderError as exc:
-                problems.append(str(exc) + (f" ({exc.hint})" if exc.hint else ""))
-                continue
-            for name in host.saved_by_cau:
-                problems.append(
-                    f"{name} was saved on {node} by an earlier run (move = save) and not started again: "
-                    f"`cau cleanup {self.cluster}` starts it"
-                )
+        names = [n.name for n in self.options.nodes]
+        read = await asyncio.gather(*(self.read_host(n) for n in names), return_exceptions=True)
+        answered: list[str] = []
+        for node, host in zip(names, read, strict=True):
+            if isinstance(host, NodeUnreachable):
+                problems.append(f"{node}: {host}")
+            elif isinstance(host, ProviderError):
+                problems.append(str(host) + (f" ({host.hint})" if host.hint else ""))
+            elif isinstance(host, BaseException):
+                raise host
+            else:
+                answered.append(node)
+                for name in host.saved_by_cau:
+                    problems.append(
+                        f"{name} was saved on {node} by an earlier run (move = save) and not started "
+                        f"again: `cau cleanup {self.cluster}` starts it"
+                    )
+        if profile is None or profile.move is not MoveMethod.SAVE:
+            problems += await self.migration_path_problems(answered)
         return problems
+
+    def _migrate_uri(self, target: str) -> str:
+        return self.lv.migrate_uri.format(address=self._address(target), node=target)
+
+    async def migration_path_problems(self, nodes: list[str]) -> list[str]:
+        """Each host connects to every other's libvirt as its live migrations would (migrate_uri:
+        the same transport, keys and port), so a pool whose hosts cannot reach each other (the
+        default qemu+ssh without keys from host to host, a closed port) is refused before a run
+        drains anything, not found out by a failed migration in the middle of one."""
+        if len(nodes) < 2:
+            return []
+
+        async def from_host(source: str) -> list[tuple[str, str, str]]:
+            """(source, target, why) of each path from `source` that does not connect."""
+            targets = [t for t in nodes if t != source]
+            script = paths_script([(t, self._migrate_uri(t)) for t in targets])
+            try:
+                result = await self._run(source, script, timeout=PATH_TIMEOUT_SECONDS + 15)
+            except (NodeUnreachable, CommandTimeout) as exc:
+                return [(source, t, f"could not check from {source}: {exc}") for t in targets]
+            found = parse_paths(result.stdout)
+            return [
+                (source, t, why)
+                for t in targets
+                if (why := found.get(t, "the check printed nothing for it")) is not None
+            ]
+
+        broken = [path for paths in await asyncio.gather(*(from_host(n) for n in nodes)) for path in paths]
+        # one finding per cause: a pool set up without keys from host to host fails every path alike
+        causes: dict[str, list[str]] = {}
+        for source, target, why in broken:
+            causes.setdefault(why, []).append(f"{source} -> {target}")
+        total = len(nodes) * (len(nodes) - 1)
+        return [
+            f"{', '.join(paths)} ({len(paths)} of {total} migration paths): the source host cannot reach "
+            f"the target's libvirt at migrate_uri = {redact(self.lv.migrate_uri)} as a live migration "
+            f"would: {tail(redact(why), 300)} (give each host access to the others there, e.g. SSH keys "
+            "from host to host for qemu+ssh, or change migrate_uri)"
+            for why, paths in causes.items()
+        ]
 
     # --- maintenance -------------------------------------------------------------------------------
 
@@ -423,7 +471,7 @@ class LibvirtProvider(SshProvider):
         the step of `for_node` (the node drained, or failed back to)."""
         name = domain_name(name)
         address = self._address(target)
-        dest = self.lv.migrate_uri.format(address=address, node=target)
+        dest = self._migrate_uri(target)
         args = ["migrate", "--live", "--persistent", "--undefinesource"]
         if self.lv.copy_storage:
             args.append("--copy-storage-all")

@@ -245,3 +245,48 @@ def parse_jobinfo(text: str) -> MigrationFigures:
         downtime_ms=number("total downtime"),
         data_bytes=data,
     )
+
+
+# --- migration paths: can a source host's libvirt reach each target's as a migration would ---------
+
+PATH_HEAD = "@@cau-path@@"
+PATH_TIMEOUT_SECONDS = 20  # a connection that hangs (a firewall dropping it) counts as none
+_PATH_CHECK = "_cau_path"
+
+
+def paths_script(targets: list[tuple[str, str]]) -> str:
+    """The shell command a source host runs to connect to each target's libvirt at the URI its
+    live migrations use (`virsh -c URI uri`: the same transport, keys and ports as `virsh
+    migrate`), all at once. One line per target: `PATH_HEAD node ok`, `... timeout`, or `... no
+    ERROR` (virsh's error lines joined by tabs)."""
+    q = shlex.quote
+    define = (
+        f'{_PATH_CHECK}() {{ out=$(timeout {PATH_TIMEOUT_SECONDS} virsh -q -c "$2" uri 2>&1 </dev/null); '
+        f'rc=$?; if [ $rc -eq 0 ]; then echo "{PATH_HEAD} $1 ok"; '
+        f'elif [ $rc -eq 124 ]; then echo "{PATH_HEAD} $1 timeout"; '
+        f"else printf '%s %s no %s\\n' {PATH_HEAD} \"$1\" "
+        f"\"$(printf '%s' \"$out\" | tr '\\n' '\\t')\"; fi; }}"
+    )
+    calls = "".join(f"{_PATH_CHECK} {q(node)} {q(uri)} &\n" for node, uri in targets)
+    return f"{define}\n{calls}wait"
+
+
+def parse_paths(text: str) -> dict[str, str | None]:
+    """target -> None when its libvirt answered, else why not (virsh's own words, without its
+    generic "failed to connect to the hypervisor")."""
+    found: dict[str, str | None] = {}
+    for line in text.splitlines():
+        head, _, rest = line.partition(" ")
+        if head != PATH_HEAD:
+            continue
+        node, _, rest = rest.partition(" ")
+        verdict, _, detail = rest.partition(" ")
+        if verdict == "ok":
+            found[node] = None
+        elif verdict == "timeout":
+            found[node] = f"no answer within {PATH_TIMEOUT_SECONDS} s"
+        else:
+            errors = [e.strip().removeprefix("error: ").strip() for e in detail.split("\t")]
+            errors = [e for e in errors if e and e != "failed to connect to the hypervisor"]
+            found[node] = "; ".join(errors) or "virsh failed without saying why"
+    return found
