@@ -93,6 +93,19 @@ def run_watched(
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), samples
 
 
+PROBE_INTERVAL_MS = 50  # the lab's probes of its VMs (cau_lab.access)
+RESUME_MS = 50  # the destination resumes a guest 20-30 ms after libvirt's downtime: twice that
+
+
+def switch_over_failures(downtime_ms: float | None) -> int:
+    """The most 50 ms probes a live migration's switch-over can fail, by libvirt's downtime of
+    it: those started while the guest is unreachable (paused, then resuming on the destination),
+    and one in flight as that began. A probe that reaches the paused guest waits for TCP's SYN
+    retransmit (1 s) and fails; the outage is QEMU's switch-over, none of it cau's."""
+    assert downtime_ms is not None, "libvirt gave no downtime for the migration"
+    return 1 + int(downtime_ms + RESUME_MS) // PROBE_INTERVAL_MS
+
+
 def versions(lab: Lab, node: str) -> dict[str, str]:
     out = lab.exec(node, "dpkg-query -W -f='${Package} ${Version}\\n' 'lab*'").stdout
     return dict(line.split() for line in out.splitlines() if line.strip())

@@ -19,6 +19,7 @@ from tests.lab.support import (
     availability,
     cau_leftovers,
     run_json,
+    switch_over_failures,
     updated_and_restarted,
 )
 
@@ -53,6 +54,7 @@ def test_a_live_run_moves_the_real_vm1_away_and_back_live_with_its_state(
     assert lab.guest_locations() == {"vm1": {"node1": "running"}}
     before = lab.guest_answer("vm1")
     log_before = migration_log(lab)
+    jobs_before = lab.outgoing_migrations()
 
     code, report, err = run_json(lab, tmp_path)
     assert code == 0, err
@@ -86,13 +88,20 @@ def test_a_live_run_moves_the_real_vm1_away_and_back_live_with_its_state(
         )
     # away from node1 before its update, back after it (a node that was not vm1's moved nothing)
     assert len(moves) == 2 and moves[0][0] == "node1" and moves[-1][1] == "node1", moves
+    # libvirt's own figures of each, from its job-completed event on the source host
+    jobs = [j for j in lab.outgoing_migrations() if j not in jobs_before and j.guest == "vm1"]
+    print(
+        "libvirt's figures: "
+        + ", ".join(f"{j.node} {j.elapsed_ms} ms, downtime {j.downtime_ms} ms" for j in jobs)
+    )
+    assert [j.node for j in jobs] == [source for source, _ in moves], jobs
     # each live migration of vm1 is at most one outage of its probe: a connection attempt that
     # reaches the guest while it is paused at the switch-over waits for TCP's SYN retransmit (1 s)
     assert len(outages) <= len(moves), outages
     failed = sorted([o["failed_checks"] for o in outages] + [0] * (len(moves) - len(outages)))
-    # 10-60 ms at the switch-over on this machine: 0-1 failed probes a migration, sometimes 2-3
-    # (the bound shared with tests/lab/test_vm_hosts.py: at most 3 each, 2 more than one each in all)
-    assert failed[-1] <= 3 and sum(failed) <= len(failed) + 2, failed
+    # no more failed probes than the switch-overs explain (QEMU's downtime, 10-160 ms here under
+    # TCG on 2 cores, over its 50 ms limit at times: 0-3 each)
+    assert sum(failed) <= sum(switch_over_failures(j.downtime_ms) for j in jobs), (failed, jobs)
     avail = availability(report)
     assert avail["vm1"]["measured"] == "probe" and avail["vm1"]["probes_sent"] > 100
     assert avail["vm1"]["probes_failed"] == sum(failed)

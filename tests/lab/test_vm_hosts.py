@@ -29,6 +29,7 @@ from tests.lab.support import (
     env,
     journal,
     run_json,
+    switch_over_failures,
     unfinished_steps,
     updated_and_restarted,
     versions,
@@ -71,16 +72,6 @@ def kept_state(lab: Lab, before: dict[str, GuestAnswer]) -> None:
         a = after[g]
         assert a.boot == b.boot, f"{g} restarted: boot {b.boot} -> {a.boot}"
         assert a.count > b.count, f"{g}'s counter went back: {b.count} -> {a.count}"
-
-
-PROBE_INTERVAL_MS = 50  # the lab's probes (cau_lab.access)
-RESUME_MS = 50  # the destination resumes the guest 20-30 ms after libvirt's downtime: twice that
-
-
-def switch_over_failures(downtime_ms: float) -> int:
-    """The most 50 ms probes a live migration's switch-over can fail: those started while the
-    guest is unreachable (its downtime and its resume), and one in flight as it began."""
-    return 1 + int(downtime_ms + RESUME_MS) // PROBE_INTERVAL_MS
 
 
 def migration_table(report: dict[str, Any]) -> str:

@@ -126,6 +126,11 @@ class Lab:
         their consoles since the last `restore` ("host guest: line"; [] when all is well)."""
         return vmhosts.kernel_trouble(self.cfg)
 
+    def outgoing_migrations(self) -> list[vmhosts.CompletedJob]:
+        """The live migrations libvirt completed since the last `restore`, whoever started them,
+        each with libvirt's figures (its `job-completed` event on the source host)."""
+        return vmhosts.outgoing_migrations(self.cfg)
+
     def guest_locations(self) -> dict[str, dict[str, str]]:
         """guest -> {host it is defined on: its virsh domstate}."""
         return vmhosts.locations(self.cfg)

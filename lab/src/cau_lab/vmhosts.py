@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -62,7 +63,10 @@ VIRSH = ("virsh", "-c", "qemu:///system")
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 MIGRATE_URI = "qemu+tcp://{address}/system"
 MIGRATE_DATA_URI = "tcp://{address}"
-SERVICES = ("virtlogd", "libvirtd")
+SERVICES = ("virtlogd", "libvirtd", "libvirt-events")
+# libvirt's `job-completed` events on each host (lab-service libvirt-events): on a migration's
+# source host, its figures (the downtime of a migration Pacemaker's VirtualDomain made)
+EVENTS_LOG = "/var/log/lab/libvirt-events.log"
 # each guest's serial console, logged by virtlogd on the host it runs on (and appended to there)
 CONSOLE_LOG = "/var/log/libvirt/qemu/{guest}-console.log"
 # what a guest kernel prints when something broke it (the guests print only warnings and worse)
@@ -367,9 +371,67 @@ def trouble_lines(console: str) -> list[str]:
     return [line.strip() for line in console.splitlines() if KERNEL_TROUBLE.search(line)]
 
 
+@dataclass(frozen=True)
+class CompletedJob:
+    """A migration job libvirt completed on a host, from its `job-completed` event there."""
+
+    node: str
+    guest: str
+    at: str  # the event's timestamp, as virsh prints it
+    operation: int  # libvirt's virDomainJobOperation: 5 outgoing migration, 4 incoming
+    elapsed_ms: float | None
+    downtime_ms: float | None
+
+
+_JOB_HEAD = re.compile(r"^(\S+ \S+): event 'job-completed' for domain '?([^':]+)'?:")
+
+
+def parse_job_events(node: str, text: str) -> list[CompletedJob]:
+    """The `job-completed` events of `virsh event --timestamp` (each a head line, then
+    "\tkey: value" lines)."""
+    jobs: list[CompletedJob] = []
+    head: tuple[str, str] | None = None
+    fields: dict[str, str] = {}
+
+    def number(key: str) -> float | None:
+        return float(fields[key]) if key in fields else None
+
+    def close() -> None:
+        if head is not None:
+            operation = int(fields.get("operation", "0"))
+            jobs.append(
+                CompletedJob(node, head[1], head[0], operation, number("time_elapsed"), number("downtime"))
+            )
+
+    for line in text.splitlines():
+        m = _JOB_HEAD.match(line)
+        if m:
+            close()
+            head, fields = (m.group(1), m.group(2)), {}
+        elif head is not None and line.startswith("\t"):
+            key, _, value = line.strip().partition(": ")
+            fields[key] = value
+    close()
+    return jobs
+
+
+OUTGOING_MIGRATION = 5  # virDomainJobOperation VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
+
+
+def outgoing_migrations(cfg: LabConfig) -> list[CompletedJob]:
+    """Every outgoing migration libvirt completed on the hosts since the last `restore`, in time
+    order, with libvirt's figures (hosts that are down are skipped)."""
+    found = []
+    for node in cfg.node_names:
+        text = hosts.read_file(cfg, node, EVENTS_LOG)  # None on a host that is down
+        found += [j for j in parse_job_events(node, text or "") if j.operation == OUTGOING_MIGRATION]
+    return sorted(found, key=lambda j: j.at)
+
+
 def clear_consoles(cfg: LabConfig) -> None:
-    """Empty every guest console log (virtlogd appends to them: the next line lands at 0)."""
-    paths = " ".join(CONSOLE_LOG.format(guest=g) for g in cfg.guest_names)
+    """Empty every guest console log (virtlogd appends to them: the next line lands at 0) and
+    the log of libvirt's completed jobs."""
+    paths = " ".join([*(CONSOLE_LOG.format(guest=g) for g in cfg.guest_names), EVENTS_LOG])
     for node in cfg.node_names:
         if hosts.booted(cfg, node):
             hosts.exec_in(cfg, node, f"for f in {paths}; do [ -e $f ] && : > $f; done; true", check=True)
