@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cau.domain.profile import build_profile
 from cau.errors import PreflightError
 from cau.journal.events import EventKind, JournalEvent
 from tests.support import (
+    Done,
     installs,
     max_concurrent_maintenance,
     node,
@@ -565,3 +567,49 @@ def test_a_node_no_budget_can_spare_fails_naming_the_budget(tmp_path: Path) -> N
     assert done.node("n1").error_id == "DisruptionBudgetExceeded"
     assert "disruption budget dns (min_available 100%)" in (done.node("n1").message or "")
     assert done.node("n3").status == "Succeeded"
+
+
+def test_a_parallel_run_starts_the_chain_of_a_tight_budget_first_and_ends_sooner(tmp_path: Path) -> None:
+    # eight nodes in four racks; a license server pinned on each of n5..n8, of which three must
+    # keep running: their nodes go one at a time, a chain of four. CAU's order (fewest roles
+    # first) takes them last, and the run would end with them one by one.
+    nodes = [node(f"n{i}", failure_domain=f"rack{(i - 1) % 4 + 1}") for i in range(1, 9)]
+    roles = [{"name": f"license-{i}", "kind": "pinned", "cpu": 1, "owner": f"n{i + 4}"} for i in range(1, 5)]
+    options = {"max_parallel_nodes": "auto", "disruption_budgets": ["license-*=3"]}
+
+    def run(home: Path, **more: object) -> Done:
+        home.mkdir()
+        return run_cluster(home, write_cluster(home, spec(nodes, roles=roles)), **options, **more)
+
+    caus_order = run(tmp_path / "caus-order", node_order=[f"n{i}" for i in range(1, 9)])
+    waves = run(tmp_path / "waves")
+    for done in (caus_order, waves):
+        assert done.report.status == "Succeeded" and done.state["violations"] == []
+    entered = [e.node for e in waves.events if e.kind is EventKind.INTENT and e.step == "enter_maintenance"]
+    licensed = ["n5", "n6", "n7", "n8"]
+    # a license server's node is among the first two to enter maintenance, and the four are spread
+    # over the run rather than all at its end
+    assert entered[0] in licensed or entered[1] in licensed, entered
+    assert entered[-1] not in licensed or entered[-2] not in licensed, entered
+    assert waves.report.duration_seconds < caus_order.report.duration_seconds, (
+        waves.report.duration_seconds,
+        caus_order.report.duration_seconds,
+    )
+    # and the budget held: no two license servers' nodes in maintenance at once
+    spans = {
+        n: (
+            next(
+                e.ts
+                for e in waves.events
+                if e.node == n and e.kind is EventKind.INTENT and e.step == "enter_maintenance"
+            ),
+            next(
+                e.ts
+                for e in waves.events
+                if e.node == n and e.kind is EventKind.OUTCOME and e.step == "exit_maintenance"
+            ),
+        )
+        for n in licensed
+    }
+    ordered = sorted(spans.values())
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)), spans

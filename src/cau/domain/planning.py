@@ -22,6 +22,7 @@ from cau.domain.disruption import (
     domain_block,
     domain_of,
 )
+from cau.domain.packing import in_waves, limits_of
 from cau.domain.placement import place_roles
 from cau.domain.profile import MoveMethod, RunProfile
 from cau.domain.results import ErrorId
@@ -72,10 +73,29 @@ def unknown_nodes(snapshot: ClusterSnapshot, names: Sequence[str]) -> list[str]:
 
 
 def run_order(snapshot: ClusterSnapshot, profile: RunProfile) -> list[str]:
-    """The order a run of `profile` takes the nodes in (its explicit order, its domains)."""
-    return order_nodes(
+    """The order a run of `profile` takes the nodes in (its explicit order, its domains). A
+    parallel run takes the nodes its explicit order does not name in waves, the tightest failure
+    domains and disruption budgets first (cau.domain.packing), within each domain of a
+    domain_order, the leader still last."""
+    order = order_nodes(
         snapshot, profile.node_order, domain_label=profile.domain_label, domain_order=profile.domain_order
     )
+    if profile.max_parallel_nodes == 1:
+        return order
+    limits = limits_of(snapshot, profile.disruption_limits, roles_move=profile.move is MoveMethod.LIVE)
+    if not limits:
+        return order
+    head = [n for n in dict.fromkeys(profile.node_order or ()) if n in set(order)]
+    ranks = domain_ranks(snapshot, profile) or {}
+    out = list(head)
+    rest = order[len(head) :]
+    while rest:  # each domain of a domain_order on its own (one segment without one)
+        rank = ranks.get(rest[0], 0)
+        segment = [n for n in rest if ranks.get(n, 0) == rank]
+        rest = [n for n in rest if ranks.get(n, 0) != rank]
+        leader = [n for n in segment if snapshot.node(n).leader]
+        out += in_waves([n for n in segment if n not in leader], limits) + leader
+    return out
 
 
 def domain_rank(domain: str | None, domain_order: Sequence[str]) -> int:
