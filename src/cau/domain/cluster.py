@@ -169,6 +169,17 @@ class ClusterSnapshot:
         return tuple(n.name for n in self.nodes if n.is_up and not n.in_maintenance)
 
     @cached_property
+    def serving_set(self) -> frozenset[str]:
+        return frozenset(self.serving)
+
+    @cached_property
+    def by_most_free(self) -> tuple[str, ...]:
+        """The serving nodes, the most free cpu first (then memory, then name): the order in
+        which a spreading placement tries targets (cau.domain.placement)."""
+        free = self._free
+        return tuple(sorted(self.serving, key=lambda n: (-free[n].cpu, -free[n].memory_gb, n)))
+
+    @cached_property
     def not_serving(self) -> frozenset[str]:
         """The nodes out of service as observed: down, or in maintenance."""
         return frozenset(n.name for n in self.nodes if not n.is_up or n.in_maintenance)

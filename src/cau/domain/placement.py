@@ -45,9 +45,16 @@ def place_roles(
     """
     draining_set = set(draining)
     excluded = draining_set | set(unavailable)
-    # From the snapshot's indexes: the cost is the nodes' count once, not the roles' at each call.
-    targets = [name for name in snapshot.serving if name not in excluded]
-    free = {name: snapshot.free(name) for name in targets}
+    targets = snapshot.serving_set - excluded
+    # Each target's room as the placement fills it: only the nodes it placed roles on differ
+    # from the snapshot's. The most-free target that fits is then the first fitting node of the
+    # snapshot's own order (`by_most_free`, kept once per snapshot) or one of those changed: a
+    # role costs a few lookups, not one per node, so an admission's cost does not grow with N.
+    changed: dict[str, Capacity] = {}
+
+    def free(name: str) -> Capacity:
+        return changed[name] if name in changed else snapshot.free(name)
+
     to_move = sorted(
         (r for name in draining_set for r in snapshot.roles_on(name) if r.movable and r.owner == name),
         key=lambda r: (_size(r), r.name),
@@ -57,16 +64,33 @@ def place_roles(
     unplaced: list[Role] = []
     for role in to_move:
         choice = next(
-            (n for n in role.preferred_owners if n in free and free[n].covers(role.needs)),
+            (n for n in role.preferred_owners if n in targets and free(n).covers(role.needs)),
             None,
         )
         if choice is None:
-            fitting = [n for n in targets if free[n].covers(role.needs)]
-            if fitting:
-                choice = min(fitting, key=lambda n: (-free[n].cpu, -free[n].memory_gb, n))
+            choice = _most_free_fitting(snapshot, role.needs, targets, changed)
         if choice is None:
             unplaced.append(role)
             continue
         moves[role.name] = choice
-        free[choice] = free[choice] - role.needs
+        changed[choice] = free(choice) - role.needs
     return Placement(moves=moves, unplaced=tuple(unplaced))
+
+
+def _most_free_fitting(
+    snapshot: ClusterSnapshot, needs: Capacity, targets: Collection[str], changed: dict[str, Capacity]
+) -> str | None:
+    """The target with the most free cpu (then memory, then name) that has room for `needs`."""
+    best: tuple[float, float, str] | None = None
+    for name in snapshot.by_most_free:
+        room = snapshot.free(name)
+        if room.cpu + 1e-9 < needs.cpu:
+            break  # the nodes after it have less cpu still (the tolerance is `covers`')
+        if name in targets and name not in changed and room.covers(needs):
+            best = (-room.cpu, -room.memory_gb, name)
+            break
+    for name, room in changed.items():
+        key = (-room.cpu, -room.memory_gb, name)
+        if room.covers(needs) and (best is None or key < best):
+            best = key
+    return None if best is None else best[2]

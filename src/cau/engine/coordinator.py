@@ -471,13 +471,19 @@ class Coordinator:
                 self._start(name, tasks, ahead=ahead and node.only_read)
         # Not started yet; a node already finished without starting (canceled) stays finished.
         pending = [n for n in order if self._not_started(n)]
+        position = {name: i for i, name in enumerate(order)}
         closed: str | None = None
         while True:
             await self._check_limits()
             closed = self._window_closed()
             while self._stop is None and closed is None:
                 working = [n for n in tasks.values() if not self._waiting_turn(n)]
-                waiting = [n for n in order if n in tasks.values() and self._waiting_turn(n)]
+                # The nodes in hand waiting for their turn, in node order (from those in hand,
+                # not the whole order: this loop runs at every node's change).
+                waiting = sorted(
+                    (n for n in tasks.values() if self._waiting_turn(n)),
+                    key=lambda n: position.get(n, len(position)),
+                )
                 if not waiting and pending and pending[0] == self.own_node:
                     # Our own node is next: once nothing is in flight, the run is handed over
                     # (nothing started after it either, so the node order holds).

@@ -9,9 +9,10 @@ was known to be down, and says so.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cau.journal.events import ProbeDown, ProbeSummary, ProbeUp
 from cau.reports.model import NodeReport, OutageReport, RoleAvailability, StepRef
@@ -105,43 +106,59 @@ def fold_probe_events(
 # --- attribution -------------------------------------------------------------------------------
 
 
-def steps_during(
-    nodes: Sequence[NodeReport], start: datetime, end: datetime, run_end: datetime
-) -> list[StepRef]:
-    """The steps of every node that overlap [start, end], with the overlap in seconds."""
-    found: list[StepRef] = []
-    for node in nodes:
-        for s in node.steps:
-            s_end = s.finished or run_end
-            lo, hi = max(start, s.started), min(end, s_end)
-            if hi > lo or (start == end and s.started <= start <= s_end):
-                found.append(
-                    StepRef(
-                        node=node.name, step=s.step, seconds=round(max(0.0, (hi - lo).total_seconds()), 3)
-                    )
+class StepIndex:
+    """Every node's steps by start time, so finding the steps during an outage costs the steps
+    near it, not every step of the run (a report of a large run has one outage per move)."""
+
+    def __init__(self, nodes: Sequence[NodeReport], run_end: datetime) -> None:
+        self._run_end = run_end
+        # (started, node's position, step's position, finished): the positions keep the
+        # answer in the order reports always gave (node by node, steps as they came).
+        spans = sorted(
+            (s.started, i, j, s.finished or run_end)
+            for i, node in enumerate(nodes)
+            for j, s in enumerate(node.steps)
+        )
+        self._starts = [span[0] for span in spans]
+        self._spans = spans
+        self._nodes = nodes
+        self._longest = max((f - st for st, _, _, f in spans), default=timedelta(0))
+
+    def during(self, start: datetime, end: datetime) -> list[StepRef]:
+        """The steps of every node that overlap [start, end], with the overlap in seconds."""
+        # A step overlapping [start, end] started at most `longest` before `start`, and no later
+        # than `end`.
+        lo_i = bisect.bisect_left(self._starts, start - self._longest)
+        hi_i = bisect.bisect_right(self._starts, end)
+        found: list[tuple[int, int, StepRef]] = []
+        for started, i, j, s_end in self._spans[lo_i:hi_i]:
+            lo, hi = max(start, started), min(end, s_end)
+            if hi > lo or (start == end and started <= start <= s_end):
+                node = self._nodes[i]
+                seconds = round(max(0.0, (hi - lo).total_seconds()), 3)
+                found.append((i, j, StepRef(node=node.name, step=node.steps[j].step, seconds=seconds)))
+        found.sort(key=lambda f: (f[0], f[1]))
+        # One entry per node and step kind (a step retried twice during one outage is one entry).
+        merged: dict[tuple[str, str], StepRef] = {}
+        for _, _, ref in found:
+            key = (ref.node, ref.step)
+            if key in merged:
+                merged[key] = StepRef(
+                    node=ref.node, step=ref.step, seconds=round(merged[key].seconds + ref.seconds, 3)
                 )
-    # One entry per node and step kind (a step retried twice during one outage is one entry).
-    merged: dict[tuple[str, str], StepRef] = {}
-    for ref in found:
-        key = (ref.node, ref.step)
-        if key in merged:
-            merged[key] = StepRef(
-                node=ref.node, step=ref.step, seconds=round(merged[key].seconds + ref.seconds, 3)
-            )
-        else:
-            merged[key] = ref
-    return list(merged.values())  # in the order the steps started
+            else:
+                merged[key] = ref
+        return list(merged.values())  # node by node, each node's steps in the order they started
 
 
 def attribute(
     outages: Sequence[OutageReport], nodes: Sequence[NodeReport], run_end: datetime
 ) -> list[OutageReport]:
+    index = StepIndex(nodes, run_end)
     out = []
     for o in outages:
         end = o.ended or run_end
-        out.append(
-            o.model_copy(update={"during": steps_during(nodes, o.started, min(end, run_end), run_end)})
-        )
+        out.append(o.model_copy(update={"during": index.during(o.started, min(end, run_end))}))
     return out
 
 
