@@ -326,3 +326,44 @@ def test_failback_policy_lets_the_clusters_own_location_preference_bring_it_back
     assert node2["roles_failed_back"] == []  # cau moved nothing back ...
     pm.wait(lambda s: s.locations("web") == ["node2"], timeout=60)  # ... Pacemaker did
     assert cau_leftovers(lab) == NOTHING_LEFT
+
+
+def test_pacemaker_node_attributes_are_the_failure_domains_a_run_orders_by(
+    clean_pcmk_lab: Lab, tmp_path: Path
+) -> None:
+    # Racks set as an operator sets them, on the real cluster: node1 and node2 in r1, node3 in
+    # r2. cau reads them from the CIB as the nodes' labels; a profile's domain_order then decides
+    # the order of the run (site-aware updating), and its typo is named by `cau check`.
+    lab = clean_pcmk_lab
+    pm = lab.pacemaker
+    racks = {"node1": "r1", "node2": "r1", "node3": "r2"}
+
+    def planned(order: str) -> list[str]:
+        profile = tmp_path / f"{order}.toml"
+        profile.write_text(f'domain_label = "rack"\ndomain_order = {order.split(",")!r}\n'.replace("'", '"'))
+        out = cau(
+            lab, tmp_path, "run", lab.cluster, "--dry-run", "--profile", str(profile), "--output", "json"
+        )
+        assert out.returncode == 0, out.stderr + out.stdout
+        return [n for batch in json.loads(out.stdout)["batches"] for n in batch["nodes"]]
+
+    try:
+        for node, rack in racks.items():
+            pm.exec(node, f"crm_attribute --node {node} --name rack --update {rack}")
+        # Every node of one rack before the other's (within a rack, CAU's order: the DC last).
+        first, *rest = planned("r2,r1")
+        assert first == "node3" and sorted(rest) == ["node1", "node2"]
+        *rest, last = planned("r1,r2")
+        assert last == "node3" and sorted(rest) == ["node1", "node2"]
+
+        typo = tmp_path / "typo.toml"
+        typo.write_text('domain_label = "rack"\ndomain_order = ["r2", "r9"]\n')
+        checked = cau(lab, tmp_path, "check", lab.cluster, "--profile", str(typo), "--output", "json")
+        [finding] = [r for r in json.loads(checked.stdout)["results"] if r["rule"] == "disruption-limits"]
+        assert finding["outcome"] == "warning", finding
+        assert finding["detail"] == "domain_order names rack value(s) no node has: r9"
+        assert "(r1, r2)" in finding["fix"]
+    finally:
+        for node in racks:
+            pm.exec(node, f"crm_attribute --node {node} --name rack --delete")
+    assert "rack" not in pm.exec("node1", "cibadmin -Q -o nodes")
