@@ -67,6 +67,12 @@ def forecast(
         drains=profile.drain is not DrainPolicy.NEVER,
         one_gate=one_gate,
         domain_ranks=ranks,
+        # As the coordinator starts the next node ahead of its turn (cau.engine.coordinator):
+        # a fixed max_parallel_nodes, no pre-update script, and a failure budget that would
+        # survive the failure of every node in progress.
+        ahead=max_parallel is not None
+        and not profile.pre_update_script
+        and batches.in_progress_limit <= max_failed,
     )
     return RunForecast(
         cluster=cluster,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cau.domain.batches import form_batches
 from cau.domain.cluster import Capacity, ClusterSnapshot, Node, Role, RoleKind
@@ -96,6 +97,46 @@ def test_the_live_remaining_time_counts_from_where_each_node_is() -> None:
     assert remaining_seconds(plan, [NodeNow("a", "done"), NodeNow("b", "after")]) == 0.0
     # a run twice as slow as predicted so far: what is left is twice as long
     assert remaining_seconds(plan, [NodeNow("a", "done"), NodeNow("b", "pending")], pace=2.0) == 360.0
+
+
+def test_a_serial_run_that_scans_ahead_hides_every_scan_but_the_first() -> None:
+    # One node at a time, the next one scanning and staging (10 s) while the one before works:
+    # only the first node's scan is on the run's path. Its turn comes when the node before is
+    # done, and it takes it before any node after it starts.
+    model = DurationModel([sample(n) for n in "abcd"])
+    cycle = sum(PARTS.values())  # 180 s, of which 10 s prepare
+    plain = plan_run(model, list("abcd"), ["apt"], slots=1, in_progress=1)
+    ahead = plan_run(model, list("abcd"), ["apt"], slots=1, in_progress=1, ahead=True)
+    assert plain.predicted_seconds == 4 * cycle
+    assert ahead.predicted_seconds == 4 * cycle - 3 * 10.0
+    assert ahead.ahead and not plain.ahead
+    # live: a works, b has scanned ahead and waits for its turn, c and d have not started
+    where = [
+        NodeNow("a", "work", 30.0),
+        NodeNow("b", "waiting", 5.0),
+        NodeNow("c", "pending"),
+        NodeNow("d", "pending"),
+    ]
+    assert remaining_seconds(ahead, where) == (130.0 - 30.0) + 20.0 + 170.0 + 170.0 + 170.0
+    # the second node starts ahead with the first: its long scan runs beside the first's
+    slow = DurationModel([sample(n, prepare=300.0) for n in "ab"])
+    two = plan_run(slow, ["a", "b"], ["apt"], slots=1, in_progress=1, ahead=True)
+    assert two.predicted_seconds == 300.0 + 170.0 + 170.0
+
+
+def test_the_forecast_scans_ahead_as_the_coordinator_does() -> None:
+    snap = _snapshot(4)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def planned(**options: Any) -> bool:
+        made = forecast("c", snap, build_profile(overrides=options), [], ["apt"], now)
+        assert made.plan is not None
+        return made.plan.ahead
+
+    assert planned(max_parallel_nodes=1, max_failed_nodes=1)
+    assert not planned(max_parallel_nodes="auto", max_failed_nodes=1)  # auto starts what it can
+    assert not planned(max_parallel_nodes=1, max_failed_nodes=0)  # the budget could run out
+    assert not planned(max_parallel_nodes=1, max_failed_nodes=1, pre_update_script="/bin/true")
 
 
 def _snapshot(nodes: int, roles: list[Role] | None = None) -> ClusterSnapshot:

@@ -133,6 +133,11 @@ class RunPlan(BaseModel):
     one_gate: bool = Field(
         True, description="drains and failbacks pass the gate one at a time (False: they overlap)"
     )
+    ahead: bool = Field(
+        False,
+        description="the next node scans and stages ahead of its turn, while the nodes in "
+        "progress work (a fixed max_parallel_nodes; cau.engine.coordinator)",
+    )
 
     @property
     def spread(self) -> float:
@@ -216,6 +221,7 @@ def plan_run(
     drains: bool = True,
     one_gate: bool = True,
     domain_ranks: Mapping[str, int] | None = None,
+    ahead: bool = False,
 ) -> RunPlan:
     ranks = domain_ranks or {}
     nodes = [
@@ -223,7 +229,9 @@ def plan_run(
         for n in order
     ]
     jobs = [_Job(n.node, _phases(n), rank=n.domain_rank) for n in nodes]
-    total = schedule(jobs, pending_from=0, slots=slots, in_progress=in_progress, one_gate=one_gate)
+    total = schedule(
+        jobs, pending_from=0, slots=slots, in_progress=in_progress, one_gate=one_gate, ahead=ahead
+    )
     basis = max((n.basis for n in nodes), key=lambda b: b.rank, default=Basis.DEFAULT)
     return RunPlan(
         nodes=nodes,
@@ -233,6 +241,7 @@ def plan_run(
         basis=basis,
         history_runs=model.runs,
         one_gate=one_gate,
+        ahead=ahead,
     )
 
 
@@ -248,6 +257,9 @@ class _Job:
     holds: bool = False  # holds a maintenance slot
     running: bool = False  # its current phase is under way (a gated one: it has the gate)
     rank: int = 0  # its domain_rank: it starts once no job of a lower rank is active
+    # It has its turn: it counts as in progress. A job started ahead (scan-ahead) prepares
+    # without one, and waits for one before anything past its preparation.
+    turn: bool = True
 
 
 def _phases(plan: NodePlan, start: Phase = "prepare", elapsed: float = 0.0) -> deque[list[float | str]]:
@@ -263,13 +275,20 @@ def _phases(plan: NodePlan, start: Phase = "prepare", elapsed: float = 0.0) -> d
 
 
 def schedule(
-    jobs: list[_Job], *, pending_from: int, slots: int, in_progress: int, one_gate: bool = True
+    jobs: list[_Job],
+    *,
+    pending_from: int,
+    slots: int,
+    in_progress: int,
+    one_gate: bool = True,
+    ahead: bool = False,
 ) -> float:
     """Seconds until every job is done: jobs[:pending_from] are in progress now (as they are),
     the others start in order while fewer than `in_progress` are and none of a lower domain
     rank is active (a domain_order's barrier); at most `slots` hold maintenance (one alone is
     always let in); entering and leaving take the gate one at a time (`one_gate`), or overlap
-    (planned drains, cau.engine.gate)."""
+    (planned drains, cau.engine.gate). With `ahead`, one more job starts when none of those in
+    progress may: it prepares, then waits for its turn, which it gets before any job after it."""
     slots, in_progress = max(1, slots), max(1, in_progress)
     active = jobs[:pending_from]
     pending = deque(jobs[pending_from:])
@@ -281,9 +300,27 @@ def schedule(
     t = 0.0
     while True:
         active = [j for j in active if j.phases]
-        while pending and len(active) < in_progress and all(j.rank >= pending[0].rank for j in active):
+        working = sum(1 for j in active if j.turn)
+        # A job started ahead gets the next turn, prepared or not (the coordinator gives it first).
+        for job in active:
+            if not job.turn and working < in_progress and all(j.rank >= job.rank for j in active if j.turn):
+                job.turn, working = True, working + 1
+                job.running = job.phases[0][0] not in _GATED
+        while (
+            pending
+            and working < in_progress
+            and all(j.turn for j in active)
+            and all(j.rank >= pending[0].rank for j in active)
+        ):
             job = pending.popleft()
             job.running = job.phases[0][0] not in _GATED if job.phases else False
+            if job.phases:
+                active.append(job)
+                working += 1
+        if ahead and pending and all(j.turn for j in active):
+            job = pending.popleft()
+            job.turn = False
+            job.running = bool(job.phases) and job.phases[0][0] == "prepare"
             if job.phases:
                 active.append(job)
         if not active:
@@ -294,6 +331,7 @@ def schedule(
                     j
                     for j in active
                     if not j.running
+                    and j.turn
                     and (
                         j.phases[0][0] == "leave"
                         or (j.phases[0][0] == "enter" and (holders < slots or holders == 0))
@@ -312,7 +350,10 @@ def schedule(
                 (
                     j
                     for j in active
-                    if not j.running and j.phases[0][0] == "enter" and (holders < slots or holders == 0)
+                    if not j.running
+                    and j.turn
+                    and j.phases[0][0] == "enter"
+                    and (holders < slots or holders == 0)
                 ),
                 None,
             )
@@ -334,7 +375,7 @@ def schedule(
                     gate = None
                 if phase == "leave":
                     job.holds, holders = False, holders - 1
-                job.running = bool(job.phases) and job.phases[0][0] not in _GATED
+                job.running = bool(job.phases) and job.phases[0][0] not in _GATED and job.turn
 
 
 # --- during a run ----------------------------------------------------------------------------
@@ -401,6 +442,7 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0
     predicted cycles scaled by the run's `pace` so far."""
     in_flight: list[_Job] = []
     pending: list[_Job] = []
+    working = 0  # in-flight nodes past their preparation: they have their turn
     for now in where:
         node = plan.node(now.node)
         if node is None or now.position == "done":
@@ -411,18 +453,23 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0
             continue
         if now.position == "waiting":
             job = _Job(now.node, _phases(node, "enter"), rank=node.domain_rank)
+            job.turn = not plan.ahead or working < plan.in_progress
         else:
             job = _Job(now.node, _phases(node, now.position, now.elapsed), rank=node.domain_rank)
             job.holds = now.position in ("enter", "work", "leave") and node.drains
             job.running = bool(job.phases) and job.phases[0][0] == now.position
+            if now.position == "prepare" and plan.ahead and working >= plan.in_progress:
+                job.turn = False  # started ahead of its turn
         if job.phases:
             in_flight.append(job)
+            working += job.turn
     return schedule(
         [*in_flight, *pending],
         pending_from=len(in_flight),
         slots=plan.slots,
         in_progress=plan.in_progress,
         one_gate=plan.one_gate,
+        ahead=plan.ahead,
     )
 
 
