@@ -80,6 +80,23 @@ def store_config(cfg: LabConfig) -> dict[str, Any] | None:
     }
 
 
+def libvirt_options() -> dict[str, Any]:
+    """The libvirt provider's own keys for the lab's hypervisors: what each host offers guests,
+    how to migrate (the lab's own migrations, vmhosts.migrate, use them too)."""
+    return {
+        "guest_memory_mib": vmhosts.HOST_GUEST_MEMORY_MIB,
+        "migrate_uri": vmhosts.MIGRATE_URI,
+        "migrate_data_uri": vmhosts.MIGRATE_DATA_URI,
+        # Measured on the lab (2 cores, TCG guests under 20 probes a second): QEMU's default
+        # 300 ms downtime limit paused a guest 120-190 ms at the switch-over, and each probe
+        # connecting meanwhile lost its SYN (3-4 failed 50 ms probes a migration); with these,
+        # 10-60 ms and 0-1 failed probes, rarely 2-3. (10 ms was no better: 9-137 ms, and one
+        # of 16 migrations left the guest's kernel with a general protection fault.)
+        "max_downtime_ms": vmhosts.MAX_DOWNTIME_MS,
+        "migrate_options": list(vmhosts.MIGRATE_OPTIONS),
+    }
+
+
 def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
     """The config cau reads: the lab's cluster (and, self-updating, its etcd store). on_host:
     as cau on the lab's own hosts reads it (key and known_hosts under /etc/cau)."""
@@ -100,16 +117,7 @@ def cluster_config(cfg: LabConfig, *, on_host: bool = False) -> dict[str, Any]:
     if not cfg.pacemaker or cfg.min_online is not None:
         cluster["options"]["min_online"] = cfg.effective_min_online
     if cfg.vm_hosts and not cfg.pacemaker:  # (with pacemaker: Pacemaker moves vm1, not cau)
-        # the libvirt provider's own keys: what each host offers guests, how to migrate
-        cluster["options"]["guest_memory_mib"] = vmhosts.HOST_GUEST_MEMORY_MIB
-        cluster["options"]["migrate_uri"] = vmhosts.MIGRATE_URI
-        cluster["options"]["migrate_data_uri"] = vmhosts.MIGRATE_DATA_URI
-        # Measured on the lab (2 cores, TCG guests under 20 probes a second): QEMU's default
-        # 300 ms downtime limit paused a guest 120-190 ms at the switch-over, and each probe
-        # connecting meanwhile lost its SYN (3-4 failed 50 ms probes a migration); with these,
-        # 10-60 ms and 0-1 failed probes, rarely 2-3.
-        cluster["options"]["max_downtime_ms"] = vmhosts.MAX_DOWNTIME_MS
-        cluster["options"]["migrate_options"] = list(vmhosts.MIGRATE_OPTIONS)
+        cluster["options"].update(libvirt_options())
         # one availability probe per guest; the role is the guest's (domain's) name
         cluster["probes"] = [
             {"role": g, "targets": [vmhosts.guest_url(cfg, g)], "interval": "50ms"} for g in cfg.guest_names

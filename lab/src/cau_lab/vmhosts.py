@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
+from cau.providers.libvirt import LibvirtOptions, migrate_command
 from cau_lab import hosts
 from cau_lab.accel import Accelerator, accelerator
 from cau_lab.config import VM_BRIDGE, LabConfig, LabError
@@ -505,17 +506,16 @@ def restore(cfg: LabConfig, log: Log = quiet, timeout: float = 120) -> None:
 
 
 def migrate(cfg: LabConfig, guest: str, source: str, dest: str, timeout: float = 120) -> float:
-    """Live-migrate guest from source to dest the way the provider does; returns seconds."""
-    address = cfg.address(dest)
+    """Live-migrate guest from source to dest with the libvirt provider's own command (and the
+    options the lab gives it); returns seconds."""
+    from cau_lab.access import libvirt_options  # (access imports this module)
+
+    options = LibvirtOptions.model_validate(
+        {"nodes": [{"name": n, "host": cfg.address(n)} for n in cfg.node_names], **libvirt_options()}
+    )
+    command = migrate_command(options, guest, target=dest, address=cfg.address(dest))
     started = time.monotonic()
-    virsh(
-        cfg,
-        source,
-        "migrate", "--live", "--persistent", "--undefinesource", guest,
-        MIGRATE_URI.format(address=address), "--migrateuri", MIGRATE_DATA_URI.format(address=address),
-        check=True,
-        timeout=timeout,
-    )  # fmt: skip
+    hosts.exec_in(cfg, source, command, check=True, timeout=timeout)
     return time.monotonic() - started
 
 

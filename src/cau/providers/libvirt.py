@@ -125,6 +125,32 @@ def _mark(name: str) -> str:
     return shlex.quote(f"{MARK_DIR}/{name}")
 
 
+def migrate_uri(options: LibvirtOptions, *, target: str, address: str) -> str:
+    """The libvirt URI a source host connects to for a migration to `target` (at `address`)."""
+    return options.migrate_uri.format(address=address, node=target)
+
+
+def migrate_command(options: LibvirtOptions, name: str, *, target: str, address: str) -> str:
+    """The shell command, run on the source host, that live-migrates domain `name` to `target`
+    (at `address`) as `options` say: the one place that says how cau migrates (the lab's own
+    migrations use it too)."""
+
+    def virsh(args: str) -> str:
+        return f"virsh -q -c {shlex.quote(options.uri)} {args}"
+
+    args = ["migrate", "--live", "--persistent", "--undefinesource"]
+    if options.copy_storage:
+        args.append("--copy-storage-all")
+    args += [*options.migrate_options, name, migrate_uri(options, target=target, address=address)]
+    if options.migrate_data_uri:
+        args += ["--migrateuri", options.migrate_data_uri.format(address=address, node=target)]
+    command = virsh(shlex.join(args))
+    if options.max_downtime_ms is not None:
+        # a parameter of the running QEMU, not kept by the destination: set before each move
+        command = f"{virsh(f'migrate-setmaxdowntime {name} {options.max_downtime_ms}')} && {command}"
+    return command
+
+
 class LibvirtProvider(SshProvider):
     name: ClassVar[str] = "libvirt"
     Options: ClassVar[type[BaseModel]] = LibvirtOptions
@@ -285,7 +311,7 @@ class LibvirtProvider(SshProvider):
         return problems
 
     def _migrate_uri(self, target: str) -> str:
-        return self.lv.migrate_uri.format(address=self._address(target), node=target)
+        return migrate_uri(self.lv, target=target, address=self._address(target))
 
     async def migration_path_problems(self, nodes: list[str]) -> list[str]:
         """Each host connects to every other's libvirt as its live migrations would (migrate_uri:
@@ -470,20 +496,7 @@ class LibvirtProvider(SshProvider):
         there if libvirt left it paused), and raises MaintenanceError. The move is reported with
         the step of `for_node` (the node drained, or failed back to)."""
         name = domain_name(name)
-        address = self._address(target)
-        dest = self._migrate_uri(target)
-        args = ["migrate", "--live", "--persistent", "--undefinesource"]
-        if self.lv.copy_storage:
-            args.append("--copy-storage-all")
-        args += [*self.lv.migrate_options, name, dest]
-        if self.lv.migrate_data_uri:
-            args += ["--migrateuri", self.lv.migrate_data_uri.format(address=address, node=target)]
-        command = self._virsh(shlex.join(args))
-        if self.lv.max_downtime_ms is not None:
-            # a parameter of the running QEMU, not kept by the destination: set before each move
-            command = (
-                f"{self._virsh(f'migrate-setmaxdowntime {name} {self.lv.max_downtime_ms}')} && {command}"
-            )
+        command = migrate_command(self.lv, name, target=target, address=self._address(target))
         started, t0 = self._clock.now(), self._clock.monotonic()
         timeout = self.lv.migrate_timeout.total_seconds()
         error = ""
