@@ -26,7 +26,7 @@ from typing import Any
 
 from cau.errors import NodeUnreachable
 from cau.plugins.dnf_facts import parse_check_update, split_nevra
-from cau.providers.libvirt_state import DOMAIN_HEAD, MARK_DIR, PATH_HEAD, read_script
+from cau.providers.libvirt_state import DOMAIN_HEAD, MARK_DIR, PATH_HEAD, STORAGE_HEAD, read_script
 from cau.providers.libvirt_state import SPLIT as LIBVIRT_SPLIT
 from cau.providers.ssh import MaintenanceHooks
 from cau.readiness.facts import FACTS_PREFIX
@@ -496,6 +496,7 @@ class Guest:
     managed_save: bool = False
     preferred: tuple[str, ...] = ()
     hostdev: bool = False
+    local_disk: str | None = None  # a disk file on its host's own storage
     boots: int = 1  # a restart (not a restore) of its state makes a new boot
 
 
@@ -530,6 +531,11 @@ class LibvirtPool(SshHosts):
         # migrations there fail, and so does the provider's migration-path check)
         self.no_path: dict[tuple[str, str], str] = {}
         self.path_checks: list[str] = []  # the hosts that ran the migration-path check
+        # where a disk copied by --copy-storage-all can land: active storage pools' target
+        # paths, and the files on each host (a guest's local disk is on its host)
+        self.storage_pools: dict[str, set[str]] = {n: set() for n in self.names}
+        self.files: dict[str, set[str]] = {n: set() for n in self.names}
+        self.storage_checks: list[str] = []  # the hosts that ran the copy-storage check
 
     def answer(self, node: str, command: str) -> Result:
         if command == REBOOT and node not in self.held and self.down.get(node, 0) == 0:
@@ -549,6 +555,12 @@ class LibvirtPool(SshHosts):
             if g.preferred
             else ""
         )
+        disk = (
+            f"\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n"
+            f"      <source file='{g.local_disk}'/>\n      <target dev='vdb' bus='virtio'/>\n    </disk>"
+            if g.local_disk
+            else ""
+        )
         hostdev = (
             "\n    <hostdev mode='subsystem' type='pci' managed='yes'>\n      <source>\n"
             "        <address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/>\n"
@@ -566,7 +578,7 @@ class LibvirtPool(SshHosts):
             "    <kernel>/var/lib/cau-vms/vmlinux</kernel>\n  </os>\n"
             "  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
             "    <interface type='bridge'>\n      <source bridge='vmbr0'/>\n"
-            f"      <model type='virtio'/>\n    </interface>{hostdev}\n  </devices>\n</domain>"
+            f"      <model type='virtio'/>\n    </interface>{disk}{hostdev}\n  </devices>\n</domain>"
         )
 
     def _read(self, node: str) -> str:
@@ -590,6 +602,8 @@ class LibvirtPool(SshHosts):
             return self._read(node)
         if command.startswith("_cau_path() {"):
             return self._paths(node, command)
+        if command.startswith(f"virsh -q -c {self.URI} pool-list --name | while read -r p;"):
+            return self._storage(node, command)
         mark = re.fullmatch(rf"mkdir -p {MARK_DIR} && touch {MARK_DIR}/(\S+)", command)
         if mark:
             self.marks[node].add(mark.group(1))
@@ -663,6 +677,18 @@ class LibvirtPool(SshHosts):
                 out.append(
                     f"{PATH_HEAD} {target} no error: failed to connect to the hypervisor\terror: {error}"
                 )
+        return "".join(line + "\n" for line in out)
+
+    def _storage(self, node: str, command: str) -> str:
+        """The copy-storage check (storage_script), as real virsh and sh answer it
+        (tests/fixtures/libvirt/storage-pools-and-files.txt)."""
+        self.storage_checks.append(node)
+        out = [f"{STORAGE_HEAD} pool {path}" for path in sorted(self.storage_pools[node])]
+        for quoted in re.findall(r"\[ -e (\S+) \]", command):
+            path = shlex.split(quoted)[0]
+            local = {g.local_disk for g in self.guests.values() if g.host == node}
+            if path in self.files[node] or path in local:
+                out.append(f"{STORAGE_HEAD} file {path}")
         return "".join(line + "\n" for line in out)
 
     def _migrate(self, node: str, g: Guest, args: list[str]) -> Result:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cau_lab import Lab
+from cau_lab import Lab, vmhosts
 from cau_lab.guest import GuestAnswer
 from tests.lab.support import (
     OLD,
@@ -201,6 +201,82 @@ def test_hosts_that_cannot_reach_each_others_libvirt_refuse_the_run_before_anyth
     failed = [r for r in json.loads(check.stdout)["results"] if r["outcome"] == "fail"]
     assert [r["rule"] for r in failed] == ["provider-checks"], failed
     assert "(6 of 6 migration paths)" in failed[0]["detail"], failed
+
+
+IMAGES = "/var/lib/libvirt/images"  # each host's own disk, not the lab's shared storage
+POOL = "cau-test-images"
+MARKER = "cau-lab-disk-marker"
+
+
+def test_a_guest_with_a_local_disk_is_copied_with_it_only_where_a_storage_pool_takes_it(
+    clean_vm_lab: Lab, tmp_path: Path
+) -> None:
+    # copy_storage: libvirt copies a local disk (--copy-storage-all) only into an active storage
+    # pool at the disk's directory, or over a file already there. Without one, the run is refused
+    # before anything moves; with one on every host, the guest goes away and back, disk and all.
+    lab = clean_vm_lab
+    home = lab.guest_home("guest1")
+    disk = f"{IMAGES}/guest1-data.img"
+    boots = {n: lab.boot_id(n) for n in lab.nodes}
+    config = config_with(lab, tmp_path / "clusters.toml", copy_storage=True)
+    try:
+        # guest1 gets a local disk on its host, a marker written at its start
+        lab.exec(
+            home,
+            f"mkdir -p {IMAGES} && truncate -s 16M {disk} && "
+            f"printf {MARKER} | dd of={disk} conv=notrunc status=none",
+            check=True,
+        )
+        xml = lab.virsh(home, "dumpxml", "--inactive", "guest1", check=True).stdout
+        disk_xml = (
+            f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source file='{disk}'/><target dev='vdb' bus='virtio'/></disk>"
+        )
+        lab.exec(
+            home, "cat > /run/guest1-disk.xml", input=xml.replace("<devices>", "<devices>" + disk_xml, 1)
+        )
+        lab.virsh(home, "define", "/run/guest1-disk.xml", check=True)
+        lab.virsh(home, "destroy", "guest1", check=True)
+        lab.virsh(home, "start", "guest1", check=True)
+        vmhosts.wait_guests(lab.cfg, ["guest1"])
+        before = answers(lab)
+
+        out = cau(lab, tmp_path, "run", lab.cluster, config=config)
+        assert out.returncode != 0, out.stdout
+        assert f"guest1's local disk {disk} (on {home}) has nowhere to be copied on " in out.stderr
+        assert "nothing was changed" in out.stderr
+        for node in lab.nodes:
+            assert versions(lab, node) == OLD and lab.boot_id(node) == boots[node], node
+        assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
+
+        for node in lab.nodes:  # autostarted: a host's restart in the run starts it again
+            lab.exec(
+                node,
+                f"mkdir -p {IMAGES} && virsh -q -c qemu:///system pool-define-as {POOL} dir --target "
+                f"{IMAGES} && virsh -q -c qemu:///system pool-start {POOL} && "
+                f"virsh -q -c qemu:///system pool-autostart {POOL}",
+                check=True,
+            )
+        code, report, err = run_json(lab, tmp_path, config=config)
+        assert code == 0, err
+        assert report["status"] == "Succeeded", report.get("message")
+        updated_and_restarted(lab, boots)
+        kept_state(lab, before)
+        assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
+        mine = [(m["from_node"], m["to_node"]) for m in report["moves"] if m["role"] == "guest1"]
+        assert len(mine) == 2 and mine[0][0] == home and mine[1][1] == home, mine
+        away = mine[0][1]
+        # the disk went there (libvirt created it in the pool) and came back with its content
+        assert lab.exec(away, f"test -s {disk}").returncode == 0
+        assert lab.exec(home, f"head -c {len(MARKER)} {disk}", check=True).stdout == MARKER
+    finally:
+        for node in lab.nodes:
+            lab.virsh(node, "destroy", "guest1")
+            lab.virsh(node, "undefine", "guest1")
+            lab.virsh(node, "pool-destroy", POOL)
+            lab.virsh(node, "pool-undefine", POOL)
+            lab.exec(node, f"rm -rf {IMAGES} /run/guest1-disk.xml")
+        lab.restore()  # guest1 defined again at home, as the lab defines it, and started
 
 
 def test_a_coordinator_killed_mid_migration_resumes_and_every_guest_runs_exactly_once(

@@ -327,3 +327,33 @@ def test_a_host_that_does_not_answer_is_named_once_and_not_checked_as_a_path(tmp
     problems = run_virtual(provider(p, tmp_path).preflight(RunProfile()))
     assert len(problems) == 1 and problems[0].startswith("hv2: "), problems
     assert sorted(p.path_checks) == ["hv1", "hv3"]
+
+
+DISK = "/var/lib/libvirt/images/g1-data.img"
+
+
+def test_preflight_names_a_local_disk_that_has_nowhere_to_be_copied(tmp_path: Path) -> None:
+    # copy_storage: libvirt copies a local disk only into an active storage pool at its
+    # directory, or over a file already there (libvirt 9.0 refuses the migration otherwise)
+    p = pool(Guest("g1", "hv1", local_disk=DISK), Guest("g2", "hv2"))
+    prov = provider(p, tmp_path, copy_storage=True)
+    problems = run_virtual(prov.preflight(RunProfile()))
+    assert problems == [
+        f"g1's local disk {DISK} (on hv1) has nowhere to be copied on hv2, hv3: libvirt creates a "
+        "copied disk only in an active storage pool whose target is its directory, or over a file "
+        "already at its path (define one on each host: virsh pool-define-as NAME dir --target "
+        "/var/lib/libvirt/images, then pool-start and pool-autostart; or put the disk under "
+        "shared_storage)"
+    ]
+    assert sorted(p.storage_checks) == NODES  # one round trip per host
+    p.storage_pools["hv2"].add("/var/lib/libvirt/images")
+    p.files["hv3"].add(DISK)
+    assert run_virtual(prov.preflight(RunProfile())) == []
+    # not asked: without copy_storage (the guest is pinned), with move = save, under shared storage
+    p.storage_pools["hv2"].clear()
+    p.storage_checks.clear()
+    assert run_virtual(provider(p, tmp_path).preflight(RunProfile())) == []
+    assert run_virtual(prov.preflight(RunProfile(move=MoveMethod.SAVE))) == []
+    shared = provider(p, tmp_path, copy_storage=True, shared_storage=["/var/lib/libvirt/images"])
+    assert run_virtual(shared.preflight(RunProfile())) == []
+    assert p.storage_checks == []

@@ -11,12 +11,14 @@ from cau.errors import ProviderError
 from cau.providers.libvirt_state import (
     DOMAIN_HEAD,
     SPLIT,
+    StorageView,
     parse_domain_xml,
     parse_domstate,
     parse_host,
     parse_jobinfo,
     parse_nodeinfo,
     parse_paths,
+    parse_storage,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
@@ -124,3 +126,15 @@ def test_the_migration_path_check_names_each_unreachable_target_in_virshs_words(
         "node4": "unable to connect to server at '10.77.205.13:1': Connection refused",
     }
     assert parse_paths("@@cau-path@@ node2 timeout\nsome other line\n") == {"node2": "no answer within 20 s"}
+
+
+def test_the_copy_storage_check_reads_active_pools_and_the_disks_already_there() -> None:
+    # node1: an active dir pool at /var/lib/libvirt/images, guest1-data.img there, other.img
+    # not; its inactive pool at /srv/pool2 is not listed (libvirt copies into active ones only)
+    view = parse_storage(fixture("storage-pools-and-files.txt"))
+    assert view.pools == {"/var/lib/libvirt/images"}
+    assert view.files == {"/var/lib/libvirt/images/guest1-data.img"}
+    assert view.takes("/var/lib/libvirt/images/other.img")  # the pool is at its directory
+    assert not view.takes("/srv/pool2/disk.img")
+    assert not view.takes("/var/lib/libvirt/images/sub/disk.img")  # not the pool's own directory
+    assert StorageView(files=frozenset({"/srv/a.img"})).takes("/srv/a.img")

@@ -59,12 +59,15 @@ from cau.providers.libvirt_state import (
     SAVED_PREFIX,
     DomainInfo,
     HostState,
+    StorageView,
     domain_name,
     parse_host,
     parse_jobinfo,
     parse_paths,
+    parse_storage,
     paths_script,
     read_script,
+    storage_script,
 )
 from cau.providers.ssh import MaintenanceHooks, SshOptions, SshProvider
 from cau.redact import redact, tail
@@ -308,6 +311,47 @@ class LibvirtProvider(SshProvider):
                     )
         if profile is None or profile.move is not MoveMethod.SAVE:
             problems += await self.migration_path_problems(answered)
+            hosts = {n: h for n, h in zip(names, read, strict=True) if isinstance(h, HostState)}
+            problems += await self.copy_storage_problems(hosts)
+        return problems
+
+    async def copy_storage_problems(self, hosts: Mapping[str, HostState]) -> list[str]:
+        """With copy_storage, each running guest's local disks must have somewhere to land on
+        every other host (an active storage pool at the disk's directory, or the file already
+        there): else libvirt refuses the migration, found out in the middle of a run."""
+        if not self.lv.copy_storage or len(hosts) < 2:
+            return []
+        disks = [
+            (node, dom.name, path)
+            for node, host in hosts.items()
+            for dom in host.active
+            for path in dom.local_disks
+        ]
+        if not disks:
+            return []
+        paths = sorted({path for _, _, path in disks})
+
+        async def view(node: str) -> StorageView | None:
+            try:
+                result = await self._run(node, storage_script(self.lv.uri, paths))
+            except (NodeUnreachable, CommandTimeout):
+                return None  # named by the checks before (it did not answer)
+            return parse_storage(result.stdout)
+
+        names = list(hosts)
+        views = dict(zip(names, await asyncio.gather(*(view(n) for n in names)), strict=True))
+        problems = []
+        for source, guest, path in disks:
+            missing = [t for t in names if t != source and (v := views[t]) is not None and not v.takes(path)]
+            if missing:
+                directory = path.rpartition("/")[0] or "/"
+                problems.append(
+                    f"{guest}'s local disk {path} (on {source}) has nowhere to be copied on "
+                    f"{', '.join(missing)}: libvirt creates a copied disk only in an active storage "
+                    f"pool whose target is its directory, or over a file already at its path (define "
+                    f"one on each host: virsh pool-define-as NAME dir --target {directory}, then "
+                    "pool-start and pool-autostart; or put the disk under shared_storage)"
+                )
         return problems
 
     def _migrate_uri(self, target: str) -> str:

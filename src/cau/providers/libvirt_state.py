@@ -290,3 +290,57 @@ def parse_paths(text: str) -> dict[str, str | None]:
             errors = [e for e in errors if e and e != "failed to connect to the hypervisor"]
             found[node] = "; ".join(errors) or "virsh failed without saying why"
     return found
+
+
+# --- where copied disks can land -----------------------------------------------------------------
+
+STORAGE_HEAD = "@@cau-storage@@"
+
+
+@dataclass(frozen=True)
+class StorageView:
+    """What a host offers a disk copied there by `--copy-storage-all`: libvirt creates the copy
+    only in an active storage pool whose target is the disk's directory, or over a file already
+    at the disk's path (seen on libvirt 9.0: "Storage pool not found: no storage pool with
+    matching target path '...'" otherwise, also for a defined pool that is not started)."""
+
+    pools: frozenset[str] = frozenset()  # the target paths of the active storage pools
+    files: frozenset[str] = frozenset()  # the asked paths that exist there
+
+    def takes(self, path: str) -> bool:
+        return path in self.files or _dirname(path) in self.pools
+
+
+def _dirname(path: str) -> str:
+    head, _, _ = path.rstrip("/").rpartition("/")
+    return head or "/"
+
+
+def storage_script(uri: str, paths: list[str]) -> str:
+    """The shell command a host runs to say where a copied disk could land: each active storage
+    pool's target path, and which of `paths` exist. Lines: `STORAGE_HEAD pool PATH`,
+    `STORAGE_HEAD file PATH`."""
+    q = shlex.quote
+    virsh = f"virsh -q -c {q(uri)}"
+    pools = (
+        f'{virsh} pool-list --name | while read -r p; do [ -n "$p" ] && '
+        f'printf \'{STORAGE_HEAD} pool %s\\n\' "$({virsh} pool-dumpxml "$p" --xpath '
+        "'/pool/target/path/text()')\"; done"
+    )
+    files = "".join(f"; [ -e {q(p)} ] && printf '{STORAGE_HEAD} file %s\\n' {q(p)}" for p in paths)
+    return f"{pools}{files}; true"
+
+
+def parse_storage(text: str) -> StorageView:
+    pools: set[str] = set()
+    files: set[str] = set()
+    for line in text.splitlines():
+        head, _, rest = line.partition(" ")
+        if head != STORAGE_HEAD:
+            continue
+        kind, _, path = rest.partition(" ")
+        if kind == "pool" and path.strip():
+            pools.add(path.strip().rstrip("/") or "/")
+        elif kind == "file" and path:
+            files.add(path)
+    return StorageView(frozenset(pools), frozenset(files))
