@@ -442,7 +442,7 @@ def remaining_seconds(plan: RunPlan, where: Sequence[NodeNow], pace: float = 1.0
     predicted cycles scaled by the run's `pace` so far."""
     in_flight: list[_Job] = []
     pending: list[_Job] = []
-    working = 0  # in-flight nodes past their preparation: they have their turn
+    working = 0  # in-flight nodes that have their turn (not started ahead of it)
     for now in where:
         node = plan.node(now.node)
         if node is None or now.position == "done":
