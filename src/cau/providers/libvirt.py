@@ -60,6 +60,7 @@ from cau.providers.libvirt_state import (
     DomainInfo,
     HostState,
     StorageView,
+    disk_directory,
     domain_name,
     parse_host,
     parse_jobinfo,
@@ -133,13 +134,18 @@ def migrate_uri(options: LibvirtOptions, *, target: str, address: str) -> str:
     return options.migrate_uri.format(address=address, node=target)
 
 
+def virsh_command(uri: str, args: str) -> str:
+    """`virsh` against the host's own libvirt at `uri`, quiet (no table headers)."""
+    return f"virsh -q -c {shlex.quote(uri)} {args}"
+
+
 def migrate_command(options: LibvirtOptions, name: str, *, target: str, address: str) -> str:
     """The shell command, run on the source host, that live-migrates domain `name` to `target`
     (at `address`) as `options` say: the one place that says how cau migrates (the lab's own
     migrations use it too)."""
 
     def virsh(args: str) -> str:
-        return f"virsh -q -c {shlex.quote(options.uri)} {args}"
+        return virsh_command(options.uri, args)
 
     args = ["migrate", "--live", "--persistent", "--undefinesource"]
     if options.copy_storage:
@@ -181,7 +187,7 @@ class LibvirtProvider(SshProvider):
     # --- reading the hosts -------------------------------------------------------------------------
 
     def _virsh(self, args: str) -> str:
-        return f"virsh -q -c {shlex.quote(self.lv.uri)} {args}"
+        return virsh_command(self.lv.uri, args)
 
     async def _run(self, node: str, command: str, *, timeout: float = 60) -> CommandResult:
         return await self.transport(node).run(command, timeout=timeout)
@@ -344,7 +350,7 @@ class LibvirtProvider(SshProvider):
         for source, guest, path in disks:
             missing = [t for t in names if t != source and (v := views[t]) is not None and not v.takes(path)]
             if missing:
-                directory = path.rpartition("/")[0] or "/"
+                directory = disk_directory(path)
                 problems.append(
                     f"{guest}'s local disk {path} (on {source}) has nowhere to be copied on "
                     f"{', '.join(missing)}: libvirt creates a copied disk only in an active storage "

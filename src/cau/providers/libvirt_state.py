@@ -308,10 +308,11 @@ class StorageView:
     files: frozenset[str] = frozenset()  # the asked paths that exist there
 
     def takes(self, path: str) -> bool:
-        return path in self.files or _dirname(path) in self.pools
+        return path in self.files or disk_directory(path) in self.pools
 
 
-def _dirname(path: str) -> str:
+def disk_directory(path: str) -> str:
+    """The directory of a disk's path: where a storage pool must be for libvirt to copy it."""
     head, _, _ = path.rstrip("/").rpartition("/")
     return head or "/"
 

@@ -111,7 +111,6 @@ class StepIndex:
     near it, not every step of the run (a report of a large run has one outage per move)."""
 
     def __init__(self, nodes: Sequence[NodeReport], run_end: datetime) -> None:
-        self._run_end = run_end
         # (started, node's position, step's position, finished): the positions keep the
         # answer in the order reports always gave (node by node, steps as they came).
         spans = sorted(
