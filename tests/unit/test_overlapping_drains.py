@@ -34,6 +34,20 @@ def test_projection_counts_a_planned_role_on_its_target_and_its_source_as_in_mai
     assert snap.free("c") == Capacity(10, 10)  # the observation itself is unchanged
 
 
+def test_projection_leaves_a_role_that_landed_or_went_elsewhere_as_observed() -> None:
+    # vm1 was planned a -> c but is seen on b (moved elsewhere since); vm2 landed on c already;
+    # a clone is never moved by a plan. Only what is still on its draining node is projected.
+    nodes = tuple(Node(n, capacity=Capacity(10, 10)) for n in ("a", "b", "c"))
+    clone = Role("web", RoleKind.CLONE, Capacity(1, 1), instances=("a", "b", "c"))
+    roles = (_vm("vm1", "b", 3), _vm("vm2", "c", 2), _vm("vm3", "a", 1), clone)
+    snap = ClusterSnapshot("c", nodes, roles)
+    projected = project_in_flight(snap, {"a": {"vm1": "c", "vm2": "c", "vm3": "b", "web": "b"}})
+    owners = {r.name: r.owner for r in projected.roles}
+    assert owners == {"vm1": "b", "vm2": "c", "vm3": "b", "web": None}
+    assert next(r for r in projected.roles if r.name == "web").instances == ("a", "b", "c")
+    assert projected.free("b") == Capacity(10 - 3 - 1 - 1, 10 - 1 - 1 - 1)
+
+
 def test_a_candidate_is_refused_the_room_an_in_flight_drain_reserved() -> None:
     # c is the only node with room for a 6-cpu VM; a's drain has planned vm1 there, so b's vm2
     # has nowhere to go, although c looks empty while vm1 is still on a.

@@ -141,27 +141,47 @@ class ClusterSnapshot:
 
     @cached_property
     def _hosted(self) -> dict[str, tuple[Role, ...]]:
-        on: dict[str, list[Role]] = {}
-        for r in self.roles:
-            for home in r.instances if r.kind is RoleKind.CLONE else (r.owner,) if r.owner else ():
-                on.setdefault(home, []).append(r)
-        return {name: tuple(roles) for name, roles in on.items()}
+        return self._load[0]
 
     @cached_property
     def _used(self) -> dict[str, Capacity]:
-        used: dict[str, Capacity] = {}
-        for name, roles in self._hosted.items():
-            cpu = memory = 0.0  # summed as Capacity.total does, without a Capacity per role
-            for r in roles:
-                cpu += r.needs.cpu
-                memory += r.needs.memory_gb
-            used[name] = Capacity(cpu, memory)
-        return used
+        return self._load[1]
+
+    @cached_property
+    def _load(self) -> tuple[dict[str, tuple[Role, ...]], dict[str, Capacity]]:
+        """The roles on each node and what they use, in one pass over the roles."""
+        on: dict[str, list[Role]] = {}
+        sums: dict[str, list[float]] = {}  # node -> [cpu, memory], summed as Capacity.total does
+        clone = RoleKind.CLONE
+        for r in self.roles:
+            if r.kind is clone:
+                homes: tuple[str, ...] = r.instances
+            elif r.owner:
+                homes = (r.owner,)
+            else:
+                continue
+            cpu, memory = r.needs.cpu, r.needs.memory_gb
+            for home in homes:
+                hosted = on.get(home)
+                if hosted is None:
+                    on[home] = [r]
+                    sums[home] = [cpu, memory]
+                else:
+                    hosted.append(r)
+                    total = sums[home]
+                    total[0] += cpu
+                    total[1] += memory
+        used = {name: Capacity(cpu, memory) for name, (cpu, memory) in sums.items()}
+        return {name: tuple(roles) for name, roles in on.items()}, used
 
     @cached_property
     def _free(self) -> dict[str, Capacity]:
-        none = Capacity()
-        return {n.name: n.capacity - self._used.get(n.name, none) for n in self.nodes}
+        used = self._used
+        free: dict[str, Capacity] = {}
+        for n in self.nodes:
+            u = used.get(n.name)
+            free[n.name] = n.capacity if u is None else n.capacity - u
+        return free
 
     @cached_property
     def serving(self) -> tuple[str, ...]:

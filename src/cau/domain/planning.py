@@ -252,12 +252,19 @@ def project_in_flight(snapshot: ClusterSnapshot, plans: Mapping[str, Mapping[str
     (or moved elsewhere since) are left as observed."""
     if not plans:
         return snapshot
-    landing = {(source, role): target for source, moves in plans.items() for role, target in moves.items()}
-    roles = tuple(
-        replace(r, owner=landing[(r.owner, r.name)])
-        if r.kind is not RoleKind.CLONE and r.owner is not None and (r.owner, r.name) in landing
-        else r
-        for r in snapshot.roles
-    )
+    # role -> {its draining node: its target}: one lookup by name per role
+    landing: dict[str, dict[str, str]] = {}
+    for source, moves in plans.items():
+        for role, target in moves.items():
+            landing.setdefault(role, {})[source] = target
+    clone = RoleKind.CLONE
+    roles = []
+    for r in snapshot.roles:
+        planned = landing.get(r.name)
+        if planned is not None and r.owner is not None and r.kind is not clone:
+            to = planned.get(r.owner)
+            if to is not None:
+                r = replace(r, owner=to)
+        roles.append(r)
     nodes = tuple(replace(n, in_maintenance=True) if n.name in plans else n for n in snapshot.nodes)
-    return replace(snapshot, nodes=nodes, roles=roles)
+    return replace(snapshot, nodes=nodes, roles=tuple(roles))
