@@ -28,6 +28,7 @@ from cau.clock import SystemClock
 from cau.config import LoadedConfig, load_config
 from cau.domain.cluster import ClusterSnapshot
 from cau.domain.gates import ProbeGate
+from cau.domain.planning import run_order
 from cau.domain.profile import OverrunPolicy, PluginSpec, RunProfile, build_profile
 from cau.domain.results import RunState
 from cau.domain.runs import LockInfo, LockOwner, ReportQuery, RunRecord
@@ -400,12 +401,21 @@ class Service:
         profile: RunProfile,
         plugins: list[str],
         now: datetime,
+        order: list[str] | None = None,
     ) -> RunForecast:
         samples = await history(self.store, cluster)
         members = self.config.cluster(cluster).store_members
         one_gate = not drains_overlap(provider, profile.move)
         return forecast(
-            cluster, snapshot, profile, samples, plugins, now, store_members=members, one_gate=one_gate
+            cluster,
+            snapshot,
+            profile,
+            samples,
+            plugins,
+            now,
+            store_members=members,
+            one_gate=one_gate,
+            run_nodes=order,
         )
 
     async def preview_run(self, cluster: str, profile: RunProfile) -> RunForecast:
@@ -679,8 +689,10 @@ class Service:
         now = self.clock.now()
         # The predicted duration against stop_after and the window: refused here (on_overrun =
         # refuse) before anything exists, or warned about in the run's journal.
+        # The order the run takes, decided once: journaled with its opening record, and forecast.
+        order = run_order(snapshot, profile)
         predicted = await self._forecast(
-            cluster, provider, snapshot, profile, [b.name for b in bindings], now
+            cluster, provider, snapshot, profile, [b.name for b in bindings], now, order
         )
         if predicted.overruns and profile.on_overrun is OverrunPolicy.REFUSE:
             raise PreflightError(
@@ -709,7 +721,7 @@ class Service:
                 profile=resolved,
             )
         )
-        opening = run_created(snapshot, resolved, provider_name, started_by=started_by)
+        opening = run_created(snapshot, resolved, provider_name, started_by=started_by, order=order)
         await self.store.append(run_id, opening, now)
         for w in warnings:
             note = ReadinessWarning(

@@ -5,6 +5,7 @@ refusing on a failing rule, naming its fix, or journaling a warning that its rep
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,34 @@ def test_the_provider_s_own_checks_fail_as_a_rule() -> None:
     results = check(provider)
     assert findings(results) == {("provider-checks", ()): "fail"}
     assert "this machine is itself node n1" in one(results, "provider-checks").detail
+
+
+class _AskedAtOnce(SshProvider):
+    """Its own checks go on only once the cluster is being observed: they finish only if both
+    are asked at once."""
+
+    discovering: asyncio.Event
+
+    async def discover(self) -> ClusterSnapshot:
+        self.discovering.set()
+        return await super().discover()
+
+    async def preflight(
+        self, profile: RunProfile | None = None, *, coordinator_node: str | None = None
+    ) -> list[str]:
+        async with asyncio.timeout(2):
+            await self.discovering.wait()
+        return await super().preflight(profile, coordinator_node=coordinator_node)
+
+
+def test_the_provider_s_own_checks_and_the_observation_are_asked_at_once() -> None:
+    # Both only read (libvirt and Pacemaker each read every host): a run's start waits for the
+    # slower of them, not for both in turn.
+    hosts = Hosts()
+    base = ssh(hosts)
+    provider = _AskedAtOnce("web", base.options, transports=hosts.transports)
+    provider.discovering = asyncio.Event()
+    assert findings(check(provider)) == {}
 
 
 def target(node: str) -> SshTarget:

@@ -85,7 +85,7 @@ def run_order(snapshot: ClusterSnapshot, profile: RunProfile) -> list[str]:
     limits = limits_of(snapshot, profile.disruption_limits, roles_move=profile.move is MoveMethod.LIVE)
     if not limits:
         return order
-    head = [n for n in dict.fromkeys(profile.node_order or ()) if n in set(order)]
+    head = explicit_head(profile.node_order, set(order))
     ranks = domain_ranks(snapshot, profile) or {}
     out = list(head)
     rest = order[len(head) :]
@@ -96,6 +96,12 @@ def run_order(snapshot: ClusterSnapshot, profile: RunProfile) -> list[str]:
         leader = [n for n in segment if snapshot.node(n).leader]
         out += in_waves([n for n in segment if n not in leader], limits) + leader
     return out
+
+
+def explicit_head(explicit: Sequence[str] | None, known: Collection[str]) -> list[str]:
+    """The nodes of an explicit order that the cluster has, each once, in that order: a run
+    takes them first (order_nodes), and a parallel run keeps them first (run_order)."""
+    return [n for n in dict.fromkeys(explicit or ()) if n in known]
 
 
 def domain_rank(domain: str | None, domain_order: Sequence[str]) -> int:
@@ -134,7 +140,7 @@ def order_nodes(
         snapshot.node_names,
         key=lambda n: (snapshot.node(n).leader, len(snapshot.roles_on(n)), n),
     )
-    head = [n for n in explicit or () if n in default]
+    head = explicit_head(explicit, set(default))
     rest = [n for n in default if n not in head]
     if any(domain_of(snapshot.node(n), domain_label) is not None for n in rest):
         rest = _by_domain(snapshot, rest, domain_label, domain_order)

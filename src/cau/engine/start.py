@@ -12,10 +12,16 @@ from cau.redact import redact_data
 
 
 def run_created(
-    snapshot: ClusterSnapshot, profile: RunProfile, provider: str, *, started_by: str | None = None
+    snapshot: ClusterSnapshot,
+    profile: RunProfile,
+    provider: str,
+    *,
+    started_by: str | None = None,
+    order: list[str] | None = None,
 ) -> RunCreated:
     """The run's opening journal record. `profile` has its plug-ins resolved (the profile's, the
-    cluster's or the provider's); `started_by` is who asked for the run."""
+    cluster's or the provider's); `started_by` is who asked for the run; `order` the order the run
+    takes (`run_order`), when the caller has it already."""
     return RunCreated(
         started_by=started_by,
         # The journal's copy is redacted (a script's command line may carry a secret); the run
@@ -25,7 +31,7 @@ def run_created(
         plugins=[
             PluginRef.model_validate(redact_data(p.model_dump(mode="json"))) for p in profile.plugins or []
         ],
-        order=run_order(snapshot, profile),
+        order=order if order is not None else run_order(snapshot, profile),
         max_failed=profile.effective_max_failed(len(snapshot.nodes)),
         nodes={
             n.name: NodeAtStart(

@@ -85,7 +85,10 @@ async def observe(
         user=str(getattr(options, "user", "root")),
     )
     own_checks = getattr(provider, "preflight", None)
-    if own_checks is not None:  # optional provider capability
+
+    async def provider_checks() -> None:
+        if own_checks is None:  # optional provider capability
+            return
         try:
             # self-updating mode: the coordinator runs on `coordinator_node`, a member
             obs.provider_problems = await (
@@ -103,9 +106,10 @@ async def observe(
             obs.snapshot_exception = exc
             obs.snapshot_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
 
-    if obs.simulated:
-        await snapshot()
-    else:
+    async def observe() -> None:
+        if obs.simulated:
+            await snapshot()
+            return
         files, commands = script_targets(profile)
         script = facts_script(script_paths=files, commands=[*commands, *plugin_tools(obs.plugins)])
         names = _configured_nodes(provider)
@@ -119,6 +123,10 @@ async def observe(
             names = list(obs.snapshot.node_names) if obs.snapshot is not None else []
             probes = list(await asyncio.gather(*(read_node(provider, n, script) for n in names)))
         obs.nodes = {p.node: p for p in probes}
+
+    # The provider's own checks and the observation only read, and neither needs the other: asked
+    # at once, a run's start waits for the slower of them, not for both in turn.
+    await asyncio.gather(provider_checks(), observe())
     if predict_drains and obs.snapshot is not None and isinstance(provider, PredictsDrain):
         obs.drain_problems = await _drain_problems(provider, obs)
     if role_checks is not None:
