@@ -39,11 +39,11 @@ def forecast(
     *,
     store_members: Collection[str] = (),
     one_gate: bool = True,
-    run_nodes: Sequence[str] | None = None,
+    order: Sequence[str] | None = None,
 ) -> RunForecast:
     """The forecast of a run of `profile` on the cluster as `snapshot` shows it, starting `now`.
-    `run_nodes`: the order the run will take (`run_order`), when the caller has it already."""
-    order = list(run_nodes) if run_nodes is not None else run_order(snapshot, profile)
+    `order`: the order the run will take (`run_order`), when the caller has it already."""
+    order = list(order) if order is not None else run_order(snapshot, profile)
     if profile.update_selection is not None:  # a remediation: the nodes not named are bypassed
         order = [n for n in order if n in profile.update_selection]
     max_parallel = None if profile.max_parallel_nodes == "auto" else int(profile.max_parallel_nodes)

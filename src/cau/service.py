@@ -415,7 +415,7 @@ class Service:
             now,
             store_members=members,
             one_gate=one_gate,
-            run_nodes=order,
+            order=order,
         )
 
     async def preview_run(self, cluster: str, profile: RunProfile) -> RunForecast:

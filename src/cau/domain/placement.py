@@ -84,26 +84,26 @@ class _Rooms:
         self._excluded = excluded
         self._order = snapshot.by_most_free
         self._cursor = 0
-        self.changed: dict[str, Capacity] = {}
+        self._changed: dict[str, Capacity] = {}
         self._changed_order: list[tuple[float, float, str]] = []  # (-cpu, -memory, name), best first
 
     def is_target(self, name: str) -> bool:
         return name in self._serving and name not in self._excluded
 
     def free(self, name: str) -> Capacity:
-        room = self.changed.get(name)
+        room = self._changed.get(name)
         return room if room is not None else self._snapshot.free(name)
 
     def take(self, name: str, needs: Capacity) -> None:
-        room = self.changed.get(name)
+        room = self._changed.get(name)
         if room is not None:
             self._changed_order.remove((-room.cpu, -room.memory_gb, name))
-        room = self.changed[name] = self.free(name) - needs
+        room = self._changed[name] = self.free(name) - needs
         bisect.insort(self._changed_order, (-room.cpu, -room.memory_gb, name))
 
     def most_free_fitting(self, needs: Capacity) -> str | None:
         """The target with the most free cpu (then memory, then name) that has room for `needs`."""
-        order, changed, free = self._order, self.changed, self._snapshot.free
+        order, changed, free = self._order, self._changed, self._snapshot.free
         while self._cursor < len(order) and (
             order[self._cursor] in changed or not self.is_target(order[self._cursor])
         ):
