@@ -500,6 +500,11 @@ class Guest:
     boots: int = 1  # a restart (not a restore) of its state makes a new boot
 
 
+def pool_name(path: str) -> str:
+    """A scripted host's name for its storage pool at `path`."""
+    return "pool-" + (path.rstrip("/").rpartition("/")[2] or "root")
+
+
 class LibvirtPool(SshHosts):
     """SshHosts that are libvirt hypervisors, answering the `virsh` commands of the libvirt
     provider in the formats real libvirt prints them (tests/fixtures/libvirt): the read script,
@@ -532,8 +537,10 @@ class LibvirtPool(SshHosts):
         self.no_path: dict[tuple[str, str], str] = {}
         self.path_checks: list[str] = []  # the hosts that ran the migration-path check
         # where a disk copied by --copy-storage-all can land: active storage pools' target
-        # paths, and the files on each host (a guest's local disk is on its host)
+        # paths (autostarted ones, and those not: inactive after a restart), and the files on
+        # each host (a guest's local disk is on its host)
         self.storage_pools: dict[str, set[str]] = {n: set() for n in self.names}
+        self.manual_pools: dict[str, set[str]] = {n: set() for n in self.names}
         self.files: dict[str, set[str]] = {n: set() for n in self.names}
         self.storage_checks: list[str] = []  # the hosts that ran the copy-storage check
 
@@ -683,12 +690,14 @@ class LibvirtPool(SshHosts):
         """The copy-storage check (storage_script), as real virsh and sh answer it
         (tests/fixtures/libvirt/storage-pools-and-files.txt)."""
         self.storage_checks.append(node)
-        out = [f"{STORAGE_HEAD} pool {path}" for path in sorted(self.storage_pools[node])]
+        active = sorted(self.storage_pools[node] | self.manual_pools[node])
+        out = [f"{STORAGE_HEAD}\tpool\t{pool_name(path)}\t{path}" for path in active]
+        out += [f"{STORAGE_HEAD}\tautostart\t{pool_name(path)}" for path in sorted(self.storage_pools[node])]
         for quoted in re.findall(r"\[ -e (\S+) \]", command):
             path = shlex.split(quoted)[0]
             local = {g.local_disk for g in self.guests.values() if g.host == node}
             if path in self.files[node] or path in local:
-                out.append(f"{STORAGE_HEAD} file {path}")
+                out.append(f"{STORAGE_HEAD}\tfile\t{path}")
         return "".join(line + "\n" for line in out)
 
     def _migrate(self, node: str, g: Guest, args: list[str]) -> Result:

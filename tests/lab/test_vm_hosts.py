@@ -213,7 +213,9 @@ def test_a_guest_with_a_local_disk_is_copied_with_it_only_where_a_storage_pool_t
 ) -> None:
     # copy_storage: libvirt copies a local disk (--copy-storage-all) only into an active storage
     # pool at the disk's directory, or over a file already there. Without one, the run is refused
-    # before anything moves; with one on every host, the guest goes away and back, disk and all.
+    # before anything moves; so it is with pools that are not autostarted (inactive once their
+    # host has restarted in the run); with autostarted ones on every host, the guest goes away
+    # and back, disk and all.
     lab = clean_vm_lab
     home = lab.guest_home("guest1")
     disk = f"{IMAGES}/guest1-data.img"
@@ -249,14 +251,24 @@ def test_a_guest_with_a_local_disk_is_copied_with_it_only_where_a_storage_pool_t
             assert versions(lab, node) == OLD and lab.boot_id(node) == boots[node], node
         assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
 
-        for node in lab.nodes:  # autostarted: a host's restart in the run starts it again
+        for node in lab.nodes:  # started, not autostarted: inactive after its host's restart
             lab.exec(
                 node,
                 f"mkdir -p {IMAGES} && virsh -q -c qemu:///system pool-define-as {POOL} dir --target "
-                f"{IMAGES} && virsh -q -c qemu:///system pool-start {POOL} && "
-                f"virsh -q -c qemu:///system pool-autostart {POOL}",
+                f"{IMAGES} && virsh -q -c qemu:///system pool-start {POOL}",
                 check=True,
             )
+        out = cau(lab, tmp_path, "run", lab.cluster, config=config)
+        assert out.returncode != 0, out.stdout
+        others = ", ".join(f"{POOL} on {n}" for n in lab.nodes if n != home)
+        assert f"would be copied into storage pools that are not autostarted ({others})" in out.stderr
+        assert "virsh pool-autostart NAME on each" in out.stderr and "nothing was changed" in out.stderr
+        for node in lab.nodes:
+            assert versions(lab, node) == OLD and lab.boot_id(node) == boots[node], node
+        assert where(lab) == at_home(lab) and marks(lab) == NO_MARKS
+
+        for node in lab.nodes:  # autostarted: a host's restart in the run starts it again
+            lab.exec(node, f"virsh -q -c qemu:///system pool-autostart {POOL}", check=True)
         code, report, err = run_json(lab, tmp_path, config=config)
         assert code == 0, err
         assert report["status"] == "Succeeded", report.get("message")

@@ -349,6 +349,18 @@ def test_preflight_names_a_local_disk_that_has_nowhere_to_be_copied(tmp_path: Pa
     p.storage_pools["hv2"].add("/var/lib/libvirt/images")
     p.files["hv3"].add(DISK)
     assert run_virtual(prov.preflight(RunProfile())) == []
+    # a pool that is active but not autostarted: inactive once hv2 has restarted in the run, so
+    # a later copy there fails; not a problem for a run that restarts nothing
+    p.storage_pools["hv2"].clear()
+    p.manual_pools["hv2"].add("/var/lib/libvirt/images")
+    assert run_virtual(prov.preflight(RunProfile())) == [
+        f"g1's local disk {DISK} (on hv1) would be copied into storage pools that are not "
+        "autostarted (pool-images on hv2): each host restarts in the run and such a pool is "
+        "inactive after its host's restart, so a later copy there fails (virsh pool-autostart "
+        "NAME on each)"
+    ]
+    assert run_virtual(prov.preflight(RunProfile(no_restart=True))) == []
+    p.manual_pools["hv2"].clear()
     # not asked: without copy_storage (the guest is pinned), with move = save, under shared storage
     p.storage_pools["hv2"].clear()
     p.storage_checks.clear()

@@ -11,6 +11,7 @@ from cau.errors import ProviderError
 from cau.providers.libvirt_state import (
     DOMAIN_HEAD,
     SPLIT,
+    StoragePool,
     StorageView,
     parse_domain_xml,
     parse_domstate,
@@ -129,12 +130,21 @@ def test_the_migration_path_check_names_each_unreachable_target_in_virshs_words(
 
 
 def test_the_copy_storage_check_reads_active_pools_and_the_disks_already_there() -> None:
-    # node1: an active dir pool at /var/lib/libvirt/images, guest1-data.img there, other.img
-    # not; its inactive pool at /srv/pool2 is not listed (libvirt copies into active ones only)
+    # node1 (real virsh output): an active, autostarted dir pool at /var/lib/libvirt/images,
+    # guest1-data.img there and other.img not; an active pool at /srv/manual, not autostarted;
+    # its inactive pool at /srv/pool2 is not listed (libvirt copies into active ones only)
     view = parse_storage(fixture("storage-pools-and-files.txt"))
-    assert view.pools == {"/var/lib/libvirt/images"}
+    assert view.pools == (
+        StoragePool("cau-images", "/var/lib/libvirt/images", autostart=True),
+        StoragePool("cau-manual", "/srv/manual", autostart=False),
+    )
     assert view.files == {"/var/lib/libvirt/images/guest1-data.img"}
     assert view.takes("/var/lib/libvirt/images/other.img")  # the pool is at its directory
+    assert view.takes("/var/lib/libvirt/images/other.img", after_restart=True)  # autostarted
     assert not view.takes("/srv/pool2/disk.img")
     assert not view.takes("/var/lib/libvirt/images/sub/disk.img")  # not the pool's own directory
-    assert StorageView(files=frozenset({"/srv/a.img"})).takes("/srv/a.img")
+    # active now, but not autostarted: gone once the host has restarted
+    assert view.takes("/srv/manual/disk.img")
+    assert not view.takes("/srv/manual/disk.img", after_restart=True)
+    # a file already there stays
+    assert StorageView(files=frozenset({"/srv/a.img"})).takes("/srv/a.img", after_restart=True)

@@ -318,13 +318,19 @@ class LibvirtProvider(SshProvider):
         if profile is None or profile.move is not MoveMethod.SAVE:
             problems += await self.migration_path_problems(answered)
             hosts = {n: h for n, h in zip(names, read, strict=True) if isinstance(h, HostState)}
-            problems += await self.copy_storage_problems(hosts)
+            # hosts restart in the run unless it never restarts (`cau check` asks as for a run)
+            restarts = profile is None or not profile.no_restart
+            problems += await self.copy_storage_problems(hosts, restarts=restarts)
         return problems
 
-    async def copy_storage_problems(self, hosts: Mapping[str, HostState]) -> list[str]:
+    async def copy_storage_problems(
+        self, hosts: Mapping[str, HostState], *, restarts: bool = True
+    ) -> list[str]:
         """With copy_storage, each running guest's local disks must have somewhere to land on
         every other host (an active storage pool at the disk's directory, or the file already
-        there): else libvirt refuses the migration, found out in the middle of a run."""
+        there): else libvirt refuses the migration, found out in the middle of a run. `restarts`:
+        the hosts restart in the run, so that pool must also be autostarted (it is inactive after
+        its host's restart otherwise, and a guest that goes there later fails to migrate)."""
         if not self.lv.copy_storage or len(hosts) < 2:
             return []
         disks = [
@@ -357,6 +363,23 @@ class LibvirtProvider(SshProvider):
                     f"pool whose target is its directory, or over a file already at its path (define "
                     f"one on each host: virsh pool-define-as NAME dir --target {directory}, then "
                     "pool-start and pool-autostart; or put the disk under shared_storage)"
+                )
+                continue
+            manual = [
+                (t, pool)
+                for t in names
+                if t != source
+                and (v := views[t]) is not None
+                and not v.takes(path, after_restart=True)
+                and (pool := v.pool_for(path)) is not None
+            ]
+            if restarts and manual:
+                where = ", ".join(f"{pool.name} on {t}" for t, pool in manual)
+                problems.append(
+                    f"{guest}'s local disk {path} (on {source}) would be copied into storage pools "
+                    f"that are not autostarted ({where}): each host restarts in the run and such a "
+                    "pool is inactive after its host's restart, so a later copy there fails "
+                    "(virsh pool-autostart NAME on each)"
                 )
         return problems
 

@@ -298,17 +298,36 @@ STORAGE_HEAD = "@@cau-storage@@"
 
 
 @dataclass(frozen=True)
+class StoragePool:
+    """An active storage pool of a host, as the copy-storage check sees it."""
+
+    name: str
+    path: str  # its target directory
+    autostart: bool  # started again when its host starts (else inactive after a restart)
+
+
+@dataclass(frozen=True)
 class StorageView:
     """What a host offers a disk copied there by `--copy-storage-all`: libvirt creates the copy
     only in an active storage pool whose target is the disk's directory, or over a file already
     at the disk's path (seen on libvirt 9.0: "Storage pool not found: no storage pool with
     matching target path '...'" otherwise, also for a defined pool that is not started)."""
 
-    pools: frozenset[str] = frozenset()  # the target paths of the active storage pools
+    pools: tuple[StoragePool, ...] = ()  # the active storage pools
     files: frozenset[str] = frozenset()  # the asked paths that exist there
 
-    def takes(self, path: str) -> bool:
-        return path in self.files or disk_directory(path) in self.pools
+    def pool_for(self, path: str) -> StoragePool | None:
+        """The active pool a copy of the disk at `path` would be created in (its directory's)."""
+        directory = disk_directory(path)
+        return next((p for p in self.pools if p.path == directory), None)
+
+    def takes(self, path: str, *, after_restart: bool = False) -> bool:
+        """Would a copy of the disk at `path` land here; `after_restart`: also once the host has
+        restarted (a file stays; only an autostarted pool is active again)."""
+        if path in self.files:
+            return True
+        pool = self.pool_for(path)
+        return pool is not None and (pool.autostart or not after_restart)
 
 
 def disk_directory(path: str) -> str:
@@ -319,29 +338,38 @@ def disk_directory(path: str) -> str:
 
 def storage_script(uri: str, paths: list[str]) -> str:
     """The shell command a host runs to say where a copied disk could land: each active storage
-    pool's target path, and which of `paths` exist. Lines: `STORAGE_HEAD pool PATH`,
+    pool (name and target path), those that are autostarted, and which of `paths` exist. Lines,
+    tab-separated: `STORAGE_HEAD pool NAME PATH`, `STORAGE_HEAD autostart NAME`,
     `STORAGE_HEAD file PATH`."""
     q = shlex.quote
     virsh = f"virsh -q -c {q(uri)}"
     pools = (
         f'{virsh} pool-list --name | while read -r p; do [ -n "$p" ] && '
-        f'printf \'{STORAGE_HEAD} pool %s\\n\' "$({virsh} pool-dumpxml "$p" --xpath '
+        f'printf \'{STORAGE_HEAD}\\tpool\\t%s\\t%s\\n\' "$p" "$({virsh} pool-dumpxml "$p" --xpath '
         "'/pool/target/path/text()')\"; done"
     )
-    files = "".join(f"; [ -e {q(p)} ] && printf '{STORAGE_HEAD} file %s\\n' {q(p)}" for p in paths)
-    return f"{pools}{files}; true"
+    autostart = (
+        f'; {virsh} pool-list --name --autostart | while read -r p; do [ -n "$p" ] && '
+        f"printf '{STORAGE_HEAD}\\tautostart\\t%s\\n' \"$p\"; done"
+    )
+    files = "".join(f"; [ -e {q(p)} ] && printf '{STORAGE_HEAD}\\tfile\\t%s\\n' {q(p)}" for p in paths)
+    return f"{pools}{autostart}{files}; true"
 
 
 def parse_storage(text: str) -> StorageView:
-    pools: set[str] = set()
+    pools: dict[str, str] = {}  # name -> target path
+    autostart: set[str] = set()
     files: set[str] = set()
     for line in text.splitlines():
-        head, _, rest = line.partition(" ")
-        if head != STORAGE_HEAD:
+        fields = line.split("\t")
+        if fields[0] != STORAGE_HEAD or len(fields) < 3:
             continue
-        kind, _, path = rest.partition(" ")
-        if kind == "pool" and path.strip():
-            pools.add(path.strip().rstrip("/") or "/")
-        elif kind == "file" and path:
-            files.add(path)
-    return StorageView(frozenset(pools), frozenset(files))
+        kind = fields[1]
+        if kind == "pool" and len(fields) >= 4 and fields[3].strip():
+            pools[fields[2]] = fields[3].strip().rstrip("/") or "/"
+        elif kind == "autostart":
+            autostart.add(fields[2])
+        elif kind == "file" and fields[2]:
+            files.add(fields[2])
+    found = tuple(StoragePool(name, path, name in autostart) for name, path in sorted(pools.items()))
+    return StorageView(found, frozenset(files))
