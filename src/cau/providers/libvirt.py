@@ -354,7 +354,9 @@ class LibvirtProvider(SshProvider):
         views = dict(zip(names, await asyncio.gather(*(view(n) for n in names)), strict=True))
         problems = []
         for source, guest, path in disks:
-            missing = [t for t in names if t != source and (v := views[t]) is not None and not v.takes(path)]
+            # the other hosts that answered the check, with what each offers the copy
+            others = {t: v for t in names if t != source and (v := views[t]) is not None}
+            missing = [t for t, v in others.items() if not v.takes(path)]
             if missing:
                 directory = disk_directory(path)
                 problems.append(
@@ -365,15 +367,14 @@ class LibvirtProvider(SshProvider):
                     "pool-start and pool-autostart; or put the disk under shared_storage)"
                 )
                 continue
+            if not restarts:
+                continue
             manual = [
                 (t, pool)
-                for t in names
-                if t != source
-                and (v := views[t]) is not None
-                and not v.takes(path, after_restart=True)
-                and (pool := v.pool_for(path)) is not None
+                for t, v in others.items()
+                if not v.takes(path, after_restart=True) and (pool := v.pool_for(path)) is not None
             ]
-            if restarts and manual:
+            if manual:
                 where = ", ".join(f"{pool.name} on {t}" for t, pool in manual)
                 problems.append(
                     f"{guest}'s local disk {path} (on {source}) would be copied into storage pools "
